@@ -1,0 +1,50 @@
+"""Command line: ``python -m toygpt <command> ...``.
+
+Each command lives in its own module under ``toygpt/cli/`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the parsed
+args and returning an exit code). Commands are imported lazily so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module under toygpt.cli that registers it
+COMMANDS = {
+    "tokenize": "toygpt.cli.tokenize",
+    "data": "toygpt.cli.data",
+    "train": "toygpt.cli.train",
+    "runs": "toygpt.cli.runs",
+    "sample": "toygpt.cli.sample",
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m toygpt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
+    for name in wanted:
+        try:
+            module = importlib.import_module(COMMANDS[name])
+        except ModuleNotFoundError as exc:
+            if exc.name != COMMANDS[name]:
+                raise
+            continue  # command not built yet in this checkout
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
