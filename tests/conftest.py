@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny seeded model config, the shared corpus when present, and isolated
+run/data directories so no test writes into the working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from toygpt.model import GPT, GPTConfig
+
+SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path_factory, monkeypatch):
+    """Every test gets its own runs/ and data/ folders (toygpt reads these variables)."""
+    base = tmp_path_factory.mktemp("toygpt-home")
+    monkeypatch.setenv("TOYGPT_RUNS_DIR", str(base / "runs"))
+    monkeypatch.setenv("TOYGPT_DATA_DIR", str(base / "data"))
+    yield base
+
+
+@pytest.fixture
+def tiny_config() -> GPTConfig:
+    return GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+@pytest.fixture
+def tiny_model(tiny_config) -> GPT:
+    return GPT(tiny_config, seed=0).eval()
+
+
+@pytest.fixture
+def shakespeare_path() -> Path:
+    path = Path(os.environ.get("TOYGPT_SHAKESPEARE", SHAKESPEARE))
+    if not path.is_file():
+        pytest.skip(f"tiny shakespeare not found at {path} (../shared/data is optional)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # two cores are shared by the test run; more threads than cores only adds contention
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
