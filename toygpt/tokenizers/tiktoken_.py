@@ -133,7 +133,7 @@ def fetch_into_cache(url: str, sha256: str, timeout: float = DOWNLOAD_TIMEOUT_S)
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise TokenizerUnavailable(f"no answer from {url} within {timeout:g} s")
+        raise TokenizerUnavailable(f"no answer from {url} within {timeout:.2g} s")
     error = outcome.get("error")
     if error is not None:
         raise TokenizerUnavailable(f"downloading {url} failed: {error}") from error
