@@ -65,6 +65,17 @@ def test_pre_tokenize_patterns():
         pre_tokenize("x", "gpt3")
 
 
+def test_split_patterns_are_tiktokens():
+    import inspect
+
+    from tiktoken_ext import openai_public
+
+    from toygpt.tokenizers.bpe import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN
+
+    assert GPT2_SPLIT_PATTERN == openai_public.r50k_pat_str
+    assert f'r"""{GPT4_SPLIT_PATTERN}"""' in inspect.getsource(openai_public.cl100k_base)
+
+
 def test_split_pattern_keeps_merges_inside_words():
     tok = BPETokenizer.train("dog. dog! dog? " * 30, 300)
     vocab = [tok.token_bytes(m.new_id) for m in tok.merges]
