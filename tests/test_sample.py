@@ -1,0 +1,465 @@
+"""Sampling: the stages of one step, generation with and without the KV cache, bad input."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toygpt.model import GPT, GPTConfig, KVCache
+from toygpt.sample import (
+    SamplingConfig,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    crop_context,
+    decode_step,
+    encode_prompt,
+    generate,
+    generate_text,
+    next_token_distribution,
+    sample_from,
+    stages_from_logits,
+    start_token_id,
+    window_start,
+)
+
+VARIANTS = [
+    dict(),
+    dict(norm_position="post"),
+    dict(pos_encoding="sinusoidal"),
+    dict(pos_encoding="none", bias=False, tie_embeddings=True),
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tensors here are tiny: a second thread cannot speed them up, and on a busy machine every
+    # parallel region waits for it (milliseconds per operation instead of microseconds).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_model(seed: int = 0, dtype: torch.dtype = torch.float64, **overrides) -> GPT:
+    """A tiny model whose weights are 5× GPT-2's init, so attention is not uniform and the
+    predictions vary from token to token (at 0.02 every logit is ≈ 0 and ties are near).
+
+    float64 keeps the rounding differences between the cached and full paths (~1e-16) far below
+    the gaps between logits, so a token-for-token comparison tests the maths, not luck.
+    """
+    defaults = dict(vocab_size=24, block_size=8, n_layer=2, n_head=2, n_embd=16, tie_embeddings=False)
+    model = GPT(GPTConfig(**{**defaults, **overrides}), seed=seed).eval().to(dtype)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.mul_(5)
+    return model
+
+
+def tokens(steps) -> list[int]:
+    return [step.token_id for step in steps]
+
+
+# --------------------------------------------------------------------------------------------
+# KV cache == full recomputation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={v}" for k, v in v.items()) or "gpt2")
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1.0), dict(temperature=0.7, top_k=5, top_p=0.9)])
+def test_cache_equals_full_recomputation_beyond_block_size(variant, sampling):
+    model = make_model(**variant)
+    prompt = [1, 2, 3]
+    n = 4 * model.config.block_size  # the window jumps several times
+    cached = list(generate(model, prompt, n, seed=7, use_cache=True, record_stages=True, **sampling))
+    full = list(generate(model, prompt, n, seed=7, use_cache=False, record_stages=True, **sampling))
+    assert tokens(cached) == tokens(full)
+    for a, b in zip(cached, full, strict=True):
+        torch.testing.assert_close(a.stages.raw_logits, b.stages.raw_logits, rtol=0, atol=1e-9)
+    assert any(not s.recomputed for s in cached)  # the cache was actually used ...
+    assert sum(s.recomputed for s in cached) > 1  # ... and rebuilt when the window moved
+    assert all(s.recomputed for s in full)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    prompt=st.lists(st.integers(0, 23), min_size=0, max_size=20),
+    keep=st.integers(1, 8),
+    seed=st.integers(0, 2**31 - 1),
+    temperature=st.sampled_from([0, 0.5, 1.0, 2.0]),
+)
+def test_cache_equals_full_recomputation_property(prompt, keep, seed, temperature):
+    model = make_model(seed=seed % 3)
+    kwargs = dict(temperature=temperature, seed=seed, window_keep=keep)
+    assert tokens(generate(model, prompt, 20, use_cache=True, **kwargs)) == tokens(
+        generate(model, prompt, 20, use_cache=False, **kwargs)
+    )
+
+
+def test_crop_every_step_matches_a_plain_loop():
+    """window_keep=block_size is the classic loop: read the last block_size tokens every step."""
+    model = make_model()
+    block = model.config.block_size
+    ids = [5, 6]
+    with torch.no_grad():
+        for _ in range(3 * block):
+            logits, _ = model(torch.tensor([ids[-block:]]))
+            ids.append(int(logits[0, -1].argmax()))
+    out = tokens(generate(model, [5, 6], 3 * block, temperature=0, window_keep=block))
+    assert out == ids[2:]
+
+
+def test_default_window_matches_a_plain_loop_with_jumps():
+    model = make_model(pos_encoding="sinusoidal")
+    block, keep = model.config.block_size, 3
+    ids, start = [4], 0
+    with torch.no_grad():
+        for _ in range(3 * block):
+            if len(ids) - start > block:
+                start = len(ids) - keep
+            logits, _ = model(torch.tensor([ids[start:]]))
+            ids.append(int(logits[0, -1].argmax()))
+    assert tokens(generate(model, [4], 3 * block, temperature=0, window_keep=keep)) == ids[1:]
+
+
+def test_decode_step_equals_forward_with_cache_in_float32(tiny_model):
+    ids = torch.randint(0, tiny_model.config.vocab_size, (1, tiny_model.config.block_size), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full, _ = tiny_model(ids)
+        cache = KVCache(tiny_model.config.n_layer)
+        steps = [decode_step(tiny_model, int(t), cache) for t in ids[0]]
+    torch.testing.assert_close(torch.stack(steps), full[0], rtol=1e-5, atol=1e-6)
+
+
+def test_decode_step_cannot_go_past_block_size(tiny_model):
+    cache = KVCache(tiny_model.config.n_layer)
+    with torch.no_grad():
+        for t in range(tiny_model.config.block_size):
+            decode_step(tiny_model, t % 5, cache)
+        with pytest.raises(IndexError):  # no position block_size exists
+            decode_step(tiny_model, 0, cache)
+
+
+def test_window_start():
+    assert [window_start(n, 0, block_size=4, keep=2) for n in (1, 4, 5)] == [0, 0, 3]
+    assert window_start(6, 3, block_size=4, keep=2) == 3  # 3 tokens in the window: stays
+    assert window_start(8, 3, block_size=4, keep=2) == 6
+    assert window_start(5, 0, block_size=4, keep=4) == 1  # keep=block_size: crop by one
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy, seeds, top-k, top-p
+# --------------------------------------------------------------------------------------------
+
+
+def test_greedy_is_deterministic_and_picks_the_argmax():
+    model = make_model()
+    first = list(generate(model, [1], 12, temperature=0, seed=1))
+    second = list(generate(model, [1], 12, temperature=0, seed=2))  # the seed is irrelevant
+    assert tokens(first) == tokens(second)
+    ids = [1]
+    for step in first:  # 12 tokens > block_size 8: the window jumps once on the way
+        stages = next_token_distribution(model, ids[step.context_start :], temperature=1.0)
+        assert step.token_id == int(stages.raw_logits.argmax())
+        assert step.rank == 1 and step.probability == 1.0
+        ids.append(step.token_id)
+
+
+def test_seeded_sampling_reproduces_and_seeds_differ():
+    model = make_model()
+    a = tokens(generate(model, [1], 30, seed=123))
+    assert a == tokens(generate(model, [1], 30, seed=123))
+    assert a == tokens(generate(model, [1], 30, seed=torch.Generator().manual_seed(123)))
+    assert a != tokens(generate(model, [1], 30, seed=124))
+
+
+def test_top_k_1_equals_greedy():
+    model = make_model()
+    greedy = tokens(generate(model, [3, 4], 20, temperature=0))
+    assert tokens(generate(model, [3, 4], 20, temperature=1.3, top_k=1, seed=5)) == greedy
+
+
+def test_tiny_top_p_equals_greedy():
+    model = make_model()
+    greedy = tokens(generate(model, [3], 20, temperature=0))
+    assert tokens(generate(model, [3], 20, top_p=1e-9, seed=5)) == greedy
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    logits=st.lists(st.floats(-8, 8), min_size=2, max_size=40),
+    top_p=st.floats(0.01, 1.0),
+)
+def test_top_p_keeps_the_smallest_set_reaching_p(logits, top_p):
+    logits = torch.tensor(logits, dtype=torch.float64)
+    filtered, n_kept = apply_top_p(logits, top_p)
+    probs = F.softmax(logits, dim=-1)
+    kept = torch.isfinite(filtered)
+    assert int(kept.sum()) == n_kept
+    kept_probs = probs[kept]
+    assert float(kept_probs.sum()) >= top_p - 1e-9  # the set reaches p ...
+    assert float(kept_probs.sum() - kept_probs.min()) < top_p + 1e-9  # ... and no smaller one does
+    dropped = probs[~kept]
+    assert dropped.numel() == 0 or float(dropped.max()) <= float(kept_probs.min()) + 1e-12  # the best
+    torch.testing.assert_close(filtered[kept], logits[kept])
+
+
+def test_top_p_worked_example():
+    filtered, n_kept = apply_top_p(torch.tensor([0.5, 0.3, 0.15, 0.05]).log(), 0.7)
+    assert n_kept == 2
+    assert torch.isfinite(filtered).tolist() == [True, True, False, False]
+    assert apply_top_p(torch.tensor([0.5, 0.3, 0.15, 0.05]).log(), 0.81)[1] == 3
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([0.1, 3.0, -1.0, 2.0, 2.5])
+    assert torch.isfinite(apply_top_k(logits, 2)).tolist() == [False, True, False, False, True]
+    assert apply_top_k(logits, 99) is logits  # k ≥ vocabulary keeps everything
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    logits=st.lists(st.floats(-20, 20), min_size=2, max_size=50),
+    temperature=st.sampled_from([0, 1e-30, 1e-6, 0.3, 1.0, 5.0, 1e6]),
+    top_k=st.one_of(st.none(), st.integers(1, 60)),
+    top_p=st.one_of(st.none(), st.floats(0.01, 1.0)),
+)
+def test_filtered_probabilities_sum_to_one(logits, temperature, top_k, top_p):
+    stages = stages_from_logits(torch.tensor(logits), SamplingConfig(temperature, top_k, top_p))
+    assert not torch.isnan(stages.probs).any()
+    assert float(stages.probs.sum()) == pytest.approx(1.0, abs=1e-5)
+    for name, probs in stages.stage_probs().items():
+        assert float(probs.sum()) == pytest.approx(1.0, abs=1e-5), name
+    assert int((stages.probs > 0).sum()) <= stages.top_p_cutoff_rank <= stages.top_k_kept
+    alive = int(torch.isfinite(stages.scaled_logits).sum())  # temperature 0 leaves one
+    assert stages.top_k_kept == (alive if top_k is None else min(top_k, alive))
+
+
+def test_temperature_zero_is_greedy_without_dividing():
+    logits = torch.tensor([1.0, 3.0, 2.0, 3.0])
+    stages = stages_from_logits(logits, SamplingConfig(temperature=0))
+    assert stages.probs.tolist() == [0.0, 1.0, 0.0, 0.0]  # the first of tied maxima, as argmax
+    assert apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0.5).tolist() == [-4.0, 0.0, -2.0]
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 1e-8, 1e-30, 1e-45, 5e-324])
+def test_tiny_temperatures_stay_finite(temperature):
+    logits = torch.tensor([10.0, 10.5, -3.0, 10.4], dtype=torch.float64)
+    probs = stages_from_logits(logits, SamplingConfig(temperature)).probs
+    assert torch.isfinite(probs).all()
+    assert float(probs[1]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_huge_temperature_is_nearly_uniform():
+    probs = stages_from_logits(torch.tensor([5.0, -5.0, 0.0]), SamplingConfig(1e9)).probs
+    torch.testing.assert_close(probs, torch.full((3,), 1 / 3))
+
+
+def test_sample_from_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.0, 0.2])
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.tensor([sample_from(probs, generator) for _ in range(20_000)]), minlength=4)
+    frequency = counts / counts.sum()
+    assert counts[2] == 0  # a zero-probability token is never drawn
+    torch.testing.assert_close(frequency, probs, atol=0.015, rtol=0)
+
+
+def test_sample_from_never_draws_past_the_end():
+    # the cumulative total rounds to below 1: a draw above it falls back to the last live token
+    probs = torch.tensor([0.3, 0.3, 0.3, 0.0])
+    generator = torch.Generator().manual_seed(0)
+    assert {sample_from(probs, generator) for _ in range(2000)} <= {0, 1, 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Step records
+# --------------------------------------------------------------------------------------------
+
+
+def test_step_records_are_consistent():
+    model = make_model()
+    steps = list(generate(model, [1, 2], 10, temperature=0.8, top_k=6, seed=3, record_stages=True))
+    for step in steps:
+        assert step.stages.probs[step.token_id] == pytest.approx(step.probability, rel=1e-6)
+        model_probs = step.stages.model_probs
+        assert step.model_probability == pytest.approx(float(model_probs[step.token_id]), rel=1e-6)
+        assert step.rank == int((model_probs > model_probs[step.token_id]).sum()) + 1
+        assert [p for _, p in step.candidates] == sorted((p for _, p in step.candidates), reverse=True)
+        assert 1 <= step.context_length <= model.config.block_size
+    assert [s.stop_reason for s in steps] == [None] * 9 + ["max_new_tokens"]
+    assert [s.index for s in steps] == list(range(10))
+
+
+def test_plain_sampling_probability_is_the_models():
+    for step in generate(make_model(), [1], 5, seed=0):
+        assert step.probability == pytest.approx(step.model_probability)
+
+
+def test_zero_new_tokens_yields_nothing():
+    assert list(generate(make_model(), [1], 0)) == []
+
+
+def test_generation_does_not_leak_inference_mode():
+    steps = generate(make_model(), [1], 3, seed=0)
+    next(steps)
+    assert not torch.is_inference_mode_enabled()
+    assert torch.is_grad_enabled()
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts: empty, too long, unknown characters, stop strings
+# --------------------------------------------------------------------------------------------
+
+
+class FakeTokenizer:
+    """Characters a-z are ids 0..25, newline 26: enough to test the text-facing paths."""
+
+    alphabet = "abcdefghijklmnopqrstuvwxyz\n"
+    special_tokens: dict[str, int] = {}
+    vocab_size = len(alphabet)
+
+    def encode(self, text: str) -> list[int]:
+        unknown = [ch for ch in text if ch not in self.alphabet]
+        if unknown:
+            raise ValueError(f"unknown characters {unknown}")
+        return [self.alphabet.index(ch) for ch in text]
+
+    def decode(self, ids) -> str:
+        return "".join(self.alphabet[i] for i in ids)
+
+
+def test_empty_prompt_starts_from_the_documented_start_token():
+    tok = FakeTokenizer()
+    assert start_token_id(tok) == 26  # a newline
+    assert encode_prompt(tok, "") == [26]
+    assert start_token_id(None) == 0
+    eot = FakeTokenizer()
+    eot.special_tokens = {"<|endoftext|>": 3}
+    assert start_token_id(eot) == 3
+    model = make_model(vocab_size=27)
+    assert tokens(generate(model, [], 5, temperature=0)) == tokens(generate(model, [0], 5, temperature=0))
+    greedy = generate_text(model, tok, "", max_new_tokens=5, temperature=0)
+    assert greedy == tok.decode(tokens(generate(model, [26], 5, temperature=0)))
+
+
+def test_long_prompt_is_cropped_and_the_caller_is_told():
+    model = make_model()
+    block = model.config.block_size
+    prompt = list(range(20)) + list(range(3))  # 23 tokens > block_size 8
+    steps = list(generate(model, prompt, 3, temperature=0))
+    assert steps[0].prompt_dropped == len(prompt) - block
+    assert steps[0].context_start == len(prompt) - block
+    assert tokens(steps) == tokens(generate(model, prompt[-block:], 3, temperature=0))
+    stages = next_token_distribution(model, prompt)
+    assert stages.context_dropped == len(prompt) - block
+    torch.testing.assert_close(stages.raw_logits, next_token_distribution(model, prompt[-block:]).raw_logits)
+    assert crop_context(prompt, block) == (prompt[-block:], len(prompt) - block)
+
+
+def test_unknown_characters_are_named():
+    tokenizers = pytest.importorskip("toygpt.tokenizers")
+    tok = tokenizers.CharTokenizer.from_text("hello world\n")
+    model = make_model(vocab_size=tok.vocab_size)
+    with pytest.raises(ValueError, match="'z'"):
+        generate_text(model, tok, "hello z", max_new_tokens=3)
+
+
+def test_stop_string_ends_generation():
+    tok = FakeTokenizer()
+    model = make_model(vocab_size=27)
+    free = generate_text(model, tok, "ab", max_new_tokens=40, seed=11)
+    stop = free[6:8]
+    cut = free.index(stop)
+    steps = list(generate(model, encode_prompt(tok, "ab"), 40, seed=11, stop=stop, tokenizer=tok))
+    assert len(steps) == cut + len(stop)
+    assert steps[-1].stop_reason == f"stop string {stop!r}"
+    assert generate_text(model, tok, "ab", max_new_tokens=40, seed=11, stop=[stop, "never"]) == free[:cut]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input gets a ValueError that names the allowed range
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(top_p=0.0), r"\(0, 1\]"),
+        (dict(top_p=1.5), r"\(0, 1\]"),
+        (dict(top_p=float("nan")), r"\(0, 1\]"),
+        (dict(temperature=-0.1), "≥ 0"),
+        (dict(temperature=float("inf")), "≥ 0"),
+        (dict(top_k=0), "≥ 1"),
+        (dict(top_k=2.5), "≥ 1"),
+        (dict(top_k=True), "≥ 1"),
+    ],
+)
+def test_bad_sampling_settings(kwargs, message):
+    model = make_model()
+    with pytest.raises(ValueError, match=message):
+        next_token_distribution(model, [1], **kwargs)
+    with pytest.raises(ValueError, match=message):
+        next(generate(model, [1], 5, **kwargs))
+
+
+@pytest.mark.parametrize(
+    "ids, kwargs, message",
+    [
+        ([1], dict(max_new_tokens=-1), "max_new_tokens"),
+        ([1], dict(max_new_tokens=5, window_keep=0), "window_keep"),
+        ([1], dict(max_new_tokens=5, window_keep=9), "window_keep"),
+        ([1], dict(max_new_tokens=5, stop="x"), "tokenizer"),
+        ([1], dict(max_new_tokens=5, n_candidates=0), "n_candidates"),
+        ([99], dict(max_new_tokens=5), r"vocabulary \[0, 23\]"),
+        ([-1], dict(max_new_tokens=5), "vocabulary"),
+        ("hello", dict(max_new_tokens=5), "encode it first"),
+        (torch.tensor([1.0]), dict(max_new_tokens=5), "integers"),
+        (torch.zeros(2, 3, dtype=torch.long), dict(max_new_tokens=5), "one sequence"),
+    ],
+)
+def test_bad_generation_arguments(ids, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        next(generate(make_model(), ids, **kwargs))
+
+
+def test_nan_weights_are_reported():
+    model = make_model()
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        next(generate(model, [1], 3))
+    with pytest.raises(ValueError, match="NaN"):
+        next_token_distribution(model, [1])
+
+
+def test_training_mode_with_dropout_is_refused():
+    model = make_model(dropout=0.1).train()
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        next(generate(model, [1], 3))
+
+
+def test_generation_runs_beside_another_thread():
+    """Two generations at once on one shared model (a cached model in the app) do not interfere."""
+    model = make_model()
+    expected = tokens(generate(model, [1], 30, seed=9))
+    results: list[list[int]] = []
+    worker = threading.Thread(target=lambda: results.append(tokens(generate(model, [1], 30, seed=9))))
+    worker.start()
+    mine = tokens(generate(model, [1], 30, seed=9))
+    worker.join()
+    assert mine == expected and results == [expected]
+
+
+def test_sampling_config_is_frozen_and_named_in_learner_words():
+    config = SamplingConfig(0.8, 40, 0.9)
+    with pytest.raises(AttributeError):
+        config.temperature = 1.0  # type: ignore[misc]
+    assert SamplingConfig().plain and SamplingConfig(0).greedy
+    assert math.isclose(config.temperature, 0.8)

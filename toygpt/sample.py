@@ -1,0 +1,609 @@
+"""From logits to text: one sampling step in stages, then ``generate()`` that loops over it.
+
+One step, as the sampling explorer shows it::
+
+    logits (vocab_size,)       the model's score for every possible next token
+      → ÷ temperature          < 1 sharpens, > 1 flattens, 0 means greedy (always the argmax)
+      → top-k                  keep the k highest-scoring tokens, drop the rest
+      → top-p (nucleus)        keep the smallest set of tokens whose probability reaches p
+      → softmax → draw one     a seeded ``torch.Generator`` makes the draw repeatable
+
+``generate()`` repeats that, one token at a time, reusing the keys and values of earlier
+positions (a KV cache) so each new token costs one position's worth of work, not a whole pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from toygpt.model import GPT, KVCache
+
+# The model's own top candidates that every generation step reports.
+DEFAULT_CANDIDATES = 5
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is picked from the model's logits.
+
+    ``temperature=0`` means greedy (always the most likely token). ``top_k=None`` and
+    ``top_p=None`` switch those filters off.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
+            raise ValueError(
+                f"temperature={t!r} must be a finite number ≥ 0 (0 = greedy, 1 = the model's own "
+                "distribution); try 0.8"
+            )
+        k = self.top_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"top_k={k!r} must be a whole number ≥ 1, or None to keep every token; try 40")
+        p = self.top_p
+        if p is not None and (
+            isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 1
+        ):
+            raise ValueError(f"top_p={p!r} must be in the range (0, 1], or None to switch it off; try 0.9")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def plain(self) -> bool:
+        """True when sampling straight from the model's softmax: nothing to filter or rescale."""
+        return self.temperature == 1 and self.top_k is None and self.top_p is None
+
+
+# --------------------------------------------------------------------------------------------
+# The stages of one step (each takes and returns logits of shape (vocab_size,))
+# --------------------------------------------------------------------------------------------
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide the logits by the temperature.
+
+    The logits are first shifted so the largest is 0. Softmax ignores a constant shift, and it
+    keeps tiny temperatures finite: ``(x - max) / 1e-30`` is 0 for the best token and ``-inf``
+    for the rest, where ``x / 1e-30`` would overflow to ``inf - inf = nan``. Temperature 0 is the
+    limit of that: 0 for the (first) best token, ``-inf`` for every other — greedy, no division.
+
+    >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0.5)
+    tensor([-4.,  0., -2.])
+    >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0)
+    tensor([-inf, 0., -inf])
+    """
+    if temperature == 1:
+        return logits
+    if temperature == 0:
+        greedy = torch.full_like(logits, float("-inf"))
+        greedy[int(logits.argmax())] = 0.0
+        return greedy
+    return (logits - logits.max()) / temperature
+
+
+def apply_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """Keep the ``top_k`` highest logits; every other token gets ``-inf`` (probability 0).
+
+    >>> apply_top_k(torch.tensor([1.0, 3.0, 2.0, 0.0]), 2)
+    tensor([-inf, 3., 2., -inf])
+    """
+    if top_k is None or top_k >= logits.shape[-1]:
+        return logits  # a k of at least the vocabulary keeps everything
+    values, indices = torch.topk(logits, top_k)
+    return torch.full_like(logits, float("-inf")).scatter_(-1, indices, values)
+
+
+def apply_top_p(logits: torch.Tensor, top_p: float | None) -> tuple[torch.Tensor, int]:
+    """Nucleus filtering: keep the smallest set of most likely tokens whose probability adds up
+    to at least ``top_p``; return the filtered logits and how many tokens were kept.
+
+    Probabilities 0.5, 0.3, 0.15, 0.05 with ``top_p=0.7``: 0.5 is not enough, 0.5 + 0.3 = 0.8
+    reaches 0.7, so the nucleus is the first two tokens and the cut falls after rank 2.
+
+    >>> apply_top_p(torch.tensor([0.5, 0.3, 0.15, 0.05]).log(), 0.7)
+    (tensor([-0.6931, -1.2040,    -inf,    -inf]), 2)
+    """
+    kept_possible = int(torch.isfinite(logits).sum())
+    if top_p is None or top_p >= 1:
+        return logits, kept_possible
+    probs = F.softmax(logits, dim=-1)
+    sorted_probs, order = torch.sort(probs, descending=True, stable=True)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the better tokens
+    n_kept = max(1, int((mass_before < top_p).sum()))  # tokens added while still below p
+    n_kept = min(n_kept, kept_possible)  # never revive a token an earlier stage removed
+    filtered = torch.full_like(logits, float("-inf"))
+    keep = order[:n_kept]
+    filtered[keep] = logits[keep]
+    return filtered, n_kept
+
+
+@dataclass(frozen=True)
+class SamplingStages:
+    """Every stage of one sampling step, each a (vocab_size,) tensor, for the explorer to draw.
+
+    ``scaled_logits`` is after temperature (shifted so the best logit is 0; see
+    ``apply_temperature``). ``top_k_kept`` and ``top_p_cutoff_rank`` count the tokens that
+    survive each filter: the top-p cut falls right after rank ``top_p_cutoff_rank``.
+    ``context_dropped`` says how many leading prompt tokens were cut off to fit ``block_size``.
+    """
+
+    config: SamplingConfig
+    raw_logits: torch.Tensor
+    scaled_logits: torch.Tensor
+    after_top_k: torch.Tensor
+    after_top_p: torch.Tensor
+    probs: torch.Tensor
+    top_k_kept: int
+    top_p_cutoff_rank: int
+    context_dropped: int = 0
+
+    @property
+    def model_probs(self) -> torch.Tensor:
+        """The model's own distribution: softmax of the raw logits (temperature 1, no filter)."""
+        return F.softmax(self.raw_logits, dim=-1)
+
+    def stage_probs(self) -> dict[str, torch.Tensor]:
+        """The probabilities each stage would sample from, in order, keyed by a display name."""
+        return {
+            "model (T=1)": self.model_probs,
+            f"temperature {self.config.temperature:g}": F.softmax(self.scaled_logits, dim=-1),
+            "top-k": F.softmax(self.after_top_k, dim=-1),
+            "top-p": self.probs,
+        }
+
+
+def stages_from_logits(logits: torch.Tensor, config: SamplingConfig) -> SamplingStages:
+    """Run the sampling pipeline on one position's logits (vocab_size,), keeping every stage."""
+    if logits.dim() != 1:
+        raise ValueError(f"expected one position's logits of shape (vocab_size,), got {tuple(logits.shape)}")
+    logits = logits.detach()
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the logits contain NaN or inf; the model's weights are probably corrupt (reload or retrain it)")
+    scaled = apply_temperature(logits, config.temperature)
+    after_top_k = apply_top_k(scaled, config.top_k)
+    after_top_p, n_kept = apply_top_p(after_top_k, config.top_p)
+    return SamplingStages(
+        config=config,
+        raw_logits=logits,
+        scaled_logits=scaled,
+        after_top_k=after_top_k,
+        after_top_p=after_top_p,
+        probs=F.softmax(after_top_p, dim=-1),
+        top_k_kept=int(torch.isfinite(after_top_k).sum()),
+        top_p_cutoff_rank=n_kept,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts: token ids in, checked; the start token; cropping to block_size
+# --------------------------------------------------------------------------------------------
+
+
+def start_token_id(tokenizer: Any | None = None) -> int:
+    """The token an empty prompt starts from.
+
+    GPT-2's tokenizers have ``<|endoftext|>``, which separates documents in its training data, so
+    "after an end of text" is exactly "at the start of a new text". Tokenizers without it use a
+    newline when that is one token (in tiny shakespeare every speech starts after a newline),
+    and id 0 otherwise (also when no tokenizer is given).
+    """
+    if tokenizer is None:
+        return 0
+    special = getattr(tokenizer, "special_tokens", {}) or {}
+    if "<|endoftext|>" in special:
+        return int(special["<|endoftext|>"])
+    try:
+        newline = tokenizer.encode("\n")
+    except ValueError:  # a char vocabulary without "\n"
+        return 0
+    return int(newline[0]) if len(newline) == 1 else 0
+
+
+def as_token_list(ids: Sequence[int] | torch.Tensor, vocab_size: int) -> list[int]:
+    """Token ids as a plain list, checked against the vocabulary (one sequence, any length)."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.dim() != 1:
+            raise ValueError(f"expected one sequence of token ids, shape (T,) or (1, T); got {tuple(ids.shape)}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"token ids must be integers, got dtype {ids.dtype}")
+        ids = ids.tolist()
+    if isinstance(ids, str | bytes):
+        raise ValueError("expected token ids, got text; encode it first (tokenizer.encode(text))")
+    out = []
+    for token_id in ids:
+        if isinstance(token_id, bool) or not hasattr(token_id, "__index__"):
+            raise ValueError(f"token ids must be whole numbers, got {token_id!r}")
+        if not 0 <= int(token_id) < vocab_size:
+            raise ValueError(f"token id {token_id} is outside the model's vocabulary [0, {vocab_size - 1}]")
+        out.append(int(token_id))
+    return out
+
+
+def crop_context(ids: list[int], block_size: int) -> tuple[list[int], int]:
+    """Keep the last ``block_size`` ids (all the model can read); return them and how many were
+    dropped from the front, so the caller can say "your prompt was cut to its last N tokens"."""
+    dropped = max(0, len(ids) - block_size)
+    return ids[dropped:], dropped
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Text → ids for generation; an empty prompt becomes ``[start_token_id(tokenizer)]``.
+
+    Characters a character vocabulary cannot encode raise the tokenizer's
+    ``UnknownCharactersError`` (a ``ValueError`` that names them).
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"the prompt must be text (str), got {type(prompt).__name__}")
+    ids = tokenizer.encode(prompt) if prompt else []
+    return ids or [start_token_id(tokenizer)]
+
+
+# --------------------------------------------------------------------------------------------
+# One step of the model
+# --------------------------------------------------------------------------------------------
+
+
+def next_token_distribution(
+    model: GPT,
+    ids: Sequence[int] | torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> SamplingStages:
+    """Run the model on ``ids`` (an empty prompt uses id 0; longer than ``block_size`` keeps the
+    last ``block_size``, reported as ``context_dropped``) and return every sampling stage."""
+    config = SamplingConfig(temperature, top_k, top_p)
+    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id()]
+    tokens, dropped = crop_context(tokens, model.config.block_size)
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([tokens], device=model_device(model)))
+    return replace(stages_from_logits(logits[0, -1], config), context_dropped=dropped)
+
+
+def model_device(model: GPT) -> torch.device:
+    return model.transformer.wte.weight.device
+
+
+def step_parameters(model: GPT) -> list[dict[str, torch.Tensor]]:
+    """Each block's parameters by their GPT-2 names (``"attn.c_attn.weight"``, ...).
+
+    ``decode_step`` reads weights from these plain dicts, looked up once per generation, because
+    ``block.attn.c_attn.weight`` walks three ``nn.Module`` attribute lookups (~0.5 µs each) and a
+    token needs over a hundred of them. A missing ``.bias`` (``bias=False``) reads as None.
+    """
+    return [dict(block.named_parameters()) for block in model.transformer.h]
+
+
+def decode_step(
+    model: GPT, token_id: int, cache: KVCache, params: list[dict[str, torch.Tensor]] | None = None
+) -> torch.Tensor:
+    """Logits (vocab_size,) for what follows ``token_id``, read at position ``cache.length``.
+
+    The same maths as ``GPT.forward`` on one new token with a cache, written out for speed: at
+    one token per step the arithmetic is tiny and the cost is the number of small operations
+    and Python calls (≈10–15 µs per operation on a laptop CPU). So the token is looked up with
+    plain indexing (no id tensor, no range check: the sampler only produces valid ids), weights
+    come from ``step_parameters``, and the single query needs no causal mask (it may see every
+    cached key). Dropout is off, as in ``model.eval()``; attention probes are not called.
+    Tests check it against ``GPT.forward`` token for token.
+    """
+    params = step_parameters(model) if params is None else params
+    config, position = model.config, cache.length
+    x = model.transformer.wte.weight[token_id]  # (C,)
+    if config.pos_encoding == "learned":
+        x = x + model.transformer.wpe.weight[position]
+    elif config.pos_encoding == "sinusoidal":
+        x = x + model.sinusoid[position]
+    x = x.view(1, 1, -1)  # (B=1, T=1, C)
+    for layer, p in enumerate(params):
+        x = _block_step(p, x, cache, layer, config)
+    return model.lm_head(model.transformer.ln_f(x)).view(-1)
+
+
+def _norm(x: torch.Tensor, p: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], p[name + ".weight"], p.get(name + ".bias"))
+
+
+def _linear(x: torch.Tensor, p: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    return F.linear(x, p[name + ".weight"], p.get(name + ".bias"))
+
+
+def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, config: Any) -> torch.Tensor:
+    """``Block.forward`` for one token (pre-LN as GPT-2, or post-LN)."""
+    if config.norm_position == "pre":
+        x = x + _attention_step(p, _norm(x, p, "ln_1"), cache, layer, config)
+        return x + _mlp_step(p, _norm(x, p, "ln_2"))
+    x = _norm(x + _attention_step(p, x, cache, layer, config), p, "ln_1")
+    return _norm(x + _mlp_step(p, x), p, "ln_2")
+
+
+def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, config: Any) -> torch.Tensor:
+    """``CausalSelfAttention.forward`` for one token: its query against every cached key."""
+    qkv = _linear(x, p, "attn.c_attn")  # (1, 1, 3C): q, k, v side by side, each head after head
+    q, k, v = qkv.view(1, 3, config.n_head, 1, config.head_size).unbind(1)  # 3 × (1, nh, 1, hs)
+    k, v = cache.update(layer, k, v)  # (1, nh, T_so_far, hs)
+    y = F.scaled_dot_product_attention(q, k, v)  # (1, nh, 1, hs)
+    return _linear(y.reshape(1, 1, -1), p, "attn.c_proj")
+
+
+def _mlp_step(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``MLP.forward``: widen, GELU (tanh approximation, as ``MLP.gelu``), narrow."""
+    return _linear(F.gelu(_linear(x, p, "mlp.c_fc"), approximate="tanh"), p, "mlp.c_proj")
+
+
+# --------------------------------------------------------------------------------------------
+# The context window: what the model reads once the text outgrows block_size
+# --------------------------------------------------------------------------------------------
+
+
+def window_start(n_tokens: int, start: int, block_size: int, keep: int) -> int:
+    """Index of the first token the model reads, given the previous window ``start``.
+
+    The window stays put while ``n_tokens - start ≤ block_size``. When the text outgrows it, the
+    window jumps forward to the last ``keep`` tokens. Jumping (rather than sliding one token per
+    step) is a deliberate choice: with learned or sinusoidal positions every token's position,
+    and so every cached key and value, changes when the window moves, so the cache must be
+    recomputed from scratch. Sliding by one would recompute at every step and the cache would
+    save nothing; jumping by ``block_size - keep`` recomputes once per that many tokens. The
+    price: right after a jump the model reads ``keep`` tokens of context instead of
+    ``block_size``. ``keep=block_size`` gives the classic "crop to the last block_size tokens
+    at every step". Generation with and without the cache uses the same windows.
+
+    >>> [window_start(n, 0, block_size=4, keep=2) for n in (3, 4, 5)]
+    [0, 0, 3]
+    """
+    if n_tokens - start <= block_size:
+        return start
+    return n_tokens - keep
+
+
+class _Decoder:
+    """Logits for the next token, with a KV cache (rebuilt when the window moves) or without."""
+
+    def __init__(self, model: GPT, use_cache: bool) -> None:
+        self.model = model
+        self.use_cache = use_cache
+        self.device = model_device(model)
+        self.params = step_parameters(model)
+        self.cache: KVCache | None = None
+        self.cache_start = -1
+
+    def next_logits(self, tokens: list[int], start: int) -> tuple[torch.Tensor, bool]:
+        """(logits (vocab_size,), whether the whole window was run through the model)."""
+        if self.use_cache and self.cache is not None and start == self.cache_start:
+            return decode_step(self.model, tokens[-1], self.cache, self.params), False
+        window = torch.tensor([tokens[start:]], device=self.device)  # (1, T)
+        self.cache = KVCache(self.model.config.n_layer) if self.use_cache else None
+        self.cache_start = start
+        logits, _ = self.model(window, kv_cache=self.cache)  # (1, T, vocab_size)
+        return logits[0, -1], True
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """One generated token and how it was chosen.
+
+    ``probability`` is the token's probability in the distribution it was drawn from (1.0 when
+    greedy); ``model_probability`` and ``rank`` (1 = the favourite) are in the model's own
+    distribution; ``candidates`` are the model's top ``(token_id, probability)`` pairs.
+    ``context_start``/``context_length`` locate the tokens the model read, as indices into
+    prompt + generated tokens; ``recomputed`` is True when this step ran the whole window (the
+    first step, every step without a cache, and after a window jump). ``stop_reason`` is set on
+    the last step only.
+    """
+
+    index: int
+    token_id: int
+    text: str | None
+    probability: float
+    model_probability: float
+    rank: int
+    candidates: list[tuple[int, float]]
+    context_start: int
+    context_length: int
+    recomputed: bool
+    prompt_dropped: int
+    stop_reason: str | None = None
+    stages: SamplingStages | None = field(default=None, repr=False)
+
+
+def _choose(
+    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator, n_candidates: int
+) -> tuple[int, float, float, int, list[tuple[int, float]]]:
+    """Pick the next token: (id, probability drawn with, model probability, rank, candidates)."""
+    model_probs = F.softmax(logits, dim=-1)
+    top_probs, top_ids = torch.topk(model_probs, min(n_candidates, model_probs.shape[-1]))
+    candidates = list(zip(top_ids.tolist(), top_probs.tolist(), strict=True))
+    if not math.isfinite(candidates[0][1]):  # NaN sorts first in topk, so this sees any NaN
+        raise ValueError("the model produced NaN logits; its weights are probably corrupt (reload or retrain it)")
+    if config.greedy:  # argmax, as apply_temperature(·, 0): the first of tied maxima
+        token, probability = int(logits.argmax()), 1.0
+    else:
+        probs = model_probs if config.plain else _filtered_probs(logits, config)
+        token = sample_from(probs, generator)
+        probability = float(probs[token])
+    for rank, (candidate, p) in enumerate(candidates, start=1):
+        if candidate == token:
+            return token, probability, p, rank, candidates
+    model_probability = float(model_probs[token])
+    rank = int((model_probs > model_probability).sum()) + 1
+    return token, probability, model_probability, rank, candidates
+
+
+def sample_from(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """Draw one token id from ``probs`` (vocab_size,) by inverse transform sampling: a uniform
+    number u in [0, 1) falls into one token's slice of the cumulative distribution.
+
+    probs 0.5, 0.3, 0.2 → cumulative 0.5, 0.8, 1.0; u = 0.65 lies in [0.5, 0.8) → token 1.
+    Same distribution as ``torch.multinomial(probs, 1)``, at a third of its cost per draw
+    (three small operations and no input checks), which matters at one draw per token.
+
+    >>> sample_from(torch.tensor([0.0, 1.0, 0.0]), torch.Generator().manual_seed(0))
+    1
+    """
+    cumulative = torch.cumsum(probs, dim=-1)
+    u = torch.rand((), generator=generator, dtype=cumulative.dtype)
+    token = int(torch.searchsorted(cumulative, u, right=True))  # first slice ending after u
+    if token == probs.shape[-1]:  # u above a total that rounded to just under 1
+        token = int(probs.nonzero().max())  # the last token that can be drawn at all
+    return token
+
+
+def _filtered_probs(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    scaled = apply_temperature(logits, config.temperature)
+    filtered, _ = apply_top_p(apply_top_k(scaled, config.top_k), config.top_p)
+    return F.softmax(filtered, dim=-1)
+
+
+def _make_generator(seed: int | torch.Generator | None) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()  # a fresh random seed, for "surprise me" sampling
+    else:
+        generator.manual_seed(int(seed))
+    return generator
+
+
+def _check_generation_args(
+    model: GPT, max_new_tokens: int, window_keep: int | None, n_candidates: int, stop: Any, tokenizer: Any
+) -> int:
+    """Validate the arguments that SamplingConfig does not cover; return ``keep``."""
+    if model.training and model.config.dropout > 0:
+        raise ValueError("the model is in training mode with dropout on; call model.eval() before generating")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a whole number ≥ 0; try 200")
+    block_size = model.config.block_size
+    keep = max(1, block_size // 2) if window_keep is None else window_keep
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= block_size:
+        raise ValueError(f"window_keep={window_keep!r} must be between 1 and block_size={block_size}")
+    if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
+        raise ValueError(f"n_candidates={n_candidates!r} must be a whole number ≥ 1; try 5")
+    if stop and tokenizer is None:
+        raise ValueError("stop strings need text: pass tokenizer= so generated tokens can be decoded")
+    return keep
+
+
+def _stop_strings(stop: str | Sequence[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
+    return stops
+
+
+def generate(
+    model: GPT,
+    ids: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | torch.Generator | None = None,
+    use_cache: bool = True,
+    stop: str | Sequence[str] | None = None,
+    tokenizer: Any | None = None,
+    window_keep: int | None = None,
+    n_candidates: int = DEFAULT_CANDIDATES,
+    record_stages: bool = False,
+) -> Iterator[GenerationStep]:
+    """Yield one ``GenerationStep`` per new token, so a page can stream or step through them.
+
+    Stops after ``max_new_tokens`` or once the generated text contains a ``stop`` string (needs
+    ``tokenizer``). An empty prompt starts from ``start_token_id(tokenizer)``; a prompt longer
+    than ``block_size`` keeps its last ``block_size`` tokens (``step.prompt_dropped`` says how
+    many went). Beyond ``block_size`` the context window jumps to the last ``window_keep``
+    tokens (default ``block_size // 2``; see ``window_start``). The same ``seed`` gives the same
+    tokens with and without the cache. ``record_stages=True`` attaches every sampling stage.
+    """
+    config = SamplingConfig(temperature, top_k, top_p)
+    keep = _check_generation_args(model, max_new_tokens, window_keep, n_candidates, stop, tokenizer)
+    stops = _stop_strings(stop)
+    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer)]
+    n_prompt, block_size = len(tokens), model.config.block_size
+    start = dropped = window_start(n_prompt, 0, block_size, keep=block_size)  # crop the prompt
+    decoder, generator = _Decoder(model, use_cache), _make_generator(seed)
+    for index in range(max_new_tokens):
+        start = window_start(len(tokens), start, block_size, keep)
+        with torch.inference_mode():
+            logits, recomputed = decoder.next_logits(tokens, start)
+            token, probability, model_probability, rank, candidates = _choose(logits, config, generator, n_candidates)
+            stages = stages_from_logits(logits, config) if record_stages else None
+        tokens.append(token)
+        text = None if tokenizer is None else tokenizer.decode([token])
+        reason = _stop_reason(tokenizer, tokens[n_prompt:], stops) if stops else None
+        if reason is None and index == max_new_tokens - 1:
+            reason = "max_new_tokens"
+        yield GenerationStep(
+            index, token, text, probability, model_probability, rank, candidates,
+            start, len(tokens) - 1 - start, recomputed, dropped, reason, stages,
+        )  # fmt: skip
+        if reason is not None:
+            return
+
+
+def _stop_reason(tokenizer: Any, generated: list[int], stops: list[str]) -> str | None:
+    """``"stop string '…'"`` once the generated text contains one of ``stops``.
+
+    Only the tail is decoded, so a long generation does not decode everything at every step.
+    A stop string that just appeared ends at the newest token; its L characters are at most
+    4·L UTF-8 bytes and every token holds at least one byte, so it lies within the last
+    4·L + 1 tokens (the +1 for a token that starts before it). Earlier appearances would
+    already have stopped generation.
+    """
+    tail_tokens = 4 * max(len(s) for s in stops) + 1
+    text = tokenizer.decode(generated[-tail_tokens:])
+    for s in stops:
+        if s in text:
+            return f"stop string {s!r}"
+    return None
+
+
+def generate_text(
+    model: GPT,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | torch.Generator | None = None,
+    stop: str | Sequence[str] | None = None,
+    use_cache: bool = True,
+) -> str:
+    """The continuation of ``prompt`` as text (without the prompt; cut before a stop string).
+
+    >>> generate_text(model, tokenizer, "ROMEO:", max_new_tokens=50, seed=0)  # doctest: +SKIP
+    """
+    ids = encode_prompt(tokenizer, prompt)
+    steps = generate(
+        model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop, tokenizer
+    )
+    text = tokenizer.decode([step.token_id for step in steps])
+    for s in _stop_strings(stop):
+        text = text.split(s, 1)[0]
+    return text
