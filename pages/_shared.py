@@ -1,0 +1,153 @@
+"""UI helpers shared by every page: the sidebar, cached models, the job registry.
+
+Pages stay thin: they draw widgets and call ``toygpt``. What more than one page needs (the active
+model, the seed, the one job registry, how an error is shown) lives here, once.
+Not a page itself: ``app.py`` lists the pages explicitly, so this file is never navigated to.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from toygpt.checkpoint import CheckpointError, load_checkpoint
+from toygpt.model import GPT
+from toygpt.tokenizers import Tokenizer, tokenizer_from_dict
+
+MAX_TEXT_CHARS = 100_000  # pastes beyond this are cut (the page says so): keeps every rerun fast
+
+
+# --------------------------------------------------------------------------------------------
+# Process-wide resources (shared by every browser session of this server)
+# --------------------------------------------------------------------------------------------
+
+
+@st.cache_resource
+def job_registry():
+    """The one registry of background training jobs for this server process.
+
+    Global (not per session) so a refresh or a second tab finds the running job again."""
+    from toygpt.jobs import JobRegistry
+
+    return JobRegistry(max_jobs=1)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading model…")
+def load_run_model(path: str, weights: str, stamp: float) -> tuple[GPT, Tokenizer, dict[str, Any]]:
+    """Load a run's weights and tokenizer once per (folder, file, modification time).
+
+    The cached model is shared by every session: callers only use it in eval mode under
+    ``torch.inference_mode()`` and never train it in place (they copy it first)."""
+    loaded = load_checkpoint(path, weights_name=weights)
+    if loaded.tokenizer is None:
+        raise CheckpointError(f"{path}: the run has no tokenizer.json, so its text cannot be encoded")
+    return loaded.model.eval(), tokenizer_from_dict(loaded.tokenizer), loaded.meta
+
+
+# --------------------------------------------------------------------------------------------
+# The active model, chosen in the sidebar
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    run_id: str
+    label: str
+    path: Path
+    model: GPT
+    tokenizer: Tokenizer
+    meta: dict[str, Any]
+
+
+def model_choices() -> dict[str, tuple[str, Path]]:
+    """run id -> (label, folder) for the demo model and every finished run."""
+    from toygpt.runs import list_runs
+
+    choices: dict[str, tuple[str, Path]] = {}
+    for info in list_runs():
+        if info.status in ("running", "queued", "stopping"):
+            continue
+        loss = f", val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
+        choices[info.id] = (f"{info.id} ({info.corpus}{loss})", Path(info.path))
+    return choices
+
+
+def load_active(run_id: str, path: Path, label: str) -> ActiveModel:
+    weights = path / "model.safetensors"
+    stamp = weights.stat().st_mtime if weights.exists() else 0.0
+    model, tokenizer, meta = load_run_model(str(path), "model.safetensors", stamp)
+    return ActiveModel(run_id, label, path, model, tokenizer, meta)
+
+
+def sidebar() -> None:
+    """The shared sidebar: which model the pages look at, and the seed for everything random."""
+    with st.sidebar:
+        st.subheader("Active model")
+        try:
+            choices = model_choices()
+        except OSError as exc:
+            st.error(f"Cannot read the runs folder: {exc}")
+            choices = {}
+        if choices:
+            ids = list(choices)
+            current = st.session_state.get("active_run")
+            index = ids.index(current) if current in ids else 0
+            picked = st.selectbox(
+                "Model", ids, index=index, format_func=lambda i: choices[i][0], key="sidebar_model",
+                help="The shipped demo model, or any finished run. Pages that sample or look "
+                "inside a model use this one.",
+            )
+            st.session_state["active_run"] = picked
+        else:
+            st.caption("No trained model yet: train one on the Training page.")
+            st.session_state["active_run"] = None
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed",
+                        help="Every random choice (sampling, initialisation, batches) uses this seed.")
+
+
+def active_model() -> ActiveModel | None:
+    """The model picked in the sidebar, loaded (cached); None (with a message) if unusable."""
+    run_id = st.session_state.get("active_run")
+    if not run_id:
+        return None
+    try:
+        label, path = model_choices()[run_id]
+        return load_active(run_id, path, label)
+    except KeyError:
+        st.warning(f"The run {run_id!r} is gone; pick another model in the sidebar.")
+    except (CheckpointError, ValueError, OSError) as exc:
+        st.error(f"The model {run_id!r} cannot be loaded: {exc}")
+    return None
+
+
+def current_seed() -> int:
+    return int(st.session_state.get("seed", 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Small drawing helpers
+# --------------------------------------------------------------------------------------------
+
+
+def capped_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Cut a huge paste to ``limit`` characters, telling the user; the page stays responsive."""
+    if len(text) > limit:
+        st.warning(f"The text has {len(text):,} characters; only the first {limit:,} are used.")
+        return text[:limit]
+    return text
+
+
+def show_source(fn: Any, label: str | None = None) -> None:
+    """Show the source of the toygpt function that just ran: the code is part of the lesson."""
+    target = getattr(fn, "forward", fn) if inspect.isclass(fn) else fn
+    name = getattr(target, "__qualname__", repr(target))
+    module = getattr(target, "__module__", "")
+    with st.expander(label or f"Source: `{module}.{name}`"):
+        try:
+            st.code(inspect.getsource(target), language="python")
+        except (OSError, TypeError):
+            st.caption("Source not available for this step.")
