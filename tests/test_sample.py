@@ -216,6 +216,8 @@ def test_top_p_worked_example():
     assert n_kept == 2
     assert torch.isfinite(filtered).tolist() == [True, True, False, False]
     assert apply_top_p(torch.tensor([0.5, 0.3, 0.15, 0.05]).log(), 0.81)[1] == 3
+    # mass exactly equal to p (binary fractions, no rounding): two tokens already reach it
+    assert apply_top_p(torch.tensor([0.5, 0.25, 0.25]).log(), 0.75)[1] == 2
 
 
 def test_top_k_keeps_exactly_k():
