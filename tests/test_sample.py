@@ -465,3 +465,77 @@ def test_sampling_config_is_frozen_and_named_in_learner_words():
         config.temperature = 1.0  # type: ignore[misc]
     assert SamplingConfig().plain and SamplingConfig(0).greedy
     assert math.isclose(config.temperature, 0.8)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: python -m toygpt sample
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_run(isolated_dirs):
+    """A tiny run saved with toygpt.checkpoint under $TOYGPT_RUNS_DIR/tiny-run."""
+    checkpoint = pytest.importorskip("toygpt.checkpoint")
+    tokenizers = pytest.importorskip("toygpt.tokenizers")
+    tok = tokenizers.CharTokenizer.from_text("abcdefgh \n")
+    model = make_model(vocab_size=tok.vocab_size, dtype=torch.float32)
+    folder = isolated_dirs / "runs" / "tiny-run"
+    checkpoint.save_checkpoint(folder, model, tok.to_dict())
+    return folder, model, tok
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    import io
+
+    from toygpt.__main__ import build_parser
+
+    args = build_parser(["sample"]).parse_args(["sample", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    code = args.func(args, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_samples_a_run_by_id_and_by_folder(saved_run):
+    folder, model, tok = saved_run
+    expected = "abc" + generate_text(model, tok, "abc", max_new_tokens=12, temperature=0.9, top_k=5, seed=4)
+    for run in ("tiny-run", str(folder)):
+        code, out, err = run_cli("--run", run, "--prompt", "abc", "--max-tokens", "12", "--temperature", "0.9",
+                                 "--top-k", "5", "--seed", "4")  # fmt: skip
+        assert (code, out, err) == (0, expected + "\n", "")
+
+
+def test_cli_stop_string_is_never_printed(saved_run):
+    folder, model, tok = saved_run
+    free = generate_text(model, tok, "a", max_new_tokens=40, seed=2)
+    stop = free[5:7]
+    code, out, _ = run_cli("--run", "tiny-run", "--prompt", "a", "--max-tokens", "40", "--seed", "2", "--stop", stop)
+    assert code == 0 and out == "a" + free[: free.index(stop)] + "\n"
+
+
+def test_cli_tells_about_a_cropped_prompt(saved_run):
+    code, out, err = run_cli("--run", "tiny-run", "--prompt", "abcdefgh" * 3, "--max-tokens", "2", "--stats")
+    assert code == 0 and "16 dropped" in err and "tokens/s" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--run", "no-such-run"], "no run 'no-such-run'"),
+        (["--run", "../tiny-run"], "no such run folder"),
+        (["--run", "tiny-run", "--prompt", "xyz"], "'x'"),
+        (["--run", "tiny-run", "--top-p", "1.5"], r"(0, 1]"),
+        (["--run", "tiny-run", "--temperature", "-1"], "≥ 0"),
+        (["--run", "tiny-run", "--top-k", "0"], "≥ 1"),
+        (["--run", "tiny-run", "--max-tokens", "-3"], "max_new_tokens"),
+    ],
+)
+def test_cli_explains_bad_input(saved_run, argv, message):
+    code, out, err = run_cli(*argv)
+    assert code == 1 and err.startswith("error: ") and message in err
+
+
+def test_cli_refuses_a_run_without_tokenizer(saved_run):
+    folder, _, _ = saved_run
+    (folder / "tokenizer.json").unlink()
+    code, _, err = run_cli("--run", "tiny-run")
+    assert code == 1 and "no tokenizer.json" in err
