@@ -1,0 +1,543 @@
+"""Save and load runs: safetensors weights + JSON for everything else, and never pickle.
+
+A run directory holds three files::
+
+    model.safetensors   the weights: a JSON header (names, dtypes, shapes) + raw bytes
+    config.json         {"format_version", "toygpt_version", "model": {...GPTConfig...},
+                         "step", "metrics", "created", ...extra}
+    tokenizer.json      the dict a tokenizer gives for itself (``{"type": ..., ...}``)
+
+Why not ``torch.save``? It pickles, and unpickling a file can run any code the file's author
+wrote. A checkpoint shared by someone else must be *data*: safetensors and JSON are.
+
+Every write goes to a temporary file beside its target, is flushed to disk (fsync) and then
+renamed over the target. A rename within one folder is atomic, so a crash or a full disk
+mid-save leaves the previous checkpoint exactly as it was. Every read checks what it gets and
+raises ``CheckpointError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from toygpt import __version__
+from toygpt.model import GPT, GPTConfig, sinusoidal_positions
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TOKENIZER_NAME = "tokenizer.json"
+
+MAX_JSON_BYTES = 64 * 2**20  # a 50k-token BPE tokenizer is a few MB; 64 MB is "not a config"
+MAX_HEADER_BYTES = 16 * 2**20  # GPT-2's safetensors header is ~15 kB
+RESERVED_KEYS = ("format_version", "toygpt_version", "model", "step", "metrics", "created")
+
+# safetensors dtype codes toygpt accepts, with their size in bytes; anything else is refused
+SAFETENSORS_DTYPES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+# tensor names are dict keys, but they get shown to people and may end up in paths: keep them plain
+TENSOR_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint (or one of its files) cannot be used; the message names the file and why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes: temp file beside the target → fsync → rename
+# --------------------------------------------------------------------------------------------
+
+
+class StagedFiles:
+    """Write several files so that either all of them replace their targets or none does.
+
+    Each ``write`` goes to a hidden temp file in the target's folder (same filesystem, so the
+    final rename is atomic) and is fsynced. Leaving the ``with`` block normally renames them all
+    into place; an exception deletes the temp files and leaves the old files untouched.
+
+    >>> with StagedFiles() as files:                      # doctest: +SKIP
+    ...     files.write(Path("run/a.json"), lambda tmp: tmp.write_text("{}"))
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []  # (temp file, final path)
+
+    def write(self, path: str | Path, writer: Callable[[Path], None]) -> None:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot write here ({exc.strerror or exc})") from exc
+        temp = Path(name)
+        self.pending.append((temp, path))
+        try:
+            writer(temp)
+            os.chmod(temp, 0o644)  # mkstemp makes 0600 files; a checkpoint is not a secret
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())  # the bytes are on disk before the rename makes them live
+        except OSError as exc:
+            raise CheckpointError(
+                f"{path}: write failed ({exc.strerror or exc}); check free disk space and "
+                "permissions (the previous file, if any, is unchanged)"
+            ) from exc
+
+    def discard(self) -> None:
+        for temp, _ in self.pending:
+            temp.unlink(missing_ok=True)
+        self.pending.clear()
+
+    def commit(self) -> None:
+        for temp, path in self.pending:
+            os.replace(temp, path)
+        for folder in {path.parent for _, path in self.pending}:
+            fsync_folder(folder)
+        self.pending.clear()
+
+    def __enter__(self) -> StagedFiles:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            finally:
+                self.discard()  # only non-empty if a rename failed
+        else:
+            self.discard()
+
+
+def fsync_folder(folder: Path) -> None:
+    """Persist a rename: the new directory entry must reach the disk too (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows cannot open folders; the rename is still atomic there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; nothing more we can do
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once: readers see the old bytes or the new, never half."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"atomic_write needs bytes, got {type(data).__name__}; encode text first")
+    with StagedFiles() as files:
+        files.write(path, lambda temp: temp.write_bytes(data))
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+# --------------------------------------------------------------------------------------------
+
+
+def json_bytes(obj: Any, what: str = "object") -> bytes:
+    """Strict JSON (no NaN/Infinity, which other readers reject), ASCII-escaped so that even
+    lone surrogates from odd Unicode survive the round trip."""
+    try:
+        return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode("ascii")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"cannot write {what} as JSON: {exc}; use dicts, lists, strings, finite numbers, "
+            "booleans and None only"
+        ) from exc
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    atomic_write(path, json_bytes(obj, str(path)))
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; anything wrong (missing, huge, not UTF-8, not JSON) is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes is too large for a JSON file here (limit {MAX_JSON_BYTES:,})")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{path}: JSON nested too deeply to read") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Tensors (safetensors)
+# --------------------------------------------------------------------------------------------
+
+
+def check_tensor_name(name: Any) -> None:
+    if not isinstance(name, str) or not TENSOR_NAME.fullmatch(name):
+        raise ValueError(
+            f"tensor name {name!r} is not allowed; use 1-256 letters, digits, '_', '.' or '-'"
+        )
+
+
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Write tensors to a safetensors file, atomically.
+
+    Tensors that share memory (a tied weight saved under two names) are copied, because the
+    format stores each tensor's bytes separately."""
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise ValueError("safetensors metadata must map strings to strings; json.dumps other values first")
+    prepared: dict[str, torch.Tensor] = {}
+    seen_storage: set[int] = set()
+    for name, tensor in tensors.items():
+        check_tensor_name(name)
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{name} is a {type(tensor).__name__}, not a torch.Tensor")
+        tensor = tensor.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if storage in seen_storage and tensor.numel():
+            tensor = tensor.clone()
+        seen_storage.add(storage)
+        prepared[name] = tensor
+    with StagedFiles() as files:
+        files.write(path, lambda temp: save_file(prepared, temp, metadata=metadata))
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """Read and check a safetensors header before any tensor bytes are touched.
+
+    The layout: 8 bytes little-endian header length N, N bytes of JSON
+    ``{"name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}``, then the
+    data. A hostile file may lie in any field; each lie gets its own message here, so the Rust
+    reader only ever sees a file already known to be consistent.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{path}: {size} bytes is too short to be a safetensors file (truncated?)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+            raise CheckpointError(
+                f"{path}: header claims {header_len:,} bytes but the file has {size:,} "
+                f"(limit {MAX_HEADER_BYTES:,}); truncated or not a safetensors file"
+            )
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header must be a JSON object")
+    check_header_entries(path, header, data_len=size - 8 - header_len)
+    return header
+
+
+def check_header_entries(path: Path, header: dict[str, Any], data_len: int) -> None:
+    """Names plain, dtypes known, shapes non-negative whole numbers, and the tensors' byte
+    ranges tiling the data region exactly (as the safetensors format requires)."""
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            check_tensor_name(name)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        spans.append((*tensor_span(path, name, info), name))
+    offset = 0
+    for begin, end, name in sorted(spans):
+        if begin != offset:
+            raise CheckpointError(f"{path}: tensor {name} starts at byte {begin}, expected {offset} (overlap or gap)")
+        offset = end
+    if offset != data_len:
+        raise CheckpointError(
+            f"{path}: the header describes {offset:,} bytes of tensor data but the file holds "
+            f"{data_len:,} (truncated or padded file)"
+        )
+
+
+def tensor_span(path: Path, name: str, info: Any) -> tuple[int, int]:
+    """(begin, end) of one tensor's bytes, after checking its dtype and shape agree with them."""
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: header entry for {name} must be an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
+        raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {dtype!r}; toygpt reads {sorted(SAFETENSORS_DTYPES)}")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(is_count(d) for d in shape):
+        raise CheckpointError(f"{path}: tensor {name} has an invalid shape {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_count(o) for o in offsets):
+        raise CheckpointError(f"{path}: tensor {name} has invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    if end - begin != math.prod(shape) * SAFETENSORS_DTYPES[dtype]:
+        raise CheckpointError(
+            f"{path}: tensor {name} is {dtype} {shape}, which needs "
+            f"{math.prod(shape) * SAFETENSORS_DTYPES[dtype]:,} bytes, but data_offsets give {end - begin:,}"
+        )
+    return begin, end
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; never unpickles. Anything wrong is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        read_safetensors_header(path)
+        # pread copies the bytes into memory: unlike mmap, a file changed later cannot crash us
+        return load_file(path, backend="pread")
+    except CheckpointError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (SafetensorError, RuntimeError, ValueError) as exc:  # the header check should catch all
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# A model's weights
+# --------------------------------------------------------------------------------------------
+
+
+def model_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: the state dict, with a tied ``lm_head.weight`` left out
+    (it *is* ``transformer.wte.weight``; the load re-ties it)."""
+    tensors = {name: t.detach() for name, t in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        tensors.pop("lm_head.weight", None)
+    return tensors
+
+
+def check_weights_fit(model: GPT, tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The tensors to copy into ``model``, after checking names, shapes, dtypes and values.
+
+    A tied ``lm_head.weight`` saved anyway (``save_tensors(path, model.state_dict())``) is
+    accepted if it equals the token embedding, and dropped."""
+    expected = model_tensors(model)
+    tensors = dict(tensors)
+    tied_head = tensors.get("lm_head.weight") if model.config.tie_embeddings else None
+    if tied_head is not None and "transformer.wte.weight" in tensors:
+        if not torch.equal(tied_head, tensors["transformer.wte.weight"]):
+            raise CheckpointError(f"{source}: lm_head.weight differs from transformer.wte.weight, but the config ties them")
+        del tensors["lm_head.weight"]
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing:
+        raise CheckpointError(f"{source}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        raise CheckpointError(f"{source}: unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''} (a different model?)")
+    for name, target in expected.items():
+        check_tensor_value(source, name, tensors[name], target.shape)
+    return tensors
+
+
+def check_tensor_value(source: str, name: str, tensor: torch.Tensor, shape: torch.Size) -> None:
+    if tensor.shape != shape:
+        raise CheckpointError(f"{source}: tensor {name} has shape {tuple(tensor.shape)}, the config needs {tuple(shape)}")
+    if not tensor.is_floating_point():
+        raise CheckpointError(f"{source}: tensor {name} has dtype {tensor.dtype}; weights must be floating point")
+    if not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"{source}: tensor {name} contains NaN or infinite values (did training diverge?)")
+
+
+def load_weights_into(model: GPT, path: str | Path) -> None:
+    """Fill ``model`` in place from a safetensors file, after checking every tensor fits."""
+    tensors = check_weights_fit(model, load_tensors(path), str(path))
+    copy_weights(model, tensors)
+
+
+def copy_weights(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy already-checked tensors into the model (a tied head follows wte by itself)."""
+    targets = model_tensors(model)
+    with torch.no_grad():
+        for name, target in targets.items():
+            target.copy_(tensors[name])
+
+
+def empty_model(config: GPTConfig) -> GPT:
+    """A GPT whose weights are uninitialised memory, for a load to fill.
+
+    ``GPT(config)`` draws every weight at random first, which takes seconds for GPT-2's 124M
+    parameters only to be overwritten. Building on the "meta" device allocates nothing; then
+    ``to_empty`` gives real but unfilled memory. Moving breaks the lm_head/wte tie and leaves the
+    fixed sinusoid table empty, so both are redone here.
+    """
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device="cpu")
+    unsaved = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    if unsaved - {"sinusoid"}:  # a buffer we would not know how to refill: take the slow way
+        return GPT(config, seed=0)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.transformer.wte.weight
+    if "sinusoid" in unsaved:
+        model.sinusoid.copy_(sinusoidal_positions(config.block_size, config.n_embd))
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Run directories
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    model: GPT  # in eval mode
+    config: GPTConfig
+    tokenizer: dict[str, Any] | None  # rebuild with toygpt.tokenizers.tokenizer_from_dict
+    meta: dict[str, Any]  # the whole config.json
+
+    @property
+    def step(self) -> int:
+        return self.meta["step"]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.meta["metrics"]
+
+
+def check_weights_name(weights_name: str) -> None:
+    if not isinstance(weights_name, str) or Path(weights_name).name != weights_name or not weights_name.endswith(".safetensors"):
+        raise ValueError(f"weights_name={weights_name!r} must be a plain file name ending in .safetensors")
+
+
+def check_tokenizer_dict(tokenizer: Any, source: str) -> None:
+    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("type"), str):
+        raise CheckpointError(f"{source}: a tokenizer must be a JSON object with a \"type\" string (tokenizer.to_dict())")
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: GPT,
+    tokenizer: dict | None = None,
+    *,
+    step: int = 0,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+    weights_name: str = WEIGHTS_NAME,
+) -> Path:
+    """Save a run: weights, config.json and (if given) tokenizer.json, all or nothing.
+
+    ``tokenizer=None`` leaves a tokenizer.json already in the folder alone. Weights with NaN or
+    inf are refused: such a model cannot be loaded (and usually means training diverged).
+    """
+    directory = Path(directory)
+    check_weights_name(weights_name)
+    if not is_count(step):
+        raise ValueError(f"step={step!r} must be a whole number ≥ 0")
+    clash = sorted(set(extra or {}) & set(RESERVED_KEYS))
+    if clash:
+        raise ValueError(f"extra keys {clash} clash with config.json's own keys; rename them")
+    if tokenizer is not None:
+        check_tokenizer_dict(tokenizer, "tokenizer")
+    tensors = model_tensors(model)
+    for name, tensor in tensors.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} contains NaN or inf: training diverged; lower the learning rate and retrain")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "toygpt_version": __version__,
+        "model": model.config.to_dict(),
+        "step": step,
+        "metrics": finite_or_none(dict(metrics or {})),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    config_bytes = json_bytes(meta, "config.json")  # fail before writing anything
+    tokenizer_bytes = None if tokenizer is None else json_bytes(tokenizer, "tokenizer.json")
+    prepared = {name: t.cpu().contiguous() for name, t in tensors.items()}
+    with StagedFiles() as files:  # all files staged first, then renamed in a few microseconds
+        files.write(directory / weights_name, lambda temp: save_file(prepared, temp, metadata={"format": "pt"}))
+        if tokenizer_bytes is not None:
+            files.write(directory / TOKENIZER_NAME, lambda temp: temp.write_bytes(tokenizer_bytes))
+        files.write(directory / CONFIG_NAME, lambda temp: temp.write_bytes(config_bytes))
+    return directory
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN or infinity: a diverged loss in the metrics is stored as null.
+
+    >>> finite_or_none({"loss": float("nan"), "steps": [1, 2.5]})
+    {'loss': None, 'steps': [1, 2.5]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """config.json, checked: a known format version, a valid model config, a step, metrics."""
+    path = directory / CONFIG_NAME
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: must be a JSON object, got {type(meta).__name__}")
+    version = meta.get("format_version")
+    if version is None:
+        raise CheckpointError(f"{path}: no format_version; this is not a toygpt checkpoint")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {version!r} is unknown; this toygpt ({__version__}) reads "
+            f"version {FORMAT_VERSION} (a newer toygpt wrote it? upgrade toygpt)"
+        )
+    if not is_count(meta.get("step")):
+        raise CheckpointError(f"{path}: step must be a whole number ≥ 0, got {meta.get('step')!r}")
+    if not isinstance(meta.get("metrics"), dict):
+        raise CheckpointError(f"{path}: metrics must be a JSON object, got {meta.get('metrics')!r}")
+    return meta
+
+
+def read_model_config(directory: Path, meta: dict[str, Any]) -> GPTConfig:
+    try:
+        return GPTConfig.from_dict(meta.get("model"))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid model config: {exc}") from exc
+
+
+def load_checkpoint(directory: str | Path, weights_name: str = WEIGHTS_NAME) -> LoadedCheckpoint:
+    """Load a run saved by ``save_checkpoint``; the model comes back in eval mode."""
+    directory = Path(directory)
+    check_weights_name(weights_name)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint folder not found")
+    meta = read_meta(directory)
+    config = read_model_config(directory, meta)
+    tokenizer = None
+    if (directory / TOKENIZER_NAME).exists():
+        tokenizer = read_json(directory / TOKENIZER_NAME)
+        check_tokenizer_dict(tokenizer, str(directory / TOKENIZER_NAME))
+    model = empty_model(config)
+    load_weights_into(model, directory / weights_name)
+    return LoadedCheckpoint(model=model.eval(), config=config, tokenizer=tokenizer, meta=meta)
