@@ -77,9 +77,13 @@ def model_choices() -> dict[str, tuple[str, Path]]:
 
 
 def load_active(run_id: str, path: Path, label: str) -> ActiveModel:
-    weights = path / "model.safetensors"
+    """A run's best weights (lowest val loss), or its latest when it has no best file."""
+    from toygpt.runs import BEST, LATEST
+
+    name = BEST if (path / BEST).exists() else LATEST
+    weights = path / name
     stamp = weights.stat().st_mtime if weights.exists() else 0.0
-    model, tokenizer, meta = load_run_model(str(path), "model.safetensors", stamp)
+    model, tokenizer, meta = load_run_model(str(path), name, stamp)
     return ActiveModel(run_id, label, path, model, tokenizer, meta)
 
 
