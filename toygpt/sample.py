@@ -313,7 +313,7 @@ def decode_step(
         x = x + model.transformer.wpe.weight[position]
     elif config.pos_encoding == "sinusoidal":
         x = x + model.sinusoid[position]
-    x = x.view(1, 1, -1)  # (B=1, T=1, C)
+    x = x.view(1, -1)  # (T=1, C): one row; linear layers cost less on 2-D input than on 3-D
     for layer, p in enumerate(params):
         x = _block_step(p, x, cache, layer, config)
     return model.lm_head(model.transformer.ln_f(x)).view(-1)
@@ -338,11 +338,11 @@ def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, lay
 
 def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, config: Any) -> torch.Tensor:
     """``CausalSelfAttention.forward`` for one token: its query against every cached key."""
-    qkv = _linear(x, p, "attn.c_attn")  # (1, 1, 3C): q, k, v side by side, each head after head
-    q, k, v = qkv.view(1, 3, config.n_head, 1, config.head_size).unbind(1)  # 3 × (1, nh, 1, hs)
+    qkv = _linear(x, p, "attn.c_attn")  # (1, 3C): q, k, v side by side, each head after head
+    q, k, v = qkv.view(3, 1, config.n_head, 1, config.head_size).unbind(0)  # 3 × (B=1, nh, T=1, hs)
     k, v = cache.update(layer, k, v)  # (1, nh, T_so_far, hs)
     y = F.scaled_dot_product_attention(q, k, v)  # (1, nh, 1, hs)
-    return _linear(y.reshape(1, 1, -1), p, "attn.c_proj")
+    return _linear(y.reshape(1, -1), p, "attn.c_proj")
 
 
 def _mlp_step(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
