@@ -408,7 +408,7 @@ def test_bad_sampling_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         next_token_distribution(model, [1], **kwargs)
     with pytest.raises(ValueError, match=message):
-        next(generate(model, [1], 5, **kwargs))
+        generate(model, [1], 5, **kwargs)  # at the call, not at the first step
 
 
 @pytest.mark.parametrize(
@@ -428,7 +428,7 @@ def test_bad_sampling_settings(kwargs, message):
 )
 def test_bad_generation_arguments(ids, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        next(generate(make_model(), ids, **kwargs))
+        generate(make_model(), ids, **kwargs)
 
 
 def test_nan_weights_are_reported():
@@ -444,7 +444,7 @@ def test_nan_weights_are_reported():
 def test_training_mode_with_dropout_is_refused():
     model = make_model(dropout=0.1).train()
     with pytest.raises(ValueError, match=r"model\.eval\(\)"):
-        next(generate(model, [1], 3))
+        generate(model, [1], 3)
 
 
 def test_generation_runs_beside_another_thread():

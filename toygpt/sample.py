@@ -544,12 +544,22 @@ def generate(
     keep = _check_generation_args(model, max_new_tokens, window_keep, n_candidates, stop, tokenizer)
     stops = _stop_strings(stop)
     tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer)]
+    # checked above, before the first step: a bad argument raises here, at the call
+    return _steps(model, tokens, max_new_tokens, config, _make_generator(seed), use_cache, stops, tokenizer, keep,
+                  n_candidates, record_stages)  # fmt: skip
+
+
+def _steps(
+    model: GPT, tokens: list[int], max_new_tokens: int, config: SamplingConfig, generator: torch.Generator,
+    use_cache: bool, stops: list[str], tokenizer: Any, keep: int, n_candidates: int, record_stages: bool,
+) -> Iterator[GenerationStep]:  # fmt: skip
+    """The generation loop behind ``generate`` (arguments already checked)."""
     n_prompt, block_size = len(tokens), model.config.block_size
     start = dropped = window_start(n_prompt, 0, block_size, keep=block_size)  # crop the prompt
-    decoder, generator = _Decoder(model, use_cache), _make_generator(seed)
+    decoder = _Decoder(model, use_cache)
     for index in range(max_new_tokens):
         start = window_start(len(tokens), start, block_size, keep)
-        with torch.inference_mode():
+        with torch.inference_mode():  # entered per step: a generator must not leak it to its caller
             logits, recomputed = decoder.next_logits(tokens, start)
             token, probability, model_probability, rank, candidates = _choose(logits, config, generator, n_candidates)
             stages = stages_from_logits(logits, config) if record_stages else None
