@@ -1,0 +1,417 @@
+"""Tokenizer playground: your text through several tokenizers, and a BPE you train here.
+
+UI only: the spans, replays and comparisons are computed by ``toygpt.playground`` over
+``toygpt.tokenizers``. Layout: text and tokenizer choice, then one card per tokenizer and the
+comparison (drawn into a container reserved at the top, because the BPE they include is set up
+further down), then "train your own BPE" with its merge-by-merge replay.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from pages._shared import active_model, capped_text, current_seed, show_source
+from toygpt import playground as pg
+from toygpt.data import CorpusError, cached_corpus_path, list_corpora, load_corpus, read_user_text
+from toygpt.tokenizers import (
+    BPETokenizer,
+    ByteTokenizer,
+    Tokenizer,
+    TokenizerError,
+    TokenizerUnavailable,
+    UnknownCharactersError,
+    available_tokenizers,
+    compare,
+    get_tiktoken,
+    learn_merges,
+)
+from toygpt.tokenizers.base import visible_char
+from toygpt.tokenizers.bpe import bpe_merge_steps
+
+TIKTOKEN_CHOICES = ("gpt2", "cl100k_base", "o200k_base")
+CHOICES = ("char", "byte", "bpe", "run", *TIKTOKEN_CHOICES)
+CHOICE_LABELS = {
+    "char": "char (one token per character)",
+    "byte": "byte (one token per UTF-8 byte)",
+    "bpe": "BPE trained here (below)",
+    "run": "the active model's tokenizer",
+}
+TEXT_CORPUS, UPLOAD_CORPUS = "__text__", "__upload__"
+MAX_UPLOAD_BYTES = 5_000_000  # BPE training on more would keep the page busy for many seconds
+DEFAULT_WORD = "forestkeeper"
+
+# ---------------------------------------------------------------------------------------------
+# Cached work: corpora and BPE training run once per (corpus, vocabulary size), not per rerun.
+# ---------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the corpus…")
+def corpus_text(name: str, seed: int) -> str:
+    return load_corpus(name, seed)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Training BPE on the corpus…")
+def trained_bpe(corpus: str, vocab_size: int) -> BPETokenizer:
+    # Shared by every session: BPETokenizer is never changed after training (only read).
+    return BPETokenizer.train(corpus, vocab_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Widgets
+# ---------------------------------------------------------------------------------------------
+
+
+def code_md(label: str) -> str:
+    """A token label as inline code in markdown, safe even when it contains backticks or $."""
+    return f"`` {label} ``"
+
+
+
+def text_ui() -> str:
+    st.session_state.setdefault("tok_text", pg.SAMPLE_TEXT)
+    text = st.text_area("Your text", key="tok_text", height=210,
+                        help="Paste anything: code, other scripts, emoji. Up to 100,000 characters.")
+    return capped_text(text or "")
+
+
+def tiktoken_status() -> dict[str, str | None]:
+    """name -> None when usable, else why not (checks the local cache only: never the network)."""
+    status = available_tokenizers()
+    return {name: status.get(name) for name in TIKTOKEN_CHOICES}
+
+
+def choice_label(choice: str, unavailable: dict[str, str | None]) -> str:
+    if choice in CHOICE_LABELS:
+        return CHOICE_LABELS[choice]
+    return f"{choice} (tiktoken)" + (" — not available offline" if unavailable.get(choice) else "")
+
+
+def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], bool, str]:
+    """Which tokenizers, whether whitespace is drawn, and where the char vocabulary comes from."""
+    default = ["char", "byte", "bpe"] + [n for n in TIKTOKEN_CHOICES[:1] if not unavailable[n]]
+    st.session_state.setdefault("tok_choice", default)
+    chosen = st.multiselect("Tokenizers", CHOICES, key="tok_choice",
+                            format_func=lambda c: choice_label(c, unavailable))
+    left, right = st.columns([1, 2], vertical_alignment="center")
+    show_ws = left.toggle("Show whitespace", value=True, key="tok_show_ws",
+                          help="· space, ↵ newline, ⇥ tab, <U+200D> invisible characters")
+    char_source = right.radio("Char vocabulary from", ["this text", "the BPE corpus"],
+                              key="tok_char_source", horizontal=True,
+                              help="From this text nothing is unknown; from the corpus, characters "
+                              "it never showed become <unk> (outlined in red).")
+    return chosen, show_ws, char_source
+
+
+def corpus_ui(text: str) -> tuple[str | None, str]:
+    """The BPE training corpus chosen by the user: (its text or None, a short description)."""
+    infos = {info.name: info for info in list_corpora()}
+    options = [*infos, TEXT_CORPUS, UPLOAD_CORPUS]
+    names = {TEXT_CORPUS: "the text above", UPLOAD_CORPUS: "upload a .txt file"}
+    default = "shakespeare" if cached_corpus_path("shakespeare").is_file() else "toy-english"
+    st.session_state.setdefault("tok_corpus", default)
+    name = st.selectbox("Training corpus", options, key="tok_corpus",
+                        format_func=lambda n: names.get(n, n))
+    if name == TEXT_CORPUS:
+        return (text or None), "the text above"
+    if name == UPLOAD_CORPUS:
+        return upload_ui()
+    info = infos[name]
+    st.caption(info.description)
+    if info.kind == "download" and not cached_corpus_path(name).is_file():
+        return download_ui(name)
+    try:
+        return corpus_text(name, current_seed()), f"{name} (seed {current_seed()})"
+    except CorpusError as exc:
+        st.error(str(exc))
+        return None, name
+
+
+def upload_ui() -> tuple[str | None, str]:
+    upload = st.file_uploader("Corpus (UTF-8 .txt, at most 5 MB)", type=["txt"], key="tok_upload")
+    if upload is None:
+        st.info("Upload a text file to train the BPE on it.")
+        return None, "an upload"
+    try:
+        return read_user_text(upload.getvalue(), max_bytes=MAX_UPLOAD_BYTES), upload.name
+    except CorpusError as exc:
+        st.error(str(exc))
+        return None, upload.name
+
+
+def download_ui(name: str) -> tuple[str | None, str]:
+    """A corpus that is not cached yet is fetched only when asked: offline, every rerun would
+    otherwise wait for the download to time out."""
+    st.warning(f"**{name}** is not on this machine yet. Download it (needs internet), or pick a "
+               "built-in corpus.")
+    if st.button(f"Download {name}", key="tok_fetch_corpus"):
+        try:
+            with st.spinner(f"Downloading {name}…"):
+                corpus_text(name, 0)
+        except CorpusError as exc:
+            st.error(str(exc))
+            return None, name
+        st.rerun()  # the cached corpus is found on the next run
+    return None, name
+
+
+def bpe_ui(text: str) -> tuple[BPETokenizer | None, str | None]:
+    """Corpus + vocabulary size → (a trained BPE (cached), its corpus), with a line on what it
+    learned. Either may be None (the page then says why)."""
+    left, right = st.columns([2, 1])
+    with left:
+        corpus, corpus_name = corpus_ui(text)
+    st.session_state.setdefault("tok_vocab", 512)
+    vocab_size = right.slider("Vocabulary size", 256, 4096, step=32, key="tok_vocab",
+                              help="256 byte tokens + one token per merge.")
+    if not corpus:
+        right.caption("No corpus yet: the BPE appears once one is chosen.")
+        return None, None
+    try:
+        bpe = trained_bpe(corpus, vocab_size)
+    except TokenizerError as exc:
+        st.error(f"Cannot train on this corpus: {exc}")
+        return None, corpus
+    note = (f"Trained on {corpus_name}: {len(corpus):,} characters → 256 byte tokens + "
+            f"{len(bpe.merges):,} merges = {bpe.vocab_size:,} tokens.")
+    if len(bpe.merges) < vocab_size - 256:
+        note += (" Training stopped early: every word of this corpus is already one token, so "
+                 "there was nothing left to merge.")
+    right.caption(note)
+    return bpe, corpus
+
+
+# ---------------------------------------------------------------------------------------------
+# One card per tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve(choice: str, text: str, bpe: BPETokenizer | None, char_corpus: str | None,
+            unavailable: dict[str, str | None]) -> tuple[str, Tokenizer | None]:
+    """(title, tokenizer) for a choice; a None tokenizer means the card explained why."""
+    if choice == "char":
+        return "char", char_tokenizer(text, char_corpus)
+    if choice == "byte":
+        return "byte", ByteTokenizer()
+    if choice == "bpe":
+        if bpe is None:
+            st.info("Choose a training corpus below to train the BPE.")
+        return (bpe.name if bpe else "bpe"), bpe
+    if choice == "run":
+        return run_tokenizer(text)
+    return choice, tiktoken_tokenizer(choice, unavailable[choice])
+
+
+def char_tokenizer(text: str, corpus: str | None) -> Tokenizer | None:
+    """The char tokenizer, built from the text or (when asked) from the BPE corpus; says which."""
+    from_corpus = st.session_state.get("tok_char_source") == "the BPE corpus"
+    if from_corpus and not corpus:
+        st.caption("No BPE corpus is chosen yet, so the vocabulary comes from this text.")
+    try:
+        tok, missing = pg.char_tokenizer_for(text, corpus if from_corpus else None)
+    except TokenizerError as exc:
+        st.warning(f"No char vocabulary: {exc}")
+        return None
+    source = "the BPE corpus" if from_corpus and corpus else "this text"
+    unknown = " ".join(code_md(visible_char(ch)) for ch in missing[:40])
+    st.caption(f"Vocabulary: the {len(tok.chars):,} distinct characters of {source}"
+               + (f"; {len(missing):,} characters of this text are not among them and show as "
+                  f"<unk> (red outline): {unknown}" if missing else "."))
+    return tok
+
+
+def run_tokenizer(text: str) -> tuple[str, Tokenizer | None]:
+    active = active_model()
+    if active is None:
+        st.info("No model is active: pick one in the sidebar (or train one on the Training page).")
+        return "active model", None
+    tok, title = active.tokenizer, f"{active.run_id} ({active.tokenizer.name})"
+    try:
+        tok.encode(text)
+    except UnknownCharactersError as exc:
+        st.warning(f"This model could not read the whole text: {exc} They are drawn as <unk> here.")
+        return title, pg.with_unknowns_shown(tok)
+    except TokenizerError as exc:
+        st.warning(str(exc))
+        return title, None
+    return title, tok
+
+
+def tiktoken_tokenizer(name: str, reason: str | None) -> Tokenizer | None:
+    """A tiktoken encoding when its files are cached; otherwise the reason and a fetch button."""
+    if reason is None:
+        try:
+            return get_tiktoken(name)
+        except TokenizerError as exc:
+            st.warning(str(exc))
+            return None
+    st.warning(f"**{name}** is not available: {reason}. The char, byte and BPE tokenizers work offline.")
+    if st.button(f"Try to download {name} (a few MB)", key=f"tok_fetch_{name}"):
+        try:
+            with st.spinner(f"Fetching {name}…"):
+                get_tiktoken(name)
+        except TokenizerUnavailable as exc:
+            st.error(str(exc))
+            return None
+        st.rerun()
+    return None
+
+
+def card(title: str, tok: Tokenizer, text: str, show_ws: bool) -> None:
+    try:
+        result = pg.tokenize(tok, text)
+    except TokenizerError as exc:
+        st.warning(f"{title} cannot encode this text: {exc}")
+        return
+    st.markdown(
+        f"**{result.n_tokens:,} tokens** · {result.n_chars:,} characters · {result.n_bytes:,} bytes"
+        f" · {result.chars_per_token:.2f} chars/token · {result.bytes_per_token:.2f} bytes/token"
+        f" · vocabulary {tok.vocab_size:,}"
+    )
+    st.html(pg.token_spans_html(text, result, tok, show_whitespace=show_ws))
+    shown = result.ids[: pg.MAX_SHOWN_TOKENS]
+    more = f", … {result.n_tokens - len(shown):,} more" if result.n_tokens > len(shown) else ""
+    st.code(", ".join(map(str, shown)) + more, language=None, wrap_lines=True, height=110)
+
+
+def comparison_ui(text: str, tokenizers: dict[str, Tokenizer]) -> None:
+    st.subheader("Side by side: sequence length against vocabulary size")
+    rows = compare(text, tokenizers)
+    table = pd.DataFrame(rows)
+    if table["error"].isna().all():
+        table = table.drop(columns="error")
+    st.dataframe(table, hide_index=True, width="stretch", key="tok_compare_table")
+    st.plotly_chart(pg.comparison_figure(rows), width="stretch", key="tok_compare_chart")
+    st.caption(
+        "A bigger vocabulary buys fewer, longer tokens — more text fits in a model's block_size "
+        "(chars_per_block: how much of this text fits in 64 tokens) — at the price of a bigger "
+        "embedding table and rarer tokens. Byte-level models such as MegaByte take the other "
+        "end: 256 tokens, the longest sequences, and patches to keep attention affordable."
+    )
+
+
+def results_ui(chosen: list[str], text: str, show_ws: bool, bpe: BPETokenizer | None,
+               corpus_for_char: str | None, unavailable: dict[str, str | None]) -> None:
+    if not text:
+        st.info("Type or paste some text above to see it tokenized.")
+        return
+    if not chosen:
+        st.info("Choose at least one tokenizer.")
+        return
+    usable: dict[str, Tokenizer] = {}
+    for choice in chosen:
+        with st.container(border=True):
+            st.markdown(f"#### {choice_label(choice, unavailable)}")
+            title, tok = resolve(choice, text, bpe, corpus_for_char, unavailable)
+            if tok is not None:
+                card(title, tok, text, show_ws)
+                usable[title if title not in usable else f"{title} ({choice})"] = tok
+    if usable:
+        comparison_ui(text, usable)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replaying BPE training
+# ---------------------------------------------------------------------------------------------
+
+
+def merge_slider_ui(bpe: BPETokenizer) -> int:
+    n = len(bpe.merges)
+    st.session_state.setdefault("tok_merge_k", n)  # start from the finished tokenizer
+    st.session_state["tok_merge_k"] = min(st.session_state["tok_merge_k"], n)  # vocab shrank
+    return st.slider("Merges applied", 0, n, key="tok_merge_k",
+                     help="0 = plain bytes; every step right adds the next learned merge.")
+
+
+def replay_ui(bpe: BPETokenizer, text: str, show_ws: bool) -> None:
+    st.subheader("Replay the training, merge by merge")
+    if not bpe.merges:
+        st.info("With a vocabulary of 256 there are no merges: raise the vocabulary size above.")
+        return
+    k = merge_slider_ui(bpe)
+    if k:
+        m = pg.merges_table(bpe, k)[0]
+        st.markdown(f"Merge **{k}**: {code_md(m['left'])} + {code_md(m['right'])} → "
+                    f"{code_md(m['new token'])} "
+                    f"(id {m['id']}, seen {m['count']:,} times in the corpus when it was merged)")
+    if text:
+        try:
+            after = pg.tokenize_after_merges(bpe, text, k)
+        except TokenizerError as exc:
+            st.warning(str(exc))
+        else:
+            st.markdown(f"Your text after {k:,} merges: **{after.n_tokens:,} tokens** "
+                        f"({after.n_bytes:,} bytes at merge 0).")
+            st.html(pg.token_spans_html(text, after, bpe, show_whitespace=show_ws))
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("**The merges so far** (latest first)")
+        st.dataframe(pd.DataFrame(pg.merges_table(bpe, k)), hide_index=True, width="stretch",
+                     height=320, key="tok_merges_table")
+    with right:
+        word_ui(bpe, k)
+
+
+def word_ui(bpe: BPETokenizer, k: int) -> None:
+    st.markdown("**An unknown word, cut into known pieces**")
+    st.session_state.setdefault("tok_word", DEFAULT_WORD)
+    word = st.text_input("A made-up word", key="tok_word", max_chars=40)
+    spaced = st.checkbox("with a leading space", value=True, key="tok_word_space",
+                         help="As inside a sentence. GPT-2's split pattern keeps a word's "
+                         "leading space, so most learned words are '␣king', not 'king'.")
+    if not word:
+        st.caption("Type a word.")
+        return
+    try:
+        steps = pg.word_merge_steps(bpe, " " + word if spaced else word, k)
+    except TokenizerError as exc:
+        st.warning(str(exc))
+        return
+    st.html(pg.token_chips_html(steps[-1]))
+    st.caption(f"{len(steps[-1])} pieces after {k:,} merges: each merge joins the two neighbours "
+               "whose joint token was learned earliest, until no learned pair is left.")
+    table = pd.DataFrame({"step": range(len(steps)), "pieces": [" | ".join(s) for s in steps]})
+    st.dataframe(table, hide_index=True, width="stretch", height=220, key="tok_word_steps")
+
+
+def download_ui_for(bpe: BPETokenizer) -> None:
+    # The files are made only when a button is clicked (a callable), not on every rerun.
+    left, right = st.columns(2)
+    left.download_button("Download the tokenizer (JSON)", lambda: json.dumps(bpe.to_dict()),
+                         file_name=f"{bpe.name}.json", mime="application/json",
+                         key="tok_download_json",
+                         help="Load it with toygpt.tokenizers.load_tokenizer(path), or "
+                         "python -m toygpt tokenize -t bpe:PATH \"some text\".")
+    right.download_button("Download the vocabulary (text)", bpe.export_vocab,
+                          file_name=f"{bpe.name}-vocab.txt", mime="text/plain",
+                          key="tok_download_vocab")
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+st.title("Tokenizer playground")
+st.markdown(
+    "A model never sees text, only token ids. Watch the same text cut by different tokenizers: "
+    "hover a token for its id and bytes. Then train your own byte-pair encoding below and replay "
+    "it merge by merge."
+)
+text = text_ui()
+unavailable = tiktoken_status()
+chosen, show_ws, char_source = picker_ui(unavailable)
+results = st.container()  # filled at the end: the BPE it shows is set up further down
+
+st.header("Train your own BPE")
+bpe, corpus = bpe_ui(text)
+if bpe is not None:
+    replay_ui(bpe, text, show_ws)
+    download_ui_for(bpe)
+    show_source(learn_merges, "Source: how the merges are learned")
+    show_source(bpe_merge_steps, "Source: how a word is cut with the merges")
+
+with results:
+    results_ui(chosen, text, show_ws, bpe, corpus if char_source == "the BPE corpus" else None,
+               unavailable)

@@ -1,0 +1,285 @@
+"""The tokenizer playground: toygpt.playground's computations, and the page driven through AppTest.
+
+Offline throughout: tiktoken's cache points at an empty folder and downloads are switched off,
+so the tiktoken choices must show as unavailable (never raise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from streamlit.testing.v1 import AppTest
+
+from toygpt import playground as pg
+from toygpt.data import load_corpus
+from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, compare
+from toygpt.tokenizers import tiktoken_ as tiktoken_module
+
+SPAN = re.compile(r'<span class="tg-c\d[^"]*" title="id (\d+) ')
+TEXT_SAMPLES = ["hello world", "héllo\n\twörld  ", "你好 🙂👍🏽 e\u0301", "<b>&amp;</b>", "a"]
+
+
+@pytest.fixture(scope="module")
+def toy_bpe() -> BPETokenizer:
+    return BPETokenizer.train(load_corpus("toy-english", 0), 400)
+
+
+# ---------------------------------------------------------------------------------------------
+# toygpt.playground
+# ---------------------------------------------------------------------------------------------
+
+text_strategy = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=text_strategy)
+def test_spans_tile_the_text_and_every_token_is_drawn(text, toy_bpe):
+    for tok in (ByteTokenizer(), CharTokenizer.from_text(text or "x"), toy_bpe):
+        result = pg.tokenize(tok, text)
+        assert "".join(text[s:e] for s, e in result.spans) == text
+        assert result.n_bytes == len(text.encode("utf-8"))
+        drawn = [int(i) for i in SPAN.findall(pg.token_spans_html(text, result, tok))]
+        assert drawn == result.ids
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=text_strategy)
+def test_html_never_contains_user_markup(text):
+    hostile = f"<script>alert(1)</script><img src=x onerror=alert(2)>{text}\"'&"
+    for tok in (CharTokenizer.from_text(hostile), ByteTokenizer()):
+        page = pg.token_spans_html(hostile, pg.tokenize(tok, hostile), tok, show_whitespace=False)
+        assert "<script" not in page and "<img" not in page
+        # the span bodies, unescaped, give back the text exactly: escaped, not dropped or mangled
+        assert "".join(html.unescape(b) for b in re.findall(r">([^<]*)</span>", page)) == hostile
+
+
+def test_byte_tokens_of_one_character_are_all_visible():
+    tok = ByteTokenizer()
+    page = pg.token_spans_html("🙂", pg.tokenize(tok, "🙂"), tok)
+    assert page.count("tg-part") - pg.TOKEN_CSS.count("tg-part") == 3  # 4 bytes: 1 char + 3 bars
+    assert 'title="id 240 · &lt;0xF0&gt; · bytes F0"' in page
+
+
+def test_whitespace_and_invisible_characters_are_made_visible():
+    assert pg.visible_html("a b\n\t") == "a·\u200bb↵\n⇥\t"
+    assert pg.visible_html("a b\n", show_whitespace=False) == "a b\n"
+    assert pg.visible_html("\u00a0") == "<i>&lt;U+00A0&gt;</i>"  # a no-break space is not a space
+
+
+def test_long_text_draws_a_bounded_number_of_spans():
+    text = "ab" * 5000
+    result = pg.tokenize(ByteTokenizer(), text)
+    page = pg.token_spans_html(text, result, ByteTokenizer(), max_tokens=100)
+    assert len(SPAN.findall(page)) == 100
+    assert "9,900 more tokens not drawn" in page
+
+
+def test_merges_table_known_answer_and_bounds():
+    bpe = BPETokenizer.train("aaabdaaabac", 259, split_pattern=None)
+    assert [(r["merge"], r["new token"], r["count"]) for r in pg.merges_table(bpe, 2)] == [
+        (2, "ab", 2), (1, "aa", 4)]
+    assert pg.merges_table(bpe, 0) == []
+    with pytest.raises(ValueError, match="n_merges"):
+        pg.merges_table(bpe, 4)
+
+
+def test_replay_after_merges_goes_from_bytes_to_the_full_tokenizer(toy_bpe):
+    text = "the small fox chases a red ball ."
+    counts = [pg.tokenize_after_merges(toy_bpe, text, k).n_tokens for k in range(len(toy_bpe.merges) + 1)]
+    assert counts[0] == len(text.encode())
+    assert counts[-1] == len(toy_bpe.encode(text)) < counts[0]
+    assert all(b <= a for a, b in zip(counts, counts[1:], strict=False))  # merges never lengthen
+
+
+@settings(max_examples=60, deadline=None)
+@given(word=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12),
+       fraction=st.floats(0, 1))
+def test_word_steps_end_where_the_encoder_ends(word, fraction, toy_bpe):
+    k = round(fraction * len(toy_bpe.merges))
+    steps = pg.word_merge_steps(toy_bpe, word, k)
+    expected = [toy_bpe.token_label(i) for i in toy_bpe.encode_after_merges(word, k)]
+    assert steps[-1] == expected
+    assert steps[0] == [toy_bpe.token_label(b) for b in word.encode("utf-8")]
+    assert [len(s) for s in steps] == sorted((len(s) for s in steps), reverse=True)
+
+
+def test_char_tokenizer_from_a_corpus_marks_what_it_lacks():
+    tok, missing = pg.char_tokenizer_for("naïve 🙂", corpus="the naive cat")
+    assert missing == ["ï", "🙂"]
+    page = pg.token_spans_html("naïve 🙂", pg.tokenize(tok, "naïve 🙂"), tok)
+    assert page.count("tg-special") - pg.TOKEN_CSS.count("tg-special") == 2
+
+
+def test_comparison_figure_skips_rows_that_failed():
+    text = "naïve"
+    rows = compare(text, {"byte": ByteTokenizer(), "char-ascii": CharTokenizer.from_text("nave")})
+    fig = pg.comparison_figure(rows)
+    assert len(fig.data) == 4
+    assert [list(bar.x) for bar in fig.data] == [["byte"]] * 4
+    assert list(fig.data[1].y) == [6]
+
+
+# ---------------------------------------------------------------------------------------------
+# The page, through AppTest
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No tiktoken files and no downloads, whatever this machine has cached."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-empty"))
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setattr(tiktoken_module, "_loaded", {})
+    monkeypatch.setattr(tiktoken_module, "_failures", {})
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=30)
+    at.run()
+    at.switch_page("pages/tokenizer.py").run()
+    assert not at.exception
+    return at
+
+
+def set_text(at: AppTest, text: str) -> AppTest:
+    at.text_area(key="tok_text").input(text).run()
+    assert not at.exception
+    return at
+
+
+def table_with(at: AppTest, column: str):
+    """The first dataframe on the page with this column (AppTest does not keep their keys)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def compare_rows(at: AppTest) -> dict[str, int]:
+    table = table_with(at, "chars_per_block")
+    return dict(zip(table["tokenizer"], table["tokens"], strict=True))
+
+
+def bodies(at: AppTest) -> list[str]:
+    return [h.proto.body for h in at.html]
+
+
+def test_page_renders_the_sample_through_each_tokenizer(offline):
+    at = open_page()
+    assert at.text_area(key="tok_text").value == pg.SAMPLE_TEXT
+    rows = compare_rows(at)
+    assert rows["byte"] == len(pg.SAMPLE_TEXT.encode("utf-8"))
+    assert rows["char"] == len(pg.SAMPLE_TEXT)
+    assert any(name.startswith("bpe-") for name in rows)
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["data"][1]["y"] == [rows[name] for name in chart["data"][1]["x"]]
+    assert sum('title="id ' in body for body in bodies(at)) >= 3  # one span view per tokenizer
+
+
+def test_tokenizing_updates_the_counts(offline):
+    at = set_text(open_page(), "hello world")
+    assert compare_rows(at)["byte"] == 11
+    assert any(m.value.startswith("**11 tokens**") for m in at.markdown)
+    at = set_text(at, "héllo wörld 🙂")
+    rows = compare_rows(at)
+    assert (rows["byte"], rows["char"]) == (18, 13)
+    assert any(m.value.startswith("**18 tokens**") for m in at.markdown)
+
+
+def test_the_merge_slider_changes_the_tokenization(offline):
+    at = open_page()
+    at.selectbox(key="tok_corpus").select("toy-english").run()
+    at = set_text(at, "the small fox chases a red ball .")
+
+    def replay() -> tuple[str, str]:
+        line = next(m.value for m in at.markdown if m.value.startswith("Your text after"))
+        spans = [b for b in bodies(at) if 'title="id ' in b][-1]  # the replay: the last view
+        return line, spans
+
+    at.slider(key="tok_merge_k").set_value(0).run()
+    assert not at.exception
+    line_at_0, spans_at_0 = replay()
+    assert "**33 tokens**" in line_at_0  # 0 merges: one token per byte
+    at.slider(key="tok_merge_k").set_value(60).run()
+    line_at_60, spans_at_60 = replay()
+    assert line_at_60 != line_at_0 and spans_at_60 != spans_at_0
+    assert int(re.search(r"\*\*(\d+) tokens", line_at_60).group(1)) < 33
+    assert len(table_with(at, "new token")) == 60
+
+
+def test_user_text_is_escaped_on_the_page(offline):
+    at = set_text(open_page(), '<img src=x onerror="alert(1)"> & <b>bold</b>')
+    page = "".join(bodies(at))
+    assert "<img" not in page and "<b>" not in page
+    assert "&lt;" in page and "onerror=&quot;" not in page  # escaped text, never an attribute
+
+
+def test_tiktoken_offline_is_explained_not_raised(offline):
+    at = open_page()
+    at.multiselect(key="tok_choice").select("gpt2").run()
+    assert not at.exception
+    assert any("gpt2" in w.value and "not available" in w.value for w in at.warning)
+    at.button(key="tok_fetch_gpt2").click().run()
+    assert not at.exception
+    assert any("TOYGPT_OFFLINE" in e.value for e in at.error)
+    assert "gpt2" not in compare_rows(at)  # the others still work
+
+
+def test_empty_text_and_no_merges_are_explained(offline):
+    at = set_text(open_page(), "")
+    assert any("Type or paste" in i.value for i in at.info)
+    at.slider(key="tok_vocab").set_value(256).run()
+    assert not at.exception
+    assert any("no merges" in i.value for i in at.info)
+
+
+def test_char_vocabulary_from_the_corpus_shows_unknowns(offline):
+    at = open_page()
+    at.selectbox(key="tok_corpus").select("toy-english").run()
+    at = set_text(at, "the fox 🙂 café")
+    at.radio(key="tok_char_source").set_value("the BPE corpus").run()
+    assert not at.exception
+    assert any("<unk>" in c.value and "BPE corpus" in c.value for c in at.caption)
+    assert any("tg-special" in b.split("</style>")[-1] for b in bodies(at))
+
+
+def test_training_on_an_uploaded_file_and_a_bad_upload(offline):
+    at = open_page()
+    at.selectbox(key="tok_corpus").select("__upload__").run()
+    assert any("Upload a text file" in i.value for i in at.info)
+    at.file_uploader(key="tok_upload").set_value(("latin1.txt", "café".encode("latin-1"), "text/plain"))
+    at.run()
+    assert not at.exception
+    assert any("not UTF-8" in e.value for e in at.error)
+    at.file_uploader(key="tok_upload").set_value(("mine.txt", b"abab abab abab cdcd " * 50, "text/plain"))
+    at.run()
+    assert not at.exception
+    assert any("Trained on mine.txt" in c.value for c in at.caption)
+
+
+def test_the_active_runs_char_tokenizer_marks_what_the_model_cannot_read(offline, tiny_config):
+    from toygpt.model import GPT
+    from toygpt.runs import create_run
+    from toygpt.train import TrainConfig
+
+    tokenizer = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz ABCDEF")
+    model = GPT(dataclasses.replace(tiny_config, vocab_size=tokenizer.vocab_size), seed=0)
+    run = create_run(name="tok-page", corpus="toy", tokenizer_spec="char", tokenizer=tokenizer,
+                     model=model, train_config=TrainConfig(max_steps=1))
+    run.update_info(status="finished")
+    at = open_page()
+    at.session_state["active_run"] = run.id  # what the sidebar's model picker stores
+    at = set_text(at, "a cat é")
+    at.multiselect(key="tok_choice").set_value(["run"]).run()
+    assert not at.exception
+    assert any("could not read the whole text" in w.value for w in at.warning)
+    assert compare_rows(at) == {f"{run.id} (char)": 7}
+
+
+def test_huge_paste_is_capped_with_a_message(offline):
+    at = set_text(open_page(), "x" * 150_000)
+    assert any("only the first 100,000" in w.value for w in at.warning)
+    assert compare_rows(at)["byte"] == 100_000

@@ -1,0 +1,333 @@
+"""What the tokenizer playground page computes: token spans as HTML, merge replays, comparisons.
+
+The page (``pages/tokenizer.py``) only draws; everything it shows is computed here from the
+tokenizers in ``toygpt.tokenizers``, so it can be tested (and used from a notebook) without
+Streamlit. Read ``toygpt/tokenizers`` first: this file only arranges what they return.
+
+    >>> from toygpt.tokenizers import ByteTokenizer
+    >>> result = tokenize(ByteTokenizer(), "hé")
+    >>> result.ids, result.spans               # 'é' is two bytes; its tail byte covers nothing
+    ([104, 195, 169], [(0, 1), (1, 2), (2, 2)])
+    >>> 'title="id 104' in token_spans_html("hé", result, ByteTokenizer())
+    True
+"""
+
+from __future__ import annotations
+
+import html
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+
+from toygpt.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, TokenizerError
+from toygpt.tokenizers.base import label_for_bytes, spans_from_token_bytes, utf8_bytes
+
+# The text the playground opens with: one line per case where tokenizers disagree the most.
+SAMPLE_TEXT = (
+    "Tokenizers turn text into numbers, and every model sees only the numbers.\n"
+    "def add(a, b):\n"
+    "    return a + b        # code: indents and runs of spaces\n"
+    "\tcolumns\tsplit\tby\ttabs\n"
+    "Numbers: 3.14159, 2024, 1,000,000 and 12345678901234.\n"
+    "Accents: café, naïve, Zoë, crème brûlée; the same é built from e + a combining accent: e\u0301.\n"
+    "CJK: 你好，世界！ こんにちは 안녕하세요\n"
+    "Emoji: 🙂 👍🏽 👨\u200d👩\u200d👧 🇫🇷\n"
+)
+# Spans drawn per tokenizer at most: beyond this the browser, not Python, becomes the slow part
+# (each span carries its own hover text). Counts and id lists always cover the whole text.
+MAX_SHOWN_TOKENS = 3000
+# Light backgrounds with dark text: readable in the light and the dark theme alike.
+SPAN_COLOURS = ("#fde68a", "#bfdbfe", "#bbf7d0", "#fecaca", "#ddd6fe", "#fed7aa", "#a5f3fc", "#f5d0fe")
+# How whitespace and other invisible characters are drawn inside the running text. Spaces get a
+# light middle dot (lighter than '␣', so the text still reads as text); a zero-width space after
+# it lets long lines wrap there.
+SHOWN_WHITESPACE = {" ": "·\u200b", "\n": "↵\n", "\r": "␍", "\t": "⇥\t"}
+_INVISIBLE = {"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp", "Zs"}
+
+TOKEN_CSS = (
+    "<style>"
+    ".tg-tokens{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.9rem;"
+    "line-height:1.9;white-space:pre-wrap;overflow-wrap:anywhere;max-height:26rem;overflow-y:auto}"
+    ".tg-tokens span{color:#1f2937;border-radius:3px;padding:1px 0}"
+    ".tg-tokens span.tg-part{display:inline-block;width:0.45em;height:1.1em;vertical-align:-0.2em;"
+    "padding:0;opacity:0.8}"
+    ".tg-tokens span.tg-special{outline:2px solid #dc2626;outline-offset:-2px}"
+    ".tg-tokens span i{color:#6b7280;font-style:normal}"
+    + "".join(f".tg-c{k}{{background:{c}}}" for k, c in enumerate(SPAN_COLOURS))
+    + "</style>"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. One tokenizer on one text.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """A text cut into tokens: ``ids`` and the character span ``(start, end)`` of each.
+
+    The spans tile the text in order; a token holding only the tail bytes of a character (the
+    byte tokenizer on 'é') gets an empty span.
+    """
+
+    ids: list[int]
+    spans: list[tuple[int, int]]
+    n_chars: int
+    n_bytes: int
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def chars_per_token(self) -> float:
+        return self.n_chars / self.n_tokens if self.ids else 0.0
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.n_bytes / self.n_tokens if self.ids else 0.0
+
+
+def tokenize(tokenizer: Tokenizer, text: str) -> Tokenized:
+    """Encode ``text`` (special-token spellings stay plain text) and record each token's span."""
+    n_bytes = len(utf8_bytes(text))
+    if isinstance(tokenizer, CharTokenizer):  # one token per character: spans are trivial
+        ids, spans = tokenizer.encode_with_spans(text)
+        return Tokenized(ids, spans, len(text), n_bytes)
+    ids = tokenizer.encode(text)
+    # encode_with_spans would look up (and range-check) each id's bytes once per token; a text
+    # repeats few distinct ids, so look each one up once.
+    pieces = {i: tokenizer.token_bytes(i) for i in set(ids)}
+    return Tokenized(ids, spans_from_token_bytes(text, [pieces[i] for i in ids]), len(text), n_bytes)
+
+
+def tokenize_after_merges(bpe: BPETokenizer, text: str, n_merges: int) -> Tokenized:
+    """``text`` as ``bpe`` cut it when only its first ``n_merges`` merges had been learned.
+
+    >>> bpe = BPETokenizer.train("aaabdaaabac", 259, split_pattern=None)
+    >>> [tokenize_after_merges(bpe, "aaab", k).n_tokens for k in range(4)]
+    [4, 3, 2, 1]
+    """
+    ids = bpe.encode_after_merges(text, n_merges)
+    spans = spans_from_token_bytes(text, [bpe.vocab[i] for i in ids])
+    return Tokenized(ids, spans, len(text), len(utf8_bytes(text)))
+
+
+def char_tokenizer_for(text: str, corpus: str | None = None) -> tuple[CharTokenizer, list[str]]:
+    """A character tokenizer, and the characters of ``text`` it lacks.
+
+    From ``text`` itself nothing is missing (but the vocabulary only fits this text); from a
+    ``corpus``, characters the corpus never showed become a visible ``<unk>`` token — which is
+    what a char-level model trained on that corpus would have to do.
+
+    >>> tok, missing = char_tokenizer_for("héllo", corpus="hello world")
+    >>> missing, tok.decode(tok.encode("héllo"))
+    (['é'], 'h<unk>llo')
+    """
+    if corpus is None:
+        return CharTokenizer.from_text(text), []
+    tokenizer = CharTokenizer.from_text(corpus, unk=True)
+    return tokenizer, tokenizer.unknown_characters(text)
+
+
+def with_unknowns_shown(tokenizer: Tokenizer) -> Tokenizer:
+    """For display only: a char tokenizer that refuses unknown characters, given an ``<unk>``.
+
+    A model's own char vocabulary (tiny shakespeare's 65 characters) cannot encode 'é' or '你';
+    the model would refuse such text. To still *show* the text through its eyes, the copy
+    returned here maps those characters to one extra ``<unk>`` id (outside the model's
+    vocabulary). Any other tokenizer is returned unchanged.
+
+    >>> tok = with_unknowns_shown(CharTokenizer.from_text("abc"))
+    >>> tok.decode(tok.encode("cab!"))
+    'cab<unk>'
+    """
+    if isinstance(tokenizer, CharTokenizer) and not tokenizer.unk:
+        return CharTokenizer(tokenizer.chars, unk=True)
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Drawing the tokens: coloured spans, as HTML (every piece of user text escaped).
+# ---------------------------------------------------------------------------------------------
+
+
+def visible_html(segment: str, show_whitespace: bool = True) -> str:
+    """``segment`` escaped for HTML, with whitespace and invisible characters made visible.
+
+    >>> visible_html("a b\\n<i>")
+    'a·\\u200bb↵\\n&lt;i&gt;'
+    >>> visible_html("a\\u200db")                    # a zero-width joiner, as in 👨‍👩‍👧
+    'a<i>&lt;U+200D&gt;</i>b'
+    """
+    if not show_whitespace or (segment.isprintable() and " " not in segment):
+        return html.escape(segment, quote=False)  # the fast path: nothing to replace
+    parts = []
+    for ch in segment:
+        if ch in SHOWN_WHITESPACE:
+            parts.append(SHOWN_WHITESPACE[ch])
+        elif unicodedata.category(ch) in _INVISIBLE:
+            code = f"0x{ord(ch):02X}" if ord(ch) < 0x80 else f"U+{ord(ch):04X}"
+            parts.append(f"<i>&lt;{code}&gt;</i>")
+        else:
+            parts.append(html.escape(ch, quote=False))
+    return "".join(parts)
+
+
+def token_hover(tokenizer: Tokenizer, token_id: int) -> str:
+    """The hover text of one token: id, printable label and its bytes in hex.
+
+    >>> from toygpt.tokenizers import ByteTokenizer
+    >>> token_hover(ByteTokenizer(), 195)
+    'id 195 · <0xC3> · bytes C3'
+    """
+    data = tokenizer.token_bytes(token_id)
+    return f"id {token_id} · {tokenizer.token_label(token_id)} · bytes {data.hex(' ').upper()}"
+
+
+def token_spans_html(text: str, tokenized: Tokenized, tokenizer: Tokenizer, *,
+                     show_whitespace: bool = True, max_tokens: int = MAX_SHOWN_TOKENS) -> str:
+    """The text with one coloured span per token (hover: id, label, bytes), as HTML.
+
+    Neighbouring tokens get different colours. A token with an empty span (the tail bytes of a
+    character split across tokens) is drawn as a thin coloured bar after that character, so
+    every token stays visible. Special tokens such as ``<unk>`` get a red outline.
+    """
+    special = set(tokenizer.special_tokens.values())
+    hovers: dict[int, str] = {}  # the same id recurs often; build its hover text once
+    out = [TOKEN_CSS, '<div class="tg-tokens">']
+    for k, (token_id, (start, end)) in enumerate(zip(tokenized.ids[:max_tokens], tokenized.spans, strict=False)):
+        if token_id not in hovers:
+            hovers[token_id] = html.escape(token_hover(tokenizer, token_id), quote=True)
+        classes = f"tg-c{k % len(SPAN_COLOURS)}"
+        classes += " tg-part" if start == end else ""
+        classes += " tg-special" if token_id in special else ""
+        body = visible_html(text[start:end], show_whitespace)
+        out.append(f'<span class="{classes}" title="{hovers[token_id]}">{body}</span>')
+    if tokenized.n_tokens > max_tokens:
+        out.append(f"<i> … {tokenized.n_tokens - max_tokens:,} more tokens not drawn</i>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def token_chips_html(labels: Sequence[str]) -> str:
+    """Labels drawn as coloured chips side by side (for a word's pieces), HTML-escaped."""
+    chips = "".join(
+        f'<span class="tg-c{k % len(SPAN_COLOURS)}" style="padding:2px 6px;margin-right:3px">'
+        f"{html.escape(label, quote=False)}</span>"
+        for k, label in enumerate(labels)
+    )
+    return f'{TOKEN_CSS}<div class="tg-tokens">{chips}</div>'
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Replaying BPE training: the merges so far, and an unknown word cut into known pieces.
+# ---------------------------------------------------------------------------------------------
+
+
+def merges_table(bpe: BPETokenizer, n_merges: int | None = None) -> list[dict[str, Any]]:
+    """The first ``n_merges`` merges (all by default), latest first: pair → new token, count.
+
+    >>> bpe = BPETokenizer.train("aaabdaaabac", 259, split_pattern=None)
+    >>> [(r["left"], r["right"], r["new token"], r["count"]) for r in merges_table(bpe)]
+    [('aa', 'ab', 'aaab', 2), ('a', 'b', 'ab', 2), ('a', 'a', 'aa', 4)]
+    """
+    n = len(bpe.merges) if n_merges is None else n_merges
+    if not 0 <= n <= len(bpe.merges):
+        raise TokenizerError(f"n_merges must be in 0..{len(bpe.merges)}, got {n}")
+    label = bpe.vocab  # ids → bytes; labels made on the fly keep this cheap for a few thousand
+    return [
+        {
+            "merge": k + 1,
+            "left": label_for_bytes(label[m.pair[0]]),
+            "right": label_for_bytes(label[m.pair[1]]),
+            "new token": label_for_bytes(label[m.new_id]),
+            "id": m.new_id,
+            "count": m.count,
+        }
+        for k, m in reversed(list(enumerate(bpe.merges[:n])))
+    ]
+
+
+def word_merge_steps(bpe: BPETokenizer, word: str, n_merges: int) -> list[list[str]]:
+    """How ``bpe`` (after ``n_merges`` merges) cuts ``word``: its pieces after every step.
+
+    Step 0 is the word's bytes; each later step applies the earliest-learned merge that fits,
+    so a word never seen in training still ends up as a few known pieces. A word the split
+    pattern cuts into several chunks (``"don't"`` → ``don`` ``'t``) is merged chunk by chunk.
+
+    >>> bpe = BPETokenizer.train("low lower lowest " * 20, 262)   # learns 'lo', 'low', '␣low', ...
+    >>> for pieces in word_merge_steps(bpe, "slower", 6):
+    ...     print(pieces)
+    ['s', 'l', 'o', 'w', 'e', 'r']
+    ['s', 'lo', 'w', 'e', 'r']
+    ['s', 'low', 'e', 'r']
+
+    ('␣lower' was learned with its leading space, so the bare 'lower' inside 'slower' is not.)
+    """
+    if not 0 <= n_merges <= len(bpe.merges):
+        raise TokenizerError(f"n_merges must be in 0..{len(bpe.merges)}, got {n_merges}")
+    partial = BPETokenizer(bpe.merges[:n_merges], bpe.split_pattern)
+    chunks = partial.encode_steps(word)
+    finished: list[str] = []
+    steps = [[label for c in chunks for label in _labels(partial, c.states[0])]]
+    for index, chunk in enumerate(chunks):
+        rest = [label for c in chunks[index + 1:] for label in _labels(partial, c.states[0])]
+        for state in chunk.states[1:]:
+            steps.append(finished + _labels(partial, state) + rest)
+        finished += _labels(partial, chunk.ids)
+    return steps
+
+
+def _labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
+    return [tokenizer.token_label(i) for i in ids]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Several tokenizers side by side: the sequence-length vs vocabulary trade.
+# ---------------------------------------------------------------------------------------------
+
+COMPARED = (
+    ("vocab_size", "vocabulary size (log)"),
+    ("tokens", "tokens for this text"),
+    ("chars_per_token", "characters per token"),
+    ("bytes_per_token", "bytes per token"),
+)
+
+
+def comparison_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Bars of vocabulary size, token count, chars/token and bytes/token per tokenizer.
+
+    ``rows`` are ``toygpt.tokenizers.compare``'s; rows with an ``error`` are left out. Read
+    left to right: a bigger vocabulary buys fewer, longer tokens (more text per ``block_size``)
+    at the price of a bigger embedding table — byte-level models (MegaByte) take the other end.
+
+    The four panels are laid out by hand (one x/y axis pair per panel, side by side) rather
+    than with ``plotly.subplots.make_subplots``, which costs ~40 ms per call here: the page
+    redraws this figure on every keystroke-and-apply, with a 300 ms budget for everything.
+    """
+    usable = [row for row in rows if not row.get("error")]
+    names = [str(row["tokenizer"]) for row in usable]
+    gap = 0.05
+    width = (1 - gap * (len(COMPARED) - 1)) / len(COMPARED)
+    layout: dict[str, Any] = {
+        "height": 340, "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "showlegend": False, "annotations": [],
+    }
+    bars = []
+    for panel, (key, title) in enumerate(COMPARED):
+        suffix = str(panel + 1) if panel else ""  # plotly names the axes x, x2, x3, ...
+        left = panel * (width + gap)
+        layout[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}"}
+        layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", "type": "log" if panel == 0 else "linear"}
+        layout["annotations"].append({"text": title, "x": left + width / 2, "y": 1.0, "xref": "paper",
+                                      "yref": "paper", "showarrow": False, "yanchor": "bottom"})
+        values = [row[key] for row in usable]
+        bars.append(go.Bar(x=names, y=values, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
+                           text=[f"{v:,.3g}" for v in values], textposition="auto",
+                           marker_color="#636EFA", hovertemplate="%{x}: %{y:,}<extra></extra>"))
+    return go.Figure(data=bars, layout=layout)
