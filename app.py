@@ -10,6 +10,7 @@ st.set_page_config(page_title="toygpt", page_icon="🧩", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/tokenizer.py", title="Tokenizer playground", icon="🔤"),
 ]
 
 page = st.navigation(PAGES)
