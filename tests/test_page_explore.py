@@ -1,0 +1,306 @@
+"""AppTest: the sampling & attention explorer, driven through its widgets on a tiny saved run.
+
+The run is made here (a char vocabulary, a 2-layer model, three int8 snapshots) in the per-test
+runs folder, and picked the way the sidebar picks it (``st.session_state["active_run"]``).
+Every check compares the page with the library computing the same thing directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import string
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import toygpt.pretrained as pretrained_module
+import toygpt.runs as runs_module
+import toygpt.tokenizers as tokenizers_module
+import toygpt.tokenizers.tiktoken_ as tiktoken_module
+from toygpt.checkpoint import save_tensors, write_json_atomic
+from toygpt.explore import GRID_GAP
+from toygpt.inspect import attention_maps
+from toygpt.model import GPT, GPTConfig
+from toygpt.pretrained import config_to_hf, toygpt_to_hf_state_dict
+from toygpt.runs import create_run, open_run, snapshot_name, snapshot_tensors
+from toygpt.sample import encode_prompt, generate, generate_text
+from toygpt.tokenizers import ByteTokenizer, CharTokenizer, TokenizerUnavailable
+from toygpt.train import TrainConfig
+
+CORPUS = string.ascii_letters + string.digits + " \n.,:;'!?-<>&"
+SNAPSHOTS = (0, 50, 200)
+
+
+def make_run(snapshots: tuple[int, ...] = SNAPSHOTS) -> str:
+    """A finished run whose snapshot i has weights GPT(seed=i) and val loss 4 - i."""
+    tokenizer = CharTokenizer.from_text(CORPUS)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16)
+    run = create_run(name="explore test", corpus="test", tokenizer_spec="char", tokenizer=tokenizer,
+                     model=GPT(config, seed=0), train_config=TrainConfig(max_steps=200))  # fmt: skip
+    for i, step in enumerate(snapshots):
+        save_tensors(run.path / "snapshots" / snapshot_name(step), snapshot_tensors(GPT(config, seed=i)))
+        run.on_event({"type": "eval", "step": step, "val_loss": 4.0 - i, "train_loss": 4.0 - i})
+    run.update_info(status="finished")
+    return run.id
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No test may reach the network: GPT-2 and tiktoken must answer from local state."""
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setenv("TOYGPT_PRETRAINED_DIR", str(tmp_path / "pretrained"))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+
+
+@pytest.fixture
+def run_id() -> str:
+    return make_run()
+
+
+def open_explorer(run_id: str | None, view: str | None = None) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=30)
+    if run_id is not None:
+        at.session_state["active_run"] = run_id
+    at.run()
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception
+    if view is not None:
+        at.segmented_control(key="explore_view").set_value(view).run()
+        assert not at.exception
+    return at
+
+
+def run_model(run_id: str) -> tuple[GPT, CharTokenizer]:
+    loaded = open_run(run_id).load_model("latest")
+    return loaded.model, CharTokenizer.from_dict(loaded.tokenizer)
+
+
+def figure(chart) -> dict:
+    return json.loads(chart.proto.spec)
+
+
+def z_array(trace: dict) -> np.ndarray:
+    """A heatmap's z, whether plotly sent nested lists or a packed binary array; blank cells
+    (the future the causal mask hides) read as 0, as attention_maps has them."""
+    z = trace["z"]
+    if isinstance(z, dict):
+        shape = tuple(int(n) for n in z["shape"].split(","))
+        array = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"])).reshape(shape)
+    else:
+        array = np.array(z, dtype=float)  # None → nan
+    return np.nan_to_num(array, nan=0.0)
+
+
+def messages(at: AppTest) -> str:
+    return " ".join(e.value for e in [*at.error, *at.warning, *at.info])
+
+
+def test_every_view_renders_without_exception_or_error(run_id):
+    at = open_explorer(run_id)
+    at.number_input(key="explore_max_tokens").set_value(20).run()  # keeps the snapshot sample short
+    for view in ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn"]:
+        at.segmented_control(key="explore_view").set_value(view).run()
+        assert not at.exception, view
+        assert not at.error, (view, [e.value for e in at.error])
+
+
+def test_generate_streams_the_requested_number_of_tokens_and_the_models_own_text(run_id):
+    at = open_explorer(run_id, "Generate")
+    at.number_input(key="explore_max_tokens").set_value(17).run()
+    at.button(key="explore_generate").click().run()
+    assert not at.exception
+    result = at.session_state["explore_generated"]
+    assert len(result.timing.tokens) == 17
+    assert at.metric[0].value == "17"
+    model, tokenizer = run_model(run_id)
+    expected = generate_text(model, tokenizer, "ROMEO:\n", 17, temperature=0.8, seed=0)
+    assert result.text == expected
+    shown = " ".join(h.proto.body for h in at.html)
+    assert "ROMEO:" in shown and expected.replace("\n", "")[:5].replace("&", "&amp;") in shown.replace("\n", "")
+
+
+def test_kv_cache_timing_shows_both_ways_and_the_same_tokens(run_id):
+    at = open_explorer(run_id, "Generate")
+    at.number_input(key="explore_max_tokens").set_value(12).run()
+    at.button(key="explore_kv_compare").click().run()
+    assert not at.exception
+    _, without, with_cache = at.session_state["explore_kv_timing"]
+    assert len(without.tokens) == len(with_cache.tokens) == 12
+    assert [m.label for m in at.metric][:3] == ["Without cache", "With KV cache", "Speed-up"]
+    assert any("the same tokens" in c.value for c in at.caption)
+
+
+def test_attention_figures_have_the_models_shape_and_values(run_id):
+    at = open_explorer(run_id, "Attention")
+    at.text_area(key="explore_prompt").input("ROMEO: hi").run()
+    model, tokenizer = run_model(run_id)
+    ids = tokenizer.encode("ROMEO: hi")
+    maps = attention_maps(model, ids)  # (layers, heads, T, T)
+    L, H, T = 2, 2, len(ids)
+    assert maps.shape == (L, H, T, T)
+    assert any(f"{L} × {H} × {T} × {T}" in c.value for c in at.caption)
+    grid, head = (figure(c) for c in at.get("plotly_chart")[:2])
+    mosaic = z_array(grid["data"][0])  # gaps and the future read as 0
+    step = T + GRID_GAP
+    assert mosaic.shape == (L * step - GRID_GAP, H * step - GRID_GAP)
+    for layer in range(L):
+        for h in range(H):
+            tile = mosaic[layer * step : layer * step + T, h * step : h * step + T]
+            np.testing.assert_allclose(tile, maps[layer, h].numpy(), atol=1e-6)
+    at.selectbox(key="explore_layer").select(1).run()
+    at.selectbox(key="explore_head").select(1).run()
+    head = figure(at.get("plotly_chart")[1])
+    np.testing.assert_allclose(z_array(head["data"][0]), maps[1, 1].numpy(), atol=1e-6)
+
+
+def test_choosing_a_token_shades_the_text_by_its_attention(run_id):
+    at = open_explorer(run_id, "Attention")
+    at.text_area(key="explore_prompt").input("ab<i>\nc").run()
+    at.select_slider(key="explore_query").set_value(2).run()
+    assert not at.exception
+    body = at.html[-1].proto.body
+    assert html.unescape(re.sub(r"<[^>]*>", "", body)) == "ab<i>↵\nc"  # the prompt, escaped, ↵ shown
+    assert body.count("hidden from it") == 4  # "i", ">", newline, "c" come after the query "<"
+    assert body.count("outline") == 1
+
+
+def test_step_mode_draws_every_stage_and_advances_on_click(run_id):
+    at = open_explorer(run_id, "Step by step")
+    records = at.session_state["explore_step_records"]
+    assert len(records) == 1 and records[0].stages is not None
+    stages_chart = figure(at.get("plotly_chart")[0])
+    assert len(stages_chart["data"]) == 4  # model, temperature, top-k, top-p
+    at.button(key="explore_step_next").click().run()
+    at.button(key="explore_step_next").click().run()
+    assert not at.exception
+    records = at.session_state["explore_step_records"]
+    assert [r.index for r in records] == [0, 1, 2]
+    assert records[0].stages is None and records[-1].stages is not None  # old stages are dropped
+    assert any(m.value.startswith("**Step 3**") for m in at.markdown)
+    model, tokenizer = run_model(run_id)
+    expected = [s.token_id for s in generate(model, encode_prompt(tokenizer, "ROMEO:\n"), 3, temperature=0.8, seed=0)]
+    assert [r.token_id for r in records] == expected  # the same draws as Generate
+    at.button(key="explore_step_reset").click().run()
+    assert len(at.session_state["explore_step_records"]) == 1
+
+
+def test_bad_input_gets_a_message_not_a_traceback(run_id):
+    at = open_explorer(run_id, "Attention")
+    at.text_area(key="explore_prompt").input("").run()
+    assert not at.exception
+    assert "prompt is empty" in messages(at)
+    at.text_area(key="explore_prompt").input("ROMEO: ✨ héllo").run()
+    assert not at.exception
+    assert "not in this character vocabulary" in messages(at) and "U+2728" in messages(at)
+    at.text_area(key="explore_prompt").input("ROMEO:").run()
+    at.segmented_control(key="explore_view").set_value("Generate").run()
+    at.number_input(key="explore_top_p").set_value(0.0).run()
+    assert not at.exception
+    assert "top_p=0.0" in messages(at)
+    assert "Fix the sampling settings" in messages(at)
+
+
+def test_surprisal_colours_pasted_text_and_refuses_what_it_cannot_score(run_id):
+    at = open_explorer(run_id, "Surprisal")
+    at.text_area(key="explore_surprisal_text").input("a <b> c").run()
+    assert not at.exception and not at.error
+    assert at.metric[0].value == "7"
+    body = at.html[-1].proto.body
+    assert "&lt;" in body and "<b>" not in body and "nats" in body
+    at.text_area(key="explore_surprisal_text").input("ok ✨").run()
+    assert "not in this character vocabulary" in messages(at)
+    at.text_area(key="explore_surprisal_text").input("ab " * 400_000).run()  # a 1.2 MB paste
+    assert not at.exception
+    assert "only the first 100,000 are used" in messages(at) and "too long" in messages(at)
+
+
+def test_watch_it_learn_walks_the_snapshots(run_id):
+    at = open_explorer(run_id, "Watch it learn")
+    slider = at.select_slider(key="explore_snapshot_step")
+    assert list(slider.options) == [str(s) for s in SNAPSHOTS] and slider.value == SNAPSHOTS[-1]
+    assert at.metric[0].value == "2.000"  # val loss logged at the last snapshot
+    last_sample = at.html[0].proto.body
+    at.select_slider(key="explore_snapshot_step").set_value(0).run()
+    assert not at.exception
+    assert at.metric[0].value == "4.000"
+    assert at.html[0].proto.body != last_sample  # other weights, other text (same seed)
+    assert len(at.get("plotly_chart")) == 2  # next-token bars and the attention grid
+
+
+def test_a_run_without_snapshots_is_explained():
+    at = open_explorer(make_run(snapshots=()), "Watch it learn")
+    assert "kept no snapshots" in messages(at)
+
+
+def test_no_model_at_all_is_explained(monkeypatch, tmp_path):
+    monkeypatch.setattr(runs_module, "demo_run_dir", lambda: tmp_path / "no-demo")  # and no runs
+    at = open_explorer(None)
+    assert "No model is picked yet" in messages(at)
+
+
+def test_gpt2_offline_says_why_and_offers_no_download(run_id):
+    at = open_explorer(run_id)
+    at.radio(key="explore_source").set_value("gpt2").run()
+    assert not at.exception
+    text = messages(at)
+    assert "offline mode (TOYGPT_OFFLINE=1)" in text and "tokenizer files" in text
+    assert not [b for b in at.button if b.key == "explore_gpt2_download"]
+    assert not at.get("plotly_chart")
+
+
+def save_tiny_gpt2(folder) -> GPT:
+    """A GPT-2-layout folder (config.json + model.safetensors, Conv1D weights) with tiny shapes."""
+    config = GPTConfig(vocab_size=256, block_size=64, n_layer=2, n_head=2, n_embd=16)
+    model = GPT(config, seed=0).eval()
+    save_tensors(folder / "model.safetensors", toygpt_to_hf_state_dict(model))
+    write_json_atomic(folder / "config.json", config_to_hf(config))
+    return model
+
+
+@pytest.fixture
+def fresh_caches():
+    yield
+    st.cache_resource.clear()  # the fake GPT-2 must not outlive its test
+    st.cache_data.clear()
+
+
+def test_gpt2_when_its_files_are_here_is_explored_like_any_model(run_id, tmp_path, monkeypatch, fresh_caches):
+    model = save_tiny_gpt2(tmp_path / "pretrained" / "gpt2")
+    # tiktoken's GPT-2 files cannot be had offline: a byte tokenizer stands in (ids < 256)
+    monkeypatch.setattr(tiktoken_module, "missing_files", lambda name: [])
+    monkeypatch.setattr(tokenizers_module, "get_tokenizer", lambda spec: ByteTokenizer())
+    at = open_explorer(run_id)
+    at.radio(key="explore_source").set_value("gpt2").run()
+    assert not at.exception and not at.error
+    assert any("GPT-2 124M" in c.value for c in at.caption)
+    at.segmented_control(key="explore_view").set_value("Attention").run()
+    at.text_area(key="explore_prompt").input("héllo").run()
+    grid = figure(at.get("plotly_chart")[0])
+    T = len("héllo".encode())
+    assert z_array(grid["data"][0]).shape == (2 * (T + GRID_GAP) - GRID_GAP,) * 2
+    np.testing.assert_allclose(
+        z_array(figure(at.get("plotly_chart")[1])["data"][0]), attention_maps(model, list("héllo".encode()))[0, 0], atol=1e-6
+    )
+    at.segmented_control(key="explore_view").set_value("Watch it learn").run()
+    assert "never published" in messages(at)
+
+
+def test_a_failed_gpt2_download_is_an_error_message(run_id, monkeypatch, fresh_caches):
+    monkeypatch.delenv("TOYGPT_OFFLINE")
+    monkeypatch.setattr(pretrained_module, "offline_reason", lambda: None)
+
+    def no_network(spec):
+        raise TokenizerUnavailable("no network in this test; copy the files into the cache")
+
+    monkeypatch.setattr(tokenizers_module, "get_tokenizer", no_network)
+    at = open_explorer(run_id)
+    at.radio(key="explore_source").set_value("gpt2").run()
+    assert "not downloaded yet" in messages(at)
+    at.button(key="explore_gpt2_download").click().run()
+    assert not at.exception
+    assert "GPT-2 could not be downloaded: no network in this test" in messages(at)
