@@ -169,3 +169,10 @@ def test_token_labels_helper():
 
     assert viz.token_labels([1, 2]) == ["1", "2"]
     assert viz.token_labels([1, 2], Tok()) == ["<1>", "<2>"]
+
+
+def test_the_masked_future_is_blank_not_zero(model):
+    fig = built(viz.attention_heatmap_figure(attention_maps(model, [1, 2, 3])))
+    z = fig["data"][0]["z"]
+    assert z[0][1] is None and z[0][2] is None and z[1][2] is None
+    assert z[0][0] == pytest.approx(1.0) and all(v is not None for v in z[2])

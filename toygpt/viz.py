@@ -24,6 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from toygpt.inspect import EmbeddingPCA, LogitLens, ResidualStats, Surprisal, TraceStep
+from toygpt.model import causal_mask
 from toygpt.sample import GenerationStep, SamplingStages
 
 PROBABILITY_SCALE = "Viridis"
@@ -65,6 +66,14 @@ def _as_list(values: Any) -> list[float]:
     return [float(v) for v in values]
 
 
+def _hide_future(single: torch.Tensor) -> list[list[float | None]]:
+    """A (T, T) attention map as nested lists with the masked future left blank (None), so
+    "hidden by the causal mask" looks different from "allowed, but given weight 0"."""
+    T = single.shape[-1]
+    blanked = single.detach().float().cpu().masked_fill(~causal_mask(T), float("nan"))
+    return [[None if math.isnan(v) else v for v in row] for row in blanked.tolist()]
+
+
 def _labels_or_positions(labels: Sequence[str] | None, n: int) -> list[str]:
     if labels is None:
         return [str(i) for i in range(n)]
@@ -90,10 +99,11 @@ def attention_heatmap_figure(
     names = _labels_or_positions(labels, T)
     fig = go.Figure(
         go.Heatmap(
-            z=single.detach().float().cpu().tolist(),
+            z=_hide_future(single),
             colorscale=PROBABILITY_SCALE,
             zmin=0,
             zmax=1,
+            hoverongaps=False,
             customdata=[[(names[i], names[j]) for j in range(T)] for i in range(T)],
             hovertemplate="query %{y} (%{customdata[0]}) → key %{x} (%{customdata[1]})<br>"
             "weight %{z:.3f}<extra></extra>",
@@ -119,12 +129,13 @@ def attention_grid_figure(
     maps = maps[:, :, T - keep :, T - keep :]
     names = _labels_or_positions(labels, T)[T - keep :]
     titles = [f"L{layer} H{head}" for layer in range(n_layer) for head in range(n_head)]
-    fig = make_subplots(n_layer, n_head, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.04)
+    spacing = min(0.12, 0.3 / n_layer)  # room for each row's panel titles
+    fig = make_subplots(n_layer, n_head, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=spacing)
     for layer in range(n_layer):
         for head in range(n_head):
             fig.add_trace(
                 go.Heatmap(
-                    z=maps[layer, head].detach().float().cpu().tolist(),
+                    z=_hide_future(maps[layer, head]), hoverongaps=False,
                     colorscale=PROBABILITY_SCALE, zmin=0, zmax=1, showscale=layer == head == 0,
                     hovertemplate=f"L{layer} H{head}<br>query %{{y}} → key %{{x}}<br>%{{z:.3f}}<extra></extra>",
                 ),
@@ -134,7 +145,7 @@ def attention_grid_figure(
     fig.update_xaxes(showticklabels=show_ticks, **_ticks(names))
     fig.update_yaxes(showticklabels=show_ticks, autorange="reversed", **_ticks(names))
     note = f" (last {keep} of {T} positions)" if keep < T else ""
-    return _base_layout(fig, f"attention of every head{note}", height=max(300, 170 * n_layer))
+    return _base_layout(fig, f"attention of every head{note}", height=max(320, 200 * n_layer + 60))
 
 
 def attention_distance_figure(distance: torch.Tensor) -> go.Figure:
