@@ -1,0 +1,82 @@
+"""Generation speed: tokens/s for 500 new tokens with the ``small`` preset (vocab 65), with and
+without the KV cache, measured in the same run.
+
+    python bench/generate.py                  # 1 and 2 threads, 5 rounds each
+    python bench/generate.py --threads 2 --rounds 3 --tokens 300
+
+Three ways to generate the same kind of text:
+* ``cache``      ``generate(use_cache=True)``: one position per token, the window jumps when full
+* ``no cache``   ``generate(use_cache=False)``: the same windows, recomputed in full every token
+                 (it produces exactly the same tokens, which is checked)
+* ``crop/step``  no cache, cropping to the last block_size tokens at every step: the classic
+                 nanoGPT loop (``window_keep=block_size``), so every step reads 64 tokens
+
+Rounds interleave the three, so a neighbour's load on a shared machine hits them alike; each
+figure is the median over rounds. Ratios are against the two full-recompute baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
+
+from toygpt.model import GPT, preset  # noqa: E402
+from toygpt.sample import generate  # noqa: E402
+
+MODES = {
+    "cache": dict(use_cache=True),
+    "no cache": dict(use_cache=False),
+    "crop/step": dict(use_cache=False, window_keep=64),
+}
+
+
+def tokens_per_second(model: GPT, n_tokens: int, seed: int, **kwargs) -> tuple[float, list[int]]:
+    started = time.perf_counter()
+    ids = [step.token_id for step in generate(model, [0], n_tokens, seed=seed, **kwargs)]
+    return n_tokens / (time.perf_counter() - started), ids
+
+
+def measure(model: GPT, n_tokens: int, rounds: int) -> dict[str, float]:
+    speeds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    tokens_per_mode = {}
+    tokens_per_second(model, 50, seed=0)  # warm up allocator and kernels
+    for round_ in range(rounds):
+        for mode, kwargs in MODES.items():
+            speed, ids = tokens_per_second(model, n_tokens, seed=round_, **kwargs)
+            speeds[mode].append(speed)
+            tokens_per_mode[mode] = ids
+    if tokens_per_mode["cache"] != tokens_per_mode["no cache"]:
+        raise SystemExit("cache and no-cache generations differ: a bug, not a benchmark result")
+    return {mode: statistics.median(values) for mode, values in speeds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    args = parser.parse_args()
+    model = GPT(preset("small", vocab_size=65), seed=0).eval()
+    print(f"small preset (4L/4H/128, block 64, vocab 65), {args.tokens} tokens, median of {args.rounds} rounds")
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch {torch.__version__}")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(threads)
+        result = measure(model, args.tokens, args.rounds)
+        cells = "  ".join(f"{mode} {speed:7.0f} tok/s" for mode, speed in result.items())
+        ratio_same = result["cache"] / result["no cache"]
+        ratio_crop = result["cache"] / result["crop/step"]
+        print(f"threads={threads}:  {cells}")
+        print(f"            cache vs no cache (same windows) {ratio_same:.1f}x;  cache vs crop/step {ratio_crop:.1f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
