@@ -134,6 +134,15 @@ def test_probes_ignore_other_threads():
     assert len(captured) == model.config.n_layer
 
 
+def test_probes_and_hooks_nest_in_one_thread():
+    from toygpt.inspect import residual_stream_hooks
+
+    model = make_model()
+    with torch.no_grad(), attention_probes(model) as maps, residual_stream_hooks(model) as stream:
+        model(torch.tensor([some_ids(4)]))
+    assert len(maps) == model.config.n_layer and len(stream) == model.config.n_layer + 1
+
+
 def test_attention_distance_known_answers():
     T = 6
     previous = torch.zeros(T, T)

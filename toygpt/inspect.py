@@ -30,7 +30,7 @@ from toygpt.sample import as_token_list
 # Longest text whose surprisal we compute (in tokens): a guard against pasting a whole book.
 MAX_SURPRISAL_TOKENS = 20_000
 
-_INSTALL_LOCK = threading.Lock()
+_INSTALL_LOCK = threading.RLock()  # re-entrant: probes and hooks may be nested in one thread
 
 
 def token_tensor(model: GPT, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
