@@ -539,3 +539,12 @@ def test_cli_refuses_a_run_without_tokenizer(saved_run):
     (folder / "tokenizer.json").unlink()
     code, _, err = run_cli("--run", "tiny-run")
     assert code == 1 and "no tokenizer.json" in err
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import toygpt.sample
+
+    result = doctest.testmod(toygpt.sample)
+    assert result.attempted >= 5 and result.failed == 0
