@@ -413,7 +413,8 @@ class GenerationStep:
     ``context_start``/``context_length`` locate the tokens the model read, as indices into
     prompt + generated tokens; ``recomputed`` is True when this step ran the whole window (the
     first step, every step without a cache, and after a window jump). ``stop_reason`` is set on
-    the last step only.
+    the last step only. ``text`` is this token decoded on its own: a byte token that holds part
+    of a character reads as U+FFFD, so decode the ids together to show the text.
     """
 
     index: int
