@@ -1,0 +1,280 @@
+"""The training loop: config checks, schedule, learning, overfitting, stop, divergence, events,
+optimizer state, learning from one example, estimates."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+
+import pytest
+import torch
+
+from toygpt import data
+from toygpt.model import GPT, preset, total_parameters
+from toygpt.tokenizers import CharTokenizer
+from toygpt.train import (
+    TrainConfig,
+    Trainer,
+    estimate,
+    learn_from_example,
+    learning_rate_at,
+    load_optimizer_tensors,
+    make_optimizer,
+    optimizer_tensors,
+    snapshot_steps_upto,
+    thin_snapshots,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Nano models gain nothing from a second thread, and when the cores are busy (other test
+    runs) two OpenMP threads wait on each other at every op: 50× slower, measured. One it is."""
+    torch.set_num_threads(1)
+    yield
+
+
+QUICK = dict(eval_interval=1000, eval_batches=2, log_interval=1, max_snapshots=0, checkpoint_interval=0)
+
+
+def corpus(name: str = "copy"):
+    text = data.load_corpus(name)
+    tokenizer = CharTokenizer.from_text(text)
+    return data.prepare(text, tokenizer), tokenizer
+
+
+def nano(vocab_size: int, **changes) -> GPT:
+    return GPT(preset("nano", vocab_size=vocab_size, **changes), seed=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Config and schedule
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(batch_size=0), "batch_size=0 must be a whole number ≥ 1"),
+        (dict(max_steps=None), "give max_steps or max_seconds"),
+        (dict(learning_rate=-1.0), "learning_rate=-1.0 must be a number in"),
+        (dict(learning_rate=float("nan")), "learning_rate=nan"),
+        (dict(min_lr=1.0), "min_lr=1.0 .* at most learning_rate"),
+        (dict(betas=(0.9, 1.5)), "each of betas=1.5"),
+        (dict(betas=(0.9,)), "must be two numbers"),
+        (dict(device="tpu"), "device='tpu'; choose one of"),
+        (dict(precision="fp8"), "precision='fp8'"),
+        (dict(max_seconds=0), "max_seconds=0"),
+        (dict(grad_clip=-1), "grad_clip=-1"),
+        (dict(eval_interval=True), "eval_interval=True"),
+    ],
+)
+def test_bad_train_configs_name_the_fix(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+
+
+def test_config_round_trips_through_json():
+    config = TrainConfig(max_seconds=60, betas=(0.8, 0.95), sample_prompt="ROMEO:")
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    with pytest.raises(ValueError, match="unknown train config keys"):
+        TrainConfig.from_dict({**config.to_dict(), "lr": 1})
+
+
+def test_warmup_then_cosine_to_min_lr():
+    config = TrainConfig(max_steps=1000, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100)
+    lrs = [learning_rate_at(config, step) for step in range(1001)]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(lrs[:100], lrs[1:100], strict=False))  # warming up
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:], strict=False))  # decaying
+    assert lrs[550] == pytest.approx(5.5e-4) and lrs[1000] == pytest.approx(1e-4)
+
+
+def test_time_budget_decays_with_the_clock():
+    config = TrainConfig(max_steps=None, max_seconds=100, learning_rate=1.0, min_lr=0.0, warmup_steps=0)
+    assert learning_rate_at(config, 10, elapsed=0) == pytest.approx(1.0)
+    assert learning_rate_at(config, 10, elapsed=50) == pytest.approx(0.5)
+    assert learning_rate_at(config, 10, elapsed=100) == pytest.approx(0.0)
+
+
+def test_snapshot_schedule_is_log_spaced_and_thinned():
+    assert snapshot_steps_upto(5000) == [0, 50, 200, 800, 3200]
+    assert thin_snapshots([0, 50, 200, 800, 3200, 5000], keep=4) == [200, 3200]
+    assert thin_snapshots([0, 50], keep=0) == [0, 50]
+    kept = sorted(set([0, 50, 200, 800, 3200, 5000]) - set(thin_snapshots([0, 50, 200, 800, 3200, 5000], keep=4)))
+    assert len(kept) == 4 and kept[0] == 0 and kept[-1] == 5000
+
+
+# --------------------------------------------------------------------------------------------
+# It learns
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(data.BUILTIN))
+def test_loss_decreases_on_every_builtin_corpus(name):
+    token_data, tokenizer = corpus(name)
+    events = []
+    config = TrainConfig(max_steps=300, batch_size=16, warmup_steps=20, eval_interval=300, eval_batches=8, max_snapshots=0)
+    end = train(nano(tokenizer.vocab_size), token_data, config, on_event=events.append)
+    first, last = [e["val_loss"] for e in events if e["type"] == "eval"]
+    assert first == pytest.approx(math.log(tokenizer.vocab_size), abs=0.3)  # a fresh model knows nothing
+    assert end["status"] == "finished" and last < 0.95 * first, (first, last)
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 20, (66,), generator=torch.Generator().manual_seed(0))
+    one_window = data.TokenData(ids, vocab_size=20, val_fraction=0.5)  # 33 tokens = one block of 32
+    config = TrainConfig(max_steps=150, batch_size=4, learning_rate=3e-3, warmup_steps=10, weight_decay=0.0, **QUICK)
+    end = train(nano(20), one_window, config)
+    assert end["train_loss"] < 0.05, end
+
+
+# --------------------------------------------------------------------------------------------
+# Stop, divergence, events
+# --------------------------------------------------------------------------------------------
+
+
+def test_stop_is_honoured_within_one_step():
+    token_data, tokenizer = corpus()
+    stop = threading.Event()
+    steps = []
+
+    def on_event(event):
+        if event["type"] == "step":
+            steps.append(event["step"])
+            if event["step"] == 5:
+                stop.set()
+
+    end = train(nano(tokenizer.vocab_size), token_data, TrainConfig(max_steps=100, **QUICK), on_event=on_event, stop_event=stop)
+    assert end["status"] == "stopped" and end["step"] == 5 and steps[-1] == 5
+
+
+def test_stop_from_another_thread():
+    token_data, tokenizer = corpus()
+    stop, seen = threading.Event(), threading.Event()
+    trainer = Trainer(nano(tokenizer.vocab_size), token_data, TrainConfig(max_steps=10_000, **QUICK),
+                      stop_event=stop, on_event=lambda e: e["type"] == "step" and e["step"] >= 3 and seen.set())  # fmt: skip
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(trainer.run()))
+    thread.start()
+    assert seen.wait(30)
+    stop.set()
+    step_when_asked = trainer.state.step
+    thread.join(30)
+    assert result["status"] == "stopped" and result["step"] <= step_when_asked + 1
+
+
+def test_diverging_learning_rate_ends_as_diverged():
+    token_data, tokenizer = corpus()
+    # AdamW multiplies every weight by (1 − lr·weight_decay) = −9 per step: it must blow up
+    config = TrainConfig(max_steps=200, learning_rate=10.0, weight_decay=1.0, warmup_steps=0, **QUICK)
+    model = nano(tokenizer.vocab_size)
+    end = train(model, token_data, config)
+    assert end["status"] == "diverged" and end["step"] < 50
+    assert "lower learning rate" in end["message"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step was not applied
+
+
+def test_events_are_plain_json_and_complete():
+    token_data, tokenizer = corpus()
+    events = []
+    config = TrainConfig(max_steps=12, eval_interval=6, eval_batches=2, log_interval=3, sample_interval=6, sample_tokens=10)
+    train(nano(tokenizer.vocab_size), token_data, config, tokenizer=tokenizer, on_event=events.append)
+    json.dumps(events, allow_nan=False)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert [e["step"] for e in events if e["type"] == "step"] == [3, 6, 9, 12]
+    assert [e["step"] for e in events if e["type"] == "eval"] == [0, 6, 12]
+    samples = [e for e in events if e["type"] == "sample"]
+    assert [e["step"] for e in samples] == [6, 12] and all(isinstance(e["text"], str) for e in samples)
+    step = next(e for e in events if e["type"] == "step")
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed", "eta", "progress"} <= set(step)
+    assert step["tokens_per_s"] > 0 and 0 < step["progress"] <= 1
+
+
+def test_model_comes_back_unchanged_in_mode_and_attention():
+    token_data, tokenizer = corpus()
+    model = nano(tokenizer.vocab_size)
+    model.set_attention(fused=True)
+    train(model, token_data, TrainConfig(max_steps=2, precision="bf16", **QUICK))
+    assert not model.training and all(b.attn.use_fused for b in model.transformer.h)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    token_data, tokenizer = corpus()
+
+    def broken_compile(module, **kwargs):
+        def forward(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    events = []
+    end = train(nano(tokenizer.vocab_size), token_data, TrainConfig(max_steps=3, compile=True, **QUICK), on_event=events.append)
+    assert end["status"] == "finished" and end["step"] == 3
+    assert any("torch.compile failed" in e["message"] for e in events if e["type"] == "log")
+
+
+def test_block_size_longer_than_model_is_refused():
+    token_data, tokenizer = corpus()
+    with pytest.raises(ValueError, match="block_size=64 is longer than the model's block_size=32"):
+        Trainer(nano(tokenizer.vocab_size), token_data, TrainConfig(block_size=64))
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer state, one example, estimates
+# --------------------------------------------------------------------------------------------
+
+
+def test_optimizer_state_round_trips_exactly():
+    token_data, tokenizer = corpus()
+    model = nano(tokenizer.vocab_size)
+    config = TrainConfig(max_steps=3, **QUICK)
+    trainer = Trainer(model, token_data, config)
+    trainer.run()
+    tensors = optimizer_tensors(model, trainer.optimizer)
+    fresh = make_optimizer(model, config, torch.device("cpu"))
+    load_optimizer_tensors(model, fresh, tensors)
+    assert optimizer_tensors(model, fresh).keys() == tensors.keys()
+    assert all(torch.equal(a, tensors[k]) for k, a in optimizer_tensors(model, fresh).items())
+    bad = {**tensors, "transformer.wte.weight.exp_avg": torch.zeros(3)}
+    with pytest.raises(ValueError, match="has shape"):
+        load_optimizer_tensors(model, fresh, bad)
+
+
+def test_learn_from_example_lowers_its_loss():
+    _, tokenizer = corpus()
+    model = nano(tokenizer.vocab_size)
+    original = copy.deepcopy(model.state_dict())
+    scratch = copy.deepcopy(model)  # the caller hands over a copy
+    result = learn_from_example(scratch, "hello|hello", steps=20, lr=3e-3, tokenizer=tokenizer)
+    assert result["loss_after"] < 0.5 * result["loss_before"]
+    assert len(result["losses"]) == 21 and result["tokens"] == 11
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())  # original untouched
+    ids = tokenizer.encode("abc|abc" * 20)  # longer than block_size: the last 33 tokens are used
+    assert learn_from_example(copy.deepcopy(model), ids, steps=2, optimizer="sgd")["tokens"] == 33
+
+
+@pytest.mark.parametrize(("example", "message"), [("hello", "pass tokenizer="), ([3], "at least 2")])
+def test_learn_from_example_bad_input(example, message):
+    with pytest.raises(ValueError, match=message):
+        learn_from_example(nano(28), example, steps=1)
+
+
+def test_estimate_counts_what_it_says():
+    small = preset("small", vocab_size=65)
+    config = TrainConfig(batch_size=12, max_steps=100)
+    result = estimate(small, config)
+    assert result["params"] == total_parameters(small) == sum(p.numel() for p in GPT(small).parameters())
+    assert result["memory_bytes"]["adam"] == 8 * result["params"]
+    assert result["total_memory_bytes"] == sum(result["memory_bytes"].values())
+    bigger = estimate(small, config.replace(batch_size=48))
+    assert bigger["memory_bytes"]["activations"] == 4 * result["memory_bytes"]["activations"]
+    assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"])

@@ -1,0 +1,93 @@
+"""``python -m toygpt runs``: list, export, import and delete training runs.
+
+    python -m toygpt runs                      # a table: id, corpus, steps, best val loss, status
+    python -m toygpt runs export RUN out.zip
+    python -m toygpt runs import out.zip
+    python -m toygpt runs delete RUN
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from toygpt import runs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "runs", help="list training runs with their best val loss (export / import / delete)",
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )  # fmt: skip
+    parser.set_defaults(func=list_command)
+    sub = parser.add_subparsers(dest="runs_command", metavar="ACTION")
+    sub.add_parser("list", help="list runs (the default)").set_defaults(func=list_command)
+    export = sub.add_parser("export", help="write a run as a zip file")
+    export.add_argument("run")
+    export.add_argument("path", type=Path)
+    export.set_defaults(func=export_command)
+    imp = sub.add_parser("import", help="add a run from a zip file")
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--name", help="a name for the imported run")
+    imp.set_defaults(func=import_command)
+    delete = sub.add_parser("delete", help="delete a run folder")
+    delete.add_argument("run")
+    delete.set_defaults(func=delete_command)
+
+
+def format_table(infos: list[runs.RunInfo]) -> str:
+    rows = [("ID", "CORPUS", "TOKENIZER", "MODEL", "STEPS", "BEST VAL", "STATUS", "CREATED")]
+    for info in infos:
+        m = info.model_config
+        shape = f"{m.get('n_layer', '?')}L/{m.get('n_head', '?')}H/{m.get('n_embd', '?')}"
+        best = f"{info.best_val_loss:.4f}" if info.best_val_loss is not None else "-"
+        status = info.status + (" (read-only)" if info.read_only else "")
+        rows.append((info.id, info.corpus, info.tokenizer, shape, str(info.steps), best, status, info.created))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def list_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    infos = runs.list_runs()
+    if not infos:
+        print(f"no runs in {runs.runs_dir()} yet; train one with: python -m toygpt train --preset nano --corpus copy", file=out)
+        return 0
+    print(format_table(infos), file=out)
+    return 0
+
+
+def export_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        data = runs.export_zip(args.run)
+        args.path.write_bytes(data)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.path} ({len(data):,} bytes)", file=out or sys.stdout)
+    return 0
+
+
+def import_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        if args.path.stat().st_size > runs.MAX_IMPORT_BYTES:
+            raise runs.RunError(f"{args.path} is larger than {runs.MAX_IMPORT_BYTES:,} bytes")
+        run_id = runs.import_zip(args.path.read_bytes(), name=args.name)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported as run {run_id}", file=out or sys.stdout)
+    return 0
+
+
+def delete_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        runs.delete_run(args.run)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"deleted run {args.run}", file=out or sys.stdout)
+    return 0

@@ -1,0 +1,388 @@
+"""Background training for the dashboard (and the same pipeline for the CLI).
+
+A page must never block on training: it starts a ``TrainJob`` (a daemon thread with a lock, a
+stop ``threading.Event`` and a status) through a ``JobRegistry`` and then only ever reads
+``job.snapshot()``, a plain dict with everything it draws. The thread never touches Streamlit
+(calls from a thread without a script context are silently lost).
+
+    registry = JobRegistry(max_jobs=1)
+    job = registry.start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=300)))
+    job.snapshot()["status"]   # queued → running → finished | stopped | diverged | failed
+    job.stop(); job.wait(5)
+
+``build_training(spec)`` turns a spec into a ready ``Trainer`` and its ``Run`` (new run, fine-tune
+from a run, or resume a run); ``run_training`` runs it. The CLI calls these directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from toygpt import data as corpora
+from toygpt.distributed import PLAIN, DistributedContext
+from toygpt.model import GPT, GPTConfig, preset
+from toygpt.runs import Run, RunError, create_run, open_run
+from toygpt.train import Event, TrainConfig, Trainer, estimate
+
+STATUSES = ("queued", "running", "stopping", "stopped", "finished", "diverged", "failed")
+ACTIVE = ("queued", "running", "stopping")
+DEFAULT_MAX_MEMORY = 2 * 2**30  # 2 GiB: a shared app runs every visitor's job in one process
+MAX_TAGS, MAX_TAG_CHARS = 20, 40
+
+
+class JobRefused(RuntimeError):
+    """The registry will not start this job; ``str(exc)`` says why."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything needed to start a run, as plain values (so a page can build and show it).
+
+    ``model`` defaults to the ``small`` preset; its ``vocab_size`` is taken from the tokenizer.
+    ``train`` defaults to ``TrainConfig()``. With ``init_from`` (a run id) the model and the
+    tokenizer come from that run (fine-tuning); with ``resume`` the whole run continues, and
+    ``train=None`` keeps its saved config. ``corpus_text`` trains on your own text (``corpus``
+    is then only its label).
+    """
+
+    corpus: str = "shakespeare"
+    tokenizer: str = "char"
+    model: GPTConfig | None = None
+    train: TrainConfig | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    init_from: str | None = None
+    resume: str | None = None
+    corpus_text: str | None = None
+    corpus_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tags, list):
+            object.__setattr__(self, "tags", tuple(self.tags))
+        if not isinstance(self.tags, tuple) or len(self.tags) > MAX_TAGS:
+            raise ValueError(f"tags must be a tuple of at most {MAX_TAGS} short strings")
+        for tag in self.tags:
+            if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG_CHARS:
+                raise ValueError(f"tag {tag!r} must be non-empty text of at most {MAX_TAG_CHARS} characters")
+        if self.init_from and self.resume:
+            raise ValueError("give init_from (fine-tune into a new run) or resume (continue a run), not both")
+        if self.corpus_text is not None and (not isinstance(self.corpus_text, str) or not self.corpus_text.strip()):
+            raise ValueError("corpus_text is empty; give some text, or leave it None to use a named corpus")
+        if self.model is not None and not isinstance(self.model, GPTConfig):
+            raise ValueError("model must be a GPTConfig, e.g. preset('small')")
+        if self.train is not None and not isinstance(self.train, TrainConfig):
+            raise ValueError("train must be a TrainConfig")
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.train or TrainConfig()
+
+    @property
+    def model_config(self) -> GPTConfig:
+        return self.model or preset("small")
+
+
+# --------------------------------------------------------------------------------------------
+# From a spec to a ready trainer
+# --------------------------------------------------------------------------------------------
+
+
+def corpus_text_of(spec: TrainSpec) -> str:
+    return spec.corpus_text if spec.corpus_text is not None else corpora.load_corpus(spec.corpus, spec.corpus_seed)
+
+
+def _tokenizer_for(spec: TrainSpec, text: str, dist: DistributedContext) -> Any:
+    """Build the tokenizer on rank 0 only (training BPE can take a while) and share it as JSON."""
+    from toygpt.tokenizers import get_tokenizer, tokenizer_from_dict
+
+    tokenizer = get_tokenizer(spec.tokenizer, corpus_text=text) if dist.is_main else None
+    shared = dist.broadcast_json(tokenizer.to_dict() if tokenizer else None)
+    return tokenizer or tokenizer_from_dict(shared)
+
+
+def _fine_tune_source(run_id: str, text: str) -> tuple[GPT, Any]:
+    """The model and tokenizer of run ``run_id``, after checking the tokenizer can encode
+    the new text (a char vocabulary lacks characters it never saw)."""
+    source = open_run(run_id)
+    tokenizer = source.tokenizer()
+    try:
+        tokenizer.encode(text)
+    except ValueError as exc:
+        raise ValueError(
+            f"run {run_id}'s tokenizer cannot encode this corpus: {exc} — fine-tune on text made "
+            "of the same characters, or train a new model from scratch"
+        ) from None
+    return source.load_model("best").model, tokenizer
+
+
+def build_training(
+    spec: TrainSpec,
+    on_event: Any = None,
+    stop_event: threading.Event | None = None,
+    dist: DistributedContext = PLAIN,
+) -> tuple[Trainer, Run | None]:
+    """A ``Trainer`` ready to ``run()`` and, on rank 0, the ``Run`` it writes to."""
+    if spec.resume:
+        return _build_resume(spec, on_event, stop_event, dist)
+    text = corpus_text_of(spec)
+    config = spec.train_config
+    if spec.init_from:
+        model, tokenizer = _fine_tune_source(spec.init_from, text)
+    else:
+        tokenizer = _tokenizer_for(spec, text, dist)
+        model = GPT(spec.model_config.replace(vocab_size=tokenizer.vocab_size), seed=config.seed)
+    token_data = corpora.prepare(text, tokenizer)
+    token_data.check_block_size(config.block_size or model.config.block_size)
+    run = None
+    if dist.is_main:
+        run = create_run(
+            name=spec.name, corpus=spec.corpus, tokenizer_spec=spec.tokenizer, tokenizer=tokenizer, model=model,
+            train_config=config, tags=spec.tags, corpus_seed=spec.corpus_seed,
+            corpus_text=spec.corpus_text, init_from=spec.init_from,
+        )  # fmt: skip
+    trainer = Trainer(model, token_data, config, tokenizer=tokenizer, on_event=on_event,
+                      stop_event=stop_event, saver=run, dist=dist)  # fmt: skip
+    return trainer, run
+
+
+def _build_resume(
+    spec: TrainSpec, on_event: Any, stop_event: threading.Event | None, dist: DistributedContext
+) -> tuple[Trainer, Run | None]:
+    run = open_run(spec.resume)
+    if run.read_only:
+        raise RunError(f"{run.id} is read-only; fine-tune it with init_from={run.id!r} instead")
+    info = run.info()
+    text = (run.path / "corpus.txt").read_text("utf-8") if (run.path / "corpus.txt").exists() else None
+    text = text if text is not None else corpora.load_corpus(info["corpus"], int(info.get("corpus_seed", 0)))
+    tokenizer = run.tokenizer()
+    state, optimizer_state = run.training_state()
+    model = run.load_model("latest").model
+    config = spec.train or run.train_config()
+    token_data = corpora.prepare(text, tokenizer)
+    if dist.is_main:
+        run.truncate_after(state.step)
+        run.update_info(train_config=config.to_dict())
+    trainer = Trainer(model, token_data, config, tokenizer=tokenizer, on_event=on_event, stop_event=stop_event,
+                      saver=run if dist.is_main else None, state=state, optimizer_state=optimizer_state, dist=dist)  # fmt: skip
+    return trainer, run if dist.is_main else None
+
+
+def run_training(
+    spec: TrainSpec,
+    on_event: Any = None,
+    stop_event: threading.Event | None = None,
+    dist: DistributedContext = PLAIN,
+    on_run: Any = None,
+) -> Event:
+    """Build and run; the run is marked failed if training raises. ``on_run(run)`` is called
+    once the run folder exists (the job uses it to learn the run id early)."""
+    trainer, run = build_training(spec, on_event, stop_event, dist)
+    if on_run is not None and run is not None:
+        on_run(run)
+    try:
+        return trainer.run()
+    except BaseException as exc:
+        if run is not None:
+            run.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# A job: one training run on a daemon thread
+# --------------------------------------------------------------------------------------------
+
+
+class TrainJob:
+    """One background training run. Read it with ``snapshot()``; ``stop()`` asks it to end
+    after the current step (its weights are saved, so it can be resumed)."""
+
+    def __init__(self, spec: TrainSpec, num_threads: int | None = None, job_id: str | None = None) -> None:
+        self.id = job_id or uuid.uuid4().hex[:10]
+        self.spec = spec
+        self.num_threads = num_threads
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=f"toygpt-train-{self.id}", daemon=True)
+        self._status, self._message, self._detail = "queued", "", ""
+        self._run_id: str | None = None
+        self._metrics: list[Event] = []
+        self._last: dict[str, Event] = {}  # the latest event of each type
+        self._samples: list[Event] = []
+
+    def start(self) -> TrainJob:
+        self._thread.start()
+        return self
+
+    # ---- the thread --------------------------------------------------------------------
+
+    def _work(self) -> None:
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)  # process-wide: the reason jobs are capped
+        with self._lock:
+            if self._status == "queued":  # not if stop() came first: that stays "stopping"
+                self._status = "running"
+        try:
+            end = run_training(self.spec, self._on_event, self._stop, on_run=self._on_run)
+            self._set(status=end["status"], message=end["message"])
+        except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
+            self._set(status="failed", message=str(exc), detail=traceback.format_exc())
+        except Exception as exc:  # anything else is a bug; keep the traceback for the page
+            self._set(status="failed", message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+
+    def _on_run(self, run: Run) -> None:
+        with self._lock:
+            self._run_id = run.id
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            self._last[event["type"]] = event
+            if event["type"] in ("step", "eval"):
+                self._metrics.append(event)
+            elif event["type"] == "sample":
+                self._samples.append(event)
+
+    def _set(self, status: str | None = None, message: str | None = None, detail: str | None = None) -> None:
+        with self._lock:
+            if status is not None:
+                self._status = status
+            if message is not None:
+                self._message = message
+            if detail is not None:
+                self._detail = detail
+
+    # ---- what pages call ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the job to stop after the current step (returns at once; see ``wait``)."""
+        self._stop.set()
+        with self._lock:
+            if self._status in ("queued", "running"):
+                self._status = "stopping"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; True if it has."""
+        if self._thread.ident is None:  # never started
+            return False
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def status(self) -> str:
+        with self._lock:
+            return self._status
+
+    @property
+    def done(self) -> bool:
+        return self.status not in ACTIVE
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a page draws, as plain values (copied under the lock)."""
+        with self._lock:
+            step_event = self._last.get("step", {})
+            eval_event = self._last.get("eval", {})
+            end = self._last.get("end", {})
+            config = self.spec.train or TrainConfig()
+            step = end.get("step", step_event.get("step", 0))
+            return {
+                "job_id": self.id, "run_id": self._run_id, "status": self._status, "message": self._message,
+                "error_detail": self._detail, "step": step, "max_steps": config.max_steps,
+                "max_seconds": config.max_seconds,
+                "progress": 1.0 if self._status == "finished" else float(step_event.get("progress", 0.0)),
+                "loss": step_event.get("loss"), "val_loss": eval_event.get("val_loss"),
+                "best_val_loss": end.get("best_val_loss", eval_event.get("best_val_loss")),
+                "tokens_per_s": step_event.get("tokens_per_s"), "eta": step_event.get("eta"),
+                "elapsed": end.get("elapsed", step_event.get("elapsed", 0.0)),
+                "metrics": [dict(row) for row in self._metrics],
+                "last_sample": dict(self._samples[-1]) if self._samples else None,
+                "samples": [dict(s) for s in self._samples[-20:]],
+                "start": dict(self._last.get("start", {})), "logs": self._last.get("log", {}).get("message"),
+                "corpus": self.spec.corpus, "tokenizer": self.spec.tokenizer, "done": self._status not in ACTIVE,
+            }  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: caps how many jobs run at once and how much memory one may need
+# --------------------------------------------------------------------------------------------
+
+
+def estimated_memory(spec: TrainSpec) -> int:
+    """Bytes a spec's run needs, roughly (``toygpt.train.estimate``); vocab from the spec's
+    tokenizer name when it says (a char vocabulary is small; gpt2 has 50257)."""
+    if spec.resume or spec.init_from:
+        model_config = open_run(spec.resume or spec.init_from).model_config()
+        config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
+    else:
+        model_config, config = spec.model_config, spec.train_config
+        vocab = _vocab_hint(spec.tokenizer)
+        if vocab:
+            model_config = model_config.replace(vocab_size=vocab)
+    return int(estimate(model_config, config)["total_memory_bytes"])
+
+
+def _vocab_hint(tokenizer_spec: str) -> int | None:
+    if tokenizer_spec.startswith("bpe-") and tokenizer_spec[4:].isdigit():
+        return int(tokenizer_spec[4:])
+    return {"byte": 256, "gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277,
+            "o200k_base": 200019}.get(tokenizer_spec)  # fmt: skip
+
+
+@dataclass
+class JobRegistry:
+    """Starts jobs and finds them again. One registry per process (a page keeps it in
+    ``st.cache_resource`` so every session and every refresh sees the same jobs)."""
+
+    max_jobs: int = 1
+    max_memory_bytes: int = DEFAULT_MAX_MEMORY
+    num_threads: int | None = None
+    _jobs: dict[str, TrainJob] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, spec: TrainSpec) -> TrainJob:
+        """Start ``spec`` on a background thread, or raise ``JobRefused`` saying why not."""
+        try:
+            need = estimated_memory(spec)
+        except ValueError as exc:  # e.g. resume/init_from names a run that does not exist
+            raise JobRefused(str(exc)) from None
+        if need > self.max_memory_bytes:
+            raise JobRefused(
+                f"this run needs about {need / 2**30:.1f} GiB (weights, gradients, Adam and activations), "
+                f"above this app's limit of {self.max_memory_bytes / 2**30:.1f} GiB; choose a smaller "
+                "preset, batch size or block size"
+            )
+        with self._lock:
+            running = [j for j in self._jobs.values() if not j.done]
+            if len(running) >= self.max_jobs:
+                raise JobRefused(
+                    f"{len(running)} training job(s) already running (the limit is {self.max_jobs}); "
+                    "stop it or wait for it to finish"
+                )
+            job = TrainJob(spec, num_threads=self.num_threads)
+            self._jobs[job.id] = job
+        return job.start()
+
+    def get(self, job_id: str) -> TrainJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def active(self) -> list[TrainJob]:
+        with self._lock:
+            return [j for j in self._jobs.values() if not j.done]
+
+    def jobs(self) -> list[TrainJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def clear(self, timeout: float = 30.0) -> None:
+        """Stop every job, wait for them (up to ``timeout`` s each) and forget them all."""
+        for job in self.jobs():
+            job.stop()
+        for job in self.jobs():
+            job.wait(timeout)
+        with self._lock:
+            self._jobs.clear()

@@ -1,0 +1,595 @@
+"""Runs: one folder per training run, so a run can be watched, resumed, opened and shared.
+
+    $TOYGPT_RUNS_DIR/<run id>/        (default ./runs)
+      run.json              what the run is: name, corpus, tokenizer, configs, status, best val loss
+      config.json           model config + step + metrics (toygpt.checkpoint)
+      tokenizer.json        the tokenizer, as its to_dict()
+      model.safetensors     the latest weights (what resume continues from)
+      best.safetensors      the weights with the lowest val loss so far
+      optimizer.safetensors AdamW's moments + the trainer's counters (safetensors, never pickle)
+      metrics.jsonl         one event per line (step, eval, log, end), appended as they happen
+      samples.jsonl         text sampled during training
+      snapshots/step-0000200.safetensors   weights at log-spaced steps, stored as int8
+      corpus.txt            the training text, only when it was your own (so resume can find it)
+
+Run ids are slugs made here (``shakespeare-char-20250101-120000`` or a sanitised name); nothing
+a user types ever becomes a path by itself. The shipped demo model (``checkpoints/
+shakespeare-char``) appears as the read-only run ``DEMO_RUN``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+import unicodedata
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+
+from toygpt.checkpoint import (
+    CheckpointError,
+    LoadedCheckpoint,
+    check_weights_fit,
+    copy_weights,
+    empty_model,
+    load_checkpoint,
+    load_tensors,
+    model_tensors,
+    read_json,
+    save_checkpoint,
+    save_tensors,
+    write_json_atomic,
+)
+from toygpt.model import GPT, GPTConfig
+from toygpt.train import Event, Trainer, TrainState, optimizer_tensors
+
+DEMO_RUN = "demo-shakespeare-char"
+RUN_FILE, LATEST, BEST, OPTIMIZER = "run.json", "model.safetensors", "best.safetensors", "optimizer.safetensors"
+METRICS, SAMPLES, CORPUS, SNAPSHOTS = "metrics.jsonl", "samples.jsonl", "corpus.txt", "snapshots"
+RUN_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?")
+MAX_IMPORT_BYTES = 512 * 2**20  # a run zip above this (unpacked) is refused
+STATUSES = ("running", "stopped", "finished", "diverged", "failed")
+
+
+class RunError(ValueError):
+    """A run cannot be found, written or imported; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where runs live, and their names
+# --------------------------------------------------------------------------------------------
+
+
+def runs_dir() -> Path:
+    """``$TOYGPT_RUNS_DIR``, default ``./runs``."""
+    return Path(os.environ.get("TOYGPT_RUNS_DIR") or "runs").expanduser()
+
+
+def demo_run_dir() -> Path:
+    """The shipped demo checkpoint (read-only)."""
+    return Path(__file__).resolve().parents[1] / "checkpoints" / "shakespeare-char"
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """A safe folder name from anything a user types: ASCII letters, digits and dashes only.
+
+    >>> slugify("  My Run: ../../etc/passwd ")
+    'my-run-etc-passwd'
+    >>> slugify("Ünïcödé ✨")
+    'unicode'
+    """
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_len].strip("-")
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise RunError(f"{run_id!r} is not a run id (lowercase letters, digits and dashes); see `python -m toygpt runs`")
+    return run_id
+
+
+def _unique_folder(base: str) -> Path:
+    """Create and return runs/<base> (or <base>-2, -3, ...): mkdir is atomic, so two runs
+    started at once never share a folder and no existing run is ever overwritten."""
+    root = runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else f"{base[:70]}-{n}"
+        if candidate == DEMO_RUN:
+            continue
+        try:
+            (root / candidate).mkdir()
+        except FileExistsError:
+            continue
+        return root / candidate
+    raise RunError(f"too many runs named {base!r}; pick another name")
+
+
+def new_run_id_base(name: str | None, corpus: str, tokenizer: str) -> str:
+    if name and slugify(name):
+        return slugify(name)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{slugify(corpus, 30) or 'text'}-{slugify(tokenizer, 20) or 'tok'}-{stamp}"
+
+
+def clean_name(name: str | None) -> str | None:
+    """A display name: printable characters only, at most 100 of them."""
+    if name is None:
+        return None
+    kept = "".join(ch for ch in str(name) if unicodedata.category(ch)[0] != "C")
+    return kept.strip()[:100] or None
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots: int8 weights (a quarter of float32) at log-spaced steps
+# --------------------------------------------------------------------------------------------
+
+
+def quantize_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row: ``w ≈ q * scale`` with ``q`` in [-127, 127], one scale per row.
+
+    >>> q, s = quantize_rows(torch.tensor([[0.5, -1.0], [2.0, 0.0]]))
+    >>> q.tolist(), s.flatten().tolist()
+    ([[64, -127], [127, 0]], [0.007874015718698502, 0.015748031437397003])
+    """
+    rows = tensor.detach().float().reshape(tensor.shape[0], -1)
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(rows / scale).clamp(-127, 127).to(torch.int8), scale
+
+
+def snapshot_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    """Matrices as int8 + per-row scales; vectors (biases, LayerNorm) stay float32 (tiny)."""
+    tensors = {}
+    for name, tensor in model_tensors(model).items():
+        if tensor.dim() >= 2:
+            tensors[f"{name}.int8"], tensors[f"{name}.scale"] = quantize_rows(tensor)
+        else:
+            tensors[name] = tensor.detach().float().cpu()
+    return tensors
+
+
+def dequantize(tensors: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float32 weights back from ``snapshot_tensors``' output, shaped like the model's."""
+    weights = {}
+    for name, target in like.items():
+        if f"{name}.int8" in tensors and f"{name}.scale" in tensors:
+            q, scale = tensors[f"{name}.int8"], tensors[f"{name}.scale"]
+            if q.dtype != torch.int8 or q.numel() != target.numel() or scale.shape != (target.shape[0], 1):
+                raise CheckpointError(f"snapshot tensor {name} does not fit the model's {tuple(target.shape)}")
+            weights[name] = (q.float() * scale.float()).reshape(target.shape)
+        elif name in tensors:
+            weights[name] = tensors[name]
+    return weights
+
+
+def snapshot_name(step: int) -> str:
+    return f"step-{step:07d}.safetensors"
+
+
+# --------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _finite(value: Any) -> Any:
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+class Run:
+    """A run folder. As a ``RunSaver`` it stores what the trainer hands it; the reading side
+    (``info``, ``load_model``, ``read_metrics``, snapshots) serves the explorer pages."""
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.id = DEMO_RUN if read_only and self.path == demo_run_dir() else self.path.name
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+    # ---- run.json ------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        data = read_json(self.path / RUN_FILE)
+        if not isinstance(data, dict):
+            raise RunError(f"{self.path / RUN_FILE} must be a JSON object")
+        return data
+
+    def update_info(self, **changes: Any) -> dict[str, Any]:
+        self._writable()
+        info = {**self.info(), **{k: _finite(v) for k, v in changes.items()}, "updated": _now()}
+        write_json_atomic(self.path / RUN_FILE, info)
+        return info
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RunError(f"run {self.id} is read-only (the shipped demo); fine-tune it into a new run instead")
+
+    def model_config(self) -> GPTConfig:
+        return GPTConfig.from_dict(read_json(self.path / "config.json")["model"])
+
+    def train_config(self) -> Any:
+        from toygpt.train import TrainConfig
+
+        return TrainConfig.from_dict(self.info()["train_config"])
+
+    def tokenizer(self) -> Any:
+        from toygpt.tokenizers import tokenizer_from_dict
+
+        return tokenizer_from_dict(read_json(self.path / "tokenizer.json"))
+
+    # ---- saving (the RunSaver protocol of toygpt.train) ------------------------------------
+
+    def save_latest(self, trainer: Trainer) -> None:
+        """Weights + optimizer + counters: everything resume needs. The optimizer goes first;
+        ``training_state`` refuses a pair whose steps disagree (a crash between the writes)."""
+        self._writable()
+        state = trainer.state
+        meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
+        save_tensors(self.path / OPTIMIZER, optimizer_tensors(trainer.model, trainer.optimizer), meta)
+        metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
+        save_checkpoint(self.path, trainer.model, step=state.step, metrics=metrics, extra={"run_id": self.id})
+        self.update_info(step=state.step, best_val_loss=state.best_val_loss, elapsed=state.elapsed)
+
+    def save_best(self, trainer: Trainer) -> None:
+        self._writable()
+        state = trainer.state
+        meta = {"step": str(state.step), "val_loss": repr(state.best_val_loss)}
+        save_tensors(self.path / BEST, model_tensors(trainer.model), meta)
+        self.update_info(best_val_loss=state.best_val_loss, best_step=state.step)
+
+    def save_snapshot(self, trainer: Trainer) -> None:
+        """Save this step's weights as a snapshot, then thin the folder to ``max_snapshots``."""
+        from toygpt.train import thin_snapshots
+
+        self._writable()
+        step = trainer.state.step
+        save_tensors(self.path / SNAPSHOTS / snapshot_name(step), snapshot_tensors(trainer.model), {"step": str(step)})
+        for old in thin_snapshots(self.list_snapshots(), trainer.config.max_snapshots):
+            (self.path / SNAPSHOTS / snapshot_name(old)).unlink(missing_ok=True)
+
+    def on_event(self, event: Event) -> None:
+        """Append events to metrics.jsonl / samples.jsonl as they happen; keep run.json current."""
+        kind = event.get("type")
+        if kind == "sample":
+            self._append(SAMPLES, event)
+        elif kind in ("step", "eval", "log", "end", "start"):
+            self._append(METRICS, {**event, "time": time.time()})
+        if kind == "start":
+            self.update_info(status="running", message="")
+        elif kind == "end":
+            self.update_info(status=event["status"], message=event["message"], step=event["step"],
+                             best_val_loss=event["best_val_loss"], val_loss=event["val_loss"])  # fmt: skip
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        self._writable()
+        line = json.dumps({k: _finite(v) for k, v in row.items()}, ensure_ascii=True)
+        with open(self.path / name, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def mark_failed(self, message: str) -> None:
+        if not self.read_only and (self.path / RUN_FILE).exists():
+            self.update_info(status="failed", message=message[:2000])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop logged rows past ``step`` (written after the checkpoint a resume starts from)."""
+        for name in (METRICS, SAMPLES):
+            rows = [r for r in read_jsonl(self.path / name) if r.get("step", 0) <= step and r.get("type") != "end"]
+            text = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
+            if (self.path / name).exists():
+                from toygpt.checkpoint import atomic_write
+
+                atomic_write(self.path / name, text.encode("ascii"))
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def load_model(self, which: str = "best") -> LoadedCheckpoint:
+        """The run's model: ``"best"`` (lowest val loss; the latest if there is no best file) or
+        ``"latest"``. Raises ``CheckpointError`` for a broken file."""
+        if which not in ("best", "latest"):
+            raise ValueError(f"which={which!r}; choose 'best' or 'latest'")
+        name = BEST if which == "best" and (self.path / BEST).exists() else LATEST
+        return load_checkpoint(self.path, weights_name=name)
+
+    def training_state(self) -> tuple[TrainState, dict[str, torch.Tensor]]:
+        """The trainer counters and optimizer tensors saved with the latest weights."""
+        path = self.path / OPTIMIZER
+        if not path.exists():
+            raise RunError(f"run {self.id} has no optimizer state, so it cannot be resumed; start a new run with init_from={self.id!r}")
+        tensors = load_tensors(path)
+        state = TrainState.from_dict(json.loads(_safetensors_metadata(path)["trainer_state"]))
+        saved_step = read_json(self.path / "config.json").get("step")
+        if saved_step != state.step:
+            raise RunError(
+                f"run {self.id}: the weights are from step {saved_step} but the optimizer state from "
+                f"step {state.step} (interrupted while saving?); start a new run with init_from={self.id!r}"
+            )
+        return state, tensors
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / METRICS)
+
+    def read_samples(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / SAMPLES)
+
+    def list_snapshots(self) -> list[int]:
+        folder = self.path / SNAPSHOTS
+        steps = []
+        for path in folder.glob("step-*.safetensors") if folder.is_dir() else []:
+            digits = path.name[len("step-") : -len(".safetensors")]
+            if digits.isdigit():
+                steps.append(int(digits))
+        return sorted(steps)
+
+    def load_snapshot(self, step: int) -> GPT:
+        """The model as it was at ``step`` (dequantized to float32, eval mode)."""
+        path = self.path / SNAPSHOTS / snapshot_name(int(step))
+        if not path.exists():
+            raise RunError(f"run {self.id} has no snapshot at step {step}; it has {self.list_snapshots()}")
+        model = empty_model(self.model_config())
+        weights = dequantize(load_tensors(path), model_tensors(model))
+        copy_weights(model, check_weights_fit(model, weights, str(path)))
+        return model.eval()
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from toygpt.checkpoint import read_safetensors_header
+
+    return read_safetensors_header(path).get("__metadata__", {})
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every JSON object in a .jsonl file; a line cut short by a crash is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def create_run(
+    *,
+    name: str | None,
+    corpus: str,
+    tokenizer_spec: str,
+    tokenizer: Any,
+    model: GPT,
+    train_config: Any,
+    tags: tuple[str, ...] = (),
+    corpus_seed: int = 0,
+    corpus_text: str | None = None,
+    init_from: str | None = None,
+) -> Run:
+    """A new run folder with run.json, config.json, tokenizer.json and the initial weights."""
+    path = _unique_folder(new_run_id_base(name, corpus, tokenizer_spec))
+    run = Run(path)
+    try:
+        if corpus_text is not None:
+            from toygpt.checkpoint import atomic_write
+
+            atomic_write(path / CORPUS, corpus_text.encode("utf-8"))
+        save_checkpoint(path, model, tokenizer.to_dict(), step=0, extra={"run_id": run.id})
+        write_json_atomic(path / RUN_FILE, {
+            "id": run.id, "name": clean_name(name) or run.id, "corpus": corpus, "corpus_seed": corpus_seed,
+            "tokenizer": tokenizer_spec, "tags": list(tags), "init_from": init_from,
+            "model_config": model.config.to_dict(), "train_config": train_config.to_dict(),
+            "status": "running", "message": "", "step": 0, "best_val_loss": None,
+            "created": _now(), "updated": _now(),
+        })  # fmt: skip
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# All runs: list, open, delete, export, import
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One row of ``list_runs()``."""
+
+    id: str
+    name: str
+    corpus: str
+    tokenizer: str
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    steps: int
+    best_val_loss: float | None
+    created: str
+    updated: str
+    tags: tuple[str, ...]
+    status: str
+    message: str = ""
+    read_only: bool = False
+    path: Path = field(default_factory=Path)
+
+
+def _run_info(run: Run) -> RunInfo:
+    try:
+        info = run.info()
+    except (CheckpointError, RunError) as exc:
+        return RunInfo(run.id, run.id, "?", "?", {}, {}, 0, None, "", "", (), "unreadable", str(exc), run.read_only, run.path)
+    best = info.get("best_val_loss")
+    return RunInfo(
+        id=run.id, name=str(info.get("name") or run.id), corpus=str(info.get("corpus", "?")),
+        tokenizer=str(info.get("tokenizer", "?")), model_config=dict(info.get("model_config") or {}),
+        train_config=dict(info.get("train_config") or {}), steps=int(info.get("step") or 0),
+        best_val_loss=float(best) if isinstance(best, int | float) else None,
+        created=str(info.get("created", "")), updated=str(info.get("updated", "")),
+        tags=tuple(str(t) for t in info.get("tags") or ()), status=str(info.get("status", "?")),
+        message=str(info.get("message") or ""), read_only=run.read_only, path=run.path,
+    )  # fmt: skip
+
+
+def list_runs(include_demo: bool = True) -> list[RunInfo]:
+    """Every run, newest first, then the shipped demo (when present)."""
+    root = runs_dir()
+    runs = [Run(p) for p in root.iterdir() if p.is_dir() and RUN_ID.fullmatch(p.name)] if root.is_dir() else []
+    infos = sorted((_run_info(r) for r in runs if (r.path / RUN_FILE).exists()), key=lambda i: i.created, reverse=True)
+    if include_demo and (demo_run_dir() / RUN_FILE).exists():
+        infos.append(_run_info(Run(demo_run_dir(), read_only=True)))
+    return infos
+
+
+def open_run(run_id: str) -> Run:
+    """The run ``run_id`` (``DEMO_RUN`` gives the shipped checkpoint, read-only)."""
+    if run_id == DEMO_RUN:
+        if not (demo_run_dir() / RUN_FILE).exists():
+            raise RunError(f"the demo model is missing from {demo_run_dir()}; reinstall toygpt or train your own run")
+        return Run(demo_run_dir(), read_only=True)
+    path = runs_dir() / check_run_id(run_id)
+    if not (path / RUN_FILE).exists():
+        raise RunError(f"no run {run_id!r} in {runs_dir()}; `python -m toygpt runs` lists them")
+    return Run(path)
+
+
+def read_metrics(run_id: str) -> list[dict[str, Any]]:
+    return open_run(run_id).read_metrics()
+
+
+def list_snapshots(run_id: str) -> list[int]:
+    return open_run(run_id).list_snapshots()
+
+
+def load_snapshot(run_id: str, step: int) -> GPT:
+    return open_run(run_id).load_snapshot(step)
+
+
+def delete_run(run_id: str) -> None:
+    """Delete a run folder (never the demo)."""
+    run = open_run(run_id)
+    run._writable()
+    shutil.rmtree(run.path)
+
+
+def export_zip(run_id: str) -> bytes:
+    """The whole run folder as a zip (``<run id>/...`` inside), e.g. for a download button."""
+    run = open_run(run_id)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(run.path.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                archive.write(path, f"{run.id}/{path.relative_to(run.path).as_posix()}")
+    return buffer.getvalue()
+
+
+ALLOWED_MEMBER = re.compile(
+    r"(run\.json|config\.json|tokenizer\.json|model\.safetensors|best\.safetensors|optimizer\.safetensors"
+    r"|metrics\.jsonl|samples\.jsonl|corpus\.txt|snapshots/step-\d{7}\.safetensors)"
+)
+
+
+def _member_names(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Map each member to its name inside the run folder, refusing anything that could escape
+    it (absolute paths, '..', links) or that a run does not contain."""
+    infos = [i for i in archive.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    if not infos:
+        raise RunError("the zip is empty; export a run with the Runs page or `python -m toygpt runs export`")
+    for info in infos:  # the dangerous ones first, so the message names them
+        path = PurePosixPath(info.filename.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or ":" in info.filename:
+            raise RunError(f"the zip holds {info.filename!r}, a path that leaves its folder (zip slip); refused")
+    tops = {PurePosixPath(i.filename).parts[0] for i in infos}
+    strip = len(tops) == 1 and all(len(PurePosixPath(i.filename).parts) > 1 for i in infos)
+    members = {}
+    for info in infos:
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise RunError(f"the zip holds a symbolic link ({info.filename!r}); refused")
+        parts = PurePosixPath(info.filename.replace("\\", "/")).parts[1 if strip else 0 :]
+        name = "/".join(parts)
+        if not ALLOWED_MEMBER.fullmatch(name):
+            raise RunError(f"unexpected file {info.filename!r} in the zip; a toygpt run holds only run.json, config.json, weights and logs")
+        members[name] = info
+    if sum(i.file_size for i in members.values()) > MAX_IMPORT_BYTES:
+        raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
+    return members
+
+
+def _extract(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], folder: Path) -> None:
+    """Copy members out with a byte budget: sizes in a zip header can lie."""
+    budget = MAX_IMPORT_BYTES
+    for name, info in members.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(info) as source, open(target, "wb") as out:
+            while chunk := source.read(1 << 20):
+                budget -= len(chunk)
+                if budget < 0:
+                    raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
+                out.write(chunk)
+
+
+def _validate_import(folder: Path) -> dict[str, Any]:
+    """Everything in an unpacked run must load: run.json, the checkpoint, the tokenizer, the
+    best weights and snapshots if present."""
+    from toygpt.tokenizers import tokenizer_from_dict
+
+    run = Run(folder)
+    info = run.info()
+    checkpoint = load_checkpoint(folder)
+    if checkpoint.tokenizer is None:
+        raise RunError("the run has no tokenizer.json")
+    tokenizer_from_dict(checkpoint.tokenizer)
+    if (folder / BEST).exists():
+        check_weights_fit(checkpoint.model, load_tensors(folder / BEST), BEST)
+    for step in run.list_snapshots():
+        run.load_snapshot(step)
+    return info
+
+
+def import_zip(data: bytes, name: str | None = None) -> str:
+    """Unpack a run exported by ``export_zip`` into a new run folder; return its id.
+
+    The zip is checked before anything becomes a run: only known file names (no paths that
+    leave the folder, no links), a size budget, and every file must load. A bad zip raises
+    ``RunError`` with the reason and leaves nothing behind.
+    """
+    if len(data) > MAX_IMPORT_BYTES:
+        raise RunError(f"the file is {len(data):,} bytes, above the {MAX_IMPORT_BYTES:,}-byte limit")
+    root = runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            _extract(archive, _member_names(archive), staging)
+        info = _validate_import(staging)
+        wanted = name or info.get("name") or info.get("id") or "imported"
+        final = _unique_folder(slugify(str(wanted)) or "imported")
+        final.rmdir()
+        os.replace(staging, final)
+    except zipfile.BadZipFile as exc:
+        raise RunError(f"not a zip file ({exc}); export a run with `python -m toygpt runs export`") from None
+    except RunError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:  # CheckpointError is a ValueError
+        raise RunError(f"the zip is not a usable run: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    status = info.get("status")
+    Run(final).update_info(id=final.name, status="stopped" if status == "running" else status)
+    return final.name
