@@ -9,6 +9,7 @@ further down), then "train your own BPE" with its merge-by-merge replay.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -42,6 +43,9 @@ CHOICE_LABELS = {
 TEXT_CORPUS, UPLOAD_CORPUS = "__text__", "__upload__"
 MAX_UPLOAD_BYTES = 5_000_000  # BPE training on more would keep the page busy for many seconds
 DEFAULT_WORD = "forestkeeper"
+DRAW_LIMITS = (500, 1500, 5000, 20000)
+MAX_LISTED_IDS = 20000
+KEEP = "session"  # widgets keep their values when the user visits another page and comes back
 
 # ---------------------------------------------------------------------------------------------
 # Cached work: corpora and BPE training run once per (corpus, vocabulary size), not per rerun.
@@ -69,10 +73,9 @@ def code_md(label: str) -> str:
     return f"`` {label} ``"
 
 
-
 def text_ui() -> str:
     st.session_state.setdefault("tok_text", pg.SAMPLE_TEXT)
-    text = st.text_area("Your text", key="tok_text", height=210,
+    text = st.text_area("Your text", key="tok_text", persist_state=KEEP, height=210,
                         help="Paste anything: code, other scripts, emoji. Up to 100,000 characters.")
     return capped_text(text or "")
 
@@ -89,20 +92,41 @@ def choice_label(choice: str, unavailable: dict[str, str | None]) -> str:
     return f"{choice} (tiktoken)" + (" — not available offline" if unavailable.get(choice) else "")
 
 
-def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], bool, str]:
-    """Which tokenizers, whether whitespace is drawn, and where the char vocabulary comes from."""
+@dataclass(frozen=True)
+class Drawing:
+    """How token spans are drawn: whitespace made visible or not, and at most how many tokens
+    (for a long text the browser, not Python, is the slow part: in Chromium here, laying out
+    2× the spans took 2–4× as long)."""
+
+    show_whitespace: bool
+    max_tokens: int
+
+    def html(self, text: str, result: pg.Tokenized, tok: Tokenizer) -> str:
+        return pg.token_spans_html(text, result, tok, show_whitespace=self.show_whitespace,
+                                   max_tokens=self.max_tokens)
+
+
+def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], Drawing, str]:
+    """Which tokenizers, how spans are drawn, and where the char vocabulary comes from."""
     default = ["char", "byte", "bpe"] + [n for n in TIKTOKEN_CHOICES[:1] if not unavailable[n]]
     st.session_state.setdefault("tok_choice", default)
-    chosen = st.multiselect("Tokenizers", CHOICES, key="tok_choice",
+    chosen = st.multiselect("Tokenizers", CHOICES, key="tok_choice", persist_state=KEEP,
                             format_func=lambda c: choice_label(c, unavailable))
-    left, right = st.columns([1, 2], vertical_alignment="center")
+    left, mid, right = st.columns([1, 1.2, 1.6], vertical_alignment="center")
     show_ws = left.toggle("Show whitespace", value=True, key="tok_show_ws",
+                          persist_state=KEEP,
                           help="· space, ↵ newline, ⇥ tab, <U+200D> invisible characters")
+    st.session_state.setdefault("tok_max_drawn", pg.MAX_SHOWN_TOKENS)
+    max_drawn = mid.select_slider("Tokens drawn per tokenizer", DRAW_LIMITS, key="tok_max_drawn",
+                                  persist_state=KEEP,
+                                  format_func=lambda n: f"{n:,}",
+                                  help="Counts and id lists always cover the whole text; drawing "
+                                  "many more spans makes the page slow to update.")
     char_source = right.radio("Char vocabulary from", ["this text", "the BPE corpus"],
-                              key="tok_char_source", horizontal=True,
+                              key="tok_char_source", persist_state=KEEP, horizontal=True,
                               help="From this text nothing is unknown; from the corpus, characters "
                               "it never showed become <unk> (outlined in red).")
-    return chosen, show_ws, char_source
+    return chosen, Drawing(show_ws, max_drawn), char_source
 
 
 def corpus_ui(text: str) -> tuple[str | None, str]:
@@ -112,7 +136,7 @@ def corpus_ui(text: str) -> tuple[str | None, str]:
     names = {TEXT_CORPUS: "the text above", UPLOAD_CORPUS: "upload a .txt file"}
     default = "shakespeare" if cached_corpus_path("shakespeare").is_file() else "toy-english"
     st.session_state.setdefault("tok_corpus", default)
-    name = st.selectbox("Training corpus", options, key="tok_corpus",
+    name = st.selectbox("Training corpus", options, key="tok_corpus", persist_state=KEEP,
                         format_func=lambda n: names.get(n, n))
     if name == TEXT_CORPUS:
         return (text or None), "the text above"
@@ -165,6 +189,7 @@ def bpe_ui(text: str) -> tuple[BPETokenizer | None, str | None]:
         corpus, corpus_name = corpus_ui(text)
     st.session_state.setdefault("tok_vocab", 512)
     vocab_size = right.slider("Vocabulary size", 256, 4096, step=32, key="tok_vocab",
+                              persist_state=KEEP,
                               help="256 byte tokens + one token per merge.")
     if not corpus:
         right.caption("No corpus yet: the BPE appears once one is chosen.")
@@ -259,7 +284,7 @@ def tiktoken_tokenizer(name: str, reason: str | None) -> Tokenizer | None:
     return None
 
 
-def card(title: str, tok: Tokenizer, text: str, show_ws: bool) -> None:
+def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
     try:
         result = pg.tokenize(tok, text)
     except TokenizerError as exc:
@@ -270,8 +295,8 @@ def card(title: str, tok: Tokenizer, text: str, show_ws: bool) -> None:
         f" · {result.chars_per_token:.2f} chars/token · {result.bytes_per_token:.2f} bytes/token"
         f" · vocabulary {tok.vocab_size:,}"
     )
-    st.html(pg.token_spans_html(text, result, tok, show_whitespace=show_ws))
-    shown = result.ids[: pg.MAX_SHOWN_TOKENS]
+    st.html(drawing.html(text, result, tok))
+    shown = result.ids[:MAX_LISTED_IDS]  # one plain text block: cheap to draw, unlike spans
     more = f", … {result.n_tokens - len(shown):,} more" if result.n_tokens > len(shown) else ""
     st.code(", ".join(map(str, shown)) + more, language=None, wrap_lines=True, height=110)
 
@@ -292,7 +317,7 @@ def comparison_ui(text: str, tokenizers: dict[str, Tokenizer]) -> None:
     )
 
 
-def results_ui(chosen: list[str], text: str, show_ws: bool, bpe: BPETokenizer | None,
+def results_ui(chosen: list[str], text: str, drawing: Drawing, bpe: BPETokenizer | None,
                corpus_for_char: str | None, unavailable: dict[str, str | None]) -> None:
     if not text:
         st.info("Type or paste some text above to see it tokenized.")
@@ -306,7 +331,7 @@ def results_ui(chosen: list[str], text: str, show_ws: bool, bpe: BPETokenizer | 
             st.markdown(f"#### {choice_label(choice, unavailable)}")
             title, tok = resolve(choice, text, bpe, corpus_for_char, unavailable)
             if tok is not None:
-                card(title, tok, text, show_ws)
+                card(title, tok, text, drawing)
                 usable[title if title not in usable else f"{title} ({choice})"] = tok
     if usable:
         comparison_ui(text, usable)
@@ -321,11 +346,11 @@ def merge_slider_ui(bpe: BPETokenizer) -> int:
     n = len(bpe.merges)
     st.session_state.setdefault("tok_merge_k", n)  # start from the finished tokenizer
     st.session_state["tok_merge_k"] = min(st.session_state["tok_merge_k"], n)  # vocab shrank
-    return st.slider("Merges applied", 0, n, key="tok_merge_k",
+    return st.slider("Merges applied", 0, n, key="tok_merge_k", persist_state=KEEP,
                      help="0 = plain bytes; every step right adds the next learned merge.")
 
 
-def replay_ui(bpe: BPETokenizer, text: str, show_ws: bool) -> None:
+def replay_ui(bpe: BPETokenizer, text: str, drawing: Drawing) -> None:
     st.subheader("Replay the training, merge by merge")
     if not bpe.merges:
         st.info("With a vocabulary of 256 there are no merges: raise the vocabulary size above.")
@@ -344,7 +369,7 @@ def replay_ui(bpe: BPETokenizer, text: str, show_ws: bool) -> None:
         else:
             st.markdown(f"Your text after {k:,} merges: **{after.n_tokens:,} tokens** "
                         f"({after.n_bytes:,} bytes at merge 0).")
-            st.html(pg.token_spans_html(text, after, bpe, show_whitespace=show_ws))
+            st.html(drawing.html(text, after, bpe))
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**The merges so far** (latest first)")
@@ -357,8 +382,9 @@ def replay_ui(bpe: BPETokenizer, text: str, show_ws: bool) -> None:
 def word_ui(bpe: BPETokenizer, k: int) -> None:
     st.markdown("**An unknown word, cut into known pieces**")
     st.session_state.setdefault("tok_word", DEFAULT_WORD)
-    word = st.text_input("A made-up word", key="tok_word", max_chars=40)
+    word = st.text_input("A made-up word", key="tok_word", persist_state=KEEP, max_chars=40)
     spaced = st.checkbox("with a leading space", value=True, key="tok_word_space",
+                         persist_state=KEEP,
                          help="As inside a sentence. GPT-2's split pattern keeps a word's "
                          "leading space, so most learned words are '␣king', not 'king'.")
     if not word:
@@ -401,17 +427,17 @@ st.markdown(
 )
 text = text_ui()
 unavailable = tiktoken_status()
-chosen, show_ws, char_source = picker_ui(unavailable)
+chosen, drawing, char_source = picker_ui(unavailable)
 results = st.container()  # filled at the end: the BPE it shows is set up further down
 
 st.header("Train your own BPE")
 bpe, corpus = bpe_ui(text)
 if bpe is not None:
-    replay_ui(bpe, text, show_ws)
+    replay_ui(bpe, text, drawing)
     download_ui_for(bpe)
     show_source(learn_merges, "Source: how the merges are learned")
     show_source(bpe_merge_steps, "Source: how a word is cut with the merges")
 
 with results:
-    results_ui(chosen, text, show_ws, bpe, corpus if char_source == "the BPE corpus" else None,
+    results_ui(chosen, text, drawing, bpe, corpus if char_source == "the BPE corpus" else None,
                unavailable)

@@ -283,3 +283,57 @@ def test_huge_paste_is_capped_with_a_message(offline):
     at = set_text(open_page(), "x" * 150_000)
     assert any("only the first 100,000" in w.value for w in at.warning)
     assert compare_rows(at)["byte"] == 100_000
+
+
+def test_a_corpus_not_downloaded_is_fetched_only_on_request(offline, monkeypatch):
+    import toygpt.data
+    from toygpt.data import CorpusError
+
+    calls = []
+
+    def no_network(name, url=None, timeout=5.0):
+        calls.append(name)
+        raise CorpusError(f"could not download {name} (test: offline)")
+
+    monkeypatch.setattr(toygpt.data, "download_corpus", no_network)
+    at = open_page()
+    at.selectbox(key="tok_corpus").select("shakespeare").run()
+    assert not at.exception and calls == []  # drawing the page never reaches for the network
+    assert any("not on this machine" in w.value for w in at.warning)
+    assert any("Choose a training corpus" in i.value for i in at.info)  # the BPE card waits
+    at.button(key="tok_fetch_corpus").click().run()
+    assert not at.exception and calls == ["shakespeare"]
+    assert any("test: offline" in e.value for e in at.error)
+
+
+def test_training_on_the_text_itself(offline):
+    at = open_page()
+    at.selectbox(key="tok_corpus").select("__text__").run()
+    at = set_text(at, "low lower lowest " * 30)
+    assert any(c.value.startswith("Trained on the text above") for c in at.caption)
+    rows = compare_rows(at)
+    # trained on this very text, every word (with its leading space) became one token:
+    # 90 words + the final space, against 510 bytes
+    assert rows[next(name for name in rows if name.startswith("bpe-"))] == 91
+    assert rows["byte"] == 510
+
+
+def test_how_many_tokens_are_drawn_is_the_users_choice(offline):
+    at = set_text(open_page(), "ab" * 1000)
+    byte_view = next(b for b in bodies(at) if 'title="id 97 · a · bytes 61"' in b)
+    assert len(SPAN.findall(byte_view)) == pg.MAX_SHOWN_TOKENS
+    assert "500 more tokens not drawn" in byte_view
+    at.select_slider(key="tok_max_drawn").set_value(5000).run()
+    assert not at.exception
+    assert all("not drawn" not in b for b in bodies(at))
+    assert compare_rows(at)["byte"] == 2000  # counts never depended on the drawing
+
+
+def test_choices_survive_a_visit_to_another_page(offline):
+    at = set_text(open_page(), "hello again")
+    at.slider(key="tok_vocab").set_value(320).run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/tokenizer.py").run()
+    assert not at.exception
+    assert at.text_area(key="tok_text").value == "hello again"
+    assert at.slider(key="tok_vocab").value == 320
