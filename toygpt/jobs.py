@@ -325,6 +325,14 @@ def estimated_memory(spec: TrainSpec) -> int:
     return int(estimate(model_config, config)["total_memory_bytes"])
 
 
+def human_bytes(n: float) -> str:
+    """``1536 → '1.5 KiB'``, ``3 * 2**30 → '3.0 GiB'``."""
+    units, i = ("bytes", "KiB", "MiB", "GiB"), 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} bytes" if i == 0 else f"{n:.1f} {units[i]}"
+
+
 def _vocab_hint(tokenizer_spec: str) -> int | None:
     if tokenizer_spec.startswith("bpe-") and tokenizer_spec[4:].isdigit():
         return int(tokenizer_spec[4:])
@@ -351,8 +359,8 @@ class JobRegistry:
             raise JobRefused(str(exc)) from None
         if need > self.max_memory_bytes:
             raise JobRefused(
-                f"this run needs about {need / 2**30:.1f} GiB (weights, gradients, Adam and activations), "
-                f"above this app's limit of {self.max_memory_bytes / 2**30:.1f} GiB; choose a smaller "
+                f"this run needs about {human_bytes(need)} (weights, gradients, Adam and activations), "
+                f"above this app's limit of {human_bytes(self.max_memory_bytes)}; choose a smaller "
                 "preset, batch size or block size"
             )
         with self._lock:
