@@ -549,6 +549,8 @@ def draw_snapshot(explored: Explored, view: SnapshotView, prompt: str, step: int
     except (RunError, OSError):
         loss = None
     st.metric("Validation loss at this step", f"{loss:.3f}" if loss is not None else "not measured")
+    st.caption("Snapshots keep their weights as 8-bit integers (a quarter of the size), so even the last "
+               "one can sample a little differently from the run's own weights on the Generate view.")  # fmt: skip
     labels = cached_vocab_labels(explored.key, explored.tokenizer)
     left, right = st.columns(2)
     with left:

@@ -213,7 +213,7 @@ def attention_grid_lean_figure(
     fig = go.Figure(
         go.Heatmap(
             z=mosaic, colorscale="Viridis", zmin=0, zmax=1, hoverongaps=False,
-            colorbar=dict(title="weight"), hovertemplate="weight %{z:.3f}<extra></extra>",
+            colorbar=dict(title="weight", thickness=12), hovertemplate="weight %{z:.3f}<extra></extra>",
         )
     )  # fmt: skip
     fig.update_xaxes(tickmode="array", tickvals=centres[:n_head], ticktext=[f"head {h}" for h in range(n_head)],
@@ -225,7 +225,8 @@ def attention_grid_lean_figure(
     fig.update_layout(
         title=f"attention of every head ({shown}{what})", paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)", margin=dict(l=10, r=10, t=80, b=10),
-        height=max(320, min(1100, 140 * n_layer + 120)),
+        # tiles are square (scaleanchor): about 360 px of grid across, in half a wide page
+        height=max(300, min(1100, round(360 * n_layer / n_head) + 130)),
     )  # fmt: skip
     return fig
 
