@@ -21,6 +21,25 @@ from toygpt.tokenizers import Tokenizer, tokenizer_from_dict
 MAX_TEXT_CHARS = 100_000  # pastes beyond this are cut (the page says so): keeps every rerun fast
 
 
+def _run_pages_through_app() -> None:
+    """Make a deep link on a fresh server go through ``app.py`` too.
+
+    Until ``st.navigation`` has run once in the process, Streamlit treats a ``pages/`` folder
+    beside the entry file as old-style pages and runs ``/explore`` without ``app.py`` (no
+    sidebar, wrong menu). Every page imports this module, so the first such run switches that
+    mode off and reruns; the rerun goes through ``app.py`` and keeps the requested page.
+    (``PagesManager.uses_pages_directory`` is the flag ``st.navigation`` itself clears.)
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_run_pages_through_app()
+
+
 # --------------------------------------------------------------------------------------------
 # Process-wide resources (shared by every browser session of this server)
 # --------------------------------------------------------------------------------------------
