@@ -337,3 +337,15 @@ def test_choices_survive_a_visit_to_another_page(offline):
     assert not at.exception
     assert at.text_area(key="tok_text").value == "hello again"
     assert at.slider(key="tok_vocab").value == 320
+
+
+def test_a_cached_tiktoken_encoding_gets_a_card_like_the_others(offline, toy_bpe):
+    from toygpt.tokenizers import TiktokenTokenizer
+
+    # stands in for a cached gpt2 (built locally from our own merges: nothing is downloaded)
+    tiktoken_module._loaded["gpt2"] = TiktokenTokenizer(toy_bpe.tiktoken_encoding())
+    at = open_page()
+    at = set_text(at, "the small fox")
+    at.multiselect(key="tok_choice").set_value(["byte", "gpt2"]).run()
+    assert not at.exception and not at.warning
+    assert compare_rows(at) == {"byte": 13, "gpt2": len(toy_bpe.encode("the small fox"))}
