@@ -71,7 +71,7 @@ CONFIG_KEYS = {
 # --------------------------------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner="Initialising a model of this shape (seconds for GPT-2 sizes)…")
 def cached_init_comparison(config: GPTConfig, seed: int):
     return init_residual_comparison(config, seed)
 
@@ -132,7 +132,8 @@ def config_ui() -> GPTConfig | None:
     cols[0].radio("LayerNorm position", NORM_POSITIONS, key="arch_norm_position", horizontal=True,
                   help="pre: before each sub-layer, as GPT-2; post: after the residual add, as the original Transformer")  # fmt: skip
     cols[1].selectbox("Position encoding", POS_ENCODINGS, key="arch_pos_encoding")
-    cols[2].checkbox("Scale residual init by 1/√(2·n_layer)", key="arch_scale_init")
+    cols[2].checkbox("Scaled residual init", key="arch_scale_init",
+                     help="GPT-2: the residual projections start with std 0.02/√(2·n_layer) instead of 0.02")  # fmt: skip
     cols[3].checkbox("Tie lm_head to wte", key="arch_tie")
     values = {field: st.session_state[key] for field, key in CONFIG_KEYS.items()}
     try:
