@@ -1,0 +1,762 @@
+"""Training: start a run, watch it learn live, then compare, resume, fine-tune, share or delete runs.
+
+UI only. Training runs on a background thread owned by ``toygpt.jobs`` (the one global
+``job_registry()``); this page starts a job, pins its id in the URL (``?job=...``) so navigation
+and a browser refresh find it again, and redraws ``job.snapshot()`` once a second in a fragment.
+Runs on disk come from ``toygpt.runs``; estimates from ``toygpt.train.estimate``; figures from
+``toygpt.viz``. Layout: the current job (if any), "Start a run", then "Your runs".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pages._shared import current_seed, job_registry
+from toygpt import data as corpora
+from toygpt.jobs import JobRefused, TrainJob, TrainSpec
+from toygpt.model import PRESETS, GPTConfig, total_parameters
+from toygpt.runs import (
+    RunError,
+    RunInfo,
+    delete_run,
+    export_zip,
+    import_zip,
+    list_runs,
+    open_run,
+    read_metrics,
+)
+from toygpt.tokenizers import (
+    TIKTOKEN_NAMES,
+    CharTokenizer,
+    TokenizerError,
+    available_tokenizers,
+    get_tiktoken,
+)
+from toygpt.train import ASSUMED_FLOPS, TrainConfig, estimate
+from toygpt.viz import loss_curves_figure
+
+JOB_PARAM = "job"  # ?job=<id> in the URL: a refresh (a new session) finds the running job again
+UPLOAD = "__upload__"
+MODES = {"new": "A new model", "finetune": "Fine-tune a run on another corpus", "resume": "Resume a run"}
+TOKENIZERS = {
+    "char": "char: one token per character of the corpus",
+    "byte": "byte: the 256 byte values",
+    "bpe-512": "BPE, 512 tokens, trained on the corpus",
+    "bpe-2048": "BPE, 2,048 tokens, trained on the corpus",
+    "gpt2": "GPT-2's BPE (50,257 tokens, through tiktoken)",
+}
+# Vocabulary sizes known without building the tokenizer (char depends on the corpus; BPE on N).
+FIXED_VOCAB = {"byte": 256, "gpt2": 50257}
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+DONE_STYLE = {"finished": st.success, "stopped": st.warning, "diverged": st.error, "failed": st.error}
+USABLE = ("finished", "stopped", "diverged")  # statuses whose weights can be looked at
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers: formatting, the pinned job, messages that survive a rerun
+# --------------------------------------------------------------------------------------------
+
+
+def clock(seconds: float | None) -> str:
+    """``75.2`` → ``"1:15"``; ``3725`` → ``"1:02:05"``; unknown → ``"–"``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:,.1f} MiB" if n_bytes < 2**30 else f"{n_bytes / 2**30:,.2f} GiB"
+
+
+def loss_text(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
+
+
+def pin(job_id: str) -> None:
+    st.session_state["train_job"] = job_id
+    st.query_params[JOB_PARAM] = job_id
+
+
+def unpin() -> None:
+    st.session_state.pop("train_job", None)
+    if JOB_PARAM in st.query_params:
+        del st.query_params[JOB_PARAM]
+
+
+def flash(kind: str, text: str) -> None:
+    """A message shown after the next rerun (st.rerun would wipe one drawn now)."""
+    st.session_state["train_flash"] = (kind, text)
+
+
+def show_flash() -> None:
+    kind, text = st.session_state.pop("train_flash", (None, None))
+    if kind:
+        getattr(st, kind)(text)
+
+
+def describe_job(snap: dict[str, Any]) -> str:
+    """Who is training and when it ends, in one sentence (for the "one job at a time" refusal)."""
+    who = f"run **{snap['run_id']}**" if snap["run_id"] else "a new run (still preparing)"
+    budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
+    eta = snap["eta"]
+    if eta is None and snap["max_seconds"]:
+        eta = max(0.0, snap["max_seconds"] - snap["elapsed"])
+    ends = "its end time is not known yet"
+    if eta is not None:
+        ends = f"it ends in about {clock(eta)} (around {time.strftime('%H:%M', time.localtime(time.time() + eta))})"
+    return (f"Training now: {who} on {snap['corpus']} ({snap['tokenizer']} tokenizer), "
+            f"step {snap['step']:,}{budget}; {ends}.")
+
+
+# --------------------------------------------------------------------------------------------
+# The current job: live in a fragment while it runs, a summary once it is done
+# --------------------------------------------------------------------------------------------
+
+
+def job_to_show() -> tuple[TrainJob | None, bool]:
+    """(job, ours): the job pinned in the URL or this session, else whichever job is running.
+
+    "ours" (pinned here) may stop it; a job started elsewhere is only watched."""
+    registry = job_registry()
+    job_id = st.query_params.get(JOB_PARAM) or st.session_state.get("train_job")
+    if job_id:
+        job = registry.get(job_id)
+        if job is not None:
+            pin(job.id)  # on every run: navigating back to this page drops the URL's query
+            return job, True
+        unpin()
+        st.info("The training job in this link is not known to this server (was it restarted?). "
+                "Whatever it saved is in **Your runs** below; a stopped run can be resumed.")
+    active = registry.active()
+    return (active[0], False) if active else (None, False)
+
+
+def curve_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Live curve: the loss of each logged training batch, and each validation measurement."""
+    rows = []
+    for row in metrics:
+        if row.get("type") == "step":
+            rows.append({"step": row["step"], "train_loss": row.get("loss")})
+        elif row.get("type") == "eval":
+            rows.append({"step": row["step"], "val_loss": row.get("val_loss")})
+    return rows
+
+
+def progress_ui(snap: dict[str, Any]) -> None:
+    if snap["done"]:
+        DONE_STYLE.get(snap["status"], st.info)(f"**{snap['status']}**: {snap['message']}")
+        return
+    if not snap["start"]:
+        st.progress(0.0, text="Preparing: loading the corpus, building the tokenizer, encoding the text…")
+        return
+    budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
+    if snap["status"] == "stopping":
+        label = "stopping after this step…"
+    elif snap["loss"] is None:  # no step logged yet: the first validation runs before step 1
+        label = "starting: measuring the untrained model's loss, then the first steps…"
+    else:
+        label = f"step {snap['step']:,}{budget} · {clock(snap['elapsed'])} elapsed"
+    st.progress(min(1.0, max(0.0, snap["progress"])), text=label)
+
+
+def metrics_ui(snap: dict[str, Any]) -> None:
+    cols = st.columns(5)
+    cols[0].metric("Step", f"{snap['step']:,}")
+    cols[1].metric("Train loss (batch)", loss_text(snap["loss"]))
+    cols[2].metric("Val loss", loss_text(snap["val_loss"]),
+                   help=f"best so far: {loss_text(snap['best_val_loss'])}")
+    speed = snap["tokens_per_s"]
+    cols[3].metric("Tokens / s", f"{speed:,.0f}" if speed else "–")
+    if snap["done"]:
+        cols[4].metric("Time", clock(snap["elapsed"]))
+    else:
+        cols[4].metric("ETA", clock(snap["eta"]))
+
+
+def sample_ui(snap: dict[str, Any]) -> None:
+    sample = snap["last_sample"]
+    if not sample:
+        interval = (job_config(snap) or TrainConfig()).sample_interval
+        st.caption(f"No sample yet: the model writes one every {interval} steps." if interval else
+                   "Samples are off for this run (sample every 0 steps).")
+        return
+    st.caption(f"What the model writes at step {sample['step']:,} (from the prompt {sample['prompt']!r}):")
+    st.code(sample["text"] or " ", language=None, wrap_lines=True)
+
+
+def job_config(snap: dict[str, Any]) -> TrainConfig | None:
+    job = job_registry().get(snap["job_id"])
+    return job.spec.train if job is not None else None
+
+
+def use_run(run_id: str) -> None:
+    """Callback: make ``run_id`` the sidebar's model (runs before the sidebar is drawn)."""
+    st.session_state["active_run"] = run_id
+    st.session_state["sidebar_model"] = run_id
+
+
+def job_actions_ui(job: TrainJob, snap: dict[str, Any], ours: bool) -> None:
+    if not ours:
+        st.caption("This job was started in another tab or session; only that page can stop it.")
+        return
+    cols = st.columns([1, 1, 4])
+    if not snap["done"]:
+        if cols[0].button("Stop", key="train_stop", help="Ends after the current step and saves, so it can be resumed."):
+            job.stop()
+        return
+    if snap["run_id"] and snap["status"] in USABLE:
+        cols[0].button("Use this model", key="train_use", on_click=use_run, args=(snap["run_id"],),
+                       help="Make it the sidebar's model, for sampling and looking inside it.")
+    cols[1].button("Dismiss", key="train_dismiss", on_click=unpin)
+
+
+def draw_job(job: TrainJob, ours: bool) -> None:
+    snap = job.snapshot()
+    with st.container(border=True):
+        st.subheader(f"Training {snap['run_id'] or '…'}")
+        progress_ui(snap)
+        metrics_ui(snap)
+        rows = curve_rows(snap["metrics"])
+        if rows:
+            st.plotly_chart(loss_curves_figure({snap["run_id"] or "this run": rows}), width="stretch",
+                            key="train_live_chart")
+            st.caption("Solid: the loss on each logged training batch (noisy). Dashed: the loss on "
+                       "held-out validation text, measured every few hundred steps.")
+        sample_ui(snap)
+        job_actions_ui(job, snap, ours)
+
+
+@st.fragment(run_every=1.0)
+def live_job(job_id: str, ours: bool) -> None:
+    """Redrawn every second on its own; when the job ends the whole page reruns (new run listed)."""
+    job = job_registry().get(job_id)
+    if job is None or job.done:
+        st.rerun(scope="app")
+    draw_job(job, ours)
+
+
+def job_section() -> None:
+    job, ours = job_to_show()
+    if job is None:
+        return
+    if job.done:
+        draw_job(job, ours)
+    else:
+        live_job(job.id, ours)
+
+
+# --------------------------------------------------------------------------------------------
+# Start a run: what to train on, which model, how long; the estimate; Start
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Corpus:
+    label: str  # what the run records as its corpus
+    text: str | None  # None: not available yet (the page said why)
+    uploaded: bool  # the user's own text: it travels with the run (corpus.txt)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the corpus…")
+def corpus_text(name: str, seed: int) -> str:
+    return corpora.load_corpus(name, seed)  # str is immutable: safe to share between sessions
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def char_vocab_size(text: str) -> int:
+    return CharTokenizer.from_text(text).vocab_size
+
+
+def read_upload(upload: Any) -> tuple[str | None, str | None]:
+    """(text, None) or (None, why not), decoded once per uploaded file, not on every rerun."""
+    cached = st.session_state.get("train_upload_cache")
+    if cached and cached[0] == upload.file_id:
+        return cached[1], cached[2]
+    try:
+        result: tuple[str | None, str | None] = (corpora.read_user_text(upload.getvalue()), None)
+    except corpora.CorpusError as exc:
+        result = (None, str(exc))
+    st.session_state["train_upload_cache"] = (upload.file_id, *result)
+    return result
+
+
+def upload_ui() -> Corpus:
+    upload = st.file_uploader("Your text (.txt, UTF-8, up to 20 MB)", type=["txt"], key="train_upload")
+    if upload is None:
+        st.info("Upload a text file to train on it: notes, code, a book from Project Gutenberg…")
+        return Corpus("your text", None, True)
+    text, error = read_upload(upload)
+    if error:
+        st.error(f"**{upload.name}** cannot be used: {error}")
+    return Corpus(upload.name, text, True)
+
+
+def store_shakespeare(data: bytes) -> None:
+    """Check uploaded bytes against tiny shakespeare's sha256 and cache them (via a temp file,
+    the path ``toygpt.data.add_corpus_file`` takes)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "input.txt"
+        path.write_bytes(data)
+        corpora.add_corpus_file("shakespeare", path)
+
+
+def shakespeare_missing_ui() -> None:
+    """Tiny shakespeare is not cached: download on request (never on a rerun: offline, every
+    rerun would wait for a timeout), or take the file as an upload."""
+    st.warning("Tiny shakespeare (1.1 MB) is not on this machine yet.")
+    if st.button("Download it now", key="train_shakespeare_download"):
+        with st.spinner("Downloading tiny shakespeare (gives up after a few seconds offline)…"):
+            try:
+                corpora.download_corpus("shakespeare")
+            except corpora.CorpusError as exc:
+                st.session_state["train_shakespeare_error"] = str(exc)
+            else:
+                st.session_state.pop("train_shakespeare_error", None)
+                st.rerun()
+    error = st.session_state.get("train_shakespeare_error")
+    if error:
+        st.error(error)
+        st.caption("Or upload the file below, or choose **your own .txt** as the corpus.")
+    upload = st.file_uploader("Have the file (input.txt)? Upload it here", type=["txt"], key="train_shakespeare_file")
+    if upload is not None:
+        try:
+            store_shakespeare(upload.getvalue())
+        except corpora.CorpusError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state.pop("train_shakespeare_error", None)
+            st.rerun()
+
+
+def corpus_ui(key: str) -> Corpus:
+    infos = {info.name: info for info in corpora.list_corpora()}
+    st.session_state.setdefault(key, "shakespeare" if corpora.cached_corpus_path("shakespeare").is_file() else "copy")
+    name = st.selectbox("Corpus", [*infos, UPLOAD], key=key,
+                        format_func=lambda n: "your own .txt (upload)" if n == UPLOAD else f"{n} ({infos[n].kind})")
+    if name == UPLOAD:
+        return upload_ui()
+    st.caption(infos[name].description)
+    if infos[name].kind == "download" and not corpora.cached_corpus_path(name).is_file():
+        shakespeare_missing_ui()
+        return Corpus(name, None, False)
+    try:
+        return Corpus(name, corpus_text(name, 0), False)
+    except corpora.CorpusError as exc:
+        st.error(str(exc))
+        return Corpus(name, None, False)
+
+
+def preview_ui(corpus: Corpus) -> None:
+    if corpus.text:
+        with st.expander(f"Peek at the corpus ({len(corpus.text):,} characters)"):
+            st.code(corpus.text[:600], language=None)
+
+
+def apply_preset() -> None:
+    """Callback: the shape fields follow the preset picked."""
+    values = PRESETS[st.session_state["train_preset"]]
+    for name in SHAPE_KEYS:
+        st.session_state[f"train_{name}"] = values[name]
+
+
+def model_ui() -> GPTConfig | None:
+    """Preset + shape; None (with the reason) for an impossible shape. vocab_size comes later."""
+    st.session_state.setdefault("train_preset", "small")
+    for name in SHAPE_KEYS:
+        st.session_state.setdefault(f"train_{name}", PRESETS[st.session_state["train_preset"]][name])
+    st.selectbox("Model preset", list(PRESETS), key="train_preset", on_change=apply_preset,
+                 help="nano trains in seconds; small is the classic CPU recipe; gpt2 is the real "
+                 "GPT-2's shape (too big for this app: see the estimate).")
+    with st.expander("Change its shape"):
+        cols = st.columns(5)
+        n_layer = cols[0].number_input("Layers", 1, 48, key="train_n_layer")
+        n_head = cols[1].number_input("Heads", 1, 64, key="train_n_head")
+        n_embd = cols[2].number_input("Width (n_embd)", 4, 2048, step=4, key="train_n_embd")
+        block_size = cols[3].number_input("Context (tokens)", 2, 2048, key="train_block_size")
+        dropout = cols[4].number_input("Dropout", 0.0, 0.9, value=0.0, step=0.05, key="train_dropout")
+    try:
+        return GPTConfig(n_layer=int(n_layer), n_head=int(n_head), n_embd=int(n_embd),
+                         block_size=int(block_size), dropout=float(dropout))
+    except ValueError as exc:
+        st.error(f"This shape is impossible: {exc}")
+        return None
+
+
+def tokenizer_ui() -> str:
+    spec = st.selectbox("Tokenizer", list(TOKENIZERS), key="train_tokenizer", format_func=TOKENIZERS.get)
+    missing = available_tokenizers().get(spec) if spec in TIKTOKEN_NAMES else None
+    if missing:
+        st.caption(f"Not on this machine yet: {missing}")
+    return spec
+
+
+def vocab_size_of(spec: str, text: str) -> int:
+    if spec == "char":
+        return char_vocab_size(text)
+    if spec.startswith("bpe-"):
+        return int(spec[len("bpe-"):])
+    return FIXED_VOCAB[spec]
+
+
+def settings_ui(seed: int) -> TrainConfig | None:
+    """How long and how fast; None (with the reason) for settings TrainConfig refuses."""
+    defaults = {"train_budget": "seconds", "train_seconds": 60, "train_steps": 1000, "train_lr": 3e-3,
+                "train_batch": 12, "train_warmup": 50, "train_eval_every": 200, "train_sample_every": 200}
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+    budget = st.radio("Stop after", ["seconds", "steps"], horizontal=True, key="train_budget",
+                      format_func={"seconds": "a time budget", "steps": "a number of steps"}.get)
+    cols = st.columns(3)
+    if budget == "seconds":
+        seconds = cols[0].number_input("Seconds", 1, 24 * 3600, key="train_seconds")
+        limits = {"max_seconds": float(seconds), "max_steps": None}
+    else:
+        steps = cols[0].number_input("Steps", 1, 1_000_000, key="train_steps")
+        limits = {"max_steps": int(steps), "max_seconds": None}
+    lr = cols[1].select_slider("Learning rate", LEARNING_RATES, key="train_lr", format_func=lambda v: f"{v:g}")
+    batch = cols[2].number_input("Batch size", 1, 1024, key="train_batch")
+    with st.expander("More settings"):
+        more = st.columns(3)
+        warmup = more[0].number_input("Warm-up steps", 0, 100_000, key="train_warmup")
+        eval_every = more[1].number_input("Validate every (steps)", 1, 100_000, key="train_eval_every")
+        sample_every = more[2].number_input("Write a sample every (steps, 0: never)", 0, 100_000, key="train_sample_every")
+    try:
+        return TrainConfig(**limits, learning_rate=float(lr), batch_size=int(batch), warmup_steps=int(warmup),
+                           eval_interval=int(eval_every), sample_interval=int(sample_every), seed=seed)
+    except ValueError as exc:
+        st.error(f"These settings cannot train: {exc}")
+        return None
+
+
+def estimate_ui(model_config: GPTConfig, config: TrainConfig) -> None:
+    """Parameters, memory and time before starting (and a warning when the app would refuse it)."""
+    est = estimate(model_config, config)
+    limit = job_registry().max_memory_bytes
+    cols = st.columns(3)
+    cols[0].metric("Parameters", f"{est['params']:,}")
+    parts = ", ".join(f"{name} {mib(size)}" for name, size in est["memory_bytes"].items())
+    cols[1].metric("Memory", mib(est["total_memory_bytes"]), help=parts)
+    if config.max_seconds is not None:
+        cols[2].metric("Steps in the budget", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
+    else:
+        cols[2].metric("Time", f"≈ {clock(est['seconds'])}", help=f"{est['steps']:,} steps")
+    st.caption(
+        f"Rough: memory is 16 bytes per parameter (weights, gradients, AdamW's two moments) plus "
+        f"the activations of one batch ({parts}); time assumes {ASSUMED_FLOPS['cpu'] / 1e9:.0f} "
+        f"GFLOP/s, {est['tokens_per_step']:,} tokens and {est['flops_per_step'] / 1e9:,.2f} GFLOP "
+        "per step. Building a BPE tokenizer and encoding the corpus come on top."
+    )
+    if est["total_memory_bytes"] > limit:
+        st.warning(f"That is above this app's limit of {mib(limit)} per run: pick a smaller preset, "
+                   "batch or context, or train it with `python -m toygpt train`.")
+
+
+def training_now() -> set[str]:
+    """Ids of the runs this server is training at this moment."""
+    return {job.snapshot()["run_id"] for job in job_registry().active()} - {None}
+
+
+def shown_status(info: RunInfo, busy: set[str]) -> str:
+    """A run.json still saying "running" that no job here trains was cut off (server stopped,
+    crash; or it trains in another process, e.g. the CLI): it can be resumed from its last save."""
+    return "interrupted" if info.status == "running" and info.id not in busy else info.status
+
+
+def run_choices(infos: list[RunInfo], writable: bool) -> list[str]:
+    """Runs a new job can start from: not being trained right now (and not the demo, to resume)."""
+    busy = training_now()
+    return [i.id for i in infos if i.id not in busy and i.status != "unreadable" and not (writable and i.read_only)]
+
+
+def keep_choice(key: str, options: list[str]) -> None:
+    """Drop a remembered selection whose run is gone (a deleted run must not break the widget)."""
+    if st.session_state.get(key) not in options:
+        st.session_state.pop(key, None)
+
+
+def new_model_ui(name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConfig | None]:
+    left, right = st.columns(2)
+    with left:
+        corpus = corpus_ui("train_corpus")
+        tokenizer = tokenizer_ui()
+        preview_ui(corpus)
+    with right:
+        shape = model_ui()
+        config = settings_ui(seed)
+    if corpus.text is None or shape is None or config is None:
+        return None, None
+    spec = TrainSpec(corpus=corpus.label, tokenizer=tokenizer, model=shape, train=config, name=name,
+                     corpus_text=corpus.text if corpus.uploaded else None)
+    return spec, shape.replace(vocab_size=vocab_size_of(tokenizer, corpus.text))
+
+
+def finetune_ui(infos: list[RunInfo], name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConfig | None]:
+    options = run_choices(infos, writable=False)
+    if not options:
+        st.info("No finished run to fine-tune yet: train a new model first.")
+        return None, None
+    keep_choice("train_finetune_run", options)
+    left, right = st.columns(2)
+    with left:
+        source = st.selectbox("Start from the weights of", options, key="train_finetune_run",
+                              help="Its model and tokenizer are kept; training goes on on the corpus below, in a new run.")
+        corpus = corpus_ui("train_finetune_corpus")
+        preview_ui(corpus)
+    with right:
+        config = settings_ui(seed)
+    info = next(i for i in infos if i.id == source)
+    st.caption(f"The new run keeps {source}'s tokenizer ({info.tokenizer}): the corpus must use only "
+               "characters it knows (the job says so if not).")
+    if corpus.text is None or config is None:
+        return None, None
+    spec = TrainSpec(corpus=corpus.label, tokenizer=info.tokenizer, train=config, name=name, init_from=source,
+                     corpus_text=corpus.text if corpus.uploaded else None)
+    return spec, open_run(source).model_config()
+
+
+def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]:
+    options = run_choices(infos, writable=True)
+    if not options:
+        st.info("No run to resume yet (the shipped demo is read-only: fine-tune it instead).")
+        return None, None
+    keep_choice("train_resume_run", options)
+    cols = st.columns(2)
+    run_id = cols[0].selectbox("Run", options, key="train_resume_run")
+    more = cols[1].number_input("More steps", 1, 1_000_000, value=500, key="train_more_steps")
+    info = next(i for i in infos if i.id == run_id)
+    run = open_run(run_id)
+    saved = run.train_config()
+    # The run's own settings, with a new end: its step counter, schedule and batches continue.
+    config = saved.replace(max_steps=info.steps + int(more), max_seconds=None)
+    st.caption(f"{run_id} is at step {info.steps:,} ({info.status}); it continues to step "
+               f"{config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
+               f"batch {saved.batch_size}); the learning-rate schedule stretches to the new end.")
+    return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=config, resume=run_id), run.model_config()
+
+
+def start(spec: TrainSpec) -> None:
+    """Start the job, or say why not (one job at a time: who is running, and when it ends)."""
+    registry = job_registry()
+    if spec.tokenizer in TIKTOKEN_NAMES and not spec.resume and not spec.init_from:
+        try:
+            with st.spinner(f"Loading the {spec.tokenizer} tokenizer…"):
+                get_tiktoken(spec.tokenizer)
+        except TokenizerError as exc:
+            st.error(f"Not started: {exc}")
+            return
+    try:
+        job = registry.start(spec)
+    except JobRefused as exc:
+        st.error(f"Not started: {exc}")
+        for other in registry.active():
+            st.info(describe_job(other.snapshot()))
+        return
+    pin(job.id)
+    st.rerun()
+
+
+def launcher_section(infos: list[RunInfo]) -> None:
+    st.header("Start a run")
+    seed = current_seed()
+    mode = st.radio("Start from", list(MODES), horizontal=True, key="train_mode", format_func=MODES.get)
+    name = st.text_input("Name (optional)", key="train_name", max_chars=60,
+                         placeholder="e.g. my first model; it becomes the run's id") or None
+    try:
+        if mode == "new":
+            spec, shape = new_model_ui(name, seed)
+        elif mode == "finetune":
+            spec, shape = finetune_ui(infos, name, seed)
+        else:
+            spec, shape = resume_ui(infos)
+    except (ValueError, OSError) as exc:  # RunError, CheckpointError, CorpusError are ValueErrors
+        st.error(f"This cannot start: {exc}")
+        spec, shape = None, None
+    if spec is not None and shape is not None:
+        estimate_ui(shape, spec.train_config)
+    if st.button("Start training", key="train_start", type="primary", disabled=spec is None) and spec is not None:
+        start(spec)
+    if spec is None:
+        st.caption("Start is enabled once the corpus, the model and the settings above are usable.")
+    else:
+        st.caption(f"Seed {seed} (sidebar): the same seed and settings give the same run.")
+
+
+# --------------------------------------------------------------------------------------------
+# Your runs: table, loss curves, manage (download, upload, delete, resume, fine-tune)
+# --------------------------------------------------------------------------------------------
+
+
+def shape_text(config: dict[str, Any]) -> str:
+    try:
+        return f"{config['n_layer']}L × {config['n_head']}H × {config['n_embd']}, context {config['block_size']}"
+    except KeyError:
+        return "?"
+
+
+def parameters_of(config: dict[str, Any]) -> int | None:
+    try:
+        return total_parameters(GPTConfig.from_dict(config))
+    except (ValueError, TypeError):
+        return None
+
+
+def training_time(info: RunInfo) -> float | None:
+    try:
+        elapsed = open_run(info.id).info().get("elapsed")
+    except (ValueError, OSError):
+        return None
+    return float(elapsed) if isinstance(elapsed, int | float) else None
+
+
+def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
+    """One row per run; numbers stay numbers (missing ones are nulls, not text)."""
+    busy = training_now()
+    return pd.DataFrame([{
+        "run": i.id, "status": shown_status(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
+        "model": shape_text(i.model_config), "parameters": parameters_of(i.model_config), "steps": i.steps,
+        "best val loss": i.best_val_loss, "training time": clock(training_time(i)), "created": i.created,
+    } for i in infos]).astype({"parameters": "Int64", "best val loss": "float64"})  # fmt: skip
+
+
+def compare_ui(infos: list[RunInfo]) -> None:
+    ids = [i.id for i in infos if i.status != "unreadable"]
+    if "train_compare" in st.session_state:
+        st.session_state["train_compare"] = [r for r in st.session_state["train_compare"] if r in ids]
+    else:
+        st.session_state["train_compare"] = ids[:3]
+    cols = st.columns([4, 1], vertical_alignment="bottom")
+    chosen = cols[0].multiselect("Compare the loss curves of", ids, key="train_compare")
+    log_y = cols[1].toggle("Log scale", key="train_compare_log")
+    curves = {}
+    for run_id in chosen:
+        try:  # validation rows only: an "end" row repeats the last *batch* loss as train_loss
+            curves[run_id] = [row for row in read_metrics(run_id) if row.get("type") == "eval"]
+        except (RunError, OSError) as exc:
+            st.warning(f"{run_id}: {exc}")
+    if not any(curves.values()):
+        st.caption("Pick runs above to compare their train and validation loss.")
+        return
+    st.plotly_chart(loss_curves_figure(curves, log_y=log_y), width="stretch", key="train_compare_chart")
+    st.caption("Measured at each validation: solid is the training split, dashed the held-out split. "
+               "When dashed climbs while solid falls, the model is memorising (overfitting).")
+
+
+def set_up(mode: str, key: str, run_id: str) -> None:
+    """Callback: prepare "Start a run" (above) to resume or fine-tune ``run_id``."""
+    st.session_state["train_mode"] = mode
+    st.session_state[key] = run_id
+    st.toast(f"{MODES[mode]}: {run_id} is set up in **Start a run** above.")
+
+
+def delete_ui(info: RunInfo) -> None:
+    busy = info.id in training_now()
+    why = ("the shipped demo model cannot be deleted" if info.read_only else
+           "it is training right now: stop it first" if busy else None)
+    if st.session_state.get("train_confirm_delete") != info.id:
+        st.button("Delete…", key="train_delete", disabled=why is not None, help=why,
+                  on_click=lambda: st.session_state.update(train_confirm_delete=info.id))
+        return
+    st.warning(f"Delete **{info.id}** and all its files for good?")
+    yes, no = st.columns(2)
+    if yes.button("Yes, delete it", key="train_delete_yes", type="primary"):
+        st.session_state.pop("train_confirm_delete", None)
+        try:
+            delete_run(info.id)
+        except (RunError, OSError) as exc:
+            st.error(f"Not deleted: {exc}")
+            return
+        flash("success", f"Deleted {info.id}.")
+        st.rerun()
+    no.button("Cancel", key="train_delete_no", on_click=lambda: st.session_state.pop("train_confirm_delete", None))
+
+
+def manage_ui(infos: list[RunInfo]) -> None:
+    ids = [i.id for i in infos]
+    keep_choice("train_manage_run", ids)
+    run_id = st.selectbox("Run", ids, key="train_manage_run")
+    info = next(i for i in infos if i.id == run_id)
+    busy = training_now()
+    status = shown_status(info, busy)
+    if status == "interrupted":
+        st.caption("interrupted: this server is not training it (stopped or crashed mid-run, or it "
+                   "trains in another process such as the CLI). Resume continues from its last save.")
+    elif info.message:
+        st.caption(f"{status}: {info.message}")
+    cols = st.columns(3)
+    cols[0].download_button("Download .zip", data=functools.partial(export_zip, run_id), file_name=f"{run_id}.zip",
+                            mime="application/zip", key="train_download", on_click="ignore",
+                            help="The whole run folder: weights, tokenizer, configs, logs and snapshots.")
+    cols[1].button("Resume…", key="train_resume", disabled=info.read_only or run_id in busy,
+                   on_click=set_up, args=("resume", "train_resume_run", run_id))
+    cols[2].button("Fine-tune…", key="train_finetune", disabled=run_id in busy,
+                   on_click=set_up, args=("finetune", "train_finetune_run", run_id))
+    delete_ui(info)
+
+
+def import_ui() -> None:
+    """Each uploaded zip is imported once (not on every rerun while it sits in the uploader)."""
+    upload = st.file_uploader("Upload a run (.zip from **Download .zip** or `python -m toygpt runs export`)",
+                              type=["zip"], key="train_import")
+    if upload is None:
+        return
+    done = st.session_state.get("train_imported", {})
+    if upload.file_id not in done:
+        try:
+            done[upload.file_id] = ("success", f"Imported {upload.name} as the run **{import_zip(upload.getvalue())}**.")
+        except RunError as exc:
+            done[upload.file_id] = ("error", f"{upload.name} was rejected: {exc}")
+        st.session_state["train_imported"] = done
+        if done[upload.file_id][0] == "success":
+            st.rerun()  # the sidebar and the table above list it
+    kind, text = done[upload.file_id]
+    getattr(st, kind)(text)
+
+
+def runs_section(infos: list[RunInfo]) -> None:
+    st.header("Your runs")
+    show_flash()
+    if infos:
+        st.dataframe(runs_table(infos), hide_index=True, width="stretch", key="train_runs_table",
+                     column_config={"best val loss": st.column_config.NumberColumn(format="%.3f"),
+                                    "parameters": st.column_config.NumberColumn(format="localized")})
+        compare_ui(infos)
+    else:
+        st.info("No runs yet: start one above, or upload a run's .zip below.")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Manage a run")
+        if infos:
+            manage_ui(infos)
+        else:
+            st.caption("Nothing to manage yet.")
+    with right:
+        st.subheader("Upload a run")
+        import_ui()
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------
+
+st.title("Training")
+st.markdown("Train a GPT on a corpus right here, on this machine's CPU, and watch its loss fall and "
+            "its samples improve. Then pick the run in the sidebar and look inside **that** model.")
+try:
+    all_runs = list_runs()
+except OSError as exc:
+    st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
+    all_runs = []
+job_section()
+launcher_section(all_runs)
+runs_section(all_runs)

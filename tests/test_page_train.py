@@ -1,0 +1,372 @@
+"""AppTest: the Training page, driven through its widgets, checked against toygpt itself.
+
+Every test runs offline in its own runs/ and data/ folders (conftest). Real (nano, few-step)
+training jobs run on the global job registry, which is cleared after each test. ``run_every``
+fragments never fire in AppTest, so a test waits for the job and then calls ``at.run()`` again,
+as the fragment's "job ended → rerun the app" would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from pages._shared import job_registry
+from toygpt import data, runs
+from toygpt.jobs import TrainSpec, run_training
+from toygpt.model import GPT, GPTConfig, preset, total_parameters
+from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
+from toygpt.tokenizers import CharTokenizer
+from toygpt.train import TrainConfig
+
+WAIT_S = 180  # generous: the two shared cores may be busy with other test runs
+COPY_TEXT = "abc|abc\nqzkf|qzkf\nhello|hello\n" * 200  # only characters the copy corpus has
+
+
+@pytest.fixture(autouse=True)
+def offline_and_clean(monkeypatch, tmp_path):
+    """No network (downloads go to a closed port), one torch thread, no job left running.
+
+    One thread: the training thread shares two cores with the test and other processes, and
+    there torch's two spinning threads were measured ~10x slower than one (28 s vs 2.8 s for
+    the same 30 nano steps with the machine busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    real = data.DOWNLOADS["shakespeare"]
+    closed = data.Download(f"http://127.0.0.1:{closed_port()}/input.txt", real.sha256, real.size, real.description)
+    monkeypatch.setitem(data.DOWNLOADS, "shakespeare", closed)
+    job_registry().clear()
+    yield
+    job_registry().clear()
+    torch.set_num_threads(threads)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_page(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=30)
+    at.query_params.update(query or {})
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    return at
+
+
+def nano_settings(at: AppTest, steps: int | None = 30, seconds: int | None = None) -> None:
+    """The built-in copy corpus, the nano preset, a small batch, and a steps or time budget."""
+    at.selectbox(key="train_corpus").set_value("copy")
+    at.selectbox(key="train_preset").set_value("nano")
+    at.number_input(key="train_batch").set_value(4)
+    at.radio(key="train_budget").set_value("seconds" if seconds is not None else "steps").run()
+    budget = at.number_input(key="train_seconds" if seconds is not None else "train_steps")
+    budget.set_value(seconds if seconds is not None else steps).run()
+    assert not at.exception
+    assert at.number_input(key="train_n_layer").value == 2  # the nano preset's shape was applied
+
+
+def click(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    assert not at.exception
+    return at
+
+
+def started_job(at: AppTest):
+    job = job_registry().get(at.query_params["job"])
+    assert job is not None, "Start should pin the new job's id in the URL"
+    return job
+
+
+def finish(at: AppTest, job) -> dict:
+    assert job.wait(WAIT_S), "the job did not end in time"
+    at.run()  # what the fragment's st.rerun(scope="app") does when the job ends
+    assert not at.exception
+    return job.snapshot()
+
+
+def table(at: AppTest):
+    return at.dataframe[0].value.set_index("run")
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def trained_run(steps: int = 2, corpus: str = "copy") -> str:
+    """A real finished run (weights, optimizer state, metrics), trained directly by toygpt."""
+    config = TrainConfig(max_steps=steps, batch_size=2, eval_batches=1, max_snapshots=0)
+    spec = TrainSpec(corpus=corpus, model=preset("nano"), train=config)
+    seen = []
+    run_training(spec, on_run=lambda run: seen.append(run.id))
+    return seen[0]
+
+
+def saved_run(name: str = "saved run") -> str:
+    """A run folder with weights and a tokenizer but no training (cheap: for manage/import)."""
+    tokenizer = CharTokenizer.from_text(COPY_TEXT)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8)
+    run = create_run(name=name, corpus="copy", tokenizer_spec="char", tokenizer=tokenizer,
+                     model=GPT(config, seed=0), train_config=TrainConfig(max_steps=10))  # fmt: skip
+    run.update_info(status="finished")
+    return run.id
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering and the estimate
+# --------------------------------------------------------------------------------------------
+
+
+def test_renders_with_the_estimate_of_the_chosen_model():
+    at = open_page()
+    assert at.selectbox(key="train_corpus").value == "copy"  # tiny shakespeare is not cached here
+    nano_settings(at)
+    metrics = {m.label: m.value for m in at.metric}
+    vocab = CharTokenizer.from_text(data.load_corpus("copy")).vocab_size
+    assert metrics["Parameters"] == f"{total_parameters(preset('nano', vocab_size=vocab)):,}"
+    assert "MiB" in metrics["Memory"] and metrics["Time"].startswith("≈")
+    assert not at.button(key="train_start").disabled
+    assert "No runs yet" in texts(at.info)
+
+
+def test_impossible_shape_and_too_big_a_model_are_explained():
+    at = open_page()
+    at.number_input(key="train_n_head").set_value(3).run()  # 128 channels do not split into 3 heads
+    assert "not divisible by n_head=3" in texts(at.error)
+    assert at.button(key="train_start").disabled
+    at.selectbox(key="train_preset").set_value("gpt2").run()  # the preset resets the shape
+    assert at.number_input(key="train_n_head").value == 12
+    assert "above this app's limit" in texts(at.warning)
+    click(at, "train_start")
+    assert "Not started" in texts(at.error) and "GiB" in texts(at.error)
+    assert job_registry().jobs() == []
+
+
+# --------------------------------------------------------------------------------------------
+# A job from start to finish
+# --------------------------------------------------------------------------------------------
+
+
+def test_nano_run_started_here_finishes_and_is_listed():
+    at = open_page()
+    nano_settings(at, steps=30)
+    click(at, "train_start")
+    job = started_job(at)
+    snap = finish(at, job)
+    assert snap["status"] == "finished" and snap["step"] == 30
+    run_id = snap["run_id"]
+    assert "finished" in texts(at.success)
+    row = table(at).loc[run_id]
+    info = open_run(run_id).info()
+    assert row["steps"] == 30 and row["status"] == "finished" and row["corpus"] == "copy"
+    assert math.isclose(row["best val loss"], info["best_val_loss"])
+    assert row["training time"] != "–"
+    # the live chart (now final) and the comparison both draw this run's curves
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 2 and all(any(run_id in t["name"] for t in c["data"]) for c in charts)
+    # one click makes it the sidebar's model
+    click(at, "train_use")
+    assert at.session_state["active_run"] == run_id
+    assert at.session_state["sidebar_model"] == run_id  # the sidebar picker's own state
+
+
+def test_second_start_is_refused_and_stop_ends_the_job():
+    at = open_page()
+    nano_settings(at, seconds=600)
+    click(at, "train_start")
+    job = started_job(at)
+    click(at, "train_start")  # a second start while the first runs
+    assert "already running" in texts(at.error)
+    assert "Training now:" in texts(at.info) and "copy" in texts(at.info)
+    assert len(job_registry().jobs()) == 1
+
+    refreshed = open_page({"job": job.id})  # a browser refresh: a new session, the same URL
+    assert refreshed.button(key="train_stop")
+    elsewhere = open_page()  # another tab without the link sees the job but cannot stop it
+    assert "train_stop" not in [b.key for b in elsewhere.button]
+    assert "another tab" in texts(elsewhere.caption)
+
+    click(at, "train_stop")
+    snap = finish(at, job)
+    assert snap["status"] == "stopped"
+    assert table(at).loc[snap["run_id"], "status"] == "stopped"
+    click(at, "train_dismiss")
+    assert "job" not in at.query_params
+    assert "Stop" not in [b.label for b in at.button]
+
+
+def test_an_unknown_job_in_the_link_is_explained():
+    at = open_page({"job": "no-such-job"})
+    assert "not known to this server" in texts(at.info)
+    assert "job" not in at.query_params
+
+
+# --------------------------------------------------------------------------------------------
+# Resume and fine-tune
+# --------------------------------------------------------------------------------------------
+
+
+def test_resume_continues_a_run_to_more_steps():
+    run_id = trained_run(steps=2)
+    at = open_page()
+    at.selectbox(key="train_manage_run").set_value(run_id).run()
+    click(at, "train_resume")  # sets up "Start a run" above
+    assert at.radio(key="train_mode").value == "resume"
+    assert at.selectbox(key="train_resume_run").value == run_id
+    at.number_input(key="train_more_steps").set_value(3).run()
+    click(at, "train_start")
+    snap = finish(at, started_job(at))
+    assert snap["status"] == "finished" and snap["run_id"] == run_id
+    assert open_run(run_id).info()["step"] == 5
+    assert table(at).loc[run_id, "steps"] == 5
+
+
+def test_fine_tune_needs_known_characters_then_makes_a_new_run():
+    source = trained_run(steps=2)
+    at = open_page()
+    at.radio(key="train_mode").set_value("finetune").run()
+    at.selectbox(key="train_finetune_run").set_value(source).run()
+    at.radio(key="train_budget").set_value("steps").run()
+    at.number_input(key="train_steps").set_value(3).run()
+    at.selectbox(key="train_finetune_corpus").set_value("addition").run()  # digits: unknown to a copy model
+    click(at, "train_start")
+    snap = finish(at, started_job(at))
+    assert snap["status"] == "failed" and "cannot encode this corpus" in texts(at.error)
+
+    at.selectbox(key="train_finetune_corpus").set_value("__upload__").run()
+    at.file_uploader(key="train_upload").set_value(("notes.txt", COPY_TEXT.encode(), "text/plain")).run()
+    click(at, "train_start")
+    snap = finish(at, started_job(at))
+    assert snap["status"] == "finished"
+    info = open_run(snap["run_id"]).info()
+    assert info["init_from"] == source and info["corpus"] == "notes.txt"
+    assert (open_run(snap["run_id"]).path / "corpus.txt").read_text() == COPY_TEXT
+    assert {source, snap["run_id"]} <= set(table(at).index)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: uploads, offline corpus, corrupt runs
+# --------------------------------------------------------------------------------------------
+
+
+def test_non_utf8_upload_is_explained():
+    at = open_page()
+    at.selectbox(key="train_corpus").set_value("__upload__").run()
+    assert at.button(key="train_start").disabled
+    at.file_uploader(key="train_upload").set_value(("latin1.txt", "café crème\n".encode("latin-1") * 50, "text/plain")).run()
+    assert not at.exception
+    assert "latin1.txt" in texts(at.error) and "not UTF-8" in texts(at.error)
+    assert at.button(key="train_start").disabled
+
+
+def test_shakespeare_offline_says_how_to_provide_it():
+    at = open_page()
+    at.selectbox(key="train_corpus").set_value("shakespeare").run()
+    assert "not on this machine yet" in texts(at.warning)
+    assert at.button(key="train_start").disabled
+    click(at, "train_shakespeare_download")
+    assert "python -m toygpt data add shakespeare" in texts(at.error)
+    at.file_uploader(key="train_shakespeare_file").set_value(("input.txt", b"not shakespeare", "text/plain")).run()
+    assert "not the expected shakespeare file" in texts(at.error)
+    assert not data.cached_corpus_path("shakespeare").exists()
+
+
+def test_shakespeare_upload_is_checked_and_cached(shakespeare_path):
+    at = open_page()
+    at.selectbox(key="train_corpus").set_value("shakespeare").run()
+    at.file_uploader(key="train_shakespeare_file").set_value(("input.txt", shakespeare_path.read_bytes(), "text/plain")).run()
+    assert not at.exception and not at.warning
+    assert data.cached_corpus_path("shakespeare").read_bytes() == shakespeare_path.read_bytes()
+    vocab = {m.label: m.value for m in at.metric}["Parameters"]
+    assert vocab == f"{total_parameters(preset('small', vocab_size=65)):,}"  # 65 characters
+    assert not at.button(key="train_start").disabled
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"this is not a zip file", "not a zip file"),
+    (zip_of({"run/run.json": b"{}", "run/../../evil.py": b"x"}), "leaves its folder"),
+    (zip_of({"run/run.json": b"{}", "run/evil.py": b"x"}), "unexpected file"),
+    (zip_of({"run/run.json": b"{}", "run/config.json": b"{broken"}), "not a usable run"),
+])  # fmt: skip
+def test_a_corrupt_run_zip_is_rejected_with_the_reason(content, reason):
+    at = open_page()
+    at.file_uploader(key="train_import").set_value(("run.zip", content, "application/zip")).run()
+    assert not at.exception
+    assert "was rejected" in texts(at.error) and reason in texts(at.error)
+    assert list_runs(include_demo=False) == []
+
+
+def test_a_downloaded_run_uploads_again_and_delete_asks_first():
+    run_id = saved_run("shared model")
+    exported = export_zip(run_id)
+    at = open_page()
+    at.file_uploader(key="train_import").set_value(("shared.zip", exported, "application/zip")).run()
+    imported = [r.id for r in list_runs(include_demo=False) if r.id != run_id]
+    assert len(imported) == 1 and imported[0] in texts(at.success)
+    assert set(table(at).index) == {run_id, imported[0]}
+
+    at.selectbox(key="train_manage_run").set_value(imported[0]).run()
+    click(at, "train_delete")
+    assert "for good" in texts(at.warning)
+    assert open_run(imported[0]).path.exists()  # nothing deleted before the confirmation
+    click(at, "train_delete_yes")
+    assert [r.id for r in list_runs(include_demo=False)] == [run_id]
+    assert f"Deleted {imported[0]}" in texts(at.success)
+
+
+def test_the_demo_model_cannot_be_deleted(monkeypatch, tmp_path):
+    run_id = saved_run("demo")
+    demo = tmp_path / "checkpoints" / "shakespeare-char"
+    demo.parent.mkdir()
+    open_run(run_id).path.rename(demo)
+    monkeypatch.setattr(runs, "demo_run_dir", lambda: Path(demo))
+    at = open_page()
+    at.selectbox(key="train_manage_run").set_value(DEMO_RUN).run()
+    assert at.button(key="train_delete").disabled
+    assert at.button(key="train_resume").disabled  # read-only: fine-tune it instead
+    assert not at.button(key="train_finetune").disabled
+    assert demo.exists()
+
+
+def test_a_run_cut_off_mid_training_shows_as_interrupted_and_can_be_resumed():
+    run_id = saved_run("cut off")
+    open_run(run_id).update_info(status="running")  # what a server stopped mid-run leaves behind
+    at = open_page()
+    assert table(at).loc[run_id, "status"] == "interrupted"
+    at.selectbox(key="train_manage_run").set_value(run_id).run()
+    assert "interrupted" in texts(at.caption)
+    assert not at.button(key="train_resume").disabled and not at.button(key="train_delete").disabled
+    click(at, "train_resume")
+    click(at, "train_start")  # it never saved an optimizer state: the job says so
+    snap = finish(at, started_job(at))
+    assert snap["status"] == "failed" and "no optimizer state" in texts(at.error)
+
+
+def test_gpt2_tokenizer_offline_is_refused_before_a_job_starts():
+    at = open_page()
+    at.selectbox(key="train_tokenizer").set_value("gpt2").run()
+    assert "Not on this machine yet" in texts(at.caption)
+    assert {m.label: m.value for m in at.metric}["Parameters"] == f"{total_parameters(preset('small', vocab_size=50257)):,}"
+    click(at, "train_start")
+    assert "Not started" in texts(at.error)
+    assert job_registry().jobs() == []
