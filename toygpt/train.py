@@ -474,11 +474,7 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------
 
     def run(self) -> Event:
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
-        self._start_clock = time.perf_counter() - self.state.elapsed
-        self._session_start = self.state.step
-        with self._training_mode():
+        with self.session():
             self.emit(self._start_event())
             status, message = self._loop()
             return self._finish(status, message)
@@ -489,7 +485,7 @@ class Trainer:
             reason = self._stop_reason()
             if reason:
                 return reason
-            if not self._train_step():
+            if not self.train_step():
                 lr = learning_rate_at(self.config, self.state.step, self.state.elapsed)
                 return "diverged", (
                     f"the loss became NaN/inf at step {self.state.step} (learning rate {lr:.2g}); "
@@ -531,8 +527,9 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------
 
-    def _train_step(self) -> bool:
-        """One optimizer step; False (and no update) when the loss or gradients are not finite."""
+    def train_step(self) -> bool:
+        """One optimizer step; False (and no update) when the loss or gradients are not finite.
+        ``run()`` calls it; call it yourself only inside ``with trainer.session():``."""
         started = time.perf_counter()
         config, step = self.config, self.state.step
         seed = step_seed(config.seed, self.dist.rank, step)
@@ -672,9 +669,13 @@ class Trainer:
         }  # fmt: skip
 
     @contextlib.contextmanager
-    def _training_mode(self) -> Iterator[None]:
+    def session(self) -> Iterator[None]:
         """Train mode, the attention path that is fastest here, DDP and torch.compile for the
         duration of ``run()``; the model is handed back as it came (in eval mode)."""
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self._start_clock = time.perf_counter() - self.state.elapsed
+        self._session_start = self.state.step
         attention = [block.attn.use_fused for block in self.model.transformer.h]
         if self.autocast is not None and self.device.type == "cpu":
             # Measured on a 2-core AVX-512/AMX CPU (bench/train_speed.py): in bf16 the written-out
