@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 DONE_STYLE = {"finished": st.success, "stopped": st.warning, "diverged": st.error, "failed": st.error}
 USABLE = ("finished", "stopped", "diverged")  # statuses whose weights can be looked at
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,6 +75,12 @@ def clock(seconds: float | None) -> str:
         return "–"
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def plain(text: str) -> str:
+    """Text a user controls (file names, messages quoting a zip's contents) shown literally in
+    markdown: ``"[x](http://y)"`` must not become a link."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
 def mib(n_bytes: float) -> str:
@@ -115,7 +123,7 @@ def describe_job(snap: dict[str, Any]) -> str:
     ends = "its end time is not known yet"
     if eta is not None:
         ends = f"it ends in about {clock(eta)} (around {time.strftime('%H:%M', time.localtime(time.time() + eta))})"
-    return (f"Training now: {who} on {snap['corpus']} ({snap['tokenizer']} tokenizer), "
+    return (f"Training now: {who} on {plain(snap['corpus'])} ({snap['tokenizer']} tokenizer), "
             f"step {snap['step']:,}{budget}; {ends}.")
 
 
@@ -155,7 +163,7 @@ def curve_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def progress_ui(snap: dict[str, Any]) -> None:
     if snap["done"]:
-        DONE_STYLE.get(snap["status"], st.info)(f"**{snap['status']}**: {snap['message']}")
+        DONE_STYLE.get(snap["status"], st.info)(f"**{snap['status']}**: {plain(snap['message'])}")
         return
     if not snap["start"]:
         st.progress(0.0, text="Preparing: loading the corpus, building the tokenizer, encoding the text…")
@@ -184,20 +192,14 @@ def metrics_ui(snap: dict[str, Any]) -> None:
         cols[4].metric("ETA", clock(snap["eta"]))
 
 
-def sample_ui(snap: dict[str, Any]) -> None:
+def sample_ui(snap: dict[str, Any], interval: int) -> None:
     sample = snap["last_sample"]
     if not sample:
-        interval = (job_config(snap) or TrainConfig()).sample_interval
         st.caption(f"No sample yet: the model writes one every {interval} steps." if interval else
                    "Samples are off for this run (sample every 0 steps).")
         return
     st.caption(f"What the model writes at step {sample['step']:,} (from the prompt {sample['prompt']!r}):")
     st.code(sample["text"] or " ", language=None, wrap_lines=True)
-
-
-def job_config(snap: dict[str, Any]) -> TrainConfig | None:
-    job = job_registry().get(snap["job_id"])
-    return job.spec.train if job is not None else None
 
 
 def use_run(run_id: str) -> None:
@@ -233,7 +235,7 @@ def draw_job(job: TrainJob, ours: bool) -> None:
                             key="train_live_chart")
             st.caption("Solid: the loss on each logged training batch (noisy). Dashed: the loss on "
                        "held-out validation text, measured every few hundred steps.")
-        sample_ui(snap)
+        sample_ui(snap, job.spec.train_config.sample_interval)
         job_actions_ui(job, snap, ours)
 
 
@@ -298,7 +300,7 @@ def upload_ui() -> Corpus:
         return Corpus("your text", None, True)
     text, error = read_upload(upload)
     if error:
-        st.error(f"**{upload.name}** cannot be used: {error}")
+        st.error(f"**{plain(upload.name)}** cannot be used: {error}")
     return Corpus(upload.name, text, True)
 
 
@@ -516,8 +518,9 @@ def finetune_ui(infos: list[RunInfo], name: str | None, seed: int) -> tuple[Trai
     with right:
         config = settings_ui(seed)
     info = next(i for i in infos if i.id == source)
-    st.caption(f"The new run keeps {source}'s tokenizer ({info.tokenizer}): the corpus must use only "
-               "characters it knows (the job says so if not).")
+    note = (": the corpus must use only characters it knows (the job says so if not)"
+            if info.tokenizer == "char" else "")
+    st.caption(f"The new run keeps {source}'s model shape and tokenizer ({info.tokenizer}){note}.")
     if corpus.text is None or config is None:
         return None, None
     spec = TrainSpec(corpus=corpus.label, tokenizer=info.tokenizer, train=config, name=name, init_from=source,
@@ -539,7 +542,7 @@ def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]
     saved = run.train_config()
     # The run's own settings, with a new end: its step counter, schedule and batches continue.
     config = saved.replace(max_steps=info.steps + int(more), max_seconds=None)
-    st.caption(f"{run_id} is at step {info.steps:,} ({info.status}); it continues to step "
+    st.caption(f"{run_id} is at step {info.steps:,} ({shown_status(info, training_now())}); it continues to step "
                f"{config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
                f"batch {saved.batch_size}); the learning-rate schedule stretches to the new end.")
     return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=config, resume=run_id), run.model_config()
@@ -570,8 +573,10 @@ def launcher_section(infos: list[RunInfo]) -> None:
     st.header("Start a run")
     seed = current_seed()
     mode = st.radio("Start from", list(MODES), horizontal=True, key="train_mode", format_func=MODES.get)
-    name = st.text_input("Name (optional)", key="train_name", max_chars=60,
-                         placeholder="e.g. my first model; it becomes the run's id") or None
+    name = None
+    if mode != "resume":  # a resumed run keeps its name
+        name = st.text_input("Name of the new run (optional)", key="train_name", max_chars=60,
+                             placeholder="e.g. my first model; it becomes the run's id") or None
     try:
         if mode == "new":
             spec, shape = new_model_ui(name, seed)
@@ -588,7 +593,7 @@ def launcher_section(infos: list[RunInfo]) -> None:
         start(spec)
     if spec is None:
         st.caption("Start is enabled once the corpus, the model and the settings above are usable.")
-    else:
+    elif mode != "resume":
         st.caption(f"Seed {seed} (sidebar): the same seed and settings give the same run.")
 
 
@@ -692,7 +697,7 @@ def manage_ui(infos: list[RunInfo]) -> None:
         st.caption("interrupted: this server is not training it (stopped or crashed mid-run, or it "
                    "trains in another process such as the CLI). Resume continues from its last save.")
     elif info.message:
-        st.caption(f"{status}: {info.message}")
+        st.caption(f"{status}: {plain(info.message)}")
     cols = st.columns(3)
     cols[0].download_button("Download .zip", data=functools.partial(export_zip, run_id), file_name=f"{run_id}.zip",
                             mime="application/zip", key="train_download", on_click="ignore",
@@ -713,9 +718,10 @@ def import_ui() -> None:
     done = st.session_state.get("train_imported", {})
     if upload.file_id not in done:
         try:
-            done[upload.file_id] = ("success", f"Imported {upload.name} as the run **{import_zip(upload.getvalue())}**.")
-        except RunError as exc:
-            done[upload.file_id] = ("error", f"{upload.name} was rejected: {exc}")
+            run_id = import_zip(upload.getvalue())
+            done[upload.file_id] = ("success", f"Imported {plain(upload.name)} as the run **{run_id}**.")
+        except RunError as exc:  # the reason may quote the zip's member names: shown literally
+            done[upload.file_id] = ("error", f"{plain(upload.name)} was rejected: {plain(str(exc))}")
         st.session_state["train_imported"] = done
         if done[upload.file_id][0] == "success":
             st.rerun()  # the sidebar and the table above list it

@@ -269,6 +269,9 @@ def test_non_utf8_upload_is_explained():
     assert not at.exception
     assert "latin1.txt" in texts(at.error) and "not UTF-8" in texts(at.error)
     assert at.button(key="train_start").disabled
+    # a file name is shown literally, never as markdown (no link, no image)
+    at.file_uploader(key="train_upload").set_value(("![x](http://evil)[a](b).txt", b"\xff\xfe", "text/plain")).run()
+    assert r"\!\[x\]\(http://evil\)\[a\]\(b\).txt" in texts(at.error)
 
 
 def test_shakespeare_offline_says_how_to_provide_it():
