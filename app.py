@@ -6,13 +6,18 @@ Run with ``streamlit run app.py``. Every page lives in ``pages/`` and only draws
 
 import streamlit as st
 
-st.set_page_config(page_title="toygpt", page_icon="🧩", layout="wide")
+from pages._shared import sidebar
+
+st.set_page_config(page_title="toygpt", page_icon=":material/extension:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/tokenizer.py", title="Tokenizer playground", icon="🔤"),
-    st.Page("pages/explore.py", title="Sampling & attention", icon="🔍"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/tokenizer.py", title="Tokenizer playground", icon=":material/text_fields:"),
+    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
+    st.Page("pages/train.py", title="Training", icon=":material/model_training:"),
+    st.Page("pages/explore.py", title="Sampling & attention", icon=":material/search_insights:"),
 ]
 
 page = st.navigation(PAGES)
+sidebar()  # the active model and the seed, shared by every page
 page.run()
