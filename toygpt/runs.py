@@ -259,7 +259,7 @@ class Run:
         self._writable()
         step = trainer.state.step
         save_tensors(self.path / SNAPSHOTS / snapshot_name(step), snapshot_tensors(trainer.model), {"step": str(step)})
-        for old in thin_snapshots(self.list_snapshots(), trainer.config.max_snapshots):
+        for old in thin_snapshots(sorted(self._snapshot_files()), trainer.config.max_snapshots):
             (self.path / SNAPSHOTS / snapshot_name(old)).unlink(missing_ok=True)
 
     def on_event(self, event: Event) -> None:
@@ -327,18 +327,36 @@ class Run:
         return read_jsonl(self.path / SAMPLES)
 
     def list_snapshots(self) -> list[int]:
+        """Steps whose weights can be loaded: the log-spaced snapshots, then the latest weights
+        (so a run always ends its "watch it learn" timeline with the model as it is now)."""
+        steps = set(self._snapshot_files())
+        latest = self._latest_step()
+        if latest is not None:
+            steps.add(latest)
+        return sorted(steps)
+
+    def _snapshot_files(self) -> dict[int, Path]:
         folder = self.path / SNAPSHOTS
-        steps = []
+        files = {}
         for path in folder.glob("step-*.safetensors") if folder.is_dir() else []:
             digits = path.name[len("step-") : -len(".safetensors")]
             if digits.isdigit():
-                steps.append(int(digits))
-        return sorted(steps)
+                files[int(digits)] = path
+        return files
+
+    def _latest_step(self) -> int | None:
+        if not (self.path / LATEST).exists() or not (self.path / "config.json").exists():
+            return None
+        step = read_json(self.path / "config.json").get("step")
+        return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
 
     def load_snapshot(self, step: int) -> GPT:
-        """The model as it was at ``step`` (dequantized to float32, eval mode)."""
-        path = self.path / SNAPSHOTS / snapshot_name(int(step))
-        if not path.exists():
+        """The model as it was at ``step`` (float32, eval mode): a snapshot (stored as int8,
+        dequantized here) or, for the latest step, the latest weights."""
+        path = self._snapshot_files().get(int(step))
+        if path is None:
+            if int(step) == self._latest_step():
+                return self.load_model("latest").model
             raise RunError(f"run {self.id} has no snapshot at step {step}; it has {self.list_snapshots()}")
         model = empty_model(self.model_config())
         weights = dequantize(load_tensors(path), model_tensors(model))
@@ -557,7 +575,7 @@ def _validate_import(folder: Path) -> dict[str, Any]:
     tokenizer_from_dict(checkpoint.tokenizer)
     if (folder / BEST).exists():
         check_weights_fit(checkpoint.model, load_tensors(folder / BEST), BEST)
-    for step in run.list_snapshots():
+    for step in run._snapshot_files():
         run.load_snapshot(step)
     return info
 

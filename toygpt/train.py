@@ -93,7 +93,7 @@ class TrainConfig:
     sample_prompt: str = ""
     log_interval: int = 10  # a "step" event every this many steps
     checkpoint_interval: int = 500  # save the latest weights for resume (0: only at the end)
-    max_snapshots: int = 6  # weight snapshots kept for "watch it learn" (0: none)
+    max_snapshots: int = 6  # log-spaced weight snapshots kept for "watch it learn" (0: none)
     seed: int = 1337
     device: str = "auto"  # auto: cuda, then mps, then cpu
     num_threads: int | None = None  # None: leave torch's setting alone
@@ -647,8 +647,6 @@ class Trainer:
         if status != "diverged":
             if state.step % self.config.eval_interval != 0:
                 self._evaluate()  # the final loss, unless it was just measured
-            if self.config.max_snapshots and state.step not in state.snapshots:
-                self._snapshot()  # the trained model, for "watch it learn"
             self._save_latest()
         state.elapsed = self._elapsed()
         end = {
