@@ -135,3 +135,11 @@ def test_training_runs_on_a_daemon_thread(registry, monkeypatch):
 def test_bad_specs_name_the_fix(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainSpec(**changes)
+
+
+def test_a_refused_config_leaves_no_run_behind():
+    from toygpt.jobs import run_training
+
+    with pytest.raises(ValueError, match="block_size=64 is longer than the model's block_size=32"):
+        run_training(spec(train=QUICK.replace(block_size=64)))
+    assert runs.list_runs(include_demo=False) == []

@@ -16,6 +16,7 @@ from a run, or resume a run); ``run_training`` runs it. The CLI calls these dire
 
 from __future__ import annotations
 
+import shutil
 import threading
 import traceback
 import uuid
@@ -146,8 +147,13 @@ def build_training(
             train_config=config, tags=spec.tags, corpus_seed=spec.corpus_seed,
             corpus_text=spec.corpus_text, init_from=spec.init_from,
         )  # fmt: skip
-    trainer = Trainer(model, token_data, config, tokenizer=tokenizer, on_event=on_event,
-                      stop_event=stop_event, saver=run, dist=dist)  # fmt: skip
+    try:
+        trainer = Trainer(model, token_data, config, tokenizer=tokenizer, on_event=on_event,
+                          stop_event=stop_event, saver=run, dist=dist)  # fmt: skip
+    except BaseException:
+        if run is not None:  # a config the trainer refuses leaves no half-made run behind
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     return trainer, run
 
 
@@ -348,8 +354,8 @@ class JobRegistry:
     max_jobs: int = 1
     max_memory_bytes: int = DEFAULT_MAX_MEMORY
     num_threads: int | None = None
-    _jobs: dict[str, TrainJob] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs: dict[str, TrainJob] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def start(self, spec: TrainSpec) -> TrainJob:
         """Start ``spec`` on a background thread, or raise ``JobRefused`` saying why not."""
