@@ -277,3 +277,22 @@ def test_demo_run_is_listed_loadable_and_read_only():
         runs.delete_run(runs.DEMO_RUN)
     with pytest.raises(RunError, match="read-only"):
         run_training(TrainSpec(resume=runs.DEMO_RUN))
+
+
+def test_pack_makes_a_small_read_only_copy(tmp_path):
+    nano_run("full", CONFIG.replace(max_steps=60, eval_interval=20))
+    target = runs.pack_run("full", tmp_path / "packed", snapshots=[0, 50], metrics_every=20)
+    packed = runs.Run(target, read_only=True)
+    assert packed.list_snapshots() == [0, 50, 60]
+    full_size = (runs.open_run("full").path / "model.safetensors").stat().st_size
+    assert (target / "model.safetensors").stat().st_size < 0.6 * full_size  # float16
+    assert not (target / "optimizer.safetensors").exists()
+    latest = runs.open_run("full").load_model("latest").model
+    with torch.no_grad():
+        ids = torch.randint(0, latest.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(latest(ids)[0], packed.load_model().model(ids)[0], atol=1e-2)
+    assert {r["step"] for r in packed.read_metrics() if r["type"] == "step"} == {20, 40, 60}
+    with pytest.raises(RunError, match="not empty"):
+        runs.pack_run("full", target)
+    with pytest.raises(RunError, match="no snapshot files at steps \\[7\\]"):
+        runs.pack_run("full", tmp_path / "other", snapshots=[7])

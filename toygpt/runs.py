@@ -516,6 +516,44 @@ def export_zip(run_id: str) -> bytes:
     return buffer.getvalue()
 
 
+def pack_run(run_id: str, destination: str | os.PathLike[str], snapshots: list[int] | None = None,
+             metrics_every: int = 50, overwrite: bool = False) -> Path:  # fmt: skip
+    """Write a compact, read-only copy of a run for shipping (how the demo model was made).
+
+    Keeps the latest weights in float16 (half the bytes; the val loss moves in the 4th decimal),
+    the chosen int8 ``snapshots`` (default: all), tokenizer, run.json, samples and the metrics
+    (step rows thinned to every ``metrics_every`` steps). No optimizer state: a packed run is
+    opened, sampled and inspected, never resumed.
+    """
+    run = open_run(run_id)
+    target = Path(destination)
+    if target.exists() and any(target.iterdir()):
+        if not overwrite or not (target / RUN_FILE).exists():
+            raise RunError(f"{target} is not empty; pick a new folder (or overwrite=True for an earlier pack)")
+        shutil.rmtree(target)
+    checkpoint = run.load_model("latest")
+    info = run.info()
+    step = checkpoint.step
+    files = run._snapshot_files()
+    chosen = sorted(files) if snapshots is None else snapshots
+    missing = [s for s in chosen if s not in files]
+    if missing:
+        raise RunError(f"run {run.id} has no snapshot files at steps {missing}; it has {sorted(files)}")
+    metrics = {"val_loss": info.get("val_loss"), "best_val_loss": info.get("best_val_loss")}
+    save_checkpoint(target, checkpoint.model.half(), checkpoint.tokenizer, step=step, metrics=metrics,
+                    extra={"run_id": run.id, "weights_dtype": "float16"})  # fmt: skip
+    for s in chosen:
+        (target / SNAPSHOTS).mkdir(exist_ok=True)
+        shutil.copyfile(files[s], target / SNAPSHOTS / snapshot_name(s))
+    rows = [r for r in run.read_metrics() if r.get("type") != "step" or r.get("step", 0) % metrics_every == 0]
+    (target / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    if (run.path / SAMPLES).exists():
+        shutil.copyfile(run.path / SAMPLES, target / SAMPLES)
+    packed = {**info, "step": step, "status": "finished", "packed_from": run.id, "weights_dtype": "float16"}
+    write_json_atomic(target / RUN_FILE, packed)
+    return target
+
+
 ALLOWED_MEMBER = re.compile(
     r"(run\.json|config\.json|tokenizer\.json|model\.safetensors|best\.safetensors|optimizer\.safetensors"
     r"|metrics\.jsonl|samples\.jsonl|corpus\.txt|snapshots/step-\d{7}\.safetensors)"

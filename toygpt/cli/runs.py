@@ -4,6 +4,7 @@
     python -m toygpt runs export RUN out.zip
     python -m toygpt runs import out.zip
     python -m toygpt runs delete RUN
+    python -m toygpt runs pack RUN checkpoints/x --snapshots 0,200,800   # a compact read-only copy
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete = sub.add_parser("delete", help="delete a run folder")
     delete.add_argument("run")
     delete.set_defaults(func=delete_command)
+    pack = sub.add_parser("pack", help="write a compact read-only copy (float16 weights, chosen snapshots)")
+    pack.add_argument("run")
+    pack.add_argument("path", type=Path)
+    pack.add_argument("--snapshots", help="comma-separated snapshot steps to keep (default: all)")
+    pack.add_argument("--metrics-every", type=int, default=50, help="keep every Nth step row of the metrics")
+    pack.add_argument("--overwrite", action="store_true", help="replace an earlier pack in PATH")
+    pack.set_defaults(func=pack_command)
 
 
 def format_table(infos: list[runs.RunInfo]) -> str:
@@ -90,4 +98,16 @@ def delete_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"deleted run {args.run}", file=out or sys.stdout)
+    return 0
+
+
+def pack_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        steps = [int(s) for s in args.snapshots.split(",")] if args.snapshots else None
+        target = runs.pack_run(args.run, args.path, steps, args.metrics_every, args.overwrite)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"packed {args.run} into {target} ({size:,} bytes)", file=out or sys.stdout)
     return 0
