@@ -369,6 +369,12 @@ class JobRegistry:
                 f"above this app's limit of {human_bytes(self.max_memory_bytes)}; choose a smaller "
                 "preset, batch size or block size"
             )
+        return self.start_job(TrainJob(spec, num_threads=self.num_threads))
+
+    def start_job(self, job: Any) -> Any:
+        """Register and start any job with ``TrainJob``'s interface (``id``, ``done``, ``start()``,
+        ``stop()``, ``wait()``, ``snapshot()``), e.g. a Concepts-lab experiment
+        (``toygpt.lab.LabJob``), under the same cap: one CPU-heavy job at a time, of any kind."""
         with self._lock:
             running = [j for j in self._jobs.values() if not j.done]
             if len(running) >= self.max_jobs:
@@ -376,7 +382,6 @@ class JobRegistry:
                     f"{len(running)} training job(s) already running (the limit is {self.max_jobs}); "
                     "stop it or wait for it to finish"
                 )
-            job = TrainJob(spec, num_threads=self.num_threads)
             self._jobs[job.id] = job
         return job.start()
 
