@@ -1,0 +1,376 @@
+"""Unit tests for toygpt.lab: the experiments' measuring functions on known answers, paired runs
+that really share seed and data order, single-example learning that never touches its source
+run, saved results that reopen as they were, and hostile lab.json files refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+
+import pytest
+import torch
+
+from toygpt import data as corpora
+from toygpt import lab
+from toygpt.jobs import JobRefused, JobRegistry, TrainSpec
+from toygpt.model import GPT, GPTConfig, preset
+from toygpt.runs import create_run, open_run
+from toygpt.tokenizers import ByteTokenizer, CharTokenizer
+from toygpt.train import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def source_run() -> str:
+    """A small char-level run on toy-english (its corpus is built in, so val loss works)."""
+    text = corpora.load_corpus("toy-english")
+    tokenizer = CharTokenizer.from_text(text)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32), seed=0)
+    run = create_run(name="lab source", corpus="toy-english", tokenizer_spec="char", tokenizer=tokenizer,
+                     model=model, train_config=TrainConfig(max_steps=1))  # fmt: skip
+    run.update_info(status="finished")
+    return run.id
+
+
+def folder_digest(path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------------------------
+# Known answers
+# --------------------------------------------------------------------------------------------
+
+
+def test_bits_per_byte_known_cases():
+    assert lab.bits_per_byte(math.log(256), tokens=10, n_bytes=10) == pytest.approx(8.0)  # uniform bytes
+    # 4 bytes per token: a token's 2 nats spread over its 4 bytes is 0.5 nats = 0.7213 bits per byte
+    assert lab.bits_per_byte(2.0, tokens=25, n_bytes=100) == pytest.approx(0.5 / math.log(2))
+    with pytest.raises(lab.LabError, match="at least one token"):
+        lab.bits_per_byte(1.0, tokens=0, n_bytes=10)
+
+
+def test_val_bytes_counts_bytes_not_characters():
+    text = "héllo wörld " * 200  # é and ö are two UTF-8 bytes each
+    tokenizer = ByteTokenizer()
+    token_data = corpora.prepare(text, tokenizer, cache=False)
+    assert lab.val_bytes(tokenizer, token_data) == len(token_data.val)  # one byte per byte token
+    char = CharTokenizer.from_text(text)
+    char_data = corpora.prepare(text, char, cache=False)
+    decoded = char.decode(char_data.val.tolist())
+    assert lab.val_bytes(char, char_data) == len(decoded.encode("utf-8")) > len(decoded)
+
+
+def test_unigram_loss_of_a_fair_coin_and_a_constant():
+    assert lab.unigram_loss(corpora.TokenData(torch.tensor([0, 1] * 50), 2)) == pytest.approx(math.log(2))
+    assert lab.unigram_loss(corpora.TokenData(torch.tensor([3] * 50), 5)) == pytest.approx(0.0)
+
+
+def test_scored_positions_answers_and_words():
+    assert lab.scored_positions("abc>cba") == [(4, 0), (5, 1), (6, 2)]
+    assert lab.scored_positions("12+3=15") == [(5, 0), (6, 1)]
+    assert lab.scored_positions("the fox .") == [(0, 0), (1, 1), (2, 2), (4, 0), (5, 1), (6, 2), (8, 0)]
+
+
+class Oracle:
+    """A stand-in model whose logits put all weight on a fixed next token for each input
+    position: the true next token (``shift=0``) or a wrong one (``shift=1``)."""
+
+    def __init__(self, vocab: int, shift: int) -> None:
+        self.vocab, self.shift = vocab, shift
+
+    def eval(self):
+        return self
+
+    def __call__(self, idx):
+        logits = torch.zeros(*idx.shape, self.vocab)
+        for b in range(idx.shape[0]):
+            for t in range(idx.shape[1] - 1):
+                logits[b, t, (int(idx[b, t + 1]) + self.shift) % self.vocab] = 1.0
+        return logits, None
+
+
+def test_order_accuracy_reads_the_prediction_of_the_previous_position():
+    tokenizer = CharTokenizer.from_text("\nab>ba xy")
+    lines = ["ab>ba", "xy ab"]
+    right = lab.order_accuracy(Oracle(tokenizer.vocab_size, 0), tokenizer, lines)
+    wrong = lab.order_accuracy(Oracle(tokenizer.vocab_size, 1), tokenizer, lines)
+    assert right == (1.0, [1.0, 1.0], [3, 3])  # "ba" (the answer), then the words "xy" and "ab"
+    assert wrong[0] == 0.0
+
+
+def test_weight_by_distance_shares_sum_to_one_and_find_the_previous_token():
+    T = 5
+    previous = torch.zeros(1, 1, T, T)
+    previous[0, 0, 0, 0] = 1.0
+    for i in range(1, T):
+        previous[0, 0, i, i - 1] = 1.0  # every query looks exactly one token back
+    shares = lab.weight_by_distance(previous)
+    assert shares.sum(-1).item() == pytest.approx(1.0)
+    assert shares[0, 1].item() == pytest.approx((T - 1) / T) and shares[0, 0].item() == pytest.approx(1 / T)
+
+
+def test_kv_numbers_grow_with_position_while_an_rnn_state_does_not():
+    assert lab.kv_numbers(n_layer=4, n_embd=128, position=0) == 2 * 4 * 128
+    assert lab.kv_numbers(4, 128, 63) == 64 * lab.kv_numbers(4, 128, 0)
+
+
+def test_gradient_norms_by_layer_leave_the_weights_alone(tiny_model):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    x = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(0))
+    norms = lab.gradient_norms_by_layer(tiny_model, (x, x))
+    assert len(norms) == 2 and all(n > 0 for n in norms)
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    assert all(p.grad is None for p in tiny_model.parameters())
+
+
+def test_paired_models_start_from_the_same_weights():
+    pre = GPT(preset("nano", vocab_size=30, norm_position="pre"), seed=7).state_dict()
+    post = GPT(preset("nano", vocab_size=30, norm_position="post"), seed=7).state_dict()
+    shared = set(pre) & set(post)
+    assert len(shared) > 10 and all(torch.equal(pre[k], post[k]) for k in shared)
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments
+# --------------------------------------------------------------------------------------------
+
+
+def test_paired_runs_share_seed_and_data_order(monkeypatch):
+    """pre-LN and post-LN see exactly the same batches, in the same order."""
+    seen: list[tuple[str, torch.Tensor]] = []
+    original = corpora.TokenData.get_batch
+
+    def recording(self, split, batch_size, block_size, generator, device=None):
+        x, y = original(self, split, batch_size, block_size, generator, device)
+        seen.append((split, x.clone()))
+        return x, y
+
+    monkeypatch.setattr(corpora.TokenData, "get_batch", recording)
+    params = lab.tiny_params("norm-position", lr_sweep=False, steps=12)
+    result = lab.run_norm_position(params)
+    shared, runs = seen[0], seen[1:]  # one batch for the gradient norms, then each variant's own calls
+    half = len(runs) // 2
+    assert shared[0] == "val" and len(runs) % 2 == 0
+    assert sum(split == "train" for split, _ in runs[:half]) >= params.steps
+    assert all(a[0] == b[0] and torch.equal(a[1], b[1]) for a, b in zip(runs[:half], runs[half:], strict=True))
+    assert set(result.curves) == {"pre-LN", "post-LN"} and result.steps == 12
+
+
+def test_norm_position_reading_quotes_its_numbers():
+    result = lab.run_norm_position(lab.tiny_params("norm-position"))
+    text = lab.reading(result)
+    for variant in ("pre-LN", "post-LN"):
+        assert f"{result.final_val[variant]:.2f}" in text
+    assert result.sweep and f"{result.sweep[-1]['lr']:g}" in text
+    ratio = result.grad_norms["post-LN"]["init"][0] / result.grad_norms["post-LN"]["init"][-1]
+    assert f"{ratio:.2f}×" in text
+    assert len(lab.figures(result)) == 3
+
+
+def test_single_example_learning_leaves_the_source_run_unchanged(source_run):
+    folder = open_run(source_run).path
+    before = folder_digest(folder)
+    params = lab.SingleExampleParams(run_id=source_run, sentence="the cat sees a dog .", steps=8,
+                                     learning_rate=1e-2, sample_tokens=10, eval_batches=2)  # fmt: skip
+    result = lab.run_single_example(params)
+    saved = lab.save_result(result)
+    assert folder_digest(folder) == before  # not a byte of the source changed
+    assert sum(result.probs_after) > sum(result.probs_before)
+    assert result.example_losses[-1] < result.example_losses[0]
+    assert result.val_before is not None and result.val_after is not None
+    source = open_run(source_run).load_model("latest").model.state_dict()
+    changed = open_run(saved).load_model("latest").model.state_dict()
+    assert any(not torch.equal(source[k], changed[k]) for k in source)
+    assert open_run(saved).info()["init_from"] == source_run
+
+
+def test_single_example_refuses_characters_the_model_never_saw(source_run):
+    params = lab.SingleExampleParams(run_id=source_run, sentence="Zürich ☃", steps=1)
+    with pytest.raises(lab.LabError, match="cannot encode"):
+        lab.run_single_example(params)
+
+
+def test_every_experiment_saves_and_reopens_as_a_tagged_run(source_run):
+    extra = {"single-example": dict(run_id=source_run, sentence="the dog runs ."),
+             "attention-range": dict(run_id=source_run)}  # fmt: skip
+    for name in lab.EXPERIMENTS:
+        result = lab.run_experiment(name, lab.tiny_params(name, **extra.get(name, {})))
+        run_id = lab.save_result(result)
+        reopened = lab.load_result(run_id)
+        assert reopened == result and reopened.artifacts is None
+        assert lab.reading(reopened) == lab.reading(result)
+        info = open_run(run_id).info()
+        assert f"lab:{name}" in info["tags"] and info["status"] == "finished"
+        assert [i.id for i in lab.lab_runs(name)] == [run_id]
+    assert len(lab.lab_runs()) == len(lab.EXPERIMENTS)
+
+
+def test_tokenization_counts_and_bits_per_byte_agree():
+    params = lab.tiny_params("tokenization", text="the cat sees a dog . " * 300, tokenizers=("char", "byte"))
+    result = lab.run_tokenization(params)
+    char, byte = result.rows
+    assert char["tokens"] == byte["tokens"] == len(params.text)  # ASCII: a char is a byte
+    assert char["embedding_params"] == char["vocab_size"] * 64 and byte["embedding_params"] == 256 * 64
+    for row in result.rows:  # bits per byte from nats per token, tokens and bytes (1 byte per token here)
+        assert row["bits_per_byte"] == pytest.approx(row["val_nats_per_token"] / math.log(2), rel=1e-4)
+    assert result.params["text_chars"] == len(params.text) and "text" not in result.params
+
+
+def test_tokenization_offline_gpt2_is_left_out_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    params = lab.tiny_params("tokenization", tokenizers=("char", "gpt2"), train_seconds=0.0)
+    result = lab.run_tokenization(params)
+    assert result.rows[1]["tokenizer"] == "gpt2" and "not available" in result.rows[1]["error"]
+    assert "Left out: gpt2" in lab.reading(result)
+
+
+def test_positions_compare_three_encodings_and_sinusoids_never_change():
+    result = lab.run_positions(lab.tiny_params("positions"))
+    assert set(result.final_val) == set(result.accuracy) == {"learned", "sinusoidal", "none"}
+    assert set(result.similarity) == {"learned", "sinusoidal"}  # "none" has no position vectors
+    assert lab.similarity_change(result.similarity["sinusoidal"]) == 0.0
+    assert lab.similarity_change(result.similarity["learned"]) > 0.0
+    assert "0.000 (sinusoidal)" in lab.reading(result)
+
+
+def test_residual_scaling_shrinks_the_deep_stream_at_init():
+    result = lab.run_residual_scaling(lab.tiny_params("residual-scaling", depths=(1, 8)))
+    deep = -1
+    assert result.final_std["unscaled"][deep] > result.final_std["scaled"][deep]
+    assert f"{result.final_std['unscaled'][deep]:.3f}" in lab.reading(result)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input, Stop, and the job registry
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: lab.NormPositionParams(preset="gpt2"), "choose one of"),
+        (lambda: lab.NormPositionParams(steps=0), "steps=0"),
+        (lambda: lab.NormPositionParams(sweep_lrs=()), "1 to 8 learning rates"),
+        (lambda: lab.ResidualScalingParams(depths=()), "1 to 6 layer counts"),
+        (lambda: lab.PositionParams(corpus="shakespeare"), "order matters"),
+        (lambda: lab.TokenizationParams(tokenizers=("bpe-10",)), "bpe-N with N from 257"),
+        (lambda: lab.TokenizationParams(text="   "), "empty"),
+        (lambda: lab.SingleExampleParams(sentence=""), "type a sentence"),
+        (lambda: lab.SingleExampleParams(optimizer="lbfgs"), "adam"),
+        (lambda: lab.AttentionRangeParams(windows=0), "windows=0"),
+    ],
+)
+def test_bad_parameters_are_refused_with_the_fix(make, message):
+    with pytest.raises(lab.LabError, match=re.escape(message)):
+        make()
+
+
+def test_sweep_learning_rates_are_sorted_rising():
+    assert lab.NormPositionParams(sweep_lrs=(0.1, 0.01)).sweep_lrs == (0.01, 0.1)
+
+
+def test_budgets_are_stated_and_the_defaults_fit_about_two_minutes():
+    for name, spec in lab.EXPERIMENTS.items():
+        defaults = spec.params_type()
+        budget = defaults.budget()
+        assert budget.text.endswith(".") and budget.seconds > 0, name
+        assert budget.seconds <= 130, f"{name}: {budget.text}"
+        assert spec.params_type(**spec.tiny).budget().seconds < budget.seconds
+
+
+def test_stop_before_start_raises_and_saves_nothing():
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(lab.ExperimentStopped):
+        lab.run_positions(lab.tiny_params("positions"), stop=stop)
+    assert lab.lab_runs() == []
+
+
+def test_progress_rises_to_the_end_and_feeds_live_curves():
+    events: list[dict] = []
+    lab.run_positions(lab.tiny_params("positions"), progress=events.append)
+    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions) and 0.9 < fractions[-1] <= 1.0
+    curves = lab.live_curves([e for e in events if e["type"] == "metric"])
+    assert set(curves) == {"learned", "sinusoidal", "none"}
+    assert all(any("val_loss" in row for row in rows) for rows in curves.values())
+
+
+def test_lab_job_shares_the_registry_cap_with_training():
+    registry = JobRegistry(max_jobs=1)
+    job = registry.start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
+    try:
+        with pytest.raises(JobRefused, match="already running"):
+            registry.start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=5)))
+        with pytest.raises(JobRefused):
+            registry.start_job(lab.LabJob("positions", lab.tiny_params("positions")))
+        assert registry.active() == [job] and job.snapshot()["kind"] == "lab"
+    finally:
+        job.stop()
+        assert job.wait(60)
+    assert job.status == "stopped" and job.snapshot()["run_id"] is None and lab.lab_runs() == []
+
+
+def test_lab_job_finishes_and_saves(source_run):
+    job = lab.LabJob("attention-range", lab.tiny_params("attention-range", run_id=source_run)).start()
+    assert job.wait(60)
+    snap = job.snapshot()
+    assert snap["status"] == "finished" and snap["progress"] == 1.0 and snap["done"]
+    assert lab.load_result(snap["run_id"]).source_run == source_run
+    assert snap["message"] == lab.reading(job.result)
+
+
+def test_lab_job_failure_is_reported_not_raised():
+    job = lab.LabJob("attention-range", lab.AttentionRangeParams(run_id="no-such-run")).start()
+    assert job.wait(30)
+    assert job.status == "failed" and "no-such-run" in job.snapshot()["message"]
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile or damaged saved results
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_attention(source_run) -> str:
+    return lab.save_result(lab.run_attention_range(lab.tiny_params("attention-range", run_id=source_run)))
+
+
+def rewrite(run_id: str, change) -> None:
+    path = open_run(run_id).path / lab.LAB_FILE
+    saved = json.loads(path.read_text())
+    path.write_text(change(saved) if callable(change) else change)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("{not json", "no readable lab results"),
+        (lambda s: json.dumps({**s, "experiment": "os.system"}), "not a lab result"),
+        (lambda s: json.dumps({**s, "result": {**s["result"], "extra": 1}}), "do not match"),
+        (lambda s: json.dumps({**s, "result": {**s["result"], "experiment": "positions"}}), "do not fit"),
+        (lambda s: json.dumps({**s, "result": {**s["result"], "loss_by_position": []}}), "do not fit"),
+        (lambda s: json.dumps({**s, "result": {**s["result"], "distance": "a string"}}), "do not fit"),
+    ],
+)
+def test_damaged_lab_files_are_refused_with_the_reason(saved_attention, change, message):
+    rewrite(saved_attention, change)
+    with pytest.raises(lab.LabError, match=message):
+        lab.load_result(saved_attention)
+
+
+def test_a_result_without_its_model_cannot_be_saved_twice(saved_attention):
+    with pytest.raises(lab.LabError, match="already saved"):
+        lab.save_result(lab.load_result(saved_attention))
