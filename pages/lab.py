@@ -1,0 +1,417 @@
+"""Concepts lab: claims about transformers, each an experiment the user runs and reads.
+
+UI only. Every experiment lives in ``toygpt.lab`` (parameters, a run function, a reading computed
+from the numbers, figures); this page draws the setup, starts a ``LabJob`` through the one global
+``job_registry()`` (the training launcher's registry, so one CPU-heavy job runs at a time), pins
+the job id in the URL (``?lab_job=...``), redraws its progress once a second in a fragment, and
+shows saved results (runs tagged ``lab:<experiment>``), newest first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pages._shared import capped_text, current_seed, job_registry, show_source
+from toygpt import data as corpora
+from toygpt import lab
+from toygpt.checkpoint import CheckpointError
+from toygpt.jobs import JobRefused
+from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run
+from toygpt.tokenizers import TokenizerError
+from toygpt.viz import loss_curves_figure
+
+JOB_PARAM = "lab_job"  # ?lab_job=<id>: navigation and refresh find the running experiment again
+NAMES = list(lab.EXPERIMENTS)
+PASTE, UPLOAD = "__paste__", "__upload__"
+TOKENIZER_CHOICES = ["char", "byte", "bpe-300", "bpe-512", "bpe-1024", "bpe-2048", "gpt2"]
+DEPTH_CHOICES = [1, 2, 3, 4, 6, 8, 12, 16]
+DONE_STYLE = {"finished": st.success, "stopped": st.info, "failed": st.error}
+
+
+def key_of(name: str) -> str:
+    """Widget-key part of an experiment name: ``"norm-position"`` → ``"norm_position"``."""
+    return name.replace("-", "_")
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+# --------------------------------------------------------------------------------------------
+# Setups: widgets in, validated parameters out (None, with the reason shown, when invalid)
+# --------------------------------------------------------------------------------------------
+
+
+def training_ui(key: str, defaults: lab.TrainingSetup, corpora_names: list[str]) -> dict[str, Any]:
+    """The knobs every training experiment shares, in one row."""
+    cols = st.columns(4)
+    chosen = dict(
+        preset=cols[0].selectbox("Model preset", lab.TRAIN_PRESETS, index=lab.TRAIN_PRESETS.index(defaults.preset),
+                                 key=f"lab_{key}_preset", help="nano: 2 layers, 64 wide; small: 4 layers, 128 wide."),
+        corpus=cols[1].selectbox("Corpus", corpora_names, index=corpora_names.index(defaults.corpus),
+                                 key=f"lab_{key}_corpus", help="Built-in corpora are generated here, offline; "
+                                 "shakespeare is downloaded on first use."),
+        steps=int(cols[2].number_input("Steps per training", 1, lab.MAX_STEPS, defaults.steps, step=50,
+                                       key=f"lab_{key}_steps")),
+        learning_rate=float(cols[3].number_input("Learning rate", 1e-6, 1.0, defaults.learning_rate, step=1e-3,
+                                                 format="%.4f", key=f"lab_{key}_lr")),
+    )  # fmt: skip
+    return chosen
+
+
+def all_corpora() -> list[str]:
+    return list(corpora.BUILTIN) + list(corpora.DOWNLOADS)
+
+
+def corpus_ready(name: str) -> bool:
+    """Built-in corpora always are; a downloadable one only once it is in the cache (a job must
+    not start only to fail on the download): otherwise say how to provide it."""
+    if name not in corpora.DOWNLOADS or corpora.cached_corpus_path(name).is_file():
+        return True
+    st.warning(f"**{name}** is not on this machine yet. Download it on the Training page, or: "
+               f"{corpora.how_to_provide(name)}")
+    return False
+
+
+def norm_position_ui(key: str, seed: int) -> lab.NormPositionParams | None:
+    d = lab.NormPositionParams()
+    chosen = training_ui(key, d, all_corpora())
+    cols = st.columns([2, 1])
+    sweep = cols[0].checkbox("Then raise the learning rate, with no warmup, until one of them diverges",
+                             value=d.lr_sweep, key=f"lab_{key}_sweep",
+                             help=f"Learning rates {', '.join(f'{lr:g}' for lr in d.sweep_lrs)}; both variants at "
+                             "each, stopping at the first that breaks one of them.")  # fmt: skip
+    sweep_steps = int(cols[1].number_input("Steps per sweep training", 1, lab.MAX_STEPS, d.sweep_steps, step=25,
+                                           key=f"lab_{key}_sweep_steps", disabled=not sweep))  # fmt: skip
+    if not corpus_ready(chosen["corpus"]):
+        return None
+    return lab.NormPositionParams(**chosen, lr_sweep=sweep, sweep_steps=sweep_steps, seed=seed)
+
+
+def residual_scaling_ui(key: str, seed: int) -> lab.ResidualScalingParams | None:
+    d = lab.ResidualScalingParams()
+    chosen = training_ui(key, d, all_corpora())
+    depths = st.multiselect("Depths (layers)", DEPTH_CHOICES, default=list(d.depths), key=f"lab_{key}_depths",
+                            help="Each depth is trained twice: with and without the scaling. Width and heads "
+                            "come from the preset.")  # fmt: skip
+    if not corpus_ready(chosen["corpus"]):
+        return None
+    return lab.ResidualScalingParams(**chosen, depths=tuple(depths), seed=seed)
+
+
+def positions_ui(key: str, seed: int) -> lab.PositionParams:
+    d = lab.PositionParams()
+    chosen = training_ui(key, d, list(lab.ORDER_CORPORA))
+    st.caption("toy-english is learned within the budget (spelling and word order depend on order); "
+               "the question|answer tasks need position too, but take a small model far longer than two minutes.")
+    return lab.PositionParams(**chosen, seed=seed)
+
+
+def text_source_ui(key: str) -> tuple[str, str | None] | None:
+    """(corpus name, your text or None), or None when the chosen text is unusable (said why)."""
+    options = all_corpora() + [PASTE, UPLOAD]
+    labels = {PASTE: "paste your own text", UPLOAD: "upload a .txt file"}
+    source = st.selectbox("Text", options, index=options.index("toy-english"), key=f"lab_{key}_source",
+                          format_func=lambda o: labels.get(o, o))  # fmt: skip
+    if source == PASTE:
+        text = capped_text(st.text_area("Your text", key=f"lab_{key}_text", height=150,
+                                        placeholder="Paste a few thousand characters or more…"))  # fmt: skip
+        return ("your text", text) if text.strip() else _no_text("Paste some text to measure the tokenizers on.")
+    if source == UPLOAD:
+        upload = st.file_uploader("A UTF-8 text file", type=["txt"], key=f"lab_{key}_upload")
+        if upload is None:
+            return _no_text("Upload a text file to measure the tokenizers on.")
+        try:
+            return "your text", capped_text(corpora.read_user_text(upload.getvalue()))
+        except corpora.CorpusError as exc:
+            st.error(f"That file cannot be used: {exc}")
+            return None
+    return (source, None) if corpus_ready(source) else None
+
+
+def _no_text(message: str) -> None:
+    st.info(message)
+    return None
+
+
+def tokenization_ui(key: str, seed: int) -> lab.TokenizationParams | None:
+    d = lab.TokenizationParams()
+    text = text_source_ui(key)
+    cols = st.columns([3, 1, 1])
+    names = cols[0].multiselect("Tokenizers", TOKENIZER_CHOICES, default=list(d.tokenizers), key=f"lab_{key}_tokenizers",
+                                help="BPE vocabularies are trained on this text; gpt2 needs tiktoken's files "
+                                "(downloaded once, so not offline).")  # fmt: skip
+    block = int(cols[1].number_input("Block size (tokens)", 4, 1024, d.block_size, step=16, key=f"lab_{key}_block"))
+    seconds = float(cols[2].number_input("Training seconds each", 0.0, 120.0, d.train_seconds, step=5.0,
+                                         key=f"lab_{key}_seconds", help="0 skips training: only the counts."))  # fmt: skip
+    if text is None:
+        return None
+    corpus, own = text
+    return lab.TokenizationParams(corpus=corpus if own is None else "toy-english", text=own, tokenizers=tuple(names),
+                                  block_size=block, train_seconds=seconds, seed=seed)  # fmt: skip
+
+
+def run_choices() -> list[str]:
+    """Trained runs to learn on or look inside (lab results themselves are left out)."""
+    infos = [i for i in list_runs() if i.status in ("finished", "stopped") and not lab.is_lab_run(i)]
+    ids = [i.id for i in infos]
+    first = [r for r in (st.session_state.get("active_run"), DEMO_RUN) if r in ids][:1]
+    return first + [i for i in ids if i not in first]
+
+
+def run_picker_ui(key: str) -> str | None:
+    ids = run_choices()
+    if not ids:
+        st.info("No trained model yet (the demo model is missing too): train one on the Training page first.")
+        return None
+    return st.selectbox("Trained run", ids, key=f"lab_{key}_run_id",
+                        help="The sidebar's model comes first. It is only read: the experiment works on a copy.")
+
+
+def single_example_ui(key: str, seed: int) -> lab.SingleExampleParams | None:
+    d = lab.SingleExampleParams()
+    run_id = run_picker_ui(key)
+    sentence = st.text_input("One sentence to learn", d.sentence, key=f"lab_{key}_sentence", max_chars=2000)
+    cols = st.columns(4)
+    steps = int(cols[0].number_input("Gradient steps (k)", 1, 500, d.steps, key=f"lab_{key}_steps"))
+    lr = float(cols[1].number_input("Learning rate", 1e-7, 1.0, d.learning_rate, step=1e-4, format="%.5f",
+                                    key=f"lab_{key}_lr"))  # fmt: skip
+    optimizer = cols[2].selectbox("Optimizer", ["adam", "sgd"], key=f"lab_{key}_optimizer",
+                                  help="adam: what training uses; sgd: the textbook w ← w − lr·gradient.")  # fmt: skip
+    prompt = cols[3].text_input("Sample prompt", d.sample_prompt, key=f"lab_{key}_prompt",
+                                help="Samples before and after start from this (empty: the model's start token).")  # fmt: skip
+    if run_id is None or not sentence_fits(run_id, sentence):
+        return None
+    return lab.SingleExampleParams(run_id=run_id, sentence=sentence, steps=steps, learning_rate=lr,
+                                   optimizer=optimizer, sample_prompt=prompt, seed=seed)  # fmt: skip
+
+
+def sentence_fits(run_id: str, sentence: str) -> bool:
+    """Check, before any job starts, that the run's tokenizer can encode the sentence."""
+    try:
+        open_run(run_id).tokenizer().encode(sentence)
+    except (TokenizerError, RunError, CheckpointError) as exc:
+        st.error(f"{run_id}'s tokenizer cannot read this sentence: {exc}")
+        return False
+    return True
+
+
+def attention_range_ui(key: str, seed: int) -> lab.AttentionRangeParams | None:
+    d = lab.AttentionRangeParams()
+    run_id = run_picker_ui(key)
+    cols = st.columns(2)
+    windows = int(cols[0].number_input("Validation windows", 1, 256, d.windows, key=f"lab_{key}_windows"))
+    far = int(cols[1].number_input("'Far' means at least this many tokens back", 1, 4096, d.far, key=f"lab_{key}_far"))
+    return None if run_id is None else lab.AttentionRangeParams(run_id=run_id, windows=windows, far=far, seed=seed)
+
+
+SETUPS = {
+    "norm-position": norm_position_ui,
+    "residual-scaling": residual_scaling_ui,
+    "positions": positions_ui,
+    "tokenization": tokenization_ui,
+    "single-example": single_example_ui,
+    "attention-range": attention_range_ui,
+}
+
+
+def params_ui(name: str) -> Any | None:
+    """The experiment's validated parameters (the tiny setting when asked), or None."""
+    key = key_of(name)
+    try:
+        params = SETUPS[name](key, current_seed())
+    except lab.LabError as exc:
+        st.error(f"Check the setup: {exc}")
+        return None
+    tiny = st.toggle("Quick look: a tiny setting that finishes in seconds (noisy numbers, for trying the page)",
+                     key=f"lab_{key}_tiny")  # fmt: skip
+    if params is not None and tiny:
+        params = replace(params, **lab.EXPERIMENTS[name].tiny)
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# The running job: pinned in the URL, redrawn in a fragment, summarised once done
+# --------------------------------------------------------------------------------------------
+
+
+def pinned_job() -> lab.LabJob | None:
+    job_id = st.query_params.get(JOB_PARAM) or st.session_state.get("lab_job")
+    job = job_registry().get(job_id) if job_id else None
+    if not isinstance(job, lab.LabJob):
+        unpin()
+        return None
+    pin(job.id)  # every run: navigating back here drops the URL's query
+    return job
+
+
+def pin(job_id: str) -> None:
+    st.session_state["lab_job"] = job_id
+    st.query_params[JOB_PARAM] = job_id
+
+
+def unpin() -> None:
+    st.session_state.pop("lab_job", None)
+    if JOB_PARAM in st.query_params:
+        del st.query_params[JOB_PARAM]
+
+
+def start(name: str, params: Any) -> None:
+    registry = job_registry()
+    try:
+        job = registry.start_job(lab.LabJob(name, params, num_threads=registry.num_threads))
+    except JobRefused as exc:
+        st.error(f"Not started: {exc}")
+        for other in registry.active():
+            snap = other.snapshot()
+            what = snap.get("title") or f"training run {snap.get('run_id') or '(preparing)'}"
+            st.info(f"Running now: {what}, about {clock(snap.get('eta'))} left. Stop it on its page, or wait.")
+        return
+    pin(job.id)
+    st.rerun()
+
+
+def job_box(job: lab.LabJob) -> None:
+    snap = job.snapshot()
+    with st.container(border=True, key="lab_job_box"):
+        st.markdown(f"**{snap['title']}** · {snap['status']}")
+        if snap["done"]:
+            done_ui(snap)
+            return
+        st.progress(min(1.0, snap["progress"]), text=f"{snap['stage']} · {clock(snap['elapsed'])} elapsed · "
+                    f"about {clock(snap['eta'])} left")  # fmt: skip
+        curves = lab.live_curves(snap["metrics"])
+        if curves:
+            st.plotly_chart(loss_curves_figure(curves), width="stretch", key="lab_live_chart")
+        st.button("Stop", key="lab_stop", on_click=job.stop, help="Ends after the current step; nothing is saved.")
+
+
+def done_ui(snap: dict[str, Any]) -> None:
+    if snap["status"] == "finished":
+        st.success(f"Done in {clock(snap['elapsed'])}; saved as run **{snap['run_id']}**. The result is shown below.")
+    else:
+        DONE_STYLE.get(snap["status"], st.info)(f"{snap['status']}: {snap['message']}")
+        if snap["error_detail"]:
+            with st.expander("Details"):
+                st.code(snap["error_detail"], language=None)
+    st.button("Dismiss", key="lab_dismiss", on_click=unpin)
+
+
+@st.fragment(run_every=1.0)
+def live_job(job_id: str) -> None:
+    """Redrawn every second on its own; when the job ends the whole page reruns (result listed)."""
+    job = job_registry().get(job_id)
+    if job is None or job.done:
+        st.rerun(scope="app")
+    job_box(job)
+
+
+def show_new_result(job: lab.LabJob) -> None:
+    """Once per finished job: make its saved run the result shown below (before that widget exists)."""
+    snap = job.snapshot()
+    seen = st.session_state.setdefault("lab_seen_jobs", set())
+    if snap["status"] == "finished" and snap["run_id"] and job.id not in seen:
+        seen.add(job.id)
+        st.session_state["lab_experiment"] = snap["experiment"]
+        st.session_state[f"lab_{key_of(snap['experiment'])}_result"] = snap["run_id"]
+
+
+# --------------------------------------------------------------------------------------------
+# Results: saved runs of this experiment, newest first
+# --------------------------------------------------------------------------------------------
+
+
+def results_ui(name: str) -> None:
+    key = key_of(name)
+    saved = lab.lab_runs(name)
+    if not saved:
+        st.caption("No results yet: press **Run** (or try the quick look first).")
+        return
+    ids = [info.id for info in saved]
+    if st.session_state.get(f"lab_{key}_result") not in ids:
+        st.session_state[f"lab_{key}_result"] = ids[0]
+    run_id = st.selectbox("Result", ids, key=f"lab_{key}_result",
+                          help="Every run of this experiment is saved as a run tagged "
+                          f"{lab.TAG_PREFIX}{name}; pick one to reopen it.")  # fmt: skip
+    try:
+        result = lab.load_result(run_id)
+    except (lab.LabError, RunError, CheckpointError) as exc:
+        st.error(f"This result cannot be shown: {exc}")
+        return
+    with st.container(key=f"lab_{key}_charts"):
+        st.markdown(f"**What this run showed.** {lab.reading(result)}")
+        for i, fig in enumerate(lab.figures(result)):
+            st.plotly_chart(fig, width="stretch", key=f"lab_{key}_fig_{i}")
+        EXTRAS.get(name, lambda r: None)(result)
+
+
+def norm_extras(result: lab.NormPositionResult) -> None:
+    if result.sweep:
+        st.caption("The learning-rate sweep (a training counts as diverged when its loss ends within "
+                   f"{lab.CONTEXT_MARGIN} nats of guessing from character frequency, {result.unigram_loss:.2f}, or is NaN):")
+        st.dataframe(pd.DataFrame(result.sweep), hide_index=True)
+
+
+def tokenization_extras(result: lab.TokenizationResult) -> None:
+    columns = ["tokenizer", "vocab_size", "tokens", "tokens_per_char", "chars_per_block", "embedding_params",
+               "embedding_share", "steps", "val_nats_per_token", "bits_per_byte", "train_note", "error"]
+    st.dataframe(pd.DataFrame(result.rows).reindex(columns=columns), hide_index=True)
+
+
+def single_example_extras(result: lab.SingleExampleResult) -> None:
+    cols = st.columns(2)
+    for col, title, text in ((cols[0], "Sample before", result.samples_before), (cols[1], "Sample after", result.samples_after)):
+        col.caption(f"{title} (prompt {result.params['sample_prompt']!r}, seed {result.params['seed']}):")
+        col.code(text or " ", language=None, wrap_lines=True)
+    st.caption(f"The changed copy is kept in this result's run; {result.source_run} itself was only read.")
+
+
+EXTRAS = {"norm-position": norm_extras, "tokenization": tokenization_extras, "single-example": single_example_extras}
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------
+
+st.title("Concepts lab")
+st.caption("Claims you read about transformers, each turned into an experiment you run here on a small "
+           "model. Every number and every sentence below the charts is computed from your run.")
+
+job = pinned_job()
+if job is not None:
+    show_new_result(job)
+
+if st.session_state.get("lab_experiment") not in NAMES:
+    st.session_state["lab_experiment"] = NAMES[0]
+name = st.segmented_control("Experiment", NAMES, key="lab_experiment", format_func=lambda n: lab.EXPERIMENTS[n].title,
+                            selection_mode="single") or NAMES[0]  # fmt: skip
+spec = lab.EXPERIMENTS[name]
+st.markdown(f"**The claim.** {spec.claim}")
+
+with st.container(border=True):
+    st.markdown("**Setup**")
+    params = params_ui(name)
+    if params is not None:
+        st.caption(f"**Budget:** {params.budget().text}")
+    running = job is not None and not job.done
+    if st.button("Run", key=f"lab_{key_of(name)}_run", type="primary", disabled=params is None or running,
+                 help="Runs in the background; you can leave the page and come back."):  # fmt: skip
+        start(name, params)
+
+if job is not None:
+    if job.done:
+        job_box(job)
+    else:
+        live_job(job.id)
+
+st.subheader("Result")
+results_ui(name)
+show_source(spec.run)

@@ -1,0 +1,270 @@
+"""AppTest: the Concepts lab, each experiment run from its widgets at the tiny setting.
+
+Every test runs offline in its own runs/ and data/ folders (conftest). Jobs run on the global
+job registry, cleared around each test. ``run_every`` fragments never fire in AppTest, so a test
+waits for the job and then calls ``at.run()``, as the fragment's "job ended → rerun" would. The
+check that matters: the reading under the charts quotes the numbers the charts draw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from pages._shared import job_registry
+from toygpt import data as corpora
+from toygpt import lab
+from toygpt.model import GPT, GPTConfig
+from toygpt.runs import create_run, open_run
+from toygpt.tokenizers import CharTokenizer
+from toygpt.train import TrainConfig
+
+WAIT_S = 180  # generous: the two shared cores may be busy with other test runs
+
+
+@pytest.fixture(autouse=True)
+def offline_and_clean(monkeypatch, tmp_path):
+    """No network, one torch thread (tiny models; two spinning threads crawl on shared cores),
+    and no job left running before or after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    job_registry().clear()
+    yield
+    job_registry().clear()
+    torch.set_num_threads(threads)
+
+
+def source_run() -> str:
+    """A finished char-level run on the built-in toy-english corpus (for experiments 5 and 6)."""
+    tokenizer = CharTokenizer.from_text(corpora.load_corpus("toy-english"))
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    run = create_run(name="lab source", corpus="toy-english", tokenizer_spec="char", tokenizer=tokenizer,
+                     model=GPT(config, seed=0), train_config=TrainConfig(max_steps=1))  # fmt: skip
+    run.update_info(status="finished")
+    return run.id
+
+
+def open_lab(experiment: str | None = None) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.run()
+    at.switch_page("pages/lab.py").run()
+    assert not at.exception
+    if experiment is not None:
+        at.segmented_control(key="lab_experiment").set_value(experiment).run()
+        assert not at.exception
+    return at
+
+
+def run_tiny(at: AppTest, experiment: str) -> dict:
+    """Switch on the tiny setting, press Run, wait for the job, redraw; the job's snapshot."""
+    key = experiment.replace("-", "_")
+    at.toggle(key=f"lab_{key}_tiny").set_value(True).run()
+    assert "Budget" in texts(at.caption)
+    at.button(key=f"lab_{key}_run").click().run()
+    assert not at.exception
+    job = job_registry().get(at.query_params["lab_job"])
+    assert job is not None, "Run should pin the new job's id in the URL"
+    assert job.wait(WAIT_S), "the experiment did not end in time"
+    at.run()  # what the fragment's st.rerun(scope="app") does when the job ends
+    assert not at.exception
+    snap = job.snapshot()
+    assert snap["status"] == "finished", snap["message"] + snap["error_detail"]
+    return snap
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def figures(at: AppTest, experiment: str) -> list[dict]:
+    """The result charts (the live chart is gone once the job is done)."""
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == len(lab.figures(lab.load_result(lab.lab_runs(experiment)[0].id)))
+    return charts
+
+
+def trace(fig: dict, name: str) -> dict:
+    return next(t for t in fig["data"] if t.get("name") == name)
+
+
+def reading_of(at: AppTest) -> str:
+    text = next(m.value for m in at.markdown if m.value.startswith("**What this run showed.**"))
+    return text.removeprefix("**What this run showed.** ")
+
+
+# --------------------------------------------------------------------------------------------
+# The page and each experiment
+# --------------------------------------------------------------------------------------------
+
+
+def test_renders_every_experiment_with_claim_and_budget():
+    at = open_lab()
+    for name, spec in lab.EXPERIMENTS.items():
+        at.segmented_control(key="lab_experiment").set_value(name).run()
+        assert not at.exception, name
+        assert spec.claim in texts(at.markdown)
+        assert "No results yet" in texts(at.caption)
+    assert at.button(key="lab_attention_range_run").disabled  # no trained run to look inside yet
+
+
+def test_norm_position_runs_and_its_reading_matches_the_curves():
+    at = open_lab("norm-position")
+    snap = run_tiny(at, "norm-position")
+    assert f"saved as run **{snap['run_id']}**" in texts(at.success)
+    curves, norms, sweep = figures(at, "norm-position")
+    reading = reading_of(at)
+    for variant in ("pre-LN", "post-LN"):
+        assert f"{trace(curves, f'{variant} · val')['y'][-1]:.2f}" in reading
+    ratio = trace(norms, "post-LN · at init")["y"][0] / trace(norms, "post-LN · at init")["y"][-1]
+    assert f"{ratio:.2f}×" in reading
+    assert f"{sweep['data'][0]['x'][-1]:g}" in reading  # the learning rate where the sweep stopped
+
+
+def test_residual_scaling_reading_matches_the_stream_sizes():
+    at = open_lab("residual-scaling")
+    run_tiny(at, "residual-scaling")
+    stds, losses = figures(at, "residual-scaling")
+    reading = reading_of(at)
+    deep = max(lab.tiny_params("residual-scaling").depths)
+    for name in ("scaled", "unscaled"):
+        assert f"{trace(stds, f'{deep} layers · {name}')['y'][-1]:.3f}" in reading
+        assert f"{trace(losses, name)['y'][-1]:.2f}" in reading
+
+
+def test_positions_reading_matches_the_curves_and_accuracy():
+    at = open_lab("positions")
+    run_tiny(at, "positions")
+    curves, accuracy, similarity = figures(at, "positions")
+    reading = reading_of(at)
+    for variant in ("learned", "sinusoidal", "none"):
+        assert f"{variant} {trace(curves, f'{variant} · val')['y'][-1]:.2f}" in reading
+    assert {t["name"] for t in accuracy["data"]} == {"learned", "sinusoidal", "none"}
+    assert len([t for t in similarity["data"] if t["type"] == "heatmap"]) == 4  # 2 encodings × before/after
+
+
+def test_tokenization_reading_matches_the_bars():
+    at = open_lab("tokenization")
+    run_tiny(at, "tokenization")
+    (panels,) = figures(at, "tokenization")
+    reading = reading_of(at)
+    per_char = trace(panels, "tokens per character")
+    for name, value in zip(per_char["x"], per_char["y"], strict=True):
+        assert f"{name} {value:.2f}" in reading
+    bits = trace(panels, "val bits per byte (lower is better)")
+    for name, value in zip(bits["x"], bits["y"], strict=True):
+        assert f"{name} {value:.3f}" in reading
+    assert at.dataframe[0].value["tokenizer"].tolist() == per_char["x"]
+
+
+def test_single_example_runs_on_a_copy_and_reading_matches():
+    source = source_run()
+    at = open_lab("single-example")
+    assert "cannot read this sentence" in texts(at.error)  # the default has capitals toy-english lacks
+    assert at.button(key="lab_single_example_run").disabled
+    at.text_input(key="lab_single_example_sentence").set_value("the cat sees a dog .").run()
+    assert not at.error
+    before = (open_run(source).path / "model.safetensors").read_bytes()
+    snap = run_tiny(at, "single-example")
+    probs, steps = figures(at, "single-example")
+    reading = reading_of(at)
+    losses = trace(steps, "loss on the sentence")["y"]
+    assert f"{losses[0]:.3f} → {losses[-1]:.3f}" in reading
+    for name in ("before", "after"):
+        values = trace(probs, name)["y"]
+        assert f"{sum(values) / len(values):.3f}" in reading
+    assert (open_run(source).path / "model.safetensors").read_bytes() == before
+    assert open_run(snap["run_id"]).info()["init_from"] == source
+    assert "Sample after" in texts(at.caption)
+
+
+def test_attention_range_reading_matches_the_charts():
+    source_run()
+    at = open_lab("attention-range")
+    run_tiny(at, "attention-range")
+    distance, _, memory, loss = figures(at, "attention-range")
+    reading = reading_of(at)
+    flat = [v for row in distance["data"][0]["z"] for v in row]
+    assert f"between {min(flat):.2f} and {max(flat):.2f} tokens" in reading
+    losses = loss["data"][0]["y"]
+    assert f"from {losses[0]:.2f} nats at position 0 to {losses[-1]:.2f}" in reading
+    assert f"{int(memory['data'][0]['y'][-1]):,} cached key/value numbers" in reading
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs: one at a time, Stop, and saved results that reopen (or are refused)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_second_job_is_refused_with_who_is_running():
+    other = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
+    at = open_lab("norm-position")
+    at.toggle(key="lab_norm_position_tiny").set_value(True).run()
+    at.button(key="lab_norm_position_run").click().run()
+    assert not at.exception
+    assert "already running" in texts(at.error)
+    assert "Positional encodings" in texts(at.info)
+    assert other.status == "running" and len(job_registry().jobs()) == 1
+
+
+def test_stop_ends_a_long_experiment_and_saves_nothing():
+    at = open_lab("positions")
+    at.selectbox(key="lab_positions_preset").set_value("nano")
+    at.number_input(key="lab_positions_steps").set_value(5000).run()
+    at.button(key="lab_positions_run").click().run()
+    assert not at.exception
+    assert at.button(key="lab_positions_run").disabled  # ours is running: no second press
+    at.button(key="lab_stop").click().run()
+    job = job_registry().get(at.query_params["lab_job"])
+    assert job.wait(WAIT_S)
+    at.run()
+    assert not at.exception
+    assert job.status == "stopped" and "nothing was saved" in texts(at.info)
+    assert lab.lab_runs() == []
+    at.button(key="lab_dismiss").click().run()
+    assert "lab_job" not in at.query_params
+
+
+def test_a_saved_result_reopens_and_a_damaged_one_is_explained():
+    good = lab.save_result(lab.run_positions(lab.tiny_params("positions")))
+    bad = lab.save_result(lab.run_positions(lab.tiny_params("positions", seed=1)))
+    (open_run(bad).path / lab.LAB_FILE).write_text('{"experiment": "positions", "result": {"steps": "many"}}')
+    at = open_lab("positions")
+    results = at.selectbox(key="lab_positions_result")
+    assert set(results.options) == {good, bad}
+    results.set_value(good).run()
+    assert reading_of(at) == lab.reading(lab.load_result(good))
+    at.selectbox(key="lab_positions_result").set_value(bad).run()
+    assert not at.exception
+    assert "cannot be shown" in texts(at.error)
+
+
+def test_bad_text_and_impossible_settings_are_explained():
+    at = open_lab("tokenization")
+    at.selectbox(key="lab_tokenization_source").set_value("__upload__").run()
+    assert at.button(key="lab_tokenization_run").disabled
+    at.file_uploader(key="lab_tokenization_upload").set_value(("latin1.txt", "café\n".encode("latin-1") * 50, "text/plain")).run()
+    assert not at.exception and "not UTF-8" in texts(at.error)
+    at.selectbox(key="lab_tokenization_source").set_value("__paste__").run()
+    at.text_area(key="lab_tokenization_text").set_value("x" * 150_000).run()
+    assert "only the first 100,000 are used" in texts(at.warning)
+    at.multiselect(key="lab_tokenization_tokenizers").set_value([]).run()
+    assert "choose 1 to 8 tokenizers" in texts(at.error) and at.button(key="lab_tokenization_run").disabled
+    at.segmented_control(key="lab_experiment").set_value("residual-scaling").run()
+    at.multiselect(key="lab_residual_scaling_depths").set_value([]).run()
+    assert "1 to 6 layer counts" in texts(at.error)
+    at.selectbox(key="lab_residual_scaling_corpus").set_value("shakespeare").run()
+    assert "python -m toygpt data add shakespeare" in texts(at.warning)
+    assert not at.exception and job_registry().jobs() == []
+
+
+def test_budget_is_stated_before_the_run():
+    at = open_lab("norm-position")
+    budget = next(c.value for c in at.caption if "Budget" in str(c.value))
+    assert lab.NormPositionParams().budget().text in budget
+    assert math.isfinite(lab.NormPositionParams().budget().seconds)
