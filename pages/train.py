@@ -115,6 +115,9 @@ def show_flash() -> None:
 
 def describe_job(snap: dict[str, Any]) -> str:
     """Who is training and when it ends, in one sentence (for the "one job at a time" refusal)."""
+    if snap.get("kind") == "lab":  # a Concepts-lab experiment holds the same one-job slot
+        ends = f"it ends in about {clock(snap['eta'])}" if snap["eta"] else "its end time is not known yet"
+        return f"The Concepts lab is running **{snap['title']}**; {ends}."
     who = f"run **{snap['run_id']}**" if snap["run_id"] else "a new run (still preparing)"
     budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
     eta = snap["eta"]
@@ -146,7 +149,7 @@ def job_to_show() -> tuple[TrainJob | None, bool]:
         unpin()
         st.info("The training job in this link is not known to this server (was it restarted?). "
                 "Whatever it saved is in **Your runs** below; a stopped run can be resumed.")
-    active = registry.active()
+    active = [j for j in registry.active() if isinstance(j, TrainJob)]  # lab jobs show on their own page
     return (active[0], False) if active else (None, False)
 
 

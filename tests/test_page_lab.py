@@ -268,3 +268,16 @@ def test_budget_is_stated_before_the_run():
     budget = next(c.value for c in at.caption if "Budget" in str(c.value))
     assert lab.NormPositionParams().budget().text in budget
     assert math.isfinite(lab.NormPositionParams().budget().seconds)
+
+
+def test_the_training_page_works_while_a_lab_job_holds_the_slot():
+    job = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert "already running" in texts(at.error)
+    assert "The Concepts lab is running **Positional encodings**" in texts(at.info)
+    assert job.status == "running"
