@@ -374,3 +374,11 @@ def test_damaged_lab_files_are_refused_with_the_reason(saved_attention, change, 
 def test_a_result_without_its_model_cannot_be_saved_twice(saved_attention):
     with pytest.raises(lab.LabError, match="already saved"):
         lab.save_result(lab.load_result(saved_attention))
+
+
+def test_a_lab_run_exports_and_imports_with_its_results(saved_attention):
+    from toygpt.runs import export_zip, import_zip
+
+    copy = import_zip(export_zip(saved_attention), name="lab copy")
+    assert lab.load_result(copy) == lab.load_result(saved_attention)
+    assert {i.id for i in lab.lab_runs("attention-range")} == {saved_attention, copy}

@@ -556,7 +556,7 @@ def pack_run(run_id: str, destination: str | os.PathLike[str], snapshots: list[i
 
 ALLOWED_MEMBER = re.compile(
     r"(run\.json|config\.json|tokenizer\.json|model\.safetensors|best\.safetensors|optimizer\.safetensors"
-    r"|metrics\.jsonl|samples\.jsonl|corpus\.txt|snapshots/step-\d{7}\.safetensors)"
+    r"|metrics\.jsonl|samples\.jsonl|corpus\.txt|lab\.json|snapshots/step-\d{7}\.safetensors)"  # lab.json: toygpt.lab
 )
 
 
