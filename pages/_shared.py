@@ -31,10 +31,16 @@ def _run_pages_through_app() -> None:
     (``PagesManager.uses_pages_directory`` is the flag ``st.navigation`` itself clears.)
     """
     from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    ctx = get_script_run_ctx()
+    if not PagesManager.uses_pages_directory or ctx is None:
+        return
+    running = ctx.pages_manager.get_pages().get(ctx.page_script_hash, {}).get("script_path")
+    if running and Path(running).resolve() == Path(ctx.pages_manager.main_script_path).resolve():
+        return  # app.py itself is running: its st.navigation call leaves that mode
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 _run_pages_through_app()
