@@ -155,13 +155,13 @@ def tokenization_ui(key: str, seed: int) -> lab.TokenizationParams | None:
     if text is None:
         return None
     corpus, own = text
-    return lab.TokenizationParams(corpus=corpus if own is None else "toy-english", text=own, tokenizers=tuple(names),
+    return lab.TokenizationParams(corpus=corpus, text=own, tokenizers=tuple(names),
                                   block_size=block, train_seconds=seconds, seed=seed)  # fmt: skip
 
 
 def run_choices() -> list[str]:
-    """Trained runs to learn on or look inside (lab results themselves are left out)."""
-    infos = [i for i in list_runs() if i.status in ("finished", "stopped") and not lab.is_lab_run(i)]
+    """Trained runs to learn on or look inside (lab runs whose weights are a by-product are left out)."""
+    infos = [i for i in list_runs() if i.status in ("finished", "stopped") and lab.RESULT_ONLY_TAG not in i.tags]
     ids = [i.id for i in infos]
     first = [r for r in (st.session_state.get("active_run"), DEMO_RUN) if r in ids][:1]
     return first + [i for i in ids if i not in first]

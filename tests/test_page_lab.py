@@ -15,7 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pages._shared import job_registry
+from pages._shared import job_registry, model_choices
 from toygpt import data as corpora
 from toygpt import lab
 from toygpt.model import GPT, GPTConfig
@@ -181,6 +181,17 @@ def test_single_example_runs_on_a_copy_and_reading_matches():
     assert (open_run(source).path / "model.safetensors").read_bytes() == before
     assert open_run(snap["run_id"]).info()["init_from"] == source
     assert "Sample after" in texts(at.caption)
+    assert snap["run_id"] in model_choices()  # the changed copy is a model to use in the sidebar
+
+
+def test_by_product_lab_runs_stay_out_of_the_model_pickers():
+    source = source_run()
+    kept = lab.save_result(lab.run_residual_scaling(lab.tiny_params("residual-scaling")))
+    at = open_lab("attention-range")
+    assert list(model_choices()) == [source]  # the sidebar's picker
+    assert at.selectbox(key="lab_attention_range_run_id").options == [source]
+    at.segmented_control(key="lab_experiment").set_value("residual-scaling").run()
+    assert at.selectbox(key="lab_residual_scaling_result").options == [kept]  # still reopened here
 
 
 def test_attention_range_reading_matches_the_charts():

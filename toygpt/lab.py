@@ -62,6 +62,9 @@ from toygpt.viz import attention_distance_figure, loss_curves_figure
 
 LAB_FILE = "lab.json"  # the numbers of a saved experiment, beside the run's usual files
 TAG_PREFIX = "lab:"
+# Runs whose weights are only a by-product of the numbers (e.g. the last of 8 depth variants) get
+# this tag too, so model pickers can skip them; single-example learning keeps a real model.
+RESULT_ONLY_TAG = "lab:result-only"
 FORMAT_VERSION = 1
 TRAIN_PRESETS = ("nano", "small")  # larger presets take far longer than the lab's ~2-minute budget
 MAX_STEPS = 5000
@@ -823,8 +826,21 @@ def similarity_change(matrices: dict[str, list[list[float]]]) -> float:
     return float((after - before).abs().mean())
 
 
-SCORED = {"answer": ("answer characters", "character of the answer"), "word": ("letters", "letter of a word")}
+SCORED = {  # what accuracy_by_index counts: (the things, one of them, where)
+    "answer": ("answer characters", "character of the answer", "the answer"),
+    "word": ("letters", "letter of a word", "the word"),
+}
 MIN_SCORED = 20  # indices scored fewer times than this are too noisy to single out
+
+
+def ordinal(n: int) -> str:
+    """An English ordinal.
+
+    >>> [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22)]
+    ['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '21st', '22nd']
+    """
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _largest_gap(result: PositionResult, best: str) -> int | None:
@@ -835,7 +851,7 @@ def _largest_gap(result: PositionResult, best: str) -> int | None:
 
 
 def reading_positions(result: PositionResult) -> str:
-    what, index_name = SCORED.get(result.scored, SCORED["word"])
+    what, index_name, _ = SCORED.get(result.scored, SCORED["word"])
     losses = ", ".join(f"{k} {_fmt(v)}" for k, v in result.final_val.items())
     accuracy = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.accuracy.items())
     text = (f"After {result.steps} steps on {result.corpus}, the validation loss was {losses}. "
@@ -844,7 +860,7 @@ def reading_positions(result: PositionResult) -> str:
     gap = _largest_gap(result, best) if best != "none" and "none" in result.accuracy_by_index else None
     if gap is not None:
         none, top = result.accuracy_by_index["none"][gap], result.accuracy_by_index[best][gap]
-        text += (f" Without positions the model fell furthest behind at {index_name} #{gap + 1}: "
+        text += (f" Without positions the model fell furthest behind at the {ordinal(gap + 1)} {index_name}: "
                  f"{100 * none:.1f}% right vs {100 * top:.1f}% with {best} positions.")  # fmt: skip
     changes = {k: similarity_change(v) for k, v in result.similarity.items()}
     if changes:
@@ -854,7 +870,7 @@ def reading_positions(result: PositionResult) -> str:
 
 
 def figures_positions(result: PositionResult) -> list[go.Figure]:
-    _, index_name = SCORED.get(result.scored, SCORED["word"])
+    _, index_name, where = SCORED.get(result.scored, SCORED["word"])
     curves = loss_curves_figure(result.curves)
     curves.update_layout(title=f"learned vs sinusoidal vs no positions: loss on {result.corpus}")
     accuracy = go.Figure()
@@ -864,7 +880,7 @@ def figures_positions(result: PositionResult) -> list[go.Figure]:
                                       hovertemplate="#%{x}: %{y:.3f} right (%{customdata} scored)<extra>" + variant + "</extra>"))  # fmt: skip
     accuracy.update_xaxes(title=f"{index_name} (1 = first)", dtick=1)
     accuracy.update_yaxes(title="share predicted right", range=[0, 1.05])
-    figs = [curves, _layout(accuracy, f"what each variant gets right, {index_name} by {index_name.split()[0]}")]
+    figs = [curves, _layout(accuracy, f"what each variant gets right, by position in {where}")]
     if result.similarity:
         figs.append(_similarity_grid(result.similarity))
     return figs
@@ -913,7 +929,7 @@ class TokenizationParams:
     def __post_init__(self) -> None:
         if isinstance(self.tokenizers, list):
             object.__setattr__(self, "tokenizers", tuple(self.tokenizers))
-        if self.text is None and self.corpus not in _corpus_names():
+        if not isinstance(self.corpus, str) or (self.text is None and self.corpus not in _corpus_names()):
             raise LabError(f"corpus={self.corpus!r}; choose one of {_corpus_names()}, or give your own text")
         if self.text is not None and (not isinstance(self.text, str) or not self.text.strip()):
             raise LabError("the text is empty; paste or upload some text (a few thousand characters at least)")
@@ -1105,8 +1121,13 @@ def reading_tokenization(result: TokenizationResult) -> str:
         text += f" After {seconds:g} s of training each, validation bits per byte: {bpb} — lowest: {best['tokenizer']}."
     failed = [r for r in result.rows if r.get("error")]
     if failed:
-        text += " Left out: " + "; ".join(f"{r['tokenizer']} ({r['error'][:120]})" for r in failed)
+        text += " Left out: " + "; ".join(f"{r['tokenizer']} ({_first_line(r['error'])})" for r in failed) + "."
     return text
+
+
+def _first_line(message: str, limit: int = 160) -> str:
+    line = message.strip().splitlines()[0].rstrip(".") if message.strip() else "no reason given"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def figures_tokenization(result: TokenizationResult) -> list[go.Figure]:
@@ -1508,6 +1529,7 @@ class ExperimentSpec:
     reading: Callable[[Any], str]
     figures: Callable[[Any], list[go.Figure]]
     tiny: dict[str, Any]  # parameter changes that make it finish in a few seconds
+    keeps_model: bool = False  # its saved run's weights are a model worth using (not a by-product)
 
 
 EXPERIMENTS: dict[str, ExperimentSpec] = {
@@ -1532,7 +1554,7 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
         ExperimentSpec("single-example", "Learning from a single example",
                        "A model can learn from a single data point rather than a batch — and what it learns from one example costs something elsewhere.",
                        SingleExampleParams, SingleExampleResult, run_single_example, reading_single_example, figures_single_example,
-                       dict(steps=3, sample_tokens=20, eval_batches=2)),
+                       dict(steps=3, sample_tokens=20, eval_batches=2), keeps_model=True),
         ExperimentSpec("attention-range", "Attention replaces recurrence",
                        "An RNN squeezes everything before a token into one fixed-size state; attention reads every earlier token directly, as far back as it needs.",
                        AttentionRangeParams, AttentionRangeResult, run_attention_range, reading_attention_range, figures_attention_range,
@@ -1592,7 +1614,8 @@ def save_result(result: Any) -> str:
     run = create_run(
         name=f"lab {spec.name} {time.strftime('%Y%m%d-%H%M%S')}", corpus=artifacts.corpus,
         tokenizer_spec=artifacts.tokenizer_spec, tokenizer=artifacts.tokenizer, model=artifacts.model,
-        train_config=artifacts.train_config, tags=(TAG_PREFIX + spec.name,), corpus_text=artifacts.corpus_text,
+        train_config=artifacts.train_config, tags=(TAG_PREFIX + spec.name,) + (() if spec.keeps_model else (RESULT_ONLY_TAG,)),
+        corpus_text=artifacts.corpus_text,
         init_from=artifacts.init_from,
     )  # fmt: skip
     text = reading(result)
