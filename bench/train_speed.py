@@ -34,6 +34,7 @@ from toygpt.model import GPT, flops_per_token, preset  # noqa: E402
 from toygpt.train import TrainConfig, Trainer  # noqa: E402
 
 VOCAB = 65
+OPEN_SESSIONS: list[object] = []
 
 
 def matmul_peak_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int = 20) -> float:
@@ -75,7 +76,8 @@ def trainer_step(batch: int, data: TokenData, **changes) -> tuple[Callable[[], N
     config = TrainConfig(batch_size=batch, max_steps=1_000_000, device="cpu", **changes)
     trainer = Trainer(GPT(preset("small", vocab_size=VOCAB), seed=0), data, config)
     session = trainer.session()
-    session.__enter__()  # stays open for the whole benchmark (train mode, attention path, compile)
+    session.__enter__()  # train mode, attention path, compile: open for the whole benchmark
+    OPEN_SESSIONS.append(session)  # (a dropped reference would close it: the finally would run)
 
     def step() -> None:
         if not trainer.train_step():
