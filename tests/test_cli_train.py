@@ -87,6 +87,8 @@ def test_data_and_runs_commands(tmp_path, capsys):
     assert main(["data", "show", "addition", "--lines", "2"]) == 0
     assert "+" in capsys.readouterr().out
     assert main(["train", *NANO, "--max-steps", "2", "--name", "shipme"]) == 0
+    assert main(["runs", "eval", "shipme", "--batches", "2"]) == 0
+    assert "shipme (latest weights), 2 batches of 12: train loss" in capsys.readouterr().out
     archive = tmp_path / "run.zip"
     assert main(["runs", "export", "shipme", str(archive)]) == 0
     assert main(["runs", "import", str(archive), "--name", "copy of it"]) == 0

@@ -163,9 +163,7 @@ def _build_resume(
     run = open_run(spec.resume)
     if run.read_only:
         raise RunError(f"{run.id} is read-only; fine-tune it with init_from={run.id!r} instead")
-    info = run.info()
-    text = (run.path / "corpus.txt").read_text("utf-8") if (run.path / "corpus.txt").exists() else None
-    text = text if text is not None else corpora.load_corpus(info["corpus"], int(info.get("corpus_seed", 0)))
+    text = run.corpus_text()
     tokenizer = run.tokenizer()
     state, optimizer_state = run.training_state()
     model = run.load_model("latest").model

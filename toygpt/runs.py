@@ -232,6 +232,25 @@ class Run:
 
         return tokenizer_from_dict(read_json(self.path / "tokenizer.json"))
 
+    def corpus_text(self) -> str:
+        """The text this run trained on: its own copy (your text) or the named corpus."""
+        from toygpt import data
+
+        if (self.path / CORPUS).exists():
+            return data.read_user_text(self.path / CORPUS)
+        info = self.info()
+        return data.load_corpus(str(info.get("corpus")), int(info.get("corpus_seed") or 0))
+
+    def evaluate(self, which: str = "latest", batches: int = 200, seed: int = 1234) -> dict[str, float]:
+        """Train and val loss of the run's model on ``batches`` random batches of its own corpus
+        (batch 12, the model's block_size; float32) — the figure the demo's README quotes."""
+        from toygpt import data
+        from toygpt.train import estimate_loss
+
+        model = self.load_model(which).model
+        token_data = data.prepare(self.corpus_text(), self.tokenizer())
+        return estimate_loss(model, token_data, 12, model.config.block_size, batches, seed)
+
     # ---- saving (the RunSaver protocol of toygpt.train) ------------------------------------
 
     def save_latest(self, trainer: Trainer) -> None:

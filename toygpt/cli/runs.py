@@ -5,6 +5,7 @@
     python -m toygpt runs import out.zip
     python -m toygpt runs delete RUN
     python -m toygpt runs pack RUN checkpoints/x --snapshots 0,200,800   # a compact read-only copy
+    python -m toygpt runs eval RUN             # train/val loss on 200 batches of its corpus
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--metrics-every", type=int, default=50, help="keep every Nth step row of the metrics")
     pack.add_argument("--overwrite", action="store_true", help="replace an earlier pack in PATH")
     pack.set_defaults(func=pack_command)
+    evaluate = sub.add_parser("eval", help="train and val loss of a run's model on its own corpus")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--batches", type=int, default=200)
+    evaluate.add_argument("--weights", choices=("latest", "best"), default="latest")
+    evaluate.set_defaults(func=eval_command)
 
 
 def format_table(infos: list[runs.RunInfo]) -> str:
@@ -110,4 +116,15 @@ def pack_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 1
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(f"packed {args.run} into {target} ({size:,} bytes)", file=out or sys.stdout)
+    return 0
+
+
+def eval_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        losses = runs.open_run(args.run).evaluate(args.weights, args.batches)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.run} ({args.weights} weights), {args.batches} batches of 12: "
+          f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", file=out or sys.stdout)  # fmt: skip
     return 0
