@@ -229,6 +229,13 @@ def test_tokenization_counts_and_bits_per_byte_agree():
     assert result.params["text_chars"] == len(params.text) and "text" not in result.params
 
 
+def test_tokenization_says_when_bpe_runs_out_of_merges():
+    params = lab.tiny_params("tokenization", text="ab ab ab abc " * 400, tokenizers=("bpe-400",), train_seconds=0.0)
+    (row,) = lab.run_tokenization(params).rows
+    assert row["vocab_size"] < 400
+    assert f"bpe-400 stopped at {row['vocab_size']} tokens" in lab.reading(lab.run_tokenization(params))
+
+
 def test_tokenization_offline_gpt2_is_left_out_with_the_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("TOYGPT_OFFLINE", "1")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
@@ -245,6 +252,8 @@ def test_positions_compare_three_encodings_and_sinusoids_never_change():
     assert lab.similarity_change(result.similarity["sinusoidal"]) == 0.0
     assert lab.similarity_change(result.similarity["learned"]) > 0.0
     assert "0.000 (sinusoidal)" in lab.reading(result)
+    # unscaled ±1 sinusoids next to std-0.02 token embeddings; learned positions start at the same 0.02
+    assert result.init_size_ratio["sinusoidal"] > 20 and 0.8 < result.init_size_ratio["learned"] < 1.25
 
 
 def test_residual_scaling_shrinks_the_deep_stream_at_init():

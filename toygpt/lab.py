@@ -44,7 +44,13 @@ from plotly.subplots import make_subplots
 
 from toygpt import data as corpora
 from toygpt.checkpoint import CheckpointError, read_json, write_json_atomic
-from toygpt.inspect import attention_distance, attention_maps, position_similarity, residual_stats
+from toygpt.inspect import (
+    attention_distance,
+    attention_maps,
+    position_similarity,
+    position_vectors,
+    residual_stats,
+)
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import CORPUS, DEMO_RUN, Run, RunInfo, create_run, list_runs, open_run
 from toygpt.sample import generate_text
@@ -718,6 +724,7 @@ class PositionResult:
     final_val: dict[str, float | None]
     accuracy: dict[str, float]  # variant → share of scored characters predicted right (argmax)
     accuracy_by_index: dict[str, list[float]]  # variant → accuracy of the 1st, 2nd, ... scored character
+    init_size_ratio: dict[str, float]  # std of the position vectors / std of the token embeddings, at init
     count_by_index: list[int]  # how many characters were scored at each index (the same for every variant)
     similarity: dict[str, dict[str, list[list[float]]]]  # "learned"/"sinusoidal" → before/after
     elapsed: float
@@ -799,11 +806,13 @@ def run_positions(
     config = params.train_config()
     block_size = params.model_config().block_size
     lines = scored_lines(corpus.tokenizer.decode(corpus.data.val.tolist()), block_size, params.scored_lines)
-    runs, accuracy, by_index, similarity = {}, {}, {}, {}
+    runs, accuracy, by_index, similarity, size = {}, {}, {}, {}, {}
     for variant in POSITION_VARIANTS:
         reporter.begin(f"{variant} positions", weight=params.steps)
         model = GPT(params.model_config(corpus.tokenizer.vocab_size, pos_encoding=variant), seed=params.seed)
         before = position_similarity(model) if variant != "none" else None
+        if before is not None:
+            size[variant] = _round(position_to_token_size(model))
         runs[variant] = train_variant(variant, model, corpus.data, config, reporter)
         if before is not None:
             similarity[variant] = {"before": _plain(before), "after": _plain(position_similarity(model))}
@@ -814,10 +823,19 @@ def run_positions(
         scored="answer" if any(s in line for line in lines for s in SEPARATORS) else "word",
         curves={k: r.rows for k, r in runs.items()},
         final_val={k: r.final_loss and _round(r.final_loss) for k, r in runs.items()},
-        accuracy=accuracy, accuracy_by_index=by_index, count_by_index=counts, similarity=similarity,
+        accuracy=accuracy, accuracy_by_index=by_index, init_size_ratio=size, count_by_index=counts, similarity=similarity,
         elapsed=_round(time.perf_counter() - started),
     )  # fmt: skip
     return _with_artifacts(result, runs["learned"], corpus, config)
+
+
+def position_to_token_size(model: GPT) -> float:
+    """How big the position signal is next to the token signal it is added to: std of the
+    position vectors over std of the token embeddings. Sinusoids are ±1 by construction; GPT-2's
+    token embeddings start at std 0.02, so unscaled sinusoids start out ~35× louder than the
+    tokens (the original Transformer multiplied its embeddings by sqrt(n_embd) to balance this)."""
+    with torch.no_grad():
+        return float(position_vectors(model).std() / model.transformer.wte.weight.std())
 
 
 def similarity_change(matrices: dict[str, list[list[float]]]) -> float:
@@ -862,6 +880,9 @@ def reading_positions(result: PositionResult) -> str:
         none, top = result.accuracy_by_index["none"][gap], result.accuracy_by_index[best][gap]
         text += (f" Without positions the model fell furthest behind at the {ordinal(gap + 1)} {index_name}: "
                  f"{100 * none:.1f}% right vs {100 * top:.1f}% with {best} positions.")  # fmt: skip
+    if result.init_size_ratio:
+        sizes = " and ".join(f"{v:.1f}× ({k})" for k, v in result.init_size_ratio.items())
+        text += f" At initialisation the position vectors were {sizes} the size of the token embeddings they are added to."
     changes = {k: similarity_change(v) for k, v in result.similarity.items()}
     if changes:
         text += " Training changed the position similarities by " + ", ".join(f"{v:.3f} ({k})" for k, v in changes.items())
@@ -1119,6 +1140,9 @@ def reading_tokenization(result: TokenizationResult) -> str:
         bpb = ", ".join(f"{r['tokenizer']} {r['bits_per_byte']:.3f}" for r in trained)
         best = min(trained, key=lambda r: r["bits_per_byte"])
         text += f" After {seconds:g} s of training each, validation bits per byte: {bpb} — lowest: {best['tokenizer']}."
+    short = [r for r in ok if r["tokenizer"].startswith("bpe-") and r["vocab_size"] < int(r["tokenizer"][4:])]
+    for r in short:
+        text += f" {r['tokenizer']} stopped at {r['vocab_size']} tokens: every word of this text was already a single token."
     failed = [r for r in result.rows if r.get("error")]
     if failed:
         text += " Left out: " + "; ".join(f"{r['tokenizer']} ({_first_line(r['error'])})" for r in failed) + "."
@@ -1340,7 +1364,7 @@ def figures_single_example(result: SingleExampleResult) -> list[go.Figure]:
                                  mode="lines+markers", name="loss on the sentence", line=dict(color=PALETTE[0])))  # fmt: skip
     if result.val_before is not None and result.val_after is not None:
         steps.add_trace(go.Scatter(x=[0, len(result.example_losses) - 1], y=[result.val_before, result.val_after],
-                                   mode="lines+markers", name="validation loss", line=dict(color=PALETTE[1], dash="dash")))  # fmt: skip
+                                   mode="lines+markers", name="validation loss (before / after)", line=dict(color=PALETTE[1], dash="dash")))  # fmt: skip
     steps.update_xaxes(title="gradient steps taken", dtick=1)
     steps.update_yaxes(title="loss (nats per token)")
     return [_layout(probs, "the sentence, token by token: probability before and after"),
@@ -1354,11 +1378,13 @@ def figures_single_example(result: SingleExampleResult) -> list[go.Figure]:
 
 @dataclass(frozen=True)
 class AttentionRangeParams:
-    """How far back each head of run ``run_id`` looks, over ``windows`` validation windows."""
+    """How far back each head of run ``run_id`` looks, over ``windows`` validation windows, and
+    its loss by position over ``loss_windows`` (one batched forward pass, so many are cheap)."""
 
     run_id: str = DEMO_RUN
     windows: int = 16
     far: int = 8  # "far" = at least this many tokens back
+    loss_windows: int = 256  # a per-position mean over fewer windows is too noisy to read
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -1366,12 +1392,16 @@ class AttentionRangeParams:
             raise LabError("pick a trained run to look inside")
         _whole("windows", self.windows, 1, 256)
         _whole("far", self.far, 1, 4096)
+        _whole("loss_windows", self.loss_windows, 1, 4096)
         _whole("seed", self.seed, 0, 2**31 - 1)
 
     def budget(self) -> Budget:
         config = source_config(self.run_id)
-        seconds = 1.0 + self.windows * step_seconds(config, 1, config.block_size)  # explicit attention ≈ a step
-        return Budget(seconds, f"{self.windows} forward passes of {self.run_id} with attention recorded: {_about(seconds)}.")
+        step = step_seconds(config, 1, config.block_size)
+        seconds = 1.0 + self.windows * step + self.loss_windows * step / 3  # explicit attention ≈ a step
+        text = (f"{self.windows} forward passes of {self.run_id} with attention recorded, and {self.loss_windows} "
+                f"windows for the loss by position")  # fmt: skip
+        return Budget(seconds, f"{text}: {_about(seconds)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -1402,12 +1432,22 @@ def weight_by_distance(maps: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def loss_by_position(model: GPT, windows: torch.Tensor) -> list[float]:
+def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> list[float]:
     """Mean cross-entropy at each position of ``windows`` (B, block_size + 1): position t predicts
-    its next token from t + 1 tokens of context, so a falling curve means the context is used."""
-    logits, _ = model.eval()(windows[:, :-1])
-    losses = F.cross_entropy(logits.transpose(1, 2), windows[:, 1:], reduction="none")  # (B, T)
-    return [_round(v) for v in losses.mean(0).tolist()]
+    its next token from t + 1 tokens of context, so a falling curve means the context is used.
+    (Read ``chunk`` windows at a time: a GPT-2-sized vocabulary makes big logits.)"""
+    total = None
+    for part in windows.split(chunk):
+        logits, _ = model.eval()(part[:, :-1])
+        losses = F.cross_entropy(logits.transpose(1, 2), part[:, 1:], reduction="none").sum(0)  # (T,)
+        total = losses if total is None else total + losses
+    return [_round(v) for v in (total / len(windows)).tolist()]
+
+
+def tail_mean(values: Sequence[float], share: float = 0.25) -> tuple[float, int]:
+    """Mean of the last ``share`` of ``values`` (at least one), and how many that was."""
+    n = max(1, int(len(values) * share))
+    return sum(values[-n:]) / n, n
 
 
 def run_attention_range(
@@ -1436,7 +1476,8 @@ def run_attention_range(
         params=params.to_dict(), source_run=run.id, block_size=block, n_layer=model.config.n_layer,
         n_embd=model.config.n_embd, distance=_plain(attention_distance(mean_maps)),
         weight_by_distance=_plain(by_distance), far_share=_round(float(by_distance[:, params.far :].sum(-1).mean())),
-        loss_by_position=loss_by_position(model, windows), elapsed=_round(time.perf_counter() - started),
+        loss_by_position=loss_by_position(model, val_windows(data, block, params.loss_windows, params.seed + 1)),
+        elapsed=_round(time.perf_counter() - started),
     )  # fmt: skip
     info = run.info()
     artifacts = Artifacts(model, tokenizer, str(info.get("corpus", "?")), str(info.get("tokenizer", "?")),
@@ -1460,7 +1501,10 @@ def reading_attention_range(result: AttentionRangeResult) -> str:
             f"At position {last} the model can read {kv_numbers(result.n_layer, result.n_embd, last):,} cached key/value "
             f"numbers; an RNN as wide carries {result.n_embd} numbers for everything before it.")  # fmt: skip
     losses = result.loss_by_position
-    return text + f" The loss falls from {losses[0]:.2f} nats at position 0 to {losses[-1]:.2f} at position {last}: the context is used."
+    tail, n = tail_mean(losses)
+    used = "the context is used" if tail < losses[0] else "this model gains nothing from a longer context"
+    return text + (f" The loss is {losses[0]:.2f} nats at position 0 (one token of context) and {tail:.2f} on "
+                   f"average over the last {n} positions: {used}.")  # fmt: skip
 
 
 def figures_attention_range(result: AttentionRangeResult) -> list[go.Figure]:
@@ -1558,7 +1602,7 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
         ExperimentSpec("attention-range", "Attention replaces recurrence",
                        "An RNN squeezes everything before a token into one fixed-size state; attention reads every earlier token directly, as far back as it needs.",
                        AttentionRangeParams, AttentionRangeResult, run_attention_range, reading_attention_range, figures_attention_range,
-                       dict(windows=2)),
+                       dict(windows=2, loss_windows=8)),
     )
 }  # fmt: skip
 
