@@ -226,13 +226,16 @@ SETUPS = {
 def params_ui(name: str) -> Any | None:
     """The experiment's validated parameters (the tiny setting when asked), or None."""
     key = key_of(name)
+    tiny = st.toggle("Quick look: a tiny setting that finishes in seconds (noisy numbers, for trying the page)",
+                     key=f"lab_{key}_tiny")  # fmt: skip
+    if tiny:
+        changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in lab.EXPERIMENTS[name].tiny.items())
+        st.caption(f"The quick look replaces these settings: {changes}.")
     try:
         params = SETUPS[name](key, current_seed())
     except lab.LabError as exc:
         st.error(f"Check the setup: {exc}")
         return None
-    tiny = st.toggle("Quick look: a tiny setting that finishes in seconds (noisy numbers, for trying the page)",
-                     key=f"lab_{key}_tiny")  # fmt: skip
     if params is not None and tiny:
         params = replace(params, **lab.EXPERIMENTS[name].tiny)
     return params
@@ -286,12 +289,13 @@ def job_box(job: lab.LabJob) -> None:
         if snap["done"]:
             done_ui(snap)
             return
-        st.progress(min(1.0, snap["progress"]), text=f"{snap['stage']} · {clock(snap['elapsed'])} elapsed · "
-                    f"about {clock(snap['eta'])} left")  # fmt: skip
+        left = f"about {clock(snap['eta'])} left" if snap["eta"] is not None else "estimating the time left"
+        st.progress(min(1.0, snap["progress"]), text=f"{snap['stage']} · {clock(snap['elapsed'])} elapsed · {left}")
         curves = lab.live_curves(snap["metrics"])
         if curves:
             st.plotly_chart(loss_curves_figure(curves), width="stretch", key="lab_live_chart")
-        st.button("Stop", key="lab_stop", on_click=job.stop, help="Ends after the current step; nothing is saved.")
+        st.button("Stop", key="lab_stop", on_click=job.stop)
+        st.caption("Stop ends it after the current step; a stopped experiment saves nothing.")
 
 
 def done_ui(snap: dict[str, Any]) -> None:
@@ -402,9 +406,10 @@ with st.container(border=True):
     if params is not None:
         st.caption(f"**Budget:** {params.budget().text}")
     running = job is not None and not job.done
-    if st.button("Run", key=f"lab_{key_of(name)}_run", type="primary", disabled=params is None or running,
-                 help="Runs in the background; you can leave the page and come back."):  # fmt: skip
+    # no help= on buttons: Streamlit then draws each twice, and `.st-key-… button` must find one
+    if st.button("Run", key=f"lab_{key_of(name)}_run", type="primary", disabled=params is None or running):
         start(name, params)
+    st.caption("It runs in the background: you can leave the page and come back (the link keeps the job).")
 
 if job is not None:
     if job.done:
