@@ -250,6 +250,9 @@ def pinned_job() -> lab.LabJob | None:
     job_id = st.query_params.get(JOB_PARAM) or st.session_state.get("lab_job")
     job = job_registry().get(job_id) if job_id else None
     if not isinstance(job, lab.LabJob):
+        if job_id:
+            st.info("The experiment in this link is not known to this server (was it restarted?). "
+                    "Whatever finished was saved: pick it under **Result**.")
         unpin()
         return None
     pin(job.id)  # every run: navigating back here drops the URL's query

@@ -277,6 +277,15 @@ def test_bad_text_and_impossible_settings_are_explained():
     assert not at.exception and job_registry().jobs() == []
 
 
+def test_an_unknown_job_in_the_link_is_explained():
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.query_params["lab_job"] = "0123456789"
+    at.run()
+    at.switch_page("pages/lab.py").run()
+    assert not at.exception
+    assert "not known to this server" in texts(at.info) and "lab_job" not in at.query_params
+
+
 def test_budget_is_stated_before_the_run():
     at = open_lab("norm-position")
     budget = next(c.value for c in at.caption if "Budget" in str(c.value))
