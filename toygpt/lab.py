@@ -832,7 +832,7 @@ def run_positions(
 def position_to_token_size(model: GPT) -> float:
     """How big the position signal is next to the token signal it is added to: std of the
     position vectors over std of the token embeddings. Sinusoids are ±1 by construction; GPT-2's
-    token embeddings start at std 0.02, so unscaled sinusoids start out ~35× louder than the
+    token embeddings start at std 0.02, so unscaled sinusoids start out ~30× louder than the
     tokens (the original Transformer multiplied its embeddings by sqrt(n_embd) to balance this)."""
     with torch.no_grad():
         return float(position_vectors(model).std() / model.transformer.wte.weight.std())
@@ -1075,9 +1075,7 @@ def _train_for_time(params: TokenizationParams, name: str, tokenizer: Tokenizer,
 def _tokenization_text(params: TokenizationParams) -> tuple[str, str]:
     text = params.text if params.text is not None else corpora.load_corpus(params.corpus)
     label = "your text" if params.text is not None else params.corpus
-    if len(text) > MAX_TOKENIZE_CHARS:
-        text, label = text[:MAX_TOKENIZE_CHARS], f"{label} (its first {MAX_TOKENIZE_CHARS:,} characters)"
-    return text, label
+    return text[:MAX_TOKENIZE_CHARS], label
 
 
 def run_tokenization(
@@ -1131,7 +1129,8 @@ def reading_tokenization(result: TokenizationResult) -> str:
     per_char = ", ".join(f"{r['tokenizer']} {r['tokens_per_char']:.2f}" for r in ok)
     covers = ", ".join(f"{r['tokenizer']} {r['chars_per_block']:.0f}" for r in ok)
     emb = ", ".join(f"{r['tokenizer']} {r['embedding_params']:,} ({100 * r['embedding_share']:.0f}%)" for r in ok)
-    text = (f"On {result.corpus} ({result.chars:,} characters), tokens per character: {per_char}. "
+    size = f"its first {result.chars:,} characters" if result.chars >= MAX_TOKENIZE_CHARS else f"{result.chars:,} characters"
+    text = (f"On {result.corpus} ({size}), tokens per character: {per_char}. "
             f"A {result.block_size}-token block therefore covers this many characters: {covers}. "
             f"The embedding table costs (share of the model's parameters): {emb}.")  # fmt: skip
     trained = [r for r in ok if r.get("bits_per_byte") is not None]
