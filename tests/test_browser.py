@@ -95,8 +95,15 @@ def page(browser):
 
 def wait_idle(page, timeout: float = 60_000) -> None:
     """Wait until the script has finished running (Streamlit marks the app element)."""
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
-    page.wait_for_timeout(300)  # let the last deltas paint
+    idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
+    for _ in range(3):  # a rerun can start right after a run ends (e.g. the deep-link rerun)
+        page.wait_for_selector(idle, timeout=timeout)
+        page.wait_for_function(
+            "() => !document.querySelector(\"[data-testid='stSkeleton']\")", timeout=timeout
+        )
+        page.wait_for_timeout(300)  # let the last deltas paint
+        if page.locator(idle).count():
+            return
 
 
 def open_page(page, url: str, path: str = "") -> None:
@@ -118,7 +125,35 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
-PAGES = [("home", "")]
+PAGES = [
+    ("home", ""),
+    ("tokenizer", "tokenizer"),
+    ("architecture", "architecture"),
+    ("train", "train"),
+    ("explore", "explore"),
+    ("lab", "lab"),
+]
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick ``option`` in the selectbox with widget key ``key``."""
+    page.locator(f".st-key-{key} [role='combobox']").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def set_number(page, key: str, value: int) -> None:
+    box = page.locator(f".st-key-{key} input")
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+
+
+def go_to(page, title: str) -> None:
+    """Navigate inside the app (same session) through the sidebar's page links."""
+    page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
+    page.wait_for_timeout(500)
+    wait_idle(page)
 
 
 @pytest.mark.parametrize(("name", "path"), PAGES)
@@ -127,3 +162,36 @@ def test_every_page_renders_without_exception(server, page, name, path):
     assert_no_exception(page, name)
     assert page.locator("h1").count() >= 1, f"{name}: no title"
     assert screenshot(page, name).stat().st_size > 10_000
+
+
+def test_train_a_nano_model_then_generate_and_see_its_attention(server, page):
+    """The main flow: train for a few seconds → pick the run → generate → attention heatmaps."""
+    open_page(page, server, "train")
+    choose(page, "train_preset", "nano")
+    set_number(page, "train_seconds", 4)
+    page.locator(".st-key-train_start button").click()
+    use = page.locator(".st-key-train_use button").first
+    use.wait_for(timeout=120_000)  # appears when the job has finished
+    assert_no_exception(page, "train (finished)")
+    screenshot(page, "flow-1-trained")
+    use.click()
+    wait_idle(page)
+
+    go_to(page, "Sampling & attention")
+    prompt = page.locator(".st-key-explore_prompt textarea")
+    prompt.fill("cbegdfeny|")  # characters of the built-in copy corpus the run was trained on
+    prompt.press("Control+Enter")
+    wait_idle(page)
+    set_number(page, "explore_max_tokens", 20)
+    page.locator(".st-key-explore_generate button").click()
+    wait_idle(page)
+    assert_no_exception(page, "explore (generated)")
+    screenshot(page, "flow-2-generated")
+
+    page.locator(".st-key-explore_view button", has_text="Attention").first.click()
+    wait_idle(page)
+    grid = page.locator(".st-key-explore_grid_chart .js-plotly-plot")
+    grid.wait_for(timeout=30_000)
+    assert grid.locator("g.hm image").count() > 0, "the attention grid has no heatmap drawn"
+    assert_no_exception(page, "explore (attention)")
+    screenshot(page, "flow-3-attention")
