@@ -52,7 +52,7 @@ from toygpt.inspect import (
     residual_stats,
 )
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
-from toygpt.runs import CORPUS, DEMO_RUN, Run, RunInfo, create_run, list_runs, open_run
+from toygpt.runs import DEMO_RUN, Run, RunInfo, create_run, list_runs, open_run
 from toygpt.sample import generate_text
 from toygpt.tokenizers import (
     BPETokenizer,
@@ -1244,14 +1244,6 @@ def source_config(run_id: str) -> GPTConfig:
         return preset("small")
 
 
-def run_corpus_text(run: Run) -> str:
-    """The text a run was trained on: its corpus.txt, or its named corpus (built-in/cached)."""
-    if (run.path / CORPUS).exists():
-        return corpora.read_user_text(run.path / CORPUS)
-    info = run.info()
-    return corpora.load_corpus(str(info.get("corpus")), int(info.get("corpus_seed", 0) or 0))
-
-
 def load_source(run_id: str) -> tuple[Run, GPT, Tokenizer]:
     """A fresh copy of a run's best weights (read from disk, never a shared cached model)."""
     run = open_run(run_id)
@@ -1271,7 +1263,7 @@ def token_probabilities(model: GPT, ids: Sequence[int]) -> list[float]:
 
 def _val_data(run: Run, tokenizer: Tokenizer) -> tuple[corpora.TokenData | None, str]:
     try:
-        return corpora.prepare(run_corpus_text(run), tokenizer), ""
+        return corpora.prepare(run.corpus_text(), tokenizer), ""
     except (ValueError, OSError) as exc:  # CorpusError/TokenizerError are ValueErrors
         return None, f"no validation loss: the corpus of run {run.id} is not available ({exc})"
 
@@ -1458,7 +1450,7 @@ def run_attention_range(
     reporter.begin("loading the model and its corpus", weight=1)
     run, model, tokenizer = load_source(params.run_id)
     try:
-        data = corpora.prepare(run_corpus_text(run), tokenizer)
+        data = corpora.prepare(run.corpus_text(), tokenizer)
     except (ValueError, OSError) as exc:
         raise LabError(f"the corpus of run {run.id} is not available here: {exc}") from None
     block = min(model.config.block_size, data.max_block_size)
