@@ -279,6 +279,8 @@ def test_trace_shapes_match_the_config(variant):
         assert len(step.sample) <= 8
     names = [s.name for s in steps]
     head = ["token ids", "token embedding lookup"]
+    if c.pos_encoding == "sinusoidal":
+        head += ["scale by sqrt(n_embd)"]  # as the original Transformer, before adding sinusoids
     if c.pos_encoding != "none":
         head += ["position embedding", "add"]
     assert names[: len(head)] == head

@@ -354,6 +354,9 @@ def _trace_embeddings(model: GPT, idx: torch.Tensor, trace: _Trace) -> torch.Ten
         "token embedding lookup", model.transformer.wte(idx), "(B, T, C)", GPT.forward,
         "row idx of the wte table: a learned vector per token id",
     )  # fmt: skip
+    if model.token_scale != 1.0:
+        x = trace.record("scale by sqrt(n_embd)", x * model.token_scale, "(B, T, C)", GPT.__init__,
+                         "as the original Transformer, so ±1 sinusoids do not drown the tokens")
     positions = model.position_encoding(0, idx.shape[1], idx.device)
     if positions is None:  # pos_encoding="none": order is only visible through the causal mask
         return x

@@ -831,11 +831,11 @@ def run_positions(
 
 def position_to_token_size(model: GPT) -> float:
     """How big the position signal is next to the token signal it is added to: std of the
-    position vectors over std of the token embeddings. Sinusoids are ±1 by construction; GPT-2's
-    token embeddings start at std 0.02, so unscaled sinusoids start out ~30× louder than the
-    tokens (the original Transformer multiplied its embeddings by sqrt(n_embd) to balance this)."""
+    position vectors over std of the token embeddings as the model adds them. Sinusoids are ±1 by
+    construction and token embeddings start at std 0.02, so the model multiplies tokens by
+    sqrt(n_embd) when positions are sinusoidal, as the original Transformer did."""
     with torch.no_grad():
-        return float(position_vectors(model).std() / model.transformer.wte.weight.std())
+        return float(position_vectors(model).std() / (model.transformer.wte.weight.std() * model.token_scale))
 
 
 def similarity_change(matrices: dict[str, list[list[float]]]) -> float:

@@ -319,6 +319,10 @@ class GPT(nn.Module):
         elif config.pos_encoding == "sinusoidal":
             # fixed, computed from the shape: not a parameter and not saved in checkpoints
             self.register_buffer("sinusoid", sinusoidal_positions(config.block_size, config.n_embd), persistent=False)
+        # The original Transformer multiplies token embeddings by sqrt(n_embd) before adding its
+        # ±1 sinusoids; without it the fixed positions drown out tokens initialised at std 0.02.
+        # Learned positions start at the tokens' scale, so GPT-2 needs no such factor.
+        self.token_scale = math.sqrt(config.n_embd) if config.pos_encoding == "sinusoidal" else 1.0
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens
@@ -386,6 +390,8 @@ class GPT(nn.Module):
         self.check_input(idx, start)
         idx = idx.long()
         x = self.transformer.wte(idx)  # (B, T, C)
+        if self.token_scale != 1.0:
+            x = x * self.token_scale  # sinusoidal positions only (see __init__)
         positions = self.position_encoding(start, idx.shape[1], idx.device)
         if positions is not None:
             x = x + positions  # (B, T, C) + (T, C) broadcasts over the batch

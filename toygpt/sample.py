@@ -309,6 +309,8 @@ def decode_step(
     params = step_parameters(model) if params is None else params
     config, position = model.config, cache.length
     x = model.transformer.wte.weight[token_id]  # (C,)
+    if model.token_scale != 1.0:
+        x = x * model.token_scale  # sinusoidal positions: as GPT.forward
     if config.pos_encoding == "learned":
         x = x + model.transformer.wpe.weight[position]
     elif config.pos_encoding == "sinusoidal":
