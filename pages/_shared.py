@@ -58,7 +58,10 @@ def job_registry():
     Global (not per session) so a refresh or a second tab finds the running job again."""
     from toygpt.jobs import JobRegistry
 
-    return JobRegistry(max_jobs=1)
+    # One torch thread for training leaves the second core to the pages (sampling, attention)
+    # while a job runs; torch's thread count is process-wide, and two busy threads on two cores
+    # plus any page work oversubscribe the CPU and slow everything several times over.
+    return JobRegistry(max_jobs=1, num_threads=1)
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")
@@ -90,10 +93,12 @@ class ActiveModel:
 
 def model_choices() -> dict[str, tuple[str, Path]]:
     """run id -> (label, folder) for the demo model and every finished run."""
-    from toygpt.runs import list_runs
+    from toygpt.runs import DEMO_RUN, list_runs
 
+    infos = list_runs()
+    infos.sort(key=lambda info: info.id != DEMO_RUN)  # the demo first: it is the default model
     choices: dict[str, tuple[str, Path]] = {}
-    for info in list_runs():
+    for info in infos:
         if info.status in ("running", "queued", "stopping") or "lab:result-only" in info.tags:  # lab by-products
             continue
         loss = f", val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
