@@ -195,3 +195,20 @@ def test_train_a_nano_model_then_generate_and_see_its_attention(server, page):
     assert grid.locator("g.hm image").count() > 0, "the attention grid has no heatmap drawn"
     assert_no_exception(page, "explore (attention)")
     screenshot(page, "flow-3-attention")
+
+
+def test_concepts_lab_runs_an_experiment_at_its_tiny_setting(server, page):
+    """Open the lab, run pre-LN vs post-LN at the quick-look setting, see its charts and reading."""
+    open_page(page, server, "lab")
+    page.locator(".st-key-lab_experiment button", has_text="Pre-LN vs post-LN").first.click()
+    wait_idle(page)
+    page.locator(".st-key-lab_norm_position_tiny label").first.click()
+    wait_idle(page)
+    page.locator(".st-key-lab_norm_position_run button").first.click()
+    charts = page.locator(".st-key-lab_norm_position_charts [data-testid='stPlotlyChart']")
+    charts.first.wait_for(timeout=120_000)
+    wait_idle(page)
+    assert charts.count() >= 1
+    assert page.get_by_text("What this run showed").count() >= 1
+    assert_no_exception(page, "lab (result)")
+    screenshot(page, "lab-result")
