@@ -296,3 +296,10 @@ def test_pack_makes_a_small_read_only_copy(tmp_path):
         runs.pack_run("full", target)
     with pytest.raises(RunError, match="no snapshot files at steps \\[7\\]"):
         runs.pack_run("full", tmp_path / "other", snapshots=[7])
+
+
+def test_demo_can_be_hidden_or_moved(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOYGPT_DEMO_DIR", str(tmp_path / "nowhere"))
+    assert runs.DEMO_RUN not in [i.id for i in runs.list_runs()]
+    with pytest.raises(RunError, match="the demo model is missing"):
+        runs.open_run(runs.DEMO_RUN)

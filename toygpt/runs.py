@@ -75,7 +75,11 @@ def runs_dir() -> Path:
 
 
 def demo_run_dir() -> Path:
-    """The shipped demo checkpoint (read-only)."""
+    """The shipped demo checkpoint (read-only); ``$TOYGPT_DEMO_DIR`` points elsewhere (a test
+    that wants an empty run list sets it to a folder that does not exist)."""
+    explicit = os.environ.get("TOYGPT_DEMO_DIR")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
     return Path(__file__).resolve().parents[1] / "checkpoints" / "shakespeare-char"
 
 
