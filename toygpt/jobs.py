@@ -143,7 +143,8 @@ def build_training(
     run = None
     if dist.is_main:
         run = create_run(
-            name=spec.name, corpus=spec.corpus, tokenizer_spec=spec.tokenizer, tokenizer=tokenizer, model=model,
+            name=spec.name, corpus=spec.corpus, tokenizer=tokenizer, model=model,
+            tokenizer_spec=getattr(tokenizer, "name", spec.tokenizer) if spec.init_from else spec.tokenizer,
             train_config=config, tags=spec.tags, corpus_seed=spec.corpus_seed,
             corpus_text=spec.corpus_text, init_from=spec.init_from,
         )  # fmt: skip
