@@ -278,3 +278,12 @@ def test_estimate_counts_what_it_says():
     bigger = estimate(small, config.replace(batch_size=48))
     assert bigger["memory_bytes"]["activations"] == 4 * result["memory_bytes"]["activations"]
     assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"])
+
+
+@pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"}])
+def test_malformed_saved_state_is_refused(bad):
+    from toygpt.train import TrainState
+
+    with pytest.raises(ValueError, match="trainer state"):
+        TrainState.from_dict(bad)
+    assert TrainState.from_dict({"step": 3, "elapsed": 1.5, "extra": "ignored"}).step == 3

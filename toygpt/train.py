@@ -407,9 +407,19 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+    def from_dict(cls, data: Any) -> TrainState:
+        """Rebuild saved counters, checking their types (the file may come from an imported zip)."""
+        if not isinstance(data, dict):
+            raise ValueError("the saved trainer state must be a JSON object")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        state = cls(**{k: v for k, v in data.items() if k in known})
+        counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (state.step, state.tokens_seen))
+        numbers = (state.elapsed, state.best_val_loss, state.last_val_loss, state.last_train_loss)
+        numbers_ok = all(v is None or (isinstance(v, int | float) and math.isfinite(v)) for v in numbers)
+        snapshots_ok = isinstance(state.snapshots, list) and all(isinstance(s, int) for s in state.snapshots)
+        if not (counts_ok and numbers_ok and snapshots_ok):
+            raise ValueError(f"the saved trainer state is malformed: {data!r:.200}")
+        return state
 
 
 class Trainer:
