@@ -334,7 +334,10 @@ class Run:
         if not path.exists():
             raise RunError(f"run {self.id} has no optimizer state, so it cannot be resumed; start a new run with init_from={self.id!r}")
         tensors = load_tensors(path)
-        state = TrainState.from_dict(json.loads(_safetensors_metadata(path)["trainer_state"]))
+        saved = _safetensors_metadata(path).get("trainer_state")
+        if saved is None:
+            raise RunError(f"{path} holds no trainer state; start a new run with init_from={self.id!r}")
+        state = TrainState.from_dict(json.loads(saved))
         saved_step = read_json(self.path / "config.json").get("step")
         if saved_step != state.step:
             raise RunError(
