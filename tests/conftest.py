@@ -43,6 +43,7 @@ def shakespeare_path() -> Path:
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    # two cores are shared by the test run; more threads than cores only adds contention
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # tests use tiny models, and the browser tests run a server beside pytest on two cores:
+    # one thread avoids oversubscribing them (two busy OpenMP threads then slow down many times)
+    torch.set_num_threads(1)
     yield

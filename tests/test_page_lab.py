@@ -23,6 +23,12 @@ from toygpt.runs import create_run, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig
 
+
+@pytest.fixture(autouse=True)
+def without_demo(monkeypatch, tmp_path):
+    """These tests make their own runs; the shipped demo would otherwise be the default model."""
+    monkeypatch.setenv("TOYGPT_DEMO_DIR", str(tmp_path / "no-demo"))
+
 WAIT_S = 180  # generous: the two shared cores may be busy with other test runs
 
 

@@ -27,6 +27,12 @@ from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig
 
+
+@pytest.fixture(autouse=True)
+def without_demo(monkeypatch, tmp_path):
+    """These tests make their own runs; the shipped demo would otherwise be the default model."""
+    monkeypatch.setenv("TOYGPT_DEMO_DIR", str(tmp_path / "no-demo"))
+
 WAIT_S = 180  # generous: the two shared cores may be busy with other test runs
 COPY_TEXT = "abc|abc\nqzkf|qzkf\nhello|hello\n" * 200  # only characters the copy corpus has
 

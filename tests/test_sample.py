@@ -548,3 +548,12 @@ def test_docstring_examples_hold():
 
     result = doctest.testmod(toygpt.sample)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_cli_samples_the_shipped_demo_by_its_id():
+    from toygpt.runs import DEMO_RUN, demo_run_dir
+
+    if not (demo_run_dir() / "model.safetensors").exists():
+        pytest.skip("the demo checkpoint is not in this checkout")
+    code, out, err = run_cli("--run", DEMO_RUN, "--prompt", "ROMEO:", "--max-tokens", "20", "--seed", "1")
+    assert code == 0 and out.startswith("ROMEO:") and len(out) > len("ROMEO:") + 5, err

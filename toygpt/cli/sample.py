@@ -4,13 +4,13 @@
     python -m toygpt sample --run my-run --prompt "" --temperature 0.8 --top-k 40 --seed 1
     python -m toygpt sample --run my-run --prompt "To be" --temperature 0   # greedy
 
-RUN is a run folder, or a run id looked up in $TOYGPT_RUNS_DIR (default ./runs).
+RUN is a run folder, or a run id looked up in $TOYGPT_RUNS_DIR (default ./runs);
+demo-shakespeare-char is the shipped demo model.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,16 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def resolve_run(run: str) -> Path:
-    """A run folder as given, or ``$TOYGPT_RUNS_DIR/<run>`` for a bare run id."""
+    """A run folder as given, or a run id (the demo's too) through ``toygpt.runs.open_run``."""
+    from toygpt.runs import open_run, runs_dir
+
     path = Path(run).expanduser()
     if path.is_dir():
         return path
-    runs_dir = Path(os.environ.get("TOYGPT_RUNS_DIR") or "runs").expanduser()
     if Path(run).name != run or run in ("", ".", ".."):  # a path that does not exist; never a lookup
         raise ValueError(f"{run}: no such run folder")
-    if (runs_dir / run).is_dir():
-        return runs_dir / run
-    raise ValueError(f"no run {run!r}: not a folder, and not in {runs_dir} ($TOYGPT_RUNS_DIR); `python -m toygpt runs` lists them")
+    if (runs_dir() / run).is_dir():  # any checkpoint folder in the runs folder, run.json or not
+        return runs_dir() / run
+    return open_run(run).path  # the demo; else RunError (a ValueError) says how to list runs
 
 
 def load_for_sampling(run: str):  # -> (GPT, Tokenizer); imports kept here so --help stays fast
