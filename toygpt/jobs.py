@@ -203,26 +203,29 @@ def run_training(
 # --------------------------------------------------------------------------------------------
 
 
-class TrainJob:
-    """One background training run. Read it with ``snapshot()``; ``stop()`` asks it to end
-    after the current step (its weights are saved, so it can be resumed)."""
+class BackgroundJob:
+    """A daemon thread with a lock, a stop event and a status: what every background job shares
+    (a training run here, a Concepts-lab experiment in ``toygpt.lab``). A subclass implements
+    ``work()``, which returns the final ``(status, message)`` or raises, and ``snapshot()``.
+    The thread never touches Streamlit: pages read ``snapshot()``."""
 
-    def __init__(self, spec: TrainSpec, num_threads: int | None = None, job_id: str | None = None) -> None:
+    kind = "job"
+
+    def __init__(self, num_threads: int | None = None, job_id: str | None = None) -> None:
         self.id = job_id or uuid.uuid4().hex[:10]
-        self.spec = spec
         self.num_threads = num_threads
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name=f"toygpt-train-{self.id}", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
         self._status, self._message, self._detail = "queued", "", ""
         self._run_id: str | None = None
-        self._metrics: list[Event] = []
-        self._last: dict[str, Event] = {}  # the latest event of each type
-        self._samples: list[Event] = []
 
-    def start(self) -> TrainJob:
+    def start(self) -> BackgroundJob:
         self._thread.start()
         return self
+
+    def work(self) -> tuple[str, str]:
+        raise NotImplementedError
 
     # ---- the thread --------------------------------------------------------------------
 
@@ -233,24 +236,12 @@ class TrainJob:
             if self._status == "queued":  # not if stop() came first: that stays "stopping"
                 self._status = "running"
         try:
-            end = run_training(self.spec, self._on_event, self._stop, on_run=self._on_run)
-            self._set(status=end["status"], message=end["message"])
+            status, message = self.work()
+            self._set(status=status, message=message)
         except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
             self._set(status="failed", message=str(exc), detail=traceback.format_exc())
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
             self._set(status="failed", message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
-
-    def _on_run(self, run: Run) -> None:
-        with self._lock:
-            self._run_id = run.id
-
-    def _on_event(self, event: Event) -> None:
-        with self._lock:
-            self._last[event["type"]] = event
-            if event["type"] in ("step", "eval"):
-                self._metrics.append(event)
-            elif event["type"] == "sample":
-                self._samples.append(event)
 
     def _set(self, status: str | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
@@ -264,7 +255,7 @@ class TrainJob:
     # ---- what pages call ---------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the job to stop after the current step (returns at once; see ``wait``)."""
+        """Ask the job to stop at its next check (returns at once; see ``wait``)."""
         self._stop.set()
         with self._lock:
             if self._status in ("queued", "running"):
@@ -285,6 +276,39 @@ class TrainJob:
     @property
     def done(self) -> bool:
         return self.status not in ACTIVE
+
+    def snapshot(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class TrainJob(BackgroundJob):
+    """One background training run. Read it with ``snapshot()``; ``stop()`` asks it to end
+    after the current step (its weights are saved, so it can be resumed)."""
+
+    kind = "train"
+
+    def __init__(self, spec: TrainSpec, num_threads: int | None = None, job_id: str | None = None) -> None:
+        super().__init__(num_threads, job_id)
+        self.spec = spec
+        self._metrics: list[Event] = []
+        self._last: dict[str, Event] = {}  # the latest event of each type
+        self._samples: list[Event] = []
+
+    def work(self) -> tuple[str, str]:
+        end = run_training(self.spec, self._on_event, self._stop, on_run=self._on_run)
+        return end["status"], end["message"]
+
+    def _on_run(self, run: Run) -> None:
+        with self._lock:
+            self._run_id = run.id
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            self._last[event["type"]] = event
+            if event["type"] in ("step", "eval"):
+                self._metrics.append(event)
+            elif event["type"] == "sample":
+                self._samples.append(event)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a page draws, as plain values (copied under the lock)."""

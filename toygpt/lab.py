@@ -30,8 +30,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -51,6 +49,7 @@ from toygpt.inspect import (
     position_vectors,
     residual_stats,
 )
+from toygpt.jobs import BackgroundJob
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import DEMO_RUN, Run, RunInfo, create_run, list_runs, open_run
 from toygpt.sample import generate_text
@@ -1707,47 +1706,37 @@ def load_result(run_id: str) -> Any:
 # ---- background jobs -----------------------------------------------------------------------
 
 
-class LabJob:
-    """One experiment on a daemon thread, with ``toygpt.jobs.TrainJob``'s interface (``id``,
-    ``status``, ``done``, ``start()``, ``stop()``, ``wait()``, ``snapshot()``), so the same
-    ``JobRegistry`` runs it under the same one-job-at-a-time cap. The thread never touches
-    Streamlit; on success the result is saved as a run (``snapshot()["run_id"]``)."""
+class LabJob(BackgroundJob):
+    """One experiment on a daemon thread, a ``toygpt.jobs.BackgroundJob`` like ``TrainJob``, so
+    the same ``JobRegistry`` runs it under the same one-job-at-a-time cap. The thread never
+    touches Streamlit; on success the result is saved as a run (``snapshot()["run_id"]``)."""
+
+    kind = "lab"
 
     def __init__(self, name: str, params: Any, num_threads: int | None = None, save: bool = True) -> None:
         if name not in EXPERIMENTS:
             raise LabError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENTS)}")
-        self.id = uuid.uuid4().hex[:10]
-        self.name, self.params, self.num_threads, self.save = name, params, num_threads, save
+        super().__init__(num_threads)
+        self.name, self.params, self.save = name, params, save
         self.spec = None  # TrainJob has a TrainSpec here; a lab job has none
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name=f"toygpt-lab-{self.id}", daemon=True)
-        self._status, self._message, self._detail = "queued", "", ""
-        self._fraction, self._stage, self._run_id, self._started = 0.0, "", None, time.perf_counter()
+        self._fraction, self._stage, self._started = 0.0, "", time.perf_counter()
         self._metrics: list[dict[str, Any]] = []
         self.result: Any = None
 
     def start(self) -> LabJob:
         self._started = time.perf_counter()
-        self._thread.start()
+        super().start()
         return self
 
-    def _work(self) -> None:
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        self._set(status="running")
+    def work(self) -> tuple[str, str]:
         try:
             result = run_experiment(self.name, self.params, self._on_progress, self._stop)
-            run_id = save_result(result) if self.save else None
-            with self._lock:
-                self.result, self._run_id, self._fraction = result, run_id, 1.0
-            self._set(status="finished", message=reading(result))
         except ExperimentStopped as exc:
-            self._set(status="stopped", message=str(exc))
-        except (ValueError, RuntimeError, OSError) as exc:  # bad input, missing data, out of memory
-            self._set(status="failed", message=str(exc), detail=traceback.format_exc())
-        except Exception as exc:  # anything else is a bug; keep the traceback for the page
-            self._set(status="failed", message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+            return "stopped", str(exc)
+        run_id = save_result(result) if self.save else None
+        with self._lock:
+            self.result, self._run_id, self._fraction = result, run_id, 1.0
+        return "finished", reading(result)
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         with self._lock:
@@ -1755,34 +1744,6 @@ class LabJob:
                 self._fraction, self._stage = float(event["fraction"]), str(event["message"])
             elif event["type"] == "metric":
                 self._metrics.append(dict(event))
-
-    def _set(self, status: str | None = None, message: str | None = None, detail: str | None = None) -> None:
-        with self._lock:
-            if status is not None and not (status == "running" and self._status == "stopping"):
-                self._status = status
-            self._message = self._message if message is None else message
-            self._detail = self._detail if detail is None else detail
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._lock:
-            if self._status in ("queued", "running"):
-                self._status = "stopping"
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._thread.ident is None:
-            return False
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def status(self) -> str:
-        with self._lock:
-            return self._status
-
-    @property
-    def done(self) -> bool:
-        return self.status not in ("queued", "running", "stopping")
 
     def snapshot(self) -> dict[str, Any]:
         """What a page draws, as plain values; the keys of ``TrainJob.snapshot`` plus
