@@ -77,10 +77,14 @@ def timed_commit(page, selector: str, text: str) -> float:
     return time.perf_counter() - t0
 
 
-def rerun_times(browser, url: str, path: str, selector: str, texts: list[str]) -> list[float]:
+def rerun_times(browser, url: str, path: str, selector: str, texts: list[str], view: str | None = None) -> list[float]:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}/{path}")
     page.wait_for_selector(IDLE, timeout=120_000)
+    if view:  # e.g. the explorer's Attention view, so each rerun draws the heatmaps
+        page.locator(".st-key-explore_view button", has_text=view).first.click()
+        page.wait_for_timeout(300)
+        page.wait_for_selector(IDLE, timeout=120_000)
     timed_commit(page, selector, texts[0])  # warm caches and the first layout
     times = [timed_commit(page, selector, text) for text in texts[1:]]
     page.close()
@@ -125,8 +129,8 @@ def main() -> None:
 
             prompts = [f"ROMEO {i}:\nWhat light through yonder window breaks? It is the east, and"[:64]
                        for i in range(n + 1)]  # 64 characters = 64 tokens for the char-level demo
-            exp = rerun_times(browser, url, "explore", ".st-key-explore_prompt textarea", prompts)
-            exp_base = rerun_times(browser, url, "explore", ".st-key-explore_prompt textarea", short)
+            exp = rerun_times(browser, url, "explore", ".st-key-explore_prompt textarea", prompts, "Attention")
+            exp_base = rerun_times(browser, url, "explore", ".st-key-explore_prompt textarea", short, "Attention")
             report("explorer forward + heatmaps, 64-token prompt", exp, 0.7, exp_base)
         finally:
             proc.terminate()
