@@ -26,13 +26,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
     for name in wanted:
-        try:
-            module = importlib.import_module(COMMANDS[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != COMMANDS[name]:
-                raise
-            continue  # command not built yet in this checkout
-        module.register(sub)
+        importlib.import_module(COMMANDS[name]).register(sub)
     return parser
 
 
