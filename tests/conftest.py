@@ -43,7 +43,9 @@ def shakespeare_path() -> Path:
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    # tests use tiny models, and the browser tests run a server beside pytest on two cores:
-    # one thread avoids oversubscribing them (two busy OpenMP threads then slow down many times)
+    # One torch thread for every test: the models are tiny, so a second thread cannot speed them
+    # up, and when the two cores are busy (a training thread, the browser tests' server) two
+    # OpenMP threads wait on each other at every op — measured 10-50x slower. Tests that need
+    # another count set it themselves.
     torch.set_num_threads(1)
     yield

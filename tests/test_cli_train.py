@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import signal
 
-import pytest
-import torch
-
 from toygpt import runs
 from toygpt.__main__ import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # see tests/test_train.py
-    yield
-
 
 NANO = ["--corpus", "copy", "--preset", "nano", "--eval-interval", "5", "--eval-batches", "2", "--device", "cpu"]
 

@@ -35,14 +35,6 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second thread only adds waiting on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_model(seed: int = 0, **overrides) -> GPT:
     """A tiny model with weights 5× GPT-2's init, so attention is far from uniform."""

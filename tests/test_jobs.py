@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 from toygpt import runs
 from toygpt.jobs import JobRefused, JobRegistry, TrainSpec
@@ -15,11 +14,6 @@ from toygpt.train import TrainConfig
 
 QUICK = TrainConfig(max_steps=30, eval_interval=10, eval_batches=2, log_interval=1, checkpoint_interval=0)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # see tests/test_train.py
-    yield
 
 
 @pytest.fixture

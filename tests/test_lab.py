@@ -22,15 +22,6 @@ from toygpt.tokenizers import ByteTokenizer, CharTokenizer
 from toygpt.train import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def source_run() -> str:
     """A small char-level run on toy-english (its corpus is built in, so val loss works)."""

@@ -12,7 +12,6 @@ import json
 import math
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from pages._shared import job_registry, model_choices
@@ -34,16 +33,13 @@ WAIT_S = 180  # generous: the two shared cores may be busy with other test runs
 
 @pytest.fixture(autouse=True)
 def offline_and_clean(monkeypatch, tmp_path):
-    """No network, one torch thread (tiny models; two spinning threads crawl on shared cores),
+    """No network (one torch thread comes from conftest),
     and no job left running before or after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     monkeypatch.setenv("TOYGPT_OFFLINE", "1")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
     job_registry().clear()
     yield
     job_registry().clear()
-    torch.set_num_threads(threads)
 
 
 def source_run() -> str:

@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from pages._shared import job_registry
@@ -39,13 +38,8 @@ COPY_TEXT = "abc|abc\nqzkf|qzkf\nhello|hello\n" * 200  # only characters the cop
 
 @pytest.fixture(autouse=True)
 def offline_and_clean(monkeypatch, tmp_path):
-    """No network (downloads go to a closed port), one torch thread, no job left running.
-
-    One thread: the training thread shares two cores with the test and other processes, and
-    there torch's two spinning threads were measured ~10x slower than one (28 s vs 2.8 s for
-    the same 30 nano steps with the machine busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """No network (downloads go to a closed port) and no job left running; one torch thread
+    comes from conftest (28 s vs 2.8 s for the same 30 nano steps on busy cores)."""
     monkeypatch.setenv("TOYGPT_OFFLINE", "1")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
     real = data.DOWNLOADS["shakespeare"]
@@ -54,7 +48,6 @@ def offline_and_clean(monkeypatch, tmp_path):
     job_registry().clear()
     yield
     job_registry().clear()
-    torch.set_num_threads(threads)
 
 
 def closed_port() -> int:

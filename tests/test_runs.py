@@ -18,13 +18,6 @@ from toygpt.model import GPT, preset
 from toygpt.runs import RunError
 from toygpt.train import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # see tests/test_train.py: one thread is faster on busy cores
-    yield
-
-
 CONFIG = TrainConfig(max_steps=20, eval_interval=5, eval_batches=2, log_interval=1, checkpoint_interval=0)
 
 

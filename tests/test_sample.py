@@ -37,15 +37,6 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tensors here are tiny: a second thread cannot speed them up, and on a busy machine every
-    # parallel region waits for it (milliseconds per operation instead of microseconds).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_model(seed: int = 0, dtype: torch.dtype = torch.float64, **overrides) -> GPT:
     """A tiny model whose weights are 5× GPT-2's init, so attention is not uniform and the

@@ -28,15 +28,6 @@ from toygpt.train import (
     train,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Nano models gain nothing from a second thread, and when the cores are busy (other test
-    runs) two OpenMP threads wait on each other at every op: 50× slower, measured. One it is."""
-    torch.set_num_threads(1)
-    yield
-
-
 QUICK = dict(eval_interval=1000, eval_batches=2, log_interval=1, max_snapshots=0, checkpoint_interval=0)
 
 

@@ -24,14 +24,6 @@ from toygpt.model import GPT, GPTConfig
 from toygpt.sample import generate, next_token_distribution
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model() -> GPT:
     return GPT(GPTConfig(vocab_size=20, block_size=24, n_layer=2, n_head=2, n_embd=16), seed=0).eval()

@@ -43,13 +43,6 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: a second thread only waits
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny(**overrides) -> GPTConfig:
     return GPTConfig(**{**TINY, **overrides})
