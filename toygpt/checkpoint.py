@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from toygpt import __version__
 from toygpt.model import GPT, GPTConfig, sinusoidal_positions
+from toygpt.run_schema import SchemaError, check_json_shape, file_limit
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -168,15 +169,23 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; anything wrong (missing, huge, not UTF-8, not JSON) is a CheckpointError."""
+    """Parse a JSON file; anything wrong (missing, huge, not UTF-8, not JSON) is a CheckpointError.
+
+    Its size and how many arrays/objects it holds are checked against the limits for its kind
+    of file (``toygpt.run_schema``: run.json, config.json, tokenizer.json ...) before parsing."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{path}: {size:,} bytes is too large for a JSON file here (limit {MAX_JSON_BYTES:,})")
+    limit = min(MAX_JSON_BYTES, file_limit(path.name) or MAX_JSON_BYTES)
+    if size > limit:
+        raise CheckpointError(f"{path}: {size:,} bytes is too large for a {path.name} (limit {limit:,})")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        raw = path.read_bytes()
+        check_json_shape(path.name, raw)  # before json.loads builds millions of lists
+        return json.loads(raw.decode("utf-8"))
+    except SchemaError as exc:
+        raise CheckpointError(f"{path}: {str(exc).split(': ', 1)[-1]}") from None
     except UnicodeDecodeError as exc:
         raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
