@@ -113,11 +113,14 @@ def test_the_issue_case_1e999_is_a_run_error_not_a_value_error(exported):
 
 def test_deeply_nested_metrics_line_is_skipped_on_read_and_refused_on_import(exported):
     poisoned = {**exported, "source/metrics.jsonl": exported["source/metrics.jsonl"] + b"[" * 100_000 + b"\n"}
-    with pytest.raises(RunError, match="metrics.jsonl line \\d+: nested too deeply"):
+    with pytest.raises(RunError, match="metrics.jsonl line \\d+: log row: holds 100,000 JSON arrays/objects"):
         runs.import_zip(make_zip(poisoned))
     unpack_as_run(poisoned)
     rows = runs.read_metrics("poisoned")  # used to raise RecursionError
     assert rows and all(isinstance(r["step"], int) for r in rows)
+    deep = b'{"type": "log", "step": 1, "message": "' + b"[" * 99 + b'"}\n'  # brackets in text: read
+    unpack_as_run({**exported, "source/metrics.jsonl": exported["source/metrics.jsonl"] + deep}, "brackets")
+    assert runs.read_metrics("brackets")[-1]["message"] == "[" * 99
 
 
 @pytest.mark.parametrize(
@@ -171,3 +174,122 @@ def test_every_page_renders_beside_a_poisoned_run(exported, page, monkeypatch, t
     at = AppTest.from_file("../app.py", default_timeout=60).run()
     at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+# --------------------------------------------------------------------------------------------
+# Kind 2: sizes bounded before anything is parsed or allocated, against one memory budget
+# --------------------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("name", ["run.json", "tokenizer.json", "config.json"])
+def test_a_huge_json_file_is_refused_from_the_zip_directory_before_unpacking(exported, name):
+    """The issue's 3.9 MB zip whose run.json is a 64 MB [[0],...] took 6.3 GB to import."""
+    huge = b"[" + b"[0]," * (16 * 2**20) + b"[0]]"  # 64 MiB; deflates to a fraction of that
+    before = peak_rss_mb()
+    with pytest.raises(RunError, match=rf"{name}: 67,108,8\d\d bytes is above the [\d,]+-byte limit for this file"):
+        runs.import_zip(make_zip({**exported, f"source/{name}": huge}))
+    assert peak_rss_mb() - before < 400  # the zip and its bytes, nothing parsed
+    assert runs_folder_entries() == []
+
+
+@pytest.mark.parametrize("name", ["run.json", "tokenizer.json"])
+def test_json_with_millions_of_containers_is_refused_before_parsing(exported, name):
+    limit = {"run.json": 1_000, "tokenizer.json": 300_000}[name]
+    many = b"[" + b"[0]," * (limit + 10) + b"[0]]"
+    if name == "run.json":  # must fit the 1 MiB limit to reach the shape check
+        many = b"[" + b"[]," * 2_000 + b"[]]"
+    with pytest.raises(RunError, match=rf"{name}: holds [\d,]+ JSON arrays/objects, above the {limit:,}"):
+        runs.import_zip(make_zip({**exported, f"source/{name}": many}))
+
+
+def config_with(exported, **model) -> dict[str, bytes]:
+    meta = json.loads(exported["source/config.json"])
+    meta["model"].update(model)
+    info = json.loads(exported["source/run.json"])
+    info["model_config"].update(model)
+    return {**exported, "source/config.json": json.dumps(meta).encode(), "source/run.json": json.dumps(info).encode()}
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [({"pos_encoding": "sinusoidal", "block_size": 3_000_000}, "block_size=3000000 must be a whole number from 1 to 65,536"),
+     ({"n_layer": 200_000, "n_head": 1, "n_embd": 4}, "n_layer=200000 must be a whole number from 1 to 256")],
+)  # fmt: skip
+def test_model_shapes_beyond_any_range_are_refused_at_once(exported, model, reason):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(RunError, match=reason):
+        runs.import_zip(make_zip(config_with(exported, **model)))
+    assert time.perf_counter() - started < 10  # the issue's n_layer case ran for over 180 s
+
+
+def test_a_model_over_the_budget_is_refused_from_its_config_before_it_exists(exported, monkeypatch):
+    """A small zip whose config.json describes a big model: refused from the config's numbers."""
+    monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "256MiB")
+    big = config_with(exported, n_layer=12, n_head=8, n_embd=512)  # 38M parameters = 152 MB > 64 MiB
+    before = peak_rss_mb()
+    with pytest.raises(RunError, match=r"config.json: the model in config.json needs about 1\d\d\.\d MiB, above the 64\.0 MiB one model may use \(a quarter of this server's memory budget of 256\.0 MiB\)"):
+        runs.import_zip(make_zip(big))
+    assert peak_rss_mb() - before < 100
+
+
+def test_weights_over_the_budget_are_refused_from_the_zip_directory(exported, monkeypatch, tmp_path):
+    """The issue's 487 KB zip holding a valid 500 MB model: zeros deflate to almost nothing."""
+    monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "64MiB")
+    zeros = json.dumps({"w": {"dtype": "F32", "shape": [5 * 2**20], "data_offsets": [0, 20 * 2**20]}}).encode()
+    weights = len(zeros).to_bytes(8, "little") + zeros + bytes(20 * 2**20)
+    data = make_zip({**exported, "source/model.safetensors": weights})
+    assert len(data) < 2 * 2**20  # the rest of the run; the 20 MiB of weights pack to ~20 kB
+    with pytest.raises(RunError, match=r"model.safetensors: 20,97\d,\d+ bytes is above the 16,777,216 bytes this server can load"):
+        runs.import_zip(data)
+
+
+def test_the_budget_comes_from_the_environment_or_the_machine(monkeypatch):
+    from toygpt import budget
+
+    monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "1.5GiB")
+    assert budget.memory_budget() == int(1.5 * 2**30)
+    monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "lots")
+    with pytest.raises(ValueError, match="TOYGPT_MEMORY_BUDGET='lots' is not a size"):
+        budget.memory_budget()
+    monkeypatch.delenv("TOYGPT_MEMORY_BUDGET")
+    assert 64 * 2**20 < budget.memory_budget() < 2**50
+
+
+def cjk_text(chars: int = 250_000, seed: int = 0) -> str:
+    import random
+
+    rng = random.Random(seed)
+    pool = [chr(c) for c in (*range(0x4E00, 0xA000), *range(0x20000, 0x2A6E0))]
+    return "".join(rng.choice(pool) for _ in range(chars))
+
+
+def test_a_char_corpus_of_chinese_is_costed_with_its_real_vocabulary(monkeypatch):
+    """0.75 MB of CJK text with the char tokenizer has ~60,000 distinct characters; the guard
+    estimated 42.9 MiB (a 65-token vocabulary) and the run used 1.2 GB."""
+    from toygpt.jobs import JobRefused, JobRegistry, estimated_memory
+
+    text = cjk_text()
+    assert len(text.encode()) > 750_000 and len(set(text)) > 50_000
+    spec = TrainSpec(corpus="mine", corpus_text=text, tokenizer="char", model=preset("small"), train=CONFIG)
+    assert estimated_memory(spec) > 500 * 2**20
+    with pytest.raises(JobRefused, match=r"this run needs about \d+\.\d MiB .* above the 256\.0 MiB one job may use here; choose"):
+        JobRegistry(max_memory_bytes=256 * 2**20).start(spec)
+
+
+def test_the_job_checks_the_real_vocabulary_again_before_building_the_model(monkeypatch):
+    """A named corpus's vocabulary is only known once the tokenizer is built: checked then."""
+    from toygpt.budget import MemoryBudgetError
+
+    monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "128MiB")
+    spec = TrainSpec(corpus="mine", corpus_text=cjk_text(20_000), tokenizer="char", model=preset("small"), train=CONFIG)
+    with pytest.raises(MemoryBudgetError, match=r"this run needs about \d+\.\d MiB, above the 64\.0 MiB one training job may use"):
+        run_training(spec)
+    assert runs_folder_entries() == []

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from toygpt import __version__
+from toygpt.budget import MemoryBudgetError, check_model_fits, memory_budget
 from toygpt.model import GPT, GPTConfig, sinusoidal_positions
 from toygpt.run_schema import SchemaError, check_json_shape, file_limit
 
@@ -256,7 +257,10 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             )
         raw = handle.read(header_len)
     try:
+        check_json_shape("safetensors header", raw)
         header = json.loads(raw.decode("utf-8"))
+    except SchemaError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
@@ -321,6 +325,12 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    size, limit = path.stat().st_size, memory_budget() // 2
+    if size > limit:  # the largest file a run holds is AdamW's two moments: 2 × the weights
+        raise CheckpointError(
+            f"{path}: {size:,} bytes would be read into memory, above half of this server's memory "
+            f"budget ({limit:,} bytes; see toygpt.budget)"
+        )
     try:
         read_safetensors_header(path)
         # pread copies the bytes into memory: unlike mmap, a file changed later cannot crash us
@@ -543,6 +553,10 @@ def load_checkpoint(directory: str | Path, weights_name: str = WEIGHTS_NAME) -> 
         raise CheckpointError(f"{directory}: checkpoint folder not found")
     meta = read_meta(directory)
     config = read_model_config(directory, meta)
+    try:  # before a single weight is allocated
+        check_model_fits(config, "the model in config.json")
+    except MemoryBudgetError as exc:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from None
     tokenizer = None
     if (directory / TOKENIZER_NAME).exists():
         tokenizer = read_json(directory / TOKENIZER_NAME)

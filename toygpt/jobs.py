@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from toygpt import data as corpora
+from toygpt.budget import JOB_SHARE, check_memory, human_bytes, memory_budget
 from toygpt.distributed import PLAIN, DistributedContext
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, RunError, create_run, open_run
@@ -33,7 +34,6 @@ from toygpt.train import Event, TrainConfig, Trainer, estimate
 
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "diverged", "failed")
 ACTIVE = ("queued", "running", "stopping")
-DEFAULT_MAX_MEMORY = 2 * 2**30  # 2 GiB: a shared app runs every visitor's job in one process
 MAX_TAGS, MAX_TAG_CHARS = 20, 40
 
 
@@ -134,10 +134,13 @@ def build_training(
     text = corpus_text_of(spec)
     config = spec.train_config
     if spec.init_from:
+        check_job_memory(open_run(spec.init_from).model_config(), config, text, f"fine-tuning {spec.init_from}")
         model, tokenizer = _fine_tune_source(spec.init_from, text)
     else:
         tokenizer = _tokenizer_for(spec, text, dist)
-        model = GPT(spec.model_config.replace(vocab_size=tokenizer.vocab_size), seed=config.seed)
+        model_config = spec.model_config.replace(vocab_size=tokenizer.vocab_size)
+        check_job_memory(model_config, config, text, "this run")  # before the model exists
+        model = GPT(model_config, seed=config.seed)
     token_data = corpora.prepare(text, tokenizer)
     token_data.check_block_size(config.block_size or model.config.block_size)
     run = None
@@ -166,6 +169,7 @@ def _build_resume(
         raise RunError(f"{run.id} is read-only; fine-tune it with init_from={run.id!r} instead")
     text = run.corpus_text()
     tokenizer = run.tokenizer()
+    check_job_memory(run.model_config(), spec.train or run.train_config(), text, f"resuming {run.id}")
     state, optimizer_state = run.training_state()
     model = run.load_model("latest").model
     config = spec.train or run.train_config()
@@ -340,29 +344,38 @@ class TrainJob(BackgroundJob):
 # --------------------------------------------------------------------------------------------
 
 
+def job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None = None) -> int:
+    """Bytes a training run needs: weights, gradients, AdamW and activations
+    (``toygpt.train.estimate``), plus the token ids of its corpus (int64, at most one per UTF-8
+    byte) when the text is known."""
+    data = 8 * len(text.encode("utf-8", "replace")) if text is not None else 0
+    return int(estimate(model_config, config)["total_memory_bytes"]) + data
+
+
+def check_job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None, what: str) -> None:
+    """Refuse a run that needs more than a training job's share of the server's memory budget."""
+    check_memory(job_memory(model_config, config, text), what, JOB_SHARE)
+
+
 def estimated_memory(spec: TrainSpec) -> int:
-    """Bytes a spec's run needs, roughly (``toygpt.train.estimate``); vocab from the spec's
-    tokenizer name when it says (a char vocabulary is small; gpt2 has 50257)."""
+    """Bytes a spec's run needs (``job_memory``), before anything is built. The vocabulary is
+    the real one where it can be known cheaply: a fine-tuned or resumed run's model, the
+    distinct characters of your own text for the char tokenizer (0.75 MB of Chinese has
+    ~68,000, not the 65 of Shakespeare), the size a tokenizer name states (bpe-N, gpt2)."""
     if spec.resume or spec.init_from:
         model_config = open_run(spec.resume or spec.init_from).model_config()
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
     else:
         model_config, config = spec.model_config, spec.train_config
-        vocab = _vocab_hint(spec.tokenizer)
+        vocab = _vocab_hint(spec.tokenizer, spec.corpus_text)
         if vocab:
             model_config = model_config.replace(vocab_size=vocab)
-    return int(estimate(model_config, config)["total_memory_bytes"])
+    return job_memory(model_config, config, spec.corpus_text)
 
 
-def human_bytes(n: float) -> str:
-    """``1536 → '1.5 KiB'``, ``3 * 2**30 → '3.0 GiB'``."""
-    units, i = ("bytes", "KiB", "MiB", "GiB"), 0
-    while n >= 1024 and i < len(units) - 1:
-        n, i = n / 1024, i + 1
-    return f"{n:.0f} bytes" if i == 0 else f"{n:.1f} {units[i]}"
-
-
-def _vocab_hint(tokenizer_spec: str) -> int | None:
+def _vocab_hint(tokenizer_spec: str, text: str | None = None) -> int | None:
+    if tokenizer_spec == "char" and text is not None:
+        return len(set(text))
     if tokenizer_spec.startswith("bpe-") and tokenizer_spec[4:].isdigit():
         return int(tokenizer_spec[4:])
     return {"byte": 256, "gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277,
@@ -375,7 +388,7 @@ class JobRegistry:
     ``st.cache_resource`` so every session and every refresh sees the same jobs)."""
 
     max_jobs: int = 1
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY
+    max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.budget
     num_threads: int | None = None
     _jobs: dict[str, TrainJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -387,10 +400,13 @@ class JobRegistry:
         except ValueError as exc:  # e.g. resume/init_from names a run that does not exist
             raise JobRefused(str(exc)) from None
         if need > self.max_memory_bytes:
+            budget = memory_budget()
+            whence = (f" (half of this server's memory budget of {human_bytes(budget)})"
+                      if self.max_memory_bytes == int(budget * JOB_SHARE) else "")  # fmt: skip
             raise JobRefused(
-                f"this run needs about {human_bytes(need)} (weights, gradients, Adam and activations), "
-                f"above this app's limit of {human_bytes(self.max_memory_bytes)}; choose a smaller "
-                "preset, batch size or block size"
+                f"this run needs about {human_bytes(need)} (weights, gradients, Adam, activations and "
+                f"the token ids), above the {human_bytes(self.max_memory_bytes)} one job may use "
+                f"here{whence}; choose a smaller preset, batch size or block size"
             )
         return self.start_job(TrainJob(spec, num_threads=self.num_threads))
 

@@ -46,7 +46,12 @@ MAX_FILE_BYTES = {
 }
 # JSON arrays + objects a file may hold: what json.loads allocates most of (about 60-100 bytes
 # each). A 50,000-merge BPE tokenizer has ~50,000; a run.json a few.
-MAX_JSON_CONTAINERS = {"run.json": 1_000, "config.json": 1_000, "lab.json": 200_000, "tokenizer.json": 300_000}
+MAX_JSON_CONTAINERS = {
+    "run.json": 1_000, "config.json": 1_000, "lab.json": 200_000, "tokenizer.json": 300_000,
+    "safetensors header": 100_000,  # 3 per tensor (entry, shape, offsets); GPT-2 has ~150 tensors
+    "trainer state": 1_000, "log row": 100,  # flat objects: one container (brackets in text aside)
+}  # fmt: skip
+MAX_ROW_BYTES = 1 * MIB  # one line of metrics.jsonl / samples.jsonl
 
 
 class SchemaError(ValueError):

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from toygpt.budget import LOAD_SHARE, memory_budget
 from toygpt.checkpoint import (
     CheckpointError,
     LoadedCheckpoint,
@@ -54,7 +55,14 @@ from toygpt.checkpoint import (
     write_json_atomic,
 )
 from toygpt.model import GPT, GPTConfig
-from toygpt.run_schema import RUN_STATUSES, check_event_row, check_run_info, check_size
+from toygpt.run_schema import (
+    MAX_ROW_BYTES,
+    RUN_STATUSES,
+    check_event_row,
+    check_json_shape,
+    check_run_info,
+    check_size,
+)
 from toygpt.train import Event, Trainer, TrainState, optimizer_tensors
 
 DEMO_RUN = "demo-shakespeare-char"
@@ -385,6 +393,7 @@ class Run:
             saved = _safetensors_metadata(path).get("trainer_state")
             if saved is None:
                 raise RunError(f"{OPTIMIZER} holds no trainer state; start a new run with init_from={self.id!r}")
+            check_json_shape("trainer state", saved.encode("utf-8"))
             state = TrainState.from_dict(json.loads(saved))
             saved_step = read_meta(self.path)["step"]
         if saved_step != state.step:
@@ -463,6 +472,9 @@ def read_jsonl(path: Path, strict: bool = False) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             try:
+                if len(line) > MAX_ROW_BYTES:
+                    raise ValueError(f"{len(line):,} characters is longer than a row may be ({MAX_ROW_BYTES:,})")
+                check_json_shape("log row", line.encode("utf-8", "replace"))  # before json.loads
                 rows.append(check_event_row(json.loads(line)))
             except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
                 if strict and line.endswith("\n"):
@@ -680,29 +692,51 @@ def _member_names(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         if not ALLOWED_MEMBER.fullmatch(name):
             raise RunError(f"unexpected file {info.filename!r} in the zip; a toygpt run holds only run.json, config.json, weights and logs")
         members[name] = info
+        _check_member_size(name, info.file_size)
     if sum(i.file_size for i in members.values()) > MAX_IMPORT_BYTES:
         raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
     return members
 
 
+def _check_member_size(name: str, size: int) -> None:
+    """Each file's size, from the zip's directory, before anything is unpacked: the logs and
+    JSON files have their own limits (``toygpt.run_schema``), weights a quarter of the server's
+    memory budget (float32 weights are loaded as they are), optimizer state half (two moments)."""
+    if name.endswith(".safetensors"):
+        share = 2 * LOAD_SHARE if name == OPTIMIZER else LOAD_SHARE
+        limit = int(memory_budget() * share)
+        if size > limit:
+            raise RunError(f"{name}: {size:,} bytes is above the {limit:,} bytes this server can load for it "
+                           "(a share of its memory budget; see the deploy notes)")  # fmt: skip
+    else:
+        check_size(name, size)
+
+
 def _extract(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], folder: Path) -> None:
-    """Copy members out with a byte budget: sizes in a zip header can lie."""
+    """Copy members out with a byte budget, overall and per file: sizes in a zip header can lie."""
     budget = MAX_IMPORT_BYTES
     for name, info in members.items():
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
         with archive.open(info) as source, open(target, "wb") as out:
             while chunk := source.read(1 << 20):
                 budget -= len(chunk)
+                written += len(chunk)
                 if budget < 0:
                     raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
+                _check_member_size(name, written)
                 out.write(chunk)
 
 
 def _validate_import(folder: Path) -> dict[str, Any]:
     """Every file of an unpacked run must pass the checks its reader makes: run.json against
     its schema, the checkpoint, a tokenizer that fits the model, best weights, snapshots, the
-    optimizer state with its counters, every line of the logs, the corpus and a lab result."""
+    optimizer state with its counters, every line of the logs, the corpus and a lab result.
+
+    One weights file is held at a time (the shapes to check against come from a model on
+    torch's "meta" device, which allocates nothing), so the peak is about two copies of the
+    weights: what was loaded and what it is compared with."""
     run = Run(folder)
     run.id = "upload"  # messages say "run upload: ...", not the staging folder's name
     info = run.info()
@@ -711,14 +745,18 @@ def _validate_import(folder: Path) -> dict[str, Any]:
         raise RunError("the run has no tokenizer.json")
     if info["model_config"] != checkpoint.config.to_dict():
         raise RunError("run.json's model_config differs from config.json's model; the files come from different runs")
+    with torch.device("meta"):
+        shapes = GPT(checkpoint.config)
+    del checkpoint
     if (folder / BEST).exists():
         with run._reading():
-            check_weights_fit(checkpoint.model, load_tensors(folder / BEST), BEST)
+            check_weights_fit(shapes, load_tensors(folder / BEST), BEST)
     for step in run._snapshot_files():
         run.load_snapshot(step)
     if (folder / OPTIMIZER).exists():
         _, tensors = run.training_state()
-        check_optimizer_tensors(checkpoint.model, tensors)
+        check_optimizer_tensors(shapes, tensors)
+        del tensors
     for name in (METRICS, SAMPLES):
         with run._reading():
             read_jsonl(folder / name, strict=True)
