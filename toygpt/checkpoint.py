@@ -12,12 +12,16 @@ wrote. A checkpoint shared by someone else must be *data*: safetensors and JSON 
 
 Every write goes to a temporary file beside its target, is flushed to disk (fsync) and then
 renamed over the target. A rename within one folder is atomic, so a crash or a full disk
-mid-save leaves the previous checkpoint exactly as it was. Every read checks what it gets and
+mid-save leaves the previous file exactly as it was. Several files that belong together (the
+weights, config.json and the optimizer state of one step) are committed as one unit through a
+small journal written between "all staged" and "all renamed" (``StagedFiles.commit``);
+``recover_commit`` finishes or drops an interrupted commit. Every read checks what it gets and
 raises ``CheckpointError`` naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -66,12 +70,22 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+JOURNAL_NAME = ".commit.json"  # present only while a multi-file commit is being renamed into place
+
+
 class StagedFiles:
     """Write several files so that either all of them replace their targets or none does.
 
     Each ``write`` goes to a hidden temp file in the target's folder (same filesystem, so the
     final rename is atomic) and is fsynced. Leaving the ``with`` block normally renames them all
     into place; an exception deletes the temp files and leaves the old files untouched.
+
+    A process killed between two renames would leave a mix of new and old files. So, for more
+    than one file, ``commit`` first writes a journal (``.commit.json``, itself written to a temp
+    file and renamed: it exists whole or not at all) listing every rename, then renames, then
+    deletes it. The journal is the commit point: ``recover_commit`` redoes the renames of a
+    journal it finds (every temp file was complete before the journal was written) and deletes
+    temp files that no journal names (a commit that never reached its commit point).
 
     >>> with StagedFiles() as files:                      # doctest: +SKIP
     ...     files.write(Path("run/a.json"), lambda tmp: tmp.write_text("{}"))
@@ -107,11 +121,29 @@ class StagedFiles:
         self.pending.clear()
 
     def commit(self) -> None:
+        journal = self._write_journal() if len(self.pending) > 1 else None
         for temp, path in self.pending:
             os.replace(temp, path)
         for folder in {path.parent for _, path in self.pending}:
             fsync_folder(folder)
+        if journal is not None:
+            journal.unlink()
+            fsync_folder(journal.parent)
         self.pending.clear()
+
+    def _write_journal(self) -> Path:
+        """The list of renames, relative to the first target's folder, made durable."""
+        home = self.pending[0][1].parent
+        renames = [[os.path.relpath(temp, home), os.path.relpath(path, home)] for temp, path in self.pending]
+        journal = home / JOURNAL_NAME
+        fd, name = tempfile.mkstemp(prefix=f".{JOURNAL_NAME}.", suffix=".tmp", dir=home)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            json.dump({"renames": renames}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, journal)
+        fsync_folder(home)
+        return journal
 
     def __enter__(self) -> StagedFiles:
         return self
@@ -124,6 +156,42 @@ class StagedFiles:
                 self.discard()  # only non-empty if a rename failed
         else:
             self.discard()
+
+
+def recover_commit(folder: str | Path, subfolders: tuple[str, ...] = ()) -> str | None:
+    """Finish or undo a commit that a crash interrupted in ``folder``; return what was done.
+
+    A journal (see ``StagedFiles``) means every new file was complete: its renames are redone.
+    Temp files that no journal names are from a commit that never reached that point (or from a
+    single-file write cut short): they are deleted, and the previous files stand. Run it before
+    reading a folder that no process is writing to (e.g. before resuming a run)."""
+    folder = Path(folder)
+    done = None
+    journal = folder / JOURNAL_NAME
+    if journal.is_file():
+        try:
+            renames = json.loads(journal.read_text(encoding="ascii"))["renames"]
+            pairs = [(folder / temp, folder / final) for temp, final in renames]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{JOURNAL_NAME}: an interrupted save's journal is unreadable ({exc})") from None
+        if not all(_inside(folder, p) for pair in pairs for p in pair):
+            raise CheckpointError(f"{JOURNAL_NAME}: names a file outside the run; delete it by hand")
+        for temp, final in pairs:
+            if temp.exists():
+                os.replace(temp, final)
+        fsync_folder(folder)
+        journal.unlink()
+        done = f"finished an interrupted save ({len(pairs)} files)"
+    leftovers = [p for sub in ("", *subfolders) for p in (folder / sub).glob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    if leftovers and done is None:
+        done = f"removed {len(leftovers)} unfinished file(s) of an interrupted save"
+    return done
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    return os.path.commonpath([folder.resolve(), path.resolve()]) == str(folder.resolve())
 
 
 def fsync_folder(folder: Path) -> None:
@@ -210,9 +278,13 @@ def check_tensor_name(name: Any) -> None:
 
 
 def save_tensors(
-    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str] | None = None,
+    staged: StagedFiles | None = None,
 ) -> None:
-    """Write tensors to a safetensors file, atomically.
+    """Write tensors to a safetensors file, atomically (or into ``staged``, committed with the
+    other files of that transaction).
 
     Tensors that share memory (a tied weight saved under two names) are copied, because the
     format stores each tensor's bytes separately."""
@@ -232,6 +304,9 @@ def save_tensors(
             tensor = tensor.clone()
         seen_storage.add(storage)
         prepared[name] = tensor
+    if staged is not None:
+        staged.write(path, lambda temp: save_file(prepared, temp, metadata=metadata))
+        return
     with StagedFiles() as files:
         files.write(path, lambda temp: save_file(prepared, temp, metadata=metadata))
 
@@ -463,8 +538,10 @@ def save_checkpoint(
     metrics: dict | None = None,
     extra: dict | None = None,
     weights_name: str = WEIGHTS_NAME,
+    staged: StagedFiles | None = None,
 ) -> Path:
-    """Save a run: weights, config.json and (if given) tokenizer.json, all or nothing.
+    """Save a run: weights, config.json and (if given) tokenizer.json, all or nothing (with
+    ``staged``: as part of that larger transaction, committed when it is).
 
     ``tokenizer=None`` leaves a tokenizer.json already in the folder alone. Weights with NaN or
     inf are refused: such a model cannot be loaded (and usually means training diverged).
@@ -494,7 +571,7 @@ def save_checkpoint(
     config_bytes = json_bytes(meta, "config.json")  # fail before writing anything
     tokenizer_bytes = None if tokenizer is None else json_bytes(tokenizer, "tokenizer.json")
     prepared = {name: t.cpu().contiguous() for name, t in tensors.items()}
-    with StagedFiles() as files:  # all files staged first, then renamed in a few microseconds
+    with contextlib.nullcontext(staged) if staged is not None else StagedFiles() as files:
         files.write(directory / weights_name, lambda temp: save_file(prepared, temp, metadata={"format": "pt"}))
         if tokenizer_bytes is not None:
             files.write(directory / TOKENIZER_NAME, lambda temp: temp.write_bytes(tokenizer_bytes))

@@ -167,6 +167,8 @@ def _build_resume(
     run = open_run(spec.resume)
     if run.read_only:
         raise RunError(f"{run.id} is read-only; fine-tune it with init_from={run.id!r} instead")
+    if dist.is_main:
+        run.recover()  # a save cut short by a crash: finish it, or fall back to the one before
     text = run.corpus_text()
     tokenizer = run.tokenizer()
     check_job_memory(run.model_config(), spec.train or run.train_config(), text, f"resuming {run.id}")

@@ -41,15 +41,18 @@ from toygpt.budget import LOAD_SHARE, memory_budget
 from toygpt.checkpoint import (
     CheckpointError,
     LoadedCheckpoint,
+    StagedFiles,
     check_weights_fit,
     copy_weights,
     empty_model,
+    json_bytes,
     load_checkpoint,
     load_tensors,
     model_tensors,
     read_json,
     read_meta,
     read_model_config,
+    recover_commit,
     save_checkpoint,
     save_tensors,
     write_json_atomic,
@@ -258,6 +261,13 @@ class Run:
         write_json_atomic(self.path / RUN_FILE, info)
         return info
 
+    def recover(self) -> str | None:
+        """Finish or drop a save that a crash interrupted (``toygpt.checkpoint.recover_commit``);
+        call it only when no process is training this run (resume does)."""
+        self._writable()
+        with self._reading():
+            return recover_commit(self.path, (SNAPSHOTS,))
+
     def _writable(self) -> None:
         if self.read_only:
             raise RunError(f"run {self.id} is read-only (the shipped demo); fine-tune it into a new run instead")
@@ -306,15 +316,19 @@ class Run:
     # ---- saving (the RunSaver protocol of toygpt.train) ------------------------------------
 
     def save_latest(self, trainer: Trainer) -> None:
-        """Weights + optimizer + counters: everything resume needs. The optimizer goes first;
-        ``training_state`` refuses a pair whose steps disagree (a crash between the writes)."""
+        """Weights, optimizer state with the trainer's counters, config.json and run.json of one
+        step: everything resume needs, committed as one unit (``StagedFiles``' journal), so a
+        kill at any moment leaves this step's set or the previous one's, never a mix."""
         self._writable()
         state = trainer.state
         meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
-        save_tensors(self.path / OPTIMIZER, optimizer_tensors(trainer.model, trainer.optimizer), meta)
         metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
-        save_checkpoint(self.path, trainer.model, step=state.step, metrics=metrics, extra={"run_id": self.id})
-        self.update_info(step=state.step, best_val_loss=state.best_val_loss, elapsed=state.elapsed)
+        changes = {"step": state.step, "best_val_loss": _finite(state.best_val_loss), "elapsed": state.elapsed}
+        info = {**self.info(), **changes, "updated": _now()}
+        with StagedFiles() as files:
+            save_tensors(self.path / OPTIMIZER, optimizer_tensors(trainer.model, trainer.optimizer), meta, staged=files)
+            save_checkpoint(self.path, trainer.model, step=state.step, metrics=metrics, extra={"run_id": self.id}, staged=files)
+            files.write(self.path / RUN_FILE, lambda temp: temp.write_bytes(json_bytes(info, RUN_FILE)))
 
     def save_best(self, trainer: Trainer) -> None:
         self._writable()
