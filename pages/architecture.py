@@ -15,25 +15,7 @@ from toygpt.inspect import (
     position_similarity,
     residual_stats,
 )
-from toygpt.model import (
-    GPT,
-    NORM_POSITIONS,
-    POS_ENCODINGS,
-    PRESETS,
-    Block,
-    GPTConfig,
-    flops_per_token,
-    parameter_counts,
-    preset,
-)
-from toygpt.viz import (
-    embedding_figure,
-    nearest_tokens_figure,
-    position_similarity_figure,
-    residual_stats_figure,
-    trace_figure,
-)
-from toygpt.walkthrough import (
+from toygpt.lessons.walkthrough import (
     future_change,
     future_change_figure,
     human_bytes,
@@ -53,6 +35,24 @@ from toygpt.walkthrough import (
     trace_parts,
     trace_table,
     tying_saving,
+)
+from toygpt.model import (
+    GPT,
+    NORM_POSITIONS,
+    POS_ENCODINGS,
+    PRESETS,
+    Block,
+    GPTConfig,
+    flops_per_token,
+    parameter_counts,
+    preset,
+)
+from toygpt.viz import (
+    embedding_figure,
+    nearest_tokens_figure,
+    position_similarity_figure,
+    residual_stats_figure,
+    trace_figure,
 )
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toygpt.inspect import forward_trace, residual_stats
-from toygpt.model import GPT, GPTConfig, preset, total_parameters
-from toygpt.walkthrough import (
+from toygpt.lessons.walkthrough import (
     cosine_similarity_matrix,
     future_change,
     human_bytes,
@@ -33,6 +32,7 @@ from toygpt.walkthrough import (
     trace_table,
     tying_saving,
 )
+from toygpt.model import GPT, GPTConfig, preset, total_parameters
 
 TINY = dict(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
 VARIANTS = [
