@@ -9,7 +9,6 @@ shows saved results (runs tagged ``lab:<experiment>``), newest first.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -20,8 +19,10 @@ from pages._shared import capped_text, current_seed, job_registry, show_source
 from toygpt import data as corpora
 from toygpt import lab
 from toygpt.checkpoint import CheckpointError
+from toygpt.formatting import clock
 from toygpt.jobs import JobRefused
-from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run
+from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run, usable_as_model
+from toygpt.status import Status
 from toygpt.tokenizers import TokenizerError
 from toygpt.viz import loss_curves_figure
 
@@ -30,19 +31,12 @@ NAMES = list(lab.EXPERIMENTS)
 PASTE, UPLOAD = "__paste__", "__upload__"
 TOKENIZER_CHOICES = ["char", "byte", "bpe-300", "bpe-512", "bpe-1024", "bpe-2048", "gpt2"]
 DEPTH_CHOICES = [1, 2, 3, 4, 6, 8, 12, 16]
-DONE_STYLE = {"finished": st.success, "stopped": st.info, "failed": st.error}
+DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.info, Status.FAILED: st.error}
 
 
 def key_of(name: str) -> str:
     """Widget-key part of an experiment name: ``"norm-position"`` → ``"norm_position"``."""
     return name.replace("-", "_")
-
-
-def clock(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,8 +155,7 @@ def tokenization_ui(key: str, seed: int) -> lab.tokenization.TokenizationParams 
 
 def run_choices() -> list[str]:
     """Trained runs to learn on or look inside (lab runs whose weights are a by-product are left out)."""
-    infos = [i for i in list_runs() if i.status in ("finished", "stopped") and lab.RESULT_ONLY_TAG not in i.tags]
-    ids = [i.id for i in infos]
+    ids = [i.id for i in list_runs() if usable_as_model(i)]
     first = [r for r in (st.session_state.get("active_run"), DEMO_RUN) if r in ids][:1]
     return first + [i for i in ids if i not in first]
 
@@ -302,7 +295,7 @@ def job_box(job: lab.LabJob) -> None:
 
 
 def done_ui(snap: dict[str, Any]) -> None:
-    if snap["status"] == "finished":
+    if snap["status"] == Status.FINISHED:
         st.success(f"Done in {clock(snap['elapsed'])}; saved as run **{snap['run_id']}**. The result is shown below.")
     else:
         DONE_STYLE.get(snap["status"], st.info)(f"{snap['status']}: {snap['message']}")
@@ -325,7 +318,7 @@ def show_new_result(job: lab.LabJob) -> None:
     """Once per finished job: make its saved run the result shown below (before that widget exists)."""
     snap = job.snapshot()
     seen = st.session_state.setdefault("lab_seen_jobs", set())
-    if snap["status"] == "finished" and snap["run_id"] and job.id not in seen:
+    if snap["status"] == Status.FINISHED and snap["run_id"] and job.id not in seen:
         seen.add(job.id)
         st.session_state["lab_experiment"] = snap["experiment"]
         st.session_state[f"lab_{key_of(snap['experiment'])}_result"] = snap["run_id"]

@@ -10,12 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toygpt.formatting import human_bytes, human_count
 from toygpt.inspect import forward_trace, residual_stats
 from toygpt.lessons.walkthrough import (
     cosine_similarity_matrix,
     future_change,
-    human_bytes,
-    human_count,
     init_residual_comparison,
     memory_estimate,
     output_distribution,

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from toygpt import data as corpora
+from toygpt.formatting import about
 from toygpt.inspect import attention_distance, attention_maps
-from toygpt.lab.budget import Budget, about, step_seconds
+from toygpt.lab.budget import Budget, step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn, check_whole, plain, rounded
 from toygpt.lab.variants import Artifacts, load_source, source_config, val_windows

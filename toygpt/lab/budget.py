@@ -34,13 +34,3 @@ def step_seconds(model_config: GPTConfig, batch_size: int, block_size: int) -> f
 
 def training_seconds(model_config: GPTConfig, batch_size: int, block_size: int, steps: int) -> float:
     return steps * step_seconds(model_config, batch_size, block_size) * (1 + EVAL_SHARE)
-
-
-def millions(n: int) -> str:
-    return f"{n / 1e6:.2f} M" if n >= 10_000 else f"{n:,}"
-
-
-def about(seconds: float) -> str:
-    if seconds < 5:
-        return "a few seconds"
-    return f"about {seconds:.0f} s" if seconds < 100 else f"about {seconds / 60:.1f} min"

@@ -10,6 +10,7 @@ from toygpt.jobs import BackgroundJob
 from toygpt.lab.registry import EXPERIMENTS, reading, run_experiment
 from toygpt.lab.setup import ExperimentStopped, LabError
 from toygpt.lab.storage import save_result
+from toygpt.status import Status, is_active
 
 
 class LabJob(BackgroundJob):
@@ -38,11 +39,11 @@ class LabJob(BackgroundJob):
         try:
             result = run_experiment(self.name, self.params, self._on_progress, self._stop)
         except ExperimentStopped as exc:
-            return "stopped", str(exc)
+            return Status.STOPPED, str(exc)
         run_id = save_result(result) if self.save else None
         with self._lock:
             self.result, self._run_id, self._fraction = result, run_id, 1.0
-        return "finished", reading(result)
+        return Status.FINISHED, reading(result)
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         with self._lock:
@@ -63,7 +64,7 @@ class LabJob(BackgroundJob):
                 "job_id": self.id, "run_id": self._run_id, "status": self._status, "message": self._message,
                 "error_detail": self._detail, "stage": self._stage, "progress": fraction, "eta": eta,
                 "elapsed": elapsed, "metrics": [dict(m) for m in self._metrics],
-                "done": self._status not in ("queued", "running", "stopping"),
+                "done": not is_active(self._status),
                 "step": 0, "max_steps": None, "max_seconds": None, "loss": None, "val_loss": None,
                 "best_val_loss": None, "tokens_per_s": None, "last_sample": None, "samples": [], "start": {},
                 "logs": None, "corpus": getattr(self.params, "corpus", None), "tokenizer": None,

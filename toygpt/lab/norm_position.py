@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 import torch
 
 from toygpt import data as corpora
-from toygpt.lab.budget import Budget, about, millions, training_seconds
+from toygpt.formatting import about, human_count
+from toygpt.lab.budget import Budget, training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     MAX_STEPS,
@@ -35,6 +36,7 @@ from toygpt.lab.variants import (
     with_artifacts,
 )
 from toygpt.model import GPT, total_parameters
+from toygpt.status import Status
 from toygpt.viz import PALETTE, base_layout, loss_curves_figure
 
 
@@ -62,7 +64,7 @@ class NormPositionParams(TrainingSetup):
     def budget(self) -> Budget:
         model = self.model_config()
         seconds = 2 * training_seconds(model, self.batch_size, model.block_size, self.steps)
-        text = f"2 trainings (pre-LN, post-LN) × {self.steps} steps of the {self.preset} preset (≈ {millions(total_parameters(model))} parameters each)"
+        text = f"2 trainings (pre-LN, post-LN) × {self.steps} steps of the {self.preset} preset (≈ {human_count(total_parameters(model))} parameters each)"
         if self.lr_sweep:
             seconds += 2 * len(self.sweep_lrs) * training_seconds(model, self.batch_size, model.block_size, self.sweep_steps)
             text += f", then up to {2 * len(self.sweep_lrs)} more × {self.sweep_steps} steps for the learning-rate sweep"
@@ -130,7 +132,7 @@ def diverged(run: VariantRun, unigram: float) -> bool:
     the unigram loss — with the gradient clipped, a learning rate that is too high rarely gives
     NaN; it knocks the model back to guessing tokens from their frequency, where it stays."""
     final = run.final_loss
-    return run.end["status"] == "diverged" or final is None or final > unigram - CONTEXT_MARGIN
+    return run.end["status"] == Status.DIVERGED or final is None or final > unigram - CONTEXT_MARGIN
 
 
 def _lr_sweep(params: NormPositionParams, corpus: CharCorpus, unigram: float, reporter: Reporter) -> list[dict[str, Any]]:
@@ -189,7 +191,7 @@ def reading(result: NormPositionResult) -> str:
     pre, post = result.final_val.get("pre-LN"), result.final_val.get("post-LN")
     corpus = result.params.get("corpus", "the corpus")
     if pre is None or post is None:
-        diverged = [k for k, s in result.status.items() if s == "diverged"]
+        diverged = [k for k, s in result.status.items() if s == Status.DIVERGED]
         text = f"After {result.steps} steps on {corpus}, {' and '.join(diverged) or 'a variant'} diverged (the loss became NaN)."
     else:
         higher, lower = ("post-LN", "pre-LN") if post > pre else ("pre-LN", "post-LN")

@@ -13,8 +13,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from toygpt.formatting import about
 from toygpt.inspect import position_similarity, position_vectors
-from toygpt.lab.budget import Budget, about, training_seconds
+from toygpt.lab.budget import Budget, training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,

@@ -11,8 +11,9 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
+from toygpt.formatting import about
 from toygpt.inspect import residual_stats
-from toygpt.lab.budget import Budget, about, training_seconds
+from toygpt.lab.budget import Budget, training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,

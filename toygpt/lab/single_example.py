@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from toygpt import data as corpora
-from toygpt.lab.budget import Budget, about, step_seconds
+from toygpt.formatting import about
+from toygpt.lab.budget import Budget, step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,

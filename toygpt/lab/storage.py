@@ -12,14 +12,12 @@ from toygpt.checkpoint import CheckpointError, read_json, write_json_atomic
 from toygpt.lab.registry import EXPERIMENTS, experiment_of, reading
 from toygpt.lab.setup import LabError, plain
 from toygpt.lab.variants import Artifacts
-from toygpt.runs import RunInfo, create_run, list_runs, open_run
+from toygpt.runs import RESULT_ONLY_TAG, RunInfo, create_run, list_runs, open_run
+from toygpt.status import Status
 from toygpt.train import Event
 
 LAB_FILE = "lab.json"  # the numbers of a saved experiment, beside the run's usual files
 TAG_PREFIX = "lab:"
-# Runs whose weights are only a by-product of the numbers (e.g. the last of 8 depth variants) get
-# this tag too, so model pickers can skip them; single-example learning keeps a real model.
-RESULT_ONLY_TAG = "lab:result-only"
 FORMAT_VERSION = 1
 
 
@@ -49,7 +47,7 @@ def save_result(result: Any) -> str:
     for event in artifacts.events:
         if event.get("type") in ("step", "eval", "start"):
             run.on_event(event)
-    run.update_info(status="finished", message=text[:300], step=int(artifacts.events[-1].get("step", 0)) if artifacts.events else 0,
+    run.update_info(status=Status.FINISHED, message=text[:300], step=int(artifacts.events[-1].get("step", 0)) if artifacts.events else 0,
                     best_val_loss=_primary_loss(artifacts.events))  # fmt: skip
     return run.id
 

@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from toygpt import data as corpora
-from toygpt.lab.budget import Budget, about
+from toygpt.formatting import about
+from toygpt.lab.budget import Budget
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     TRAIN_PRESETS,
@@ -29,12 +30,11 @@ from toygpt.lab.setup import (
 from toygpt.lab.variants import Artifacts, train_variant
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.tokenizers import (
-    BPETokenizer,
-    ByteTokenizer,
     CharTokenizer,
     Tokenizer,
     TokenizerError,
-    get_tiktoken,
+    get_tokenizer,
+    parse_tokenizer_name,
 )
 from toygpt.train import TrainConfig
 from toygpt.viz import PALETTE, base_layout
@@ -82,7 +82,7 @@ class TokenizationParams:
         check_whole("seed", self.seed, 0, 2**31 - 1)
 
     def budget(self) -> Budget:
-        bpe = [n for n in self.tokenizers if n.startswith("bpe-")]
+        bpe = [n for n in self.tokenizers if parse_tokenizer_name(n).kind == "bpe"]
         seconds = len(self.tokenizers) * self.train_seconds + 4.0 * len(bpe) + 2.0
         text = f"{len(self.tokenizers)} tokenizers measured on the text"
         if bpe:
@@ -99,10 +99,13 @@ class TokenizationParams:
 
 
 def _check_tokenizer_name(name: Any) -> None:
-    if name in ("char", "byte", "gpt2"):
-        return
-    digits = name[4:] if isinstance(name, str) and name.startswith("bpe-") else ""
-    if not (digits.isascii() and digits.isdigit() and 257 <= int(digits) <= 8192):
+    """The lab's choice among the names ``parse_tokenizer_name`` reads: char, byte, gpt2, and
+    BPE sizes a text of a few hundred thousand characters can train in seconds."""
+    try:
+        parsed = parse_tokenizer_name(name)
+    except TokenizerError:
+        parsed = None
+    if parsed is None or not (name in ("char", "byte", "gpt2") or (parsed.kind == "bpe" and 257 <= parsed.vocab_size <= 8192)):
         raise LabError(f"tokenizer {name!r}: use char, byte, gpt2 or bpe-N with N from 257 to 8192 (e.g. bpe-512)")
 
 
@@ -120,15 +123,10 @@ class TokenizationResult:
     artifacts: Artifacts | None = field(default=None, repr=False, compare=False)  # never saved
 
 
-def build_tokenizer(name: str, text: str) -> Tokenizer:
-    """char / byte / bpe-N (trained on ``text``) / gpt2 (tiktoken; raises TokenizerError offline)."""
-    if name == "char":
-        return CharTokenizer.from_text(text)
-    if name == "byte":
-        return ByteTokenizer()
-    if name == "gpt2":
-        return get_tiktoken("gpt2")
-    return BPETokenizer.train(text, int(name[4:]))
+def _bpe_size(name: str) -> int | None:
+    """The vocabulary size a bpe-N name asks for; None for every other name."""
+    parsed = parse_tokenizer_name(name)
+    return parsed.vocab_size if parsed.kind == "bpe" else None
 
 
 def bits_per_byte(nats_per_token: float, tokens: int, n_bytes: int) -> float:
@@ -205,7 +203,7 @@ def run(
     for name in params.tokenizers:
         reporter.begin(f"{name}: building and measuring", weight=1)
         try:
-            tokenizer = build_tokenizer(name, text)
+            tokenizer = get_tokenizer(name, corpus_text=text)
             row = tokenizer_row(name, tokenizer, text, params.block_size, model_config)
         except TokenizerError as exc:
             rows.append({"tokenizer": name, "error": str(exc)})
@@ -253,7 +251,7 @@ def reading(result: TokenizationResult) -> str:
         bpb = ", ".join(f"{r['tokenizer']} {r['bits_per_byte']:.3f}" for r in trained)
         best = min(trained, key=lambda r: r["bits_per_byte"])
         text += f" After {seconds:g} s of training each, validation bits per byte: {bpb} — lowest: {best['tokenizer']}."
-    short = [r for r in ok if r["tokenizer"].startswith("bpe-") and r["vocab_size"] < int(r["tokenizer"][4:])]
+    short = [r for r in ok if _bpe_size(r["tokenizer"]) and r["vocab_size"] < _bpe_size(r["tokenizer"])]
     for r in short:
         text += f" {r['tokenizer']} stopped at {r['vocab_size']} tokens: every word of this text was already a single token."
     failed = [r for r in result.rows if r.get("error")]

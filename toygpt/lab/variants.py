@@ -15,6 +15,7 @@ from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import ExperimentStopped, LabError, rounded
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, open_run
+from toygpt.status import Status
 from toygpt.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_dict
 from toygpt.train import Event, TrainConfig, Trainer
 
@@ -78,7 +79,7 @@ def train_variant(label: str, model: GPT, data: corpora.TokenData, config: Train
         reporter.trainer_event(label, event)
 
     end = Trainer(model, data, config, on_event=on_event, stop_event=reporter.stop).run()
-    if end["status"] == "stopped":
+    if end["status"] == Status.STOPPED:
         raise ExperimentStopped("stopped on request; nothing was saved")
     return VariantRun(label, model.eval(), curve_rows(events), events, end)
 
