@@ -365,6 +365,14 @@ def build_encoding(name: str, files: list[bytes]) -> tiktoken.Encoding:
 def load_encoding(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> tiktoken.Encoding:
     """Encoding ``name`` from checked local files, downloading missing ones within ``timeout``
     seconds (see the module docstring); ``TokenizerUnavailable`` says why it cannot."""
+    return build_encoding(name, encoding_file_bytes(name, timeout=timeout))
+
+
+def encoding_file_bytes(name: str, filenames: Iterable[str] | None = None,
+                        timeout: float = DOWNLOAD_TIMEOUT_S) -> list[bytes]:  # fmt: skip
+    """The SHA-256-checked contents of encoding ``name``'s files, in ``ENCODING_FILES`` order or
+    in the order of ``filenames`` (the last part of each URL, e.g. ``"encoder.json"``);
+    missing ones are downloaded first, within ``timeout`` seconds for all of them."""
     missing = missing_files(name)
     if missing:
         if not tiktoken_cache_dir():
@@ -377,10 +385,15 @@ def load_encoding(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> tiktoken.En
                 fetch_into_cache(url, sha, max(0.1, deadline - time.monotonic()))
             except TokenizerUnavailable as exc:
                 raise _unavailable(name, str(exc)) from exc
-    files = [_local_bytes(url, sha) for url, sha in _files_of(name)]
+    by_name = {url.rsplit("/", 1)[1]: (url, sha) for url, sha in _files_of(name)}
+    wanted = list(by_name) if filenames is None else list(filenames)
+    unknown = [f for f in wanted if f not in by_name]
+    if unknown:
+        raise TokenizerError(f"{name} has no file {unknown[0]!r}; its files are {', '.join(by_name)}")
+    files = [_local_bytes(*by_name[filename]) for filename in wanted]
     if any(data is None for data in files):  # deleted or changed since it was checked
         raise _unavailable(name, "a file changed while it was being read; try again")
-    return build_encoding(name, files)
+    return files  # type: ignore[return-value]
 
 
 def get_tiktoken(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> TiktokenTokenizer:
