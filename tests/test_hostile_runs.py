@@ -252,7 +252,7 @@ def test_weights_over_the_budget_are_refused_from_the_zip_directory(exported, mo
 
 
 def test_the_budget_comes_from_the_environment_or_the_machine(monkeypatch):
-    from toygpt import budget
+    from toygpt import limits as budget
 
     monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "1.5GiB")
     assert budget.memory_budget() == int(1.5 * 2**30)
@@ -286,7 +286,7 @@ def test_a_char_corpus_of_chinese_is_costed_with_its_real_vocabulary(monkeypatch
 
 def test_the_job_checks_the_real_vocabulary_again_before_building_the_model(monkeypatch):
     """A named corpus's vocabulary is only known once the tokenizer is built: checked then."""
-    from toygpt.budget import MemoryBudgetError
+    from toygpt.limits import MemoryBudgetError
 
     monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "128MiB")
     spec = TrainSpec(corpus="mine", corpus_text=cjk_text(20_000), tokenizer="char", model=preset("small"), train=CONFIG)

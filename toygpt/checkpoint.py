@@ -39,9 +39,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from toygpt import __version__
-from toygpt.budget import MemoryBudgetError, check_model_fits, memory_budget
-from toygpt.model import GPT, GPTConfig, sinusoidal_positions
-from toygpt.run_schema import SchemaError, check_json_shape, file_limit
+from toygpt.limits import (
+    LOAD_SHARE,
+    LimitError,
+    MemoryBudgetError,
+    check_json_shape,
+    check_memory,
+    file_limit,
+    memory_budget,
+)
+from toygpt.model import GPT, GPTConfig, sinusoidal_positions, total_parameters
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -253,7 +260,7 @@ def read_json(path: str | Path) -> Any:
         raw = path.read_bytes()
         check_json_shape(path.name, raw)  # before json.loads builds millions of lists
         return json.loads(raw.decode("utf-8"))
-    except SchemaError as exc:
+    except LimitError as exc:
         raise CheckpointError(f"{path}: {str(exc).split(': ', 1)[-1]}") from None
     except UnicodeDecodeError as exc:
         raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
@@ -334,7 +341,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     try:
         check_json_shape("safetensors header", raw)
         header = json.loads(raw.decode("utf-8"))
-    except SchemaError as exc:
+    except LimitError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({exc})") from exc
@@ -404,7 +411,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if size > limit:  # the largest file a run holds is AdamW's two moments: 2 × the weights
         raise CheckpointError(
             f"{path}: {size:,} bytes would be read into memory, above half of this server's memory "
-            f"budget ({limit:,} bytes; see toygpt.budget)"
+            f"budget ({limit:,} bytes; see toygpt.limits)"
         )
     try:
         read_safetensors_header(path)
@@ -475,6 +482,19 @@ def copy_weights(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, target in targets.items():
             target.copy_(tensors[name])
+
+
+def model_bytes(config: GPTConfig) -> int:
+    """Bytes a model of ``config`` takes once loaded for inference: float32 weights, plus the
+    sinusoid table when it has one. (Training adds gradients, AdamW and activations:
+    ``toygpt.train.estimate``.)"""
+    table = 4 * config.block_size * config.n_embd if config.pos_encoding == "sinusoidal" else 0
+    return 4 * total_parameters(config) + table
+
+
+def check_model_fits(config: GPTConfig, what: str = "this model") -> None:
+    """Refuse to build a model that would take more than a quarter of the budget."""
+    check_memory(model_bytes(config), what, LOAD_SHARE)
 
 
 def empty_model(config: GPTConfig) -> GPT:

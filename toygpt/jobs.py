@@ -26,14 +26,15 @@ from typing import Any
 import torch
 
 from toygpt import data as corpora
-from toygpt.budget import JOB_SHARE, check_memory, human_bytes, memory_budget
 from toygpt.distributed import PLAIN, DistributedContext
+from toygpt.formatting import human_bytes
+from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, RunError, create_run, open_run
+from toygpt.status import ACTIVE, Status
+from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
 from toygpt.train import Event, TrainConfig, Trainer, estimate
 
-STATUSES = ("queued", "running", "stopping", "stopped", "finished", "diverged", "failed")
-ACTIVE = ("queued", "running", "stopping")
 MAX_TAGS, MAX_TAG_CHARS = 20, 40
 
 
@@ -223,7 +224,7 @@ class BackgroundJob:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
-        self._status, self._message, self._detail = "queued", "", ""
+        self._status, self._message, self._detail = Status.QUEUED, "", ""
         self._run_id: str | None = None
 
     def start(self) -> BackgroundJob:
@@ -239,15 +240,15 @@ class BackgroundJob:
         if self.num_threads:
             torch.set_num_threads(self.num_threads)  # process-wide: the reason jobs are capped
         with self._lock:
-            if self._status == "queued":  # not if stop() came first: that stays "stopping"
-                self._status = "running"
+            if self._status == Status.QUEUED:  # not if stop() came first: that stays "stopping"
+                self._status = Status.RUNNING
         try:
             status, message = self.work()
             self._set(status=status, message=message)
         except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
-            self._set(status="failed", message=str(exc), detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=str(exc), detail=traceback.format_exc())
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
-            self._set(status="failed", message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
 
     def _set(self, status: str | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
@@ -264,8 +265,8 @@ class BackgroundJob:
         """Ask the job to stop at its next check (returns at once; see ``wait``)."""
         self._stop.set()
         with self._lock:
-            if self._status in ("queued", "running"):
-                self._status = "stopping"
+            if self._status in (Status.QUEUED, Status.RUNNING):
+                self._status = Status.STOPPING
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; True if it has."""
@@ -328,7 +329,7 @@ class TrainJob(BackgroundJob):
                 "job_id": self.id, "run_id": self._run_id, "status": self._status, "message": self._message,
                 "error_detail": self._detail, "step": step, "max_steps": config.max_steps,
                 "max_seconds": config.max_seconds,
-                "progress": 1.0 if self._status == "finished" else float(step_event.get("progress", 0.0)),
+                "progress": 1.0 if self._status == Status.FINISHED else float(step_event.get("progress", 0.0)),
                 "loss": step_event.get("loss"), "val_loss": eval_event.get("val_loss"),
                 "best_val_loss": end.get("best_val_loss", eval_event.get("best_val_loss")),
                 "tokens_per_s": step_event.get("tokens_per_s"), "eta": step_event.get("eta"),
@@ -369,19 +370,15 @@ def estimated_memory(spec: TrainSpec) -> int:
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
     else:
         model_config, config = spec.model_config, spec.train_config
-        vocab = _vocab_hint(spec.tokenizer, spec.corpus_text)
+        try:
+            vocab = parse_tokenizer_name(spec.tokenizer).vocab_size  # None: char, or a saved file
+        except TokenizerError:
+            vocab = None  # an unknown name fails where the tokenizer is built, with its message
+        if spec.tokenizer == "char" and spec.corpus_text is not None:
+            vocab = len(set(spec.corpus_text))  # one token per distinct character
         if vocab:
             model_config = model_config.replace(vocab_size=vocab)
     return job_memory(model_config, config, spec.corpus_text)
-
-
-def _vocab_hint(tokenizer_spec: str, text: str | None = None) -> int | None:
-    if tokenizer_spec == "char" and text is not None:
-        return len(set(text))
-    if tokenizer_spec.startswith("bpe-") and tokenizer_spec[4:].isdigit():
-        return int(tokenizer_spec[4:])
-    return {"byte": 256, "gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277,
-            "o200k_base": 200019}.get(tokenizer_spec)  # fmt: skip
 
 
 @dataclass
@@ -390,7 +387,7 @@ class JobRegistry:
     ``st.cache_resource`` so every session and every refresh sees the same jobs)."""
 
     max_jobs: int = 1
-    max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.budget
+    max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.limits
     num_threads: int | None = None
     _jobs: dict[str, TrainJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -403,11 +400,11 @@ class JobRegistry:
             raise JobRefused(str(exc)) from None
         if need > self.max_memory_bytes:
             budget = memory_budget()
-            whence = (f" (half of this server's memory budget of {human_bytes(budget)})"
+            whence = (f" (half of this server's memory budget of {human_bytes(budget, decimals=1)})"
                       if self.max_memory_bytes == int(budget * JOB_SHARE) else "")  # fmt: skip
             raise JobRefused(
-                f"this run needs about {human_bytes(need)} (weights, gradients, Adam, activations and "
-                f"the token ids), above the {human_bytes(self.max_memory_bytes)} one job may use "
+                f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam, activations "
+                f"and the token ids), above the {human_bytes(self.max_memory_bytes, decimals=1)} one job may use "
                 f"here{whence}; choose a smaller preset, batch size or block size"
             )
         return self.start_job(TrainJob(spec, num_threads=self.num_threads))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 # The largest shapes a config may ask for: far beyond anything that trains here (GPT-2 XL is
 # 48 layers × 1600 channels, block 1024), yet bounded, so a config read from a file cannot ask
-# for 200,000 layers. Whether a shape *fits in memory* is checked separately (toygpt.budget).
+# for 200,000 layers. Whether a shape *fits in memory* is checked separately (toygpt.limits).
 SIZE_LIMITS = {"vocab_size": 2_000_000, "block_size": 65_536, "n_layer": 256, "n_head": 256, "n_embd": 32_768}
 NORM_POSITIONS = ("pre", "post")
 POS_ENCODINGS = ("learned", "sinusoidal", "none")

@@ -7,7 +7,7 @@ it. A check returns the value it accepts or raises ``ValueError`` naming the fil
     >>> check_run_info({"step": "abc", "model_config": {}, "train_config": {}})
     Traceback (most recent call last):
     ...
-    ValueError: run.json: step='abc' must be a whole number ≥ 0
+    toygpt.run_schema.SchemaError: run.json: step='abc' must be a whole number ≥ 0
 
 Why plain functions and not a schema library (pydantic is installed as a dependency of
 another package)? The configs already validate themselves (``GPTConfig``, ``TrainConfig``
@@ -15,10 +15,9 @@ raise messages that name the fix); what is left is a dozen scalar fields and fla
 which read more plainly as a table of small checks than as models with coercion rules to
 switch off (pydantic would turn ``"3"`` into ``3`` unless every field is made strict).
 
-Sizes: every file a run holds has a byte limit (``MAX_FILE_BYTES``) checked against the zip's
-directory and against the file on disk *before* it is read, and JSON is bounded by how many
-arrays/objects it may hold before ``json.loads`` builds them (``check_json_shape``): a 64 MB
-``[[0],[0],...]`` becomes ~16 million Python lists, several GB.
+Sizes come first, from ``toygpt.limits``: every file a run holds has a byte limit checked
+against the zip's directory and the file on disk before it is read, and JSON a limit on how many
+arrays/objects it may hold, checked before ``json.loads`` builds them.
 """
 
 from __future__ import annotations
@@ -27,34 +26,18 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-RUN_STATUSES = ("running", "stopped", "finished", "diverged", "failed")
+from toygpt.limits import LimitError
+from toygpt.status import Status
+
+# what run.json may say (a job's queued/stopping and a page's interrupted/unreadable are not saved)
+RUN_STATUSES = tuple(s.value for s in (Status.RUNNING, Status.STOPPED, Status.FINISHED, Status.DIVERGED, Status.FAILED))
 EVENT_TYPES = ("start", "step", "eval", "log", "end", "sample")
 MAX_STEP = 10**12  # far beyond any run; a bound so arithmetic on it stays small
 MAX_TEXT = 100_000  # characters in one text field (a sample's text, a message)
 MAX_ROW_FIELDS = 64
 
-KIB, MIB = 2**10, 2**20
-# byte limits per file, checked before reading; weights are bounded by the model's size instead
-MAX_FILE_BYTES = {
-    "run.json": 1 * MIB,  # a real one is ~1.5 kB
-    "config.json": 1 * MIB,  # ~0.5 kB
-    "lab.json": 8 * MIB,  # a lab result's numbers, tens of kB
-    "tokenizer.json": 16 * MIB,  # a 50,000-merge BPE is ~2 MB; a 1.1M-character char vocab ~9 MB
-    "metrics.jsonl": 32 * MIB,  # 100,000 logged steps are ~30 MB
-    "samples.jsonl": 16 * MIB,
-    "corpus.txt": 20_000_000,  # toygpt.data.DEFAULT_MAX_BYTES: the most text a run trains on
-}
-# JSON arrays + objects a file may hold: what json.loads allocates most of (about 60-100 bytes
-# each). A 50,000-merge BPE tokenizer has ~50,000; a run.json a few.
-MAX_JSON_CONTAINERS = {
-    "run.json": 1_000, "config.json": 1_000, "lab.json": 200_000, "tokenizer.json": 300_000,
-    "safetensors header": 100_000,  # 3 per tensor (entry, shape, offsets); GPT-2 has ~150 tensors
-    "trainer state": 1_000, "log row": 100,  # flat objects: one container (brackets in text aside)
-}  # fmt: skip
-MAX_ROW_BYTES = 1 * MIB  # one line of metrics.jsonl / samples.jsonl
 
-
-class SchemaError(ValueError):
+class SchemaError(LimitError):
     """A run file holds something it may not; the message names the file and the field."""
 
 
@@ -179,35 +162,3 @@ def check_event_row(row: Any) -> dict[str, Any]:
         elif value is not None and not isinstance(value, bool):
             raise ValueError(f"{key} holds a {type(value).__name__}; a row holds only texts, numbers, booleans and null")
     return row
-
-
-# --------------------------------------------------------------------------------------------
-# Sizes, before reading
-# --------------------------------------------------------------------------------------------
-
-
-def file_limit(name: str) -> int | None:
-    """The byte limit of a run file (by its name inside the run), None for weights."""
-    return MAX_FILE_BYTES.get(name)
-
-
-def check_size(name: str, size: int) -> None:
-    """Refuse a file bigger than its limit, before anything reads it."""
-    limit = file_limit(name)
-    if limit is not None and size > limit:
-        raise SchemaError(f"{name}: {size:,} bytes is above the {limit:,}-byte limit for this file")
-
-
-def check_json_shape(name: str, raw: bytes) -> None:
-    """Refuse JSON that would build more arrays/objects than its kind of file needs, before
-    ``json.loads`` builds them. Counting ``[`` and ``{`` bytes over-counts (brackets inside
-    strings), which only errs on the side of refusing."""
-    limit = MAX_JSON_CONTAINERS.get(name)
-    if limit is None:
-        return
-    containers = raw.count(b"[") + raw.count(b"{")
-    if containers > limit:
-        raise SchemaError(
-            f"{name}: holds {containers:,} JSON arrays/objects, above the {limit:,} a {name} needs; "
-            "refused before parsing (it would take far more memory than its size)"
-        )
