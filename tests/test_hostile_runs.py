@@ -293,3 +293,43 @@ def test_the_job_checks_the_real_vocabulary_again_before_building_the_model(monk
     with pytest.raises(MemoryBudgetError, match=r"this run needs about \d+\.\d MiB, above the 64\.0 MiB one training job may use"):
         run_training(spec)
     assert runs_folder_entries() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Kind 5: a tokenizer and a model that do not fit each other are refused at import and load
+# --------------------------------------------------------------------------------------------
+
+
+def too_big_tokenizer(exported) -> dict[str, bytes]:
+    chars = [chr(c) for c in range(0x4E00, 0x4E00 + 5_000)]
+    return {**exported, "source/tokenizer.json": json.dumps({"type": "char", "chars": chars, "unk": False}).encode()}
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused_at_import(exported):
+    with pytest.raises(RunError, match=r"tokenizer.json: the tokenizer has 5,000 tokens but the model's vocabulary only \d+"):
+        runs.import_zip(make_zip(too_big_tokenizer(exported)))
+    assert runs_folder_entries() == []
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused_at_every_load(exported):
+    from toygpt.checkpoint import CheckpointError, load_checkpoint
+
+    folder = unpack_as_run(too_big_tokenizer(exported), "mismatch")
+    with pytest.raises(CheckpointError, match="the tokenizer has 5,000 tokens"):
+        load_checkpoint(folder)  # what the pages' model cache calls
+    with pytest.raises(CheckpointError, match="the tokenizer has 5,000 tokens"):
+        runs.open_run("mismatch").load_model()
+    with pytest.raises(CheckpointError, match="the tokenizer has 5,000 tokens"):
+        runs.open_run("mismatch").tokenizer()
+    assert not [i for i in runs.list_runs(include_demo=False) if i.id == "mismatch" and i.status == "unreadable"]
+
+
+def test_the_explorer_says_a_mismatched_run_cannot_be_loaded(exported, monkeypatch, tmp_path):
+    """The issue's case: the explorer's attention view raised 'token id 100 is outside the
+    model's vocabulary'; now the model is refused when it is loaded, with the reason."""
+    monkeypatch.setenv("TOYGPT_DEMO_DIR", str(tmp_path / "no-demo"))
+    unpack_as_run(too_big_tokenizer(exported), "mismatch")
+    at = AppTest.from_file("../app.py", default_timeout=60).run()
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception
+    assert any("the tokenizer has 5,000 tokens" in e.value for e in at.error), [e.value for e in at.error]

@@ -549,6 +549,32 @@ def check_tokenizer_dict(tokenizer: Any, source: str) -> None:
         raise CheckpointError(f"{source}: a tokenizer must be a JSON object with a \"type\" string (tokenizer.to_dict())")
 
 
+def check_tokenizer_fits(tokenizer: dict[str, Any], config: GPTConfig, source: str) -> Any:
+    """The tokenizer a ``tokenizer.json`` describes, after checking it rebuilds and its ids stay
+    inside the model's vocabulary: a 5,000-character tokenizer beside a 65-token model would
+    index past the embedding table at the first unusual character. Raises ``CheckpointError``.
+
+    A tiktoken encoding that cannot be fetched offline is checked by its known size and
+    returned as None (using it later says it is unavailable)."""
+    from toygpt.tokenizers import TokenizerError, TokenizerUnavailable, tokenizer_from_dict
+    from toygpt.tokenizers.catalog import TIKTOKEN_VOCAB_SIZES
+
+    built = None
+    try:
+        built = tokenizer_from_dict(tokenizer)
+        vocab_size = built.vocab_size
+    except TokenizerUnavailable:
+        vocab_size = TIKTOKEN_VOCAB_SIZES.get(str(tokenizer.get("encoding")), 0)
+    except TokenizerError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    if vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{source}: the tokenizer has {vocab_size:,} tokens but the model's vocabulary only "
+            f"{config.vocab_size:,}; tokenizer.json and the weights come from different runs"
+        )
+    return built
+
+
 def save_checkpoint(
     directory: str | Path,
     model: GPT,
@@ -658,6 +684,7 @@ def load_checkpoint(directory: str | Path, weights_name: str = WEIGHTS_NAME) -> 
     if (directory / TOKENIZER_NAME).exists():
         tokenizer = read_json(directory / TOKENIZER_NAME)
         check_tokenizer_dict(tokenizer, str(directory / TOKENIZER_NAME))
+        check_tokenizer_fits(tokenizer, config, str(directory / TOKENIZER_NAME))
     model = empty_model(config)
     load_weights_into(model, directory / weights_name)
     return LoadedCheckpoint(model=model.eval(), config=config, tokenizer=tokenizer, meta=meta)

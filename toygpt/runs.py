@@ -41,6 +41,7 @@ from toygpt.checkpoint import (
     CheckpointError,
     LoadedCheckpoint,
     StagedFiles,
+    check_tokenizer_fits,
     check_weights_fit,
     copy_weights,
     empty_model,
@@ -280,10 +281,10 @@ class Run:
         """The run's tokenizer, checked to fit its model (no id beyond the model's vocabulary)."""
         from toygpt.tokenizers import tokenizer_from_dict
 
+        config = self.model_config()
         with self._reading():
-            tokenizer = tokenizer_from_dict(read_json(self.path / "tokenizer.json"))
-        check_tokenizer_fits(tokenizer, self.model_config(), f"run {self.id}")
-        return tokenizer
+            data = read_json(self.path / "tokenizer.json")
+            return check_tokenizer_fits(data, config, "tokenizer.json") or tokenizer_from_dict(data)
 
     def corpus_text(self) -> str:
         """The text this run trained on: its own copy (your text) or the named corpus."""
@@ -385,12 +386,7 @@ class Run:
             raise ValueError(f"which={which!r}; choose 'best' or 'latest'")
         name = BEST if which == "best" and (self.path / BEST).exists() else LATEST
         with self._reading():
-            loaded = load_checkpoint(self.path, weights_name=name)
-            if loaded.tokenizer is not None:
-                from toygpt.tokenizers import tokenizer_from_dict
-
-                check_tokenizer_fits(tokenizer_from_dict(loaded.tokenizer), loaded.config, f"run {self.id}")
-        return loaded
+            return load_checkpoint(self.path, weights_name=name)
 
     def training_state(self) -> tuple[TrainState, dict[str, torch.Tensor]]:
         """The trainer counters and optimizer tensors saved with the latest weights."""
@@ -498,16 +494,6 @@ def read_jsonl(path: Path, strict: bool = False) -> list[dict[str, Any]]:
                     reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
                     raise RunError(f"{path.name} line {number}: {reason}") from None
     return rows
-
-
-def check_tokenizer_fits(tokenizer: Any, config: GPTConfig, source: str) -> None:
-    """A tokenizer whose ids reach past the model's vocabulary cannot be used with it: the first
-    such id would index outside the embedding table."""
-    if tokenizer.vocab_size > config.vocab_size:
-        raise RunError(
-            f"{source}: the tokenizer has {tokenizer.vocab_size:,} tokens but the model's vocabulary "
-            f"only {config.vocab_size:,}; tokenizer.json and the weights come from different runs"
-        )
 
 
 def create_run(
