@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from toygpt.model import GPT, KVCache
+from toygpt.stopping import check_stop
 
 # The model's own top candidates that every generation step reports.
 DEFAULT_CANDIDATES = 5
@@ -616,7 +617,11 @@ def generate_text(
     steps = generate(
         model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop, tokenizer
     )
-    text = tokenizer.decode([step.token_id for step in steps])
+    new_ids = []
+    for step in steps:
+        check_stop()  # inside a job (training samples), Stop ends a long sample here
+        new_ids.append(step.token_id)
+    text = tokenizer.decode(new_ids)
     for s in _stop_strings(stop):
         text = text.split(s, 1)[0]
     return text

@@ -42,9 +42,17 @@ from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
 from toygpt.status import Status
+from toygpt.stopping import StopRequested, check_stop, stop_scope
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Upper bounds of TrainConfig's counts (others: 10**9). Far beyond a useful setting, they keep a
+# config read from a file (an uploaded run) from asking for a billion-batch evaluation.
+TRAIN_LIMITS = {"batch_size": 4096, "block_size": 65_536, "eval_batches": 10_000, "sample_tokens": 10_000,
+                "max_snapshots": 1_000, "num_threads": 1_024, "seed": 2**63 - 1}  # fmt: skip
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_PROMPT_CHARS = 10_000
+FINAL_EVAL_GRACE_S = 1.0  # after Stop, the final evaluation may take this long before it is cut
 SNAPSHOT_BASE = (50, 4)  # snapshots at step 0, then 50, 200, 800, 3200, ... (×4: log-spaced)
 
 Event = dict[str, Any]
@@ -55,10 +63,11 @@ Event = dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+def _positive_int(name: str, value: Any, allow_zero: bool = False, high: int | None = None) -> None:
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} must be a whole number ≥ {low}")
+    high = TRAIN_LIMITS.get(name, 10**9) if high is None else high
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}={value!r:.40} must be a whole number ≥ {low} and ≤ {high:,}")
 
 
 def _finite(name: str, value: Any, low: float, high: float = math.inf, hint: str = "") -> None:
@@ -117,7 +126,7 @@ class TrainConfig:
         if self.max_steps is not None:
             _positive_int("max_steps", self.max_steps)
         if self.max_seconds is not None:
-            _finite("max_seconds", self.max_seconds, 0.001, hint="; e.g. 180 for three minutes")
+            _finite("max_seconds", self.max_seconds, 0.001, MAX_SECONDS, "; e.g. 180 for three minutes")
         for name in ("eval_interval", "eval_batches", "log_interval"):
             _positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "sample_interval", "checkpoint_interval", "max_snapshots"):
@@ -145,8 +154,8 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r}; choose one of {PRECISIONS}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile={self.compile!r} must be True or False")
-        if not isinstance(self.sample_prompt, str):
-            raise ValueError("sample_prompt must be text (may be empty)")
+        if not isinstance(self.sample_prompt, str) or len(self.sample_prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"sample_prompt must be text (may be empty) of at most {MAX_PROMPT_CHARS:,} characters")
 
     @property
     def final_lr(self) -> float:
@@ -368,6 +377,7 @@ def estimate_loss(
         generator = torch.Generator().manual_seed(seed)
         total = 0.0
         for _ in range(batches):
+            check_stop()  # a big evaluation is the longest thing between two steps
             x, y = data.get_batch(split, batch_size, block_size, generator, device)
             total += float(model(x, y)[1])
         losses[split] = total / batches
@@ -492,7 +502,11 @@ class Trainer:
 
     def _loop(self) -> tuple[str, str]:
         while True:
-            self._between_steps()
+            try:
+                with stop_scope(self.stop_event):  # evaluation and sampling end on Stop too
+                    self._between_steps()
+            except StopRequested:
+                return Status.STOPPED, f"stopped at step {self.state.step} on request; resume to continue"
             reason = self._stop_reason()
             if reason:
                 return reason
@@ -657,7 +671,11 @@ class Trainer:
         state = self.state
         if status != Status.DIVERGED:
             if state.step % self.config.eval_interval != 0:
-                self._evaluate()  # the final loss, unless it was just measured
+                try:  # the final loss, unless it was just measured; after Stop, if it is quick
+                    with stop_scope(self.stop_event, grace=FINAL_EVAL_GRACE_S):
+                        self._evaluate()
+                except StopRequested:
+                    self.log("stopped before the final evaluation; the last measured loss stands")
             self._save_latest()
         state.elapsed = self._elapsed()
         end = {
