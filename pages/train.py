@@ -38,6 +38,7 @@ from toygpt.runs import (
     RunError,
     RunInfo,
     delete_run,
+    export_run_hf_zip,
     export_zip,
     import_zip,
     list_runs,
@@ -575,15 +576,36 @@ def manage_ui(infos: list[RunInfo]) -> None:
                    "trains in another process such as the CLI). Resume continues from its last save.")
     elif info.message:
         st.caption(f"{status}: {plain(info.message)}")
-    cols = st.columns(3)
+    cols = st.columns(4)
     cols[0].download_button("Download .zip", data=functools.partial(export_zip, run_id), file_name=f"{run_id}.zip",
                             mime="application/zip", key="train_download", on_click="ignore",
                             help="The whole run folder: weights, tokenizer, configs, logs and snapshots.")
+    hf_download_ui(cols[3], info)
     cols[1].button("Resume…", key="train_resume", disabled=info.read_only or run_id in busy,
                    on_click=set_up, args=("resume", "train_resume_run", run_id))
     cols[2].button("Fine-tune…", key="train_finetune", disabled=run_id in busy,
                    on_click=set_up, args=("finetune", "train_finetune_run", run_id))
     delete_ui(info)
+
+
+def hf_download_ui(column: Any, info: RunInfo) -> None:
+    """The run as a Hugging Face GPT-2 folder (zipped), or why GPT-2's format cannot hold it."""
+    from toygpt.pretrained import gpt2_format_problems  # imports huggingface_hub: only when drawn
+
+    try:
+        problems = gpt2_format_problems(GPTConfig.from_dict(info.model_config))
+    except (TypeError, ValueError) as exc:
+        problems = [f"its model config cannot be read ({exc})"]
+    column.download_button(
+        "Download for 🤗 transformers", data=functools.partial(export_run_hf_zip, info.id),
+        file_name=f"{info.id}-hf.zip", mime="application/zip", key="train_download_hf", on_click="ignore",
+        disabled=bool(problems),
+        help=("Cannot be exported: " + "; ".join(problems)) if problems else
+        "A folder GPT2LMHeadModel.from_pretrained loads (same logits), with the tokenizer and a README "
+        "saying how to encode text. Same as `python -m toygpt runs export-hf`.",
+    )  # fmt: skip
+    if problems:
+        column.caption("GPT-2's format cannot hold this variant: " + problems[0].split(":")[0])
 
 
 def import_ui() -> None:

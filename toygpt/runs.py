@@ -563,6 +563,32 @@ def export_zip(run_id: str) -> bytes:
     return buffer.getvalue()
 
 
+def hf_export_parts(run_id: str, which: str = "best") -> tuple[GPT, Any, dict[str, Any]]:
+    """What ``pretrained.export_hf`` needs for a run: its weights, tokenizer and a description."""
+    run = open_run(run_id)
+    checkpoint = run.load_model(which)
+    info = run.info()
+    about = {"run": run.id, "weights": which, "step": checkpoint.step, "corpus": info.get("corpus"),
+             "tokenizer": info.get("tokenizer"), "best_val_loss": _finite(info.get("best_val_loss"))}  # fmt: skip
+    return checkpoint.model, run.tokenizer(), about
+
+
+def export_run_hf(run_id: str, folder: str | os.PathLike[str], which: str = "best") -> Path:
+    """Write a run as a Hugging Face GPT-2 folder (see ``toygpt.pretrained.export_hf``)."""
+    from toygpt.pretrained import export_hf
+
+    model, tokenizer, about = hf_export_parts(run_id, which)
+    return export_hf(model, tokenizer, folder, about)
+
+
+def export_run_hf_zip(run_id: str, which: str = "best") -> bytes:
+    """``export_run_hf`` as a zip with one folder ``<run id>-hf/`` (for a download button)."""
+    from toygpt.pretrained import export_hf_zip
+
+    model, tokenizer, about = hf_export_parts(run_id, which)
+    return export_hf_zip(model, tokenizer, f"{run_id}-hf", about)
+
+
 def pack_run(run_id: str, destination: str | os.PathLike[str], snapshots: list[int] | None = None,
              metrics_every: int = 50, overwrite: bool = False) -> Path:  # fmt: skip
     """Write a compact, read-only copy of a run for shipping (how the demo model was made).
