@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from pages._shared import active_model, capped_text, current_seed, show_source
-from toygpt.inspect import (
+from toygpt.inspection import (
     embedding_pca,
     forward_trace,
     nearest_tokens,

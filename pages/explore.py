@@ -2,7 +2,7 @@
 every sampling stage drawn), look at its attention and logit lens, colour any text by how
 surprised the model is, and watch a run's answers change across its training snapshots.
 
-UI only: every number comes from ``toygpt.sample``, ``toygpt.inspect`` and ``toygpt.explore``.
+UI only: every number comes from ``toygpt.sample``, ``toygpt.inspection`` and ``toygpt.explore``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from toygpt.explore import (
     timing_of,
     vocab_labels,
 )
-from toygpt.inspect import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
+from toygpt.inspection import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
 from toygpt.model import GPT
 from toygpt.pretrained import PretrainedUnavailable, load_gpt2, offline_reason, pretrained_status
 from toygpt.runs import (

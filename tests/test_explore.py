@@ -28,7 +28,7 @@ from toygpt.explore import (
     timing_of,
     vocab_labels,
 )
-from toygpt.inspect import attention_maps
+from toygpt.inspection import attention_maps
 from toygpt.model import GPT, GPTConfig
 from toygpt.sample import generate
 from toygpt.tokenizers import ByteTokenizer, CharTokenizer, UnknownCharactersError

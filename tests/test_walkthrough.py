@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toygpt.inspect import forward_trace, residual_stats
+from toygpt.inspection import forward_trace, residual_stats
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.walkthrough import (
     cosine_similarity_matrix,

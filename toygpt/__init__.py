@@ -1,7 +1,7 @@
 """toygpt: a GPT-2 that a learner can take apart on a laptop CPU.
 
 Reading order (file order is teaching order):
-tokenizers → model → data → train → jobs/checkpoint → sample → inspect → viz.
+tokenizers → model → data → train → jobs/checkpoint → sample → inspection → viz.
 
 This package never imports streamlit: the dashboard in ``app.py``/``pages/`` calls it.
 """

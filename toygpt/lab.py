@@ -42,7 +42,7 @@ from plotly.subplots import make_subplots
 
 from toygpt import data as corpora
 from toygpt.checkpoint import CheckpointError, read_json, write_json_atomic
-from toygpt.inspect import (
+from toygpt.inspection import (
     attention_distance,
     attention_maps,
     position_similarity,

@@ -1,4 +1,4 @@
-"""What the architecture walkthrough computes that ``model`` and ``inspect`` do not already.
+"""What the architecture walkthrough computes that ``model`` and ``inspection`` do not already.
 
 Read with the Architecture page open: every function here feeds one part of it.
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
 from toygpt.checkpoint import empty_model
-from toygpt.inspect import ResidualStats, TraceStep, residual_stats, token_tensor
+from toygpt.inspection import ResidualStats, TraceStep, residual_stats, token_tensor
 from toygpt.model import GPT, GPTConfig, parameter_counts, sinusoidal_positions, total_parameters
 from toygpt.sample import next_token_distribution
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toygpt.inspect import (
+from toygpt.inspection import (
     MAX_SURPRISAL_TOKENS,
     attention_distance,
     attention_maps,
@@ -127,7 +127,7 @@ def test_probes_ignore_other_threads():
 
 
 def test_probes_and_hooks_nest_in_one_thread():
-    from toygpt.inspect import residual_stream_hooks
+    from toygpt.inspection import residual_stream_hooks
 
     model = make_model()
     with torch.no_grad(), attention_probes(model) as maps, residual_stream_hooks(model) as stream:
