@@ -192,10 +192,10 @@ def test_explicit_and_fused_attention_give_the_same_logits(norm_position, pos_en
 
 def test_attention_probabilities_sum_to_one_and_never_look_ahead(tiny_model):
     captured = []
-    for block in tiny_model.transformer.h:
-        block.attn.probe = captured.append
+    patterns = {f"blocks.{i}.attn.hook_pattern": lambda probs, name: captured.append(probs) for i in range(2)}
     idx = torch.randint(0, 32, (3, 10), generator=torch.Generator().manual_seed(0))
-    logits_of(tiny_model, idx)
+    with tiny_model.hook_points.attach(patterns):  # a hook on the pattern takes the explicit path
+        logits_of(tiny_model, idx)
     assert len(captured) == tiny_model.config.n_layer
     above_diagonal = ~causal_mask(10)
     for probs in captured:
@@ -208,8 +208,8 @@ def test_attention_probabilities_sum_to_one_and_never_look_ahead(tiny_model):
 def test_probe_sees_the_same_attention_as_the_fused_path_computes(tiny_model):
     idx = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(2))
     fused = logits_of(tiny_model, idx)
-    tiny_model.transformer.h[0].attn.probe = lambda probs: None  # forces the explicit path
-    torch.testing.assert_close(logits_of(tiny_model, idx), fused, rtol=0, atol=1e-5)
+    with tiny_model.hook_points.attach({"blocks.0.attn.hook_pattern": lambda probs, name: None}):  # explicit path
+        torch.testing.assert_close(logits_of(tiny_model, idx), fused, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunks", [[1] * 12, [5, 1, 3, 3], [12]], ids=["token-by-token", "chunks", "whole"])

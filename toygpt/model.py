@@ -13,11 +13,51 @@ Knobs for the comparisons learners ask about, all in ``GPTConfig``:
 ``norm_position`` (pre-LN as GPT-2 / post-LN as the original Transformer), ``pos_encoding``
 (learned as GPT-2 / sinusoidal as the original / none), ``scale_residual_init`` (GPT-2's
 0.02/sqrt(2·n_layer) init of the residual projections) and ``tie_embeddings``.
+
+Hook points: every named value of the forward pass, in the order it is computed, can be read or
+replaced by a function attached for one call (``toygpt.inspection.run_with_cache`` /
+``run_with_hooks``; the names follow TransformerLens). ``B`` batch, ``T`` new positions,
+``T_k`` positions attended to (``T`` + cached ones), ``C`` n_embd, ``nh`` n_head, ``hs`` head_size,
+``V`` vocab_size; ``blocks.{i}`` is block ``i`` (the module ``transformer.h.{i}``).
+
+==================================  ================  ========================================
+name                                shape             value
+==================================  ================  ========================================
+``hook_embed``                      (B, T, C)         token embedding: rows of ``wte``
+``hook_embed_scaled``               (B, T, C)         ... × sqrt(C) (sinusoidal positions only)
+``hook_pos_embed``                  (T, C)            position encoding (not for ``"none"``)
+``blocks.{i}.hook_resid_pre``       (B, T, C)         the residual stream entering block i
+``blocks.{i}.hook_ln_1``            (B, T, C)         ln_1 output (pre-LN: attention's input)
+``blocks.{i}.attn.hook_q/k/v``      (B, nh, T, hs)    queries, keys, values of the new positions
+``blocks.{i}.attn.hook_scores``     (B, nh, T, T_k)   q·kᵀ/sqrt(hs), before the mask
+``blocks.{i}.attn.hook_masked``     (B, nh, T, T_k)   scores with -inf where a key is in the future
+``blocks.{i}.attn.hook_pattern``    (B, nh, T, T_k)   attention probabilities (rows sum to 1)
+``blocks.{i}.attn.hook_z``          (B, nh, T, hs)    each head's weighted sum of values
+``blocks.{i}.hook_attn_out``        (B, T, C)         attention output (c_proj), onto the stream
+``blocks.{i}.hook_resid_mid``       (B, T, C)         stream + attention output
+``blocks.{i}.hook_ln_2``            (B, T, C)         ln_2 output (pre-LN: the MLP's input)
+``blocks.{i}.mlp.hook_pre``         (B, T, 4C)        c_fc output, before GELU
+``blocks.{i}.mlp.hook_post``        (B, T, 4C)        after GELU
+``blocks.{i}.hook_mlp_out``         (B, T, C)         MLP output (c_proj), onto the stream
+``blocks.{i}.hook_resid_post``      (B, T, C)         stream + MLP output
+``hook_ln_f``                       (B, T, C)         ln_f output (identity for post-LN)
+``hook_logits``                     (B, T, V)         lm_head output: next-token scores
+==================================  ================  ========================================
+
+Post-LN blocks compute the same names in their own order: ``ln_1`` normalises ``resid_mid``
+and ``ln_2`` normalises ``resid_post``, so there the block's output is ``hook_ln_2``.
+``hook_scores``, ``hook_masked`` and ``hook_pattern`` exist only on the explicit attention
+path, which a block takes when a function is attached to one of them; every other point is on
+both paths. With nothing attached a hook point is one attribute read: training and generation
+pay nothing measurable for them (``bench/train_speed.py``, ``bench/generate.py``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -135,6 +175,113 @@ def sinusoidal_positions(block_size: int, n_embd: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# Hook points: named values that a function can read or replace
+# --------------------------------------------------------------------------------------------
+
+# fn(value, name) -> None to only read the value, or a tensor of the same shape to replace it
+HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
+
+
+class HookPoints:
+    """The functions attached to one model's hook points, per thread.
+
+    A model cached for a web app is shared by every visitor's thread, so functions attached in
+    one thread are stored in a ``threading.local``: another thread's forward pass, running at the
+    same moment, never calls them and never has a value replaced. ``active`` counts attachments
+    in any thread; while it is 0 every hook point costs one attribute read (training and
+    generation run with it at 0).
+    """
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def attached_here(self) -> dict[str, list[HookFn]]:
+        """This thread's functions by hook name (empty when none)."""
+        return getattr(self._local, "hooks", None) or {}
+
+    def wants(self, *names: str) -> bool:
+        """True when this thread attached a function to one of ``names``."""
+        hooks = self.attached_here()
+        return any(name in hooks for name in names)
+
+    def run(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Pass ``value`` through this thread's functions for ``name``, in the order attached."""
+        for fn in self.attached_here().get(name, ()):
+            replaced = fn(value, name)
+            if replaced is not None:
+                if not isinstance(replaced, torch.Tensor) or replaced.shape != value.shape:
+                    shape = getattr(replaced, "shape", type(replaced).__name__)
+                    raise ValueError(
+                        f"the hook on {name} returned {shape}; return None to only read the value, "
+                        f"or a tensor of its shape {tuple(value.shape)} to replace it"
+                    )
+                value = replaced
+        return value
+
+    @contextmanager
+    def attach(self, hooks: Mapping[str, HookFn]) -> Iterator[None]:
+        """Within the block, this thread's forward passes call ``hooks`` (name → function);
+        blocks nest, and leaving one detaches exactly what it attached, also on an error."""
+        before = self.attached_here()
+        merged = {name: list(fns) for name, fns in before.items()}
+        for name, fn in hooks.items():
+            merged.setdefault(name, []).append(fn)
+        self._local.hooks = merged
+        with self._lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            self._local.hooks = before
+            with self._lock:
+                self.active -= 1
+
+    def __deepcopy__(self, memo: dict) -> HookPoints:
+        return HookPoints()  # a copied model starts with nothing attached (and a lock of its own)
+
+
+class Hooked(nn.Module):
+    """A module with hook points. ``GPT.__init__`` gives every such module of one model the same
+    ``hook_points`` and its name prefix (``"blocks.0.attn."``)."""
+
+    hook_points: HookPoints | None = None
+    hook_prefix: str = ""
+
+    def hook(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """The value at hook point ``name`` (relative to this module): as computed, or replaced."""
+        points = self.hook_points
+        if points is None or not points.active:
+            return value
+        return points.run(self.hook_prefix + name, value)
+
+    def hooks_want(self, *names: str) -> bool:
+        points = self.hook_points
+        return points is not None and points.active > 0 and points.wants(*(self.hook_prefix + n for n in names))
+
+
+def hook_names(config: GPTConfig) -> list[str]:
+    """Every hook point of a model of ``config``, in the order a forward pass reaches them on the
+    explicit attention path (the fused path skips the three attention-matrix points)."""
+    names = ["hook_embed"]
+    if config.pos_encoding == "sinusoidal":
+        names.append("hook_embed_scaled")
+    if config.pos_encoding != "none":
+        names.append("hook_pos_embed")
+    attention = [f"attn.hook_{n}" for n in ("q", "k", "v", "scores", "masked", "pattern", "z")]
+    if config.norm_position == "pre":
+        block = ["hook_resid_pre", "hook_ln_1", *attention, "hook_attn_out", "hook_resid_mid", "hook_ln_2",
+                 "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]  # fmt: skip
+    else:
+        block = ["hook_resid_pre", *attention, "hook_attn_out", "hook_resid_mid", "hook_ln_1",
+                 "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post", "hook_ln_2"]  # fmt: skip
+    for layer in range(config.n_layer):
+        names += [f"blocks.{layer}.{name}" for name in block]
+    return names + ["hook_ln_f", "hook_logits"]
+
+
+# --------------------------------------------------------------------------------------------
 # Attention
 # --------------------------------------------------------------------------------------------
 
@@ -178,14 +325,17 @@ class KVCache:
         return k, v
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(Hooked):
     """Every position mixes in information from itself and earlier positions, all at once.
 
     Two paths with the same result:
     * fused (default): ``F.scaled_dot_product_attention``, fast, never materialises the T×T matrix.
     * explicit: scores → causal mask → softmax → weighted sum, written out so the attention
-      probabilities can be handed to a probe (``self.probe``) for inspection.
+      matrix has hook points (``hook_scores``, ``hook_masked``, ``hook_pattern``). A block takes
+      it when ``use_fused`` is False or a function is attached to one of those three.
     """
+
+    MATRIX_HOOKS = ("hook_scores", "hook_masked", "hook_pattern")
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -197,7 +347,6 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.use_fused = True
-        self.probe = None  # callable(attention_probs (B, nh, T, T_keys)); forces the explicit path
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
@@ -205,37 +354,35 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        return q, k, v
+        return self.hook("hook_q", q), self.hook("hook_k", k), self.hook("hook_v", v)
 
     def explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, T, T_keys)
+        scores = self.hook("hook_scores", q @ k.transpose(-2, -1) / math.sqrt(self.head_size))  # (B, nh, T, T_k)
         mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
-        scores = scores.masked_fill(~mask, float("-inf"))  # the future is hidden
-        attention_probs = F.softmax(scores, dim=-1)  # each row sums to 1
-        if self.probe is not None:
-            self.probe(attention_probs)
+        scores = self.hook("hook_masked", scores.masked_fill(~mask, float("-inf")))  # the future is hidden
+        attention_probs = self.hook("hook_pattern", F.softmax(scores, dim=-1))  # each row sums to 1
         attention_probs = self.attn_dropout(attention_probs)
         return attention_probs @ v  # (B, nh, T, hs): a weighted sum of values
+
+    def fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The same result as ``explicit_attention`` from one kernel (B, nh, T, hs)."""
+        dropout_p = self.dropout if self.training else 0.0
+        is_causal = q.shape[2] > 1  # a single new query may see every key: no mask needed
+        if is_causal and k.shape[2] != q.shape[2]:  # several new queries after cached keys
+            mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.split_heads(x)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
-        if self.use_fused and self.probe is None:
-            # With a cache and a single new query, that query may see every key: no mask needed.
-            is_causal = q.shape[2] > 1
-            if is_causal and k.shape[2] != q.shape[2]:
-                mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
-                y = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-                )
-            else:
-                y = F.scaled_dot_product_attention(
-                    q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-                )
+        if self.use_fused and not self.hooks_want(*self.MATRIX_HOOKS):
+            y = self.fused_attention(q, k, v)
         else:
             y = self.explicit_attention(q, k, v)
+        y = self.hook("hook_z", y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -245,7 +392,7 @@ class CausalSelfAttention(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class MLP(nn.Module):
+class MLP(Hooked):
     """Per-position feed-forward network: widen 4×, GELU (tanh approximation, as GPT-2), narrow."""
 
     def __init__(self, config: GPTConfig) -> None:
@@ -256,10 +403,12 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.hook("hook_pre", self.c_fc(x))  # (B, T, 4C)
+        h = self.hook("hook_post", self.gelu(h))
+        return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
-class Block(nn.Module):
+class Block(Hooked):
     """One transformer block. Where the LayerNorm sits is the pre-LN / post-LN difference:
 
     pre-LN (GPT-2):       x = x + attn(ln_1(x));   x = x + mlp(ln_2(x))
@@ -278,14 +427,23 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
+    @property
+    def output_hook_name(self) -> str:
+        """The hook point holding this block's output: ``hook_resid_post`` (pre-LN) or
+        ``hook_ln_2`` (post-LN ends by normalising the stream)."""
+        return self.hook_prefix + ("hook_resid_post" if self.pre_norm else "hook_ln_2")
+
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        x = self.hook("hook_resid_pre", x)
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x), kv_cache, self.layer)
-            x = x + self.mlp(self.ln_2(x))
-        else:
-            x = self.ln_1(x + self.attn(x, kv_cache, self.layer))
-            x = self.ln_2(x + self.mlp(x))
-        return x
+            h = self.hook("hook_ln_1", self.ln_1(x))
+            x = self.hook("hook_resid_mid", x + self.hook("hook_attn_out", self.attn(h, kv_cache, self.layer)))
+            h = self.hook("hook_ln_2", self.ln_2(x))
+            return self.hook("hook_resid_post", x + self.hook("hook_mlp_out", self.mlp(h)))
+        x = self.hook("hook_resid_mid", x + self.hook("hook_attn_out", self.attn(x, kv_cache, self.layer)))
+        x = self.hook("hook_ln_1", self.ln_1(x))
+        x = self.hook("hook_resid_post", x + self.hook("hook_mlp_out", self.mlp(x)))
+        return self.hook("hook_ln_2", self.ln_2(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +451,7 @@ class Block(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class GPT(nn.Module):
+class GPT(Hooked):
     """A decoder-only transformer: only masked self-attention, no encoder, no cross-attention.
 
     ``forward(idx, targets=None)`` returns ``(logits, loss)``: logits for every position
@@ -326,6 +484,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens
+        self.hook_points = HookPoints()
+        for layer, block in enumerate(self.transformer.h):
+            for module, prefix in ((block, ""), (block.attn, "attn."), (block.mlp, "mlp.")):
+                module.hook_points, module.hook_prefix = self.hook_points, f"blocks.{layer}.{prefix}"
         self.reset_parameters(seed)
 
     # ---- initialisation -----------------------------------------------------------------
@@ -373,12 +535,30 @@ class GPT(nn.Module):
             bad = low if low < 0 else high
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size - 1}]")
 
-    def position_encoding(self, start: int, T: int, device: torch.device) -> torch.Tensor | None:
+    def position_encoding(self, start: int, T: int) -> torch.Tensor | None:
+        """The encoding of positions ``start .. start + T - 1``: (T, C), or None for ``"none"``."""
         if self.config.pos_encoding == "learned":
-            return self.transformer.wpe(torch.arange(start, start + T, device=device))  # (T, C)
+            return self.transformer.wpe.weight[start : start + T]  # (T, C): rows of the learned table
         if self.config.pos_encoding == "sinusoidal":
-            return self.sinusoid[start : start + T]  # (T, C)
+            return self.sinusoid[start : start + T]  # (T, C): rows of the fixed table
         return None
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Token ids (B, T) → the residual stream entering block 0 (B, T, C): each token's row of
+        ``wte`` plus the encoding of its position (``start`` = tokens already in the KV cache)."""
+        x = self.hook("hook_embed", self.transformer.wte(idx))  # (B, T, C)
+        if self.token_scale != 1.0:
+            x = self.hook("hook_embed_scaled", x * self.token_scale)  # sinusoidal only (see __init__)
+        positions = self.position_encoding(start, idx.shape[1])
+        if positions is not None:
+            x = x + self.hook("hook_pos_embed", positions)  # (B, T, C) + (T, C) broadcasts over the batch
+        return self.transformer.drop(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream (…, C) → a score for every token of the vocabulary (…, vocab_size):
+        the final norm ``ln_f`` (pre-LN only; post-LN blocks already end in one), then ``lm_head``.
+        The logit lens reads any layer's stream through this same head."""
+        return self.lm_head(self.hook("hook_ln_f", self.transformer.ln_f(x)))
 
     def forward(
         self,
@@ -388,18 +568,10 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         start = 0 if kv_cache is None else kv_cache.length
         self.check_input(idx, start)
-        idx = idx.long()
-        x = self.transformer.wte(idx)  # (B, T, C)
-        if self.token_scale != 1.0:
-            x = x * self.token_scale  # sinusoidal positions only (see __init__)
-        positions = self.position_encoding(start, idx.shape[1], idx.device)
-        if positions is not None:
-            x = x + positions  # (B, T, C) + (T, C) broadcasts over the batch
-        x = self.transformer.drop(x)
+        x = self.embed(idx.long(), start)  # (B, T, C)
         for block in self.transformer.h:
             x = block(x, kv_cache)
-        x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, vocab_size): a score for every possible next token
+        logits = self.hook("hook_logits", self.head(x))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1).long(), ignore_index=-1)
