@@ -510,3 +510,32 @@ def test_a_copied_model_has_its_own_hook_points():
         with torch.no_grad():
             assert twin(torch.tensor([[1, 2]]))[0].abs().max() > 0
     assert twin.transformer.h[1].attn.hook_points is twin.hook_points is not model.hook_points
+
+
+@pytest.mark.parametrize("pos_encoding", ["rope", "alibi"])
+def test_trace_shows_rope_and_alibi_as_named_steps_with_the_models_values(pos_encoding):
+    model = make_model(pos_encoding=pos_encoding)
+    ids = some_ids(6)
+    steps = forward_trace(model, ids, keep_values=True)
+    names = [s.name for s in steps]
+    _, cache = run_with_cache(model, ids)
+    assert "position embedding" not in names and "add" not in names  # nothing added to the stream
+    block_0 = [n.removeprefix("block 0: ") for n in names if n.startswith("block 0: ")]
+    by_name = {s.name: s for s in steps}
+    if pos_encoding == "rope":
+        assert block_0[:3] == ["ln_1", "q/k/v split", "rotate q, k (RoPE)"]
+        step = by_name["block 1: rotate q, k (RoPE)"]
+        assert step.shape == (2, 1, 2, 6, 8) and step.dims == "(2, B, nh, T, hs)"
+        assert torch.equal(step.value[1], cache["blocks.1.attn.hook_rot_k"])
+        # a rotation: each query keeps its length
+        torch.testing.assert_close(step.value[0].norm(dim=-1), cache["blocks.1.attn.hook_q"].norm(dim=-1))
+    else:
+        assert block_0[:4] == ["ln_1", "q/k/v split", "ALiBi bias", "scores"]
+        step = by_name["block 0: ALiBi bias"]
+        assert step.shape == (2, 6, 6) and step.dims == "(nh, T, T)"
+        assert step.value[0, 5, 0] == -5 * 2**-4 and step.value[1, 5, 0] == -5 * 2**-8  # 2 heads: 1/16, 1/256
+        assert "ALiBi" in by_name["block 0: causal mask"].note
+    for step in steps:
+        assert callable(step.source) and std_inspect.getsource(step.source)
+    with pytest.raises(ValueError, match=f"pos_encoding='{pos_encoding}' adds no position vectors"):
+        position_similarity(model)

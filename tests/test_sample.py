@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toygpt.model import GPT, GPTConfig, KVCache
+from toygpt.model import GPT, POS_ENCODINGS, GPTConfig, KVCache
 from toygpt.sample import (
     SamplingConfig,
     apply_temperature,
@@ -131,7 +131,7 @@ def test_decode_step_equals_forward_with_cache_in_float32(tiny_model):
     torch.testing.assert_close(torch.stack(steps), full[0], rtol=1e-5, atol=1e-6)
 
 
-ALL_CONFIG_VARIANTS = list(itertools.product(("pre", "post"), ("learned", "sinusoidal", "none"), (True, False), (True, False)))
+ALL_CONFIG_VARIANTS = list(itertools.product(("pre", "post"), POS_ENCODINGS, (True, False), (True, False)))
 
 
 @functools.cache

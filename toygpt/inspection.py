@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from toygpt.model import (
+    ADDED_POSITIONS,
     GPT,
     MLP,
     Block,
@@ -375,6 +376,7 @@ def _trace_steps(model: GPT) -> dict[str, _StepInfo]:
     """Hook point (without ``blocks.{i}.``) → its trace step; points not listed are not shown
     (``hook_q``/``hook_k`` are shown together with ``hook_v`` as one q/k/v step)."""
     pre = model.config.norm_position == "pre"
+    alibi = model.config.pos_encoding == "alibi"
     learned = model.config.pos_encoding == "learned"
     return {
         "hook_embed": _StepInfo("token embedding lookup", "(B, T, C)", GPT.embed,
@@ -390,10 +392,15 @@ def _trace_steps(model: GPT) -> dict[str, _StepInfo]:
                                "normalise each position (pre-LN)" if pre else "post-LN: normalise the sum"),
         "attn.hook_v": _StepInfo("q/k/v split", "(3, B, nh, T, hs)", CausalSelfAttention.split_heads,
                                  "c_attn makes query, key, value at once; each is cut into nh heads of hs channels"),
+        "attn.hook_rot_k": _StepInfo("rotate q, k (RoPE)", "(2, B, nh, T, hs)", CausalSelfAttention.rotate,
+                                     "each channel pair of q and k turned by its position's angle"),
+        "attn.hook_alibi": _StepInfo("ALiBi bias", "(nh, T, T)", CausalSelfAttention.position_bias,
+                                     "−slope·distance: each head's penalty for looking far back"),
         "attn.hook_scores": _StepInfo("scores", "(B, nh, T, T)", CausalSelfAttention.explicit_attention,
                                       "q·k / sqrt(hs): how well each query matches each key"),
         "attn.hook_masked": _StepInfo("causal mask", "(B, nh, T, T)", causal_mask,
-                                      "-inf above the diagonal: no looking at later tokens"),
+                                      ("scores + ALiBi bias; " if alibi else "")
+                                      + "-inf above the diagonal: no looking at later tokens"),
         "attn.hook_pattern": _StepInfo("softmax", "(B, nh, T, T)", CausalSelfAttention.explicit_attention,
                                        "each row becomes weights that sum to 1"),
         "attn.hook_z": _StepInfo("weighted sum", "(B, nh, T, hs)", CausalSelfAttention.explicit_attention,
@@ -446,7 +453,7 @@ def forward_trace(model: GPT, ids: Sequence[int] | torch.Tensor, keep_values: bo
                             idx, None, keep_values))  # fmt: skip
     for name, value in cache.items():
         layer, point = _split_hook_name(name)
-        if point == "hook_resid_pre" and (layer != 0 or model.config.pos_encoding == "none"):
+        if point == "hook_resid_pre" and (layer != 0 or model.config.pos_encoding not in ADDED_POSITIONS):
             continue  # block i's input is block i-1's output, already shown; "add" only with positions
         if point == "hook_ln_f" and model.config.norm_position != "pre":
             continue  # post-LN: ln_f is the identity
@@ -455,6 +462,8 @@ def forward_trace(model: GPT, ids: Sequence[int] | torch.Tensor, keep_values: bo
             continue
         if point == "attn.hook_v":
             value = torch.stack([cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"], value])
+        if point == "attn.hook_rot_k":
+            value = torch.stack([cache[f"blocks.{layer}.attn.hook_rot_q"], value])
         steps.append(_make_step(info, value, None if point == "hook_resid_pre" else layer, keep_values))
         if point == "attn.hook_z":
             B, nh, T, hs = value.shape
@@ -539,6 +548,10 @@ def position_vectors(model: GPT) -> torch.Tensor:
     encoding = model.config.pos_encoding
     if encoding == "none":
         raise ValueError("this model has no position encoding (pos_encoding='none'), so there is nothing to compare")
+    if encoding not in ADDED_POSITIONS:
+        where = "turns queries and keys" if encoding == "rope" else "biases the attention scores"
+        raise ValueError(f"pos_encoding={encoding!r} adds no position vectors: it {where} inside attention "
+                         "(see the trace's attention steps)")
     with torch.no_grad():
         table = model.transformer.wpe.weight if encoding == "learned" else model.sinusoid
         return table.detach().float().clone()

@@ -11,7 +11,8 @@ real GPT-2 weights map onto this model by name (see ``toygpt/pretrained.py``).
 
 Knobs for the comparisons learners ask about, all in ``GPTConfig``:
 ``norm_position`` (pre-LN as GPT-2 / post-LN as the original Transformer), ``pos_encoding``
-(learned as GPT-2 / sinusoidal as the original / none), ``scale_residual_init`` (GPT-2's
+(learned as GPT-2 / sinusoidal as the original / none / rope: rotary, Su et al. 2021 / alibi:
+linear biases, Press et al. 2021), ``scale_residual_init`` (GPT-2's
 0.02/sqrt(2·n_layer) init of the residual projections) and ``tie_embeddings``.
 
 Hook points: every named value of the forward pass, in the order it is computed, can be read or
@@ -25,12 +26,14 @@ name                                shape             value
 ==================================  ================  ========================================
 ``hook_embed``                      (B, T, C)         token embedding: rows of ``wte``
 ``hook_embed_scaled``               (B, T, C)         ... × sqrt(C) (sinusoidal positions only)
-``hook_pos_embed``                  (T, C)            position encoding (not for ``"none"``)
+``hook_pos_embed``                  (T, C)            position vectors (learned, sinusoidal)
 ``blocks.{i}.hook_resid_pre``       (B, T, C)         the residual stream entering block i
 ``blocks.{i}.hook_ln_1``            (B, T, C)         ln_1 output (pre-LN: attention's input)
 ``blocks.{i}.attn.hook_q/k/v``      (B, nh, T, hs)    queries, keys, values of the new positions
+``blocks.{i}.attn.hook_rot_q/k``    (B, nh, T, hs)    queries, keys turned by RoPE (rope only)
+``blocks.{i}.attn.hook_alibi``      (nh, T, T_k)      ALiBi's bias −slope·(i − j) (alibi only)
 ``blocks.{i}.attn.hook_scores``     (B, nh, T, T_k)   q·kᵀ/sqrt(hs), before the mask
-``blocks.{i}.attn.hook_masked``     (B, nh, T, T_k)   scores with -inf where a key is in the future
+``blocks.{i}.attn.hook_masked``     (B, nh, T, T_k)   scores (+ ALiBi bias), -inf on future keys
 ``blocks.{i}.attn.hook_pattern``    (B, nh, T, T_k)   attention probabilities (rows sum to 1)
 ``blocks.{i}.attn.hook_z``          (B, nh, T, hs)    each head's weighted sum of values
 ``blocks.{i}.hook_attn_out``        (B, T, C)         attention output (c_proj), onto the stream
@@ -66,7 +69,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NORM_POSITIONS = ("pre", "post")
-POS_ENCODINGS = ("learned", "sinusoidal", "none")
+POS_ENCODINGS = ("learned", "sinusoidal", "none", "rope", "alibi")
+ADDED_POSITIONS = ("learned", "sinusoidal")  # encodings added to the residual stream as vectors
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +90,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
     norm_position: str = "pre"  # "pre" as GPT-2 | "post" as the original Transformer
-    pos_encoding: str = "learned"  # "learned" as GPT-2 | "sinusoidal" | "none"
+    pos_encoding: str = "learned"  # "learned" as GPT-2 | "sinusoidal" | "none" | "rope" | "alibi"
     scale_residual_init: bool = True  # GPT-2: residual projections init with 0.02/sqrt(2*n_layer)
     tie_embeddings: bool = True  # lm_head shares its weight with wte, as GPT-2
 
@@ -106,12 +110,25 @@ class GPTConfig:
                 f"sinusoidal positions pair sin/cos channels, so n_embd={self.n_embd} must be even; "
                 f"try n_embd={self.n_embd + 1}"
             )
+        if self.pos_encoding == "rope" and self.head_size % 2:
+            fit = self.n_head * (self.head_size + 1)
+            raise ValueError(
+                f"RoPE rotates pairs of channels in each head, so head_size = n_embd / n_head = "
+                f"{self.head_size} must be even; try n_embd={fit}"
+            )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1); try 0.0 or 0.1")
         if self.norm_position not in NORM_POSITIONS:
             raise ValueError(f"norm_position={self.norm_position!r}; choose one of {NORM_POSITIONS}")
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"pos_encoding={self.pos_encoding!r}; choose one of {POS_ENCODINGS}")
+
+    @property
+    def any_length(self) -> bool:
+        """True when the position encoding is defined at every position, so the model can read
+        more than ``block_size`` tokens (the length it trained on). Learned positions stop there:
+        ``wpe`` has ``block_size`` rows."""
+        return self.pos_encoding != "learned"
 
     @property
     def head_size(self) -> int:
@@ -172,6 +189,72 @@ def sinusoidal_positions(block_size: int, n_embd: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency)
     return table
+
+
+def rope_angles(positions: torch.Tensor, head_size: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of RoPE's rotation angles, each (T, head_size), for ``positions`` (T,).
+
+    Rotary position embedding (Su et al. 2021, "RoFormer", eq. 34): channel pair i of a query or
+    key at position p is turned by the angle p·θ_i, θ_i = base^(−2i/head_size), so a query at
+    position m and a key at n meet at an angle that depends only on m − n. Pairs follow the
+    GPT-NeoX / Llama "half split": channel i is paired with channel i + head_size/2 (not the
+    paper's interleaved 2i, 2i+1); both columns of a pair get the same angle here.
+
+    >>> cos, sin = rope_angles(torch.tensor([0, 1]), 4)
+    >>> sin[1]  # θ = 1, 0.01 for the two pairs, each repeated for its second channel
+    tensor([0.8415, 0.0100, 0.8415, 0.0100])
+    """
+    theta = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+    angles = positions.float()[:, None] * theta[None, :]  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hs): pair i is channels i and i + hs/2
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) → (−x2, x1) on the two halves of the last dimension: a 90° turn of every pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate every channel pair of ``x`` (…, T, hs) by its angle: x·cos + rotate_half(x)·sin,
+    the 2-D rotation (a, b) → (a·cos − b·sin, b·cos + a·sin) of each pair. Norms are unchanged."""
+    return x * cos + rotate_half(x) * sin
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi's head slopes (Press et al. 2021, "Train Short, Test Long", section 3), (n_head,).
+
+    For n heads, n a power of two: the geometric sequence that starts at 2^(−8/n) with that same
+    ratio, so 8 heads get 1/2, 1/4, ..., 1/256. Other head counts (the authors' code): the slopes
+    of the largest power of two below n, then every other slope of twice that many heads.
+
+    >>> alibi_slopes(8).tolist()[:3], alibi_slopes(8).tolist()[-1]
+    ([0.5, 0.25, 0.125], 0.00390625)
+    """
+
+    def geometric(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    power = 2 ** math.floor(math.log2(n_head))
+    slopes = geometric(power) + geometric(2 * power)[0::2][: n_head - power]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+    """The bias ALiBi adds to the attention scores, (nh, T, T_k): −slope_h·(i − j) for a query
+    at position i and a key at j ≤ i, so each head prefers nearby keys, at its own rate; no
+    position vector is added anywhere. (Keys after the query get a positive number, then the
+    causal mask hides them.)
+
+    >>> alibi_bias(torch.tensor([0.5]), torch.arange(3), torch.arange(3))[0]
+    tensor([[ 0.0000,  0.5000,  1.0000],
+            [-0.5000,  0.0000,  0.5000],
+            [-1.0000, -0.5000,  0.0000]])
+    """
+    behind = (key_positions[None, :] - query_positions[:, None]).to(slopes.dtype)  # (T, T_k): j − i
+    return slopes[:, None, None] * behind  # = −slope·(i − j)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,9 +350,10 @@ def hook_names(config: GPTConfig) -> list[str]:
     names = ["hook_embed"]
     if config.pos_encoding == "sinusoidal":
         names.append("hook_embed_scaled")
-    if config.pos_encoding != "none":
+    if config.pos_encoding in ADDED_POSITIONS:
         names.append("hook_pos_embed")
-    attention = [f"attn.hook_{n}" for n in ("q", "k", "v", "scores", "masked", "pattern", "z")]
+    attention = ["q", "k", "v"] + {"rope": ["rot_q", "rot_k"], "alibi": ["alibi"]}.get(config.pos_encoding, [])
+    attention = [f"attn.hook_{n}" for n in attention + ["scores", "masked", "pattern", "z"]]
     if config.norm_position == "pre":
         block = ["hook_resid_pre", "hook_ln_1", *attention, "hook_attn_out", "hook_resid_mid", "hook_ln_2",
                  "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]  # fmt: skip
@@ -316,6 +400,10 @@ class KVCache:
     def length(self) -> int:
         return 0 if self.keys[-1] is None else self.keys[-1].shape[2]
 
+    def cached(self, layer: int) -> int:
+        """How many positions ``layer`` holds: the position of its next new token."""
+        return 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's (B, nh, T_new, hs) keys/values; return all of them so far."""
         if self.keys[layer] is not None:
@@ -333,6 +421,9 @@ class CausalSelfAttention(Hooked):
     * explicit: scores → causal mask → softmax → weighted sum, written out so the attention
       matrix has hook points (``hook_scores``, ``hook_masked``, ``hook_pattern``). A block takes
       it when ``use_fused`` is False or a function is attached to one of those three.
+
+    Positions that live inside attention: ``rope`` turns queries and keys by their position
+    (``rotate``), ``alibi`` adds a distance penalty to the scores (``position_bias``).
     """
 
     MATRIX_HOOKS = ("hook_scores", "hook_masked", "hook_pattern")
@@ -347,6 +438,13 @@ class CausalSelfAttention(Hooked):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.use_fused = True
+        self.pos_encoding = config.pos_encoding
+        if config.pos_encoding == "rope":  # angles of the trained positions, computed once
+            cos, sin = rope_angles(torch.arange(config.block_size), config.head_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        elif config.pos_encoding == "alibi":
+            self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
@@ -356,17 +454,44 @@ class CausalSelfAttention(Hooked):
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         return self.hook("hook_q", q), self.hook("hook_k", k), self.hook("hook_v", v)
 
-    def explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE: turn queries and keys (B, nh, T, hs) of positions ``start`` .. ``start + T − 1``
+        by their angles (``rope_angles``), so their dot products depend only on distance."""
+        T = q.shape[2]
+        if start + T <= self.rope_cos.shape[0]:
+            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, hs)
+        else:  # reading past block_size: these angles were never tabled, compute them
+            cos, sin = rope_angles(torch.arange(start, start + T, device=q.device), self.head_size)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        return self.hook("hook_rot_q", apply_rope(q, cos, sin)), self.hook("hook_rot_k", apply_rope(k, cos, sin))
+
+    def position_bias(self, start: int, T: int) -> torch.Tensor:
+        """ALiBi: the bias (nh, T, start + T) for the queries at ``start`` .. ``start + T − 1``
+        against every key up to the last of them (``alibi_bias``)."""
+        positions = torch.arange(start + T, device=self.slopes.device)
+        return self.hook("hook_alibi", alibi_bias(self.slopes, positions[start:], positions))
+
+    def explicit_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         scores = self.hook("hook_scores", q @ k.transpose(-2, -1) / math.sqrt(self.head_size))  # (B, nh, T, T_k)
+        if bias is not None:
+            scores = scores + bias.to(scores.dtype)  # ALiBi: the farther the key, the lower its score
         mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
         scores = self.hook("hook_masked", scores.masked_fill(~mask, float("-inf")))  # the future is hidden
         attention_probs = self.hook("hook_pattern", F.softmax(scores, dim=-1))  # each row sums to 1
         attention_probs = self.attn_dropout(attention_probs)
         return attention_probs @ v  # (B, nh, T, hs): a weighted sum of values
 
-    def fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def fused_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The same result as ``explicit_attention`` from one kernel (B, nh, T, hs)."""
         dropout_p = self.dropout if self.training else 0.0
+        if bias is not None:  # ALiBi: the causal mask joins the bias as -inf
+            mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
+            bias = bias.to(q.dtype).masked_fill(~mask, float("-inf"))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
         is_causal = q.shape[2] > 1  # a single new query may see every key: no mask needed
         if is_causal and k.shape[2] != q.shape[2]:  # several new queries after cached keys
             mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
@@ -376,12 +501,16 @@ class CausalSelfAttention(Hooked):
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.split_heads(x)
+        start = 0 if kv_cache is None else kv_cache.cached(layer)  # position of the first new token
+        if self.pos_encoding == "rope":
+            q, k = self.rotate(q, k, start)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
+        bias = self.position_bias(start, T) if self.pos_encoding == "alibi" else None
         if self.use_fused and not self.hooks_want(*self.MATRIX_HOOKS):
-            y = self.fused_attention(q, k, v)
+            y = self.fused_attention(q, k, v, bias)
         else:
-            y = self.explicit_attention(q, k, v)
+            y = self.explicit_attention(q, k, v, bias)
         y = self.hook("hook_z", y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
@@ -523,10 +652,11 @@ class GPT(Hooked):
             raise ValueError(f"token ids must be integers (torch.long), got dtype {idx.dtype}")
         if idx.dim() != 2 or idx.shape[1] == 0:
             raise ValueError(f"idx must have shape (batch, time) with time ≥ 1, got {tuple(idx.shape)}")
-        if start + idx.shape[1] > self.config.block_size:
+        if start + idx.shape[1] > self.config.block_size and not self.config.any_length:
             raise ValueError(
                 f"sequence of {start + idx.shape[1]} tokens is longer than block_size="
-                f"{self.config.block_size}; crop to the last {self.config.block_size} tokens"
+                f"{self.config.block_size}, where learned positions (wpe) stop; crop to the last "
+                f"{self.config.block_size} tokens (sinusoidal, rope, alibi and none read any length)"
             )
         if torch.compiler.is_compiling():
             return  # reading values would split the compiled graph; the trainer's ids are checked data
@@ -540,8 +670,10 @@ class GPT(Hooked):
         if self.config.pos_encoding == "learned":
             return self.transformer.wpe.weight[start : start + T]  # (T, C): rows of the learned table
         if self.config.pos_encoding == "sinusoidal":
+            if start + T > self.sinusoid.shape[0]:  # reading past block_size: extend the formula
+                return sinusoidal_positions(start + T, self.config.n_embd).to(self.sinusoid)[start:]
             return self.sinusoid[start : start + T]  # (T, C): rows of the fixed table
-        return None
+        return None  # none, rope, alibi: no vector is added (rope and alibi act inside attention)
 
     def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Token ids (B, T) → the residual stream entering block 0 (B, T, C): each token's row of
@@ -628,7 +760,9 @@ def flops_per_token(config: GPTConfig, training: bool = True) -> int:
     Forward, per layer: 2·(the layer's matmul weights) = 2·12·C² (c_attn 3C², c_proj C², MLP 8C²),
     plus attention itself: QKᵀ and the weighted sum of V, 2·2·T·C with T = block_size (each token
     attends to ≤ T keys; the full T is counted, an upper bound). The head adds 2·C·V.
-    Embedding lookups and LayerNorm/softmax/GELU are element-wise and left out (≪ 1%).
+    Embedding lookups and LayerNorm/softmax/GELU are element-wise and left out (≪ 1%), and so
+    are RoPE's rotation (3 per query/key channel) and ALiBi's bias (1 per score): neither adds a
+    matmul or a parameter, so every pos_encoding costs the same here.
     Training (forward + backward) is 3× the forward: the backward pass costs two matmuls per one.
     """
     C, T, L, V = config.n_embd, config.block_size, config.n_layer, config.vocab_size

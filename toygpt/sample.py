@@ -310,7 +310,7 @@ def decode_step(
     """
     params = step_parameters(model) if params is None else params
     config, position = model.config, cache.length
-    if position >= config.block_size:
+    if position >= config.block_size and not config.any_length:
         raise IndexError(f"position {position} is past block_size={config.block_size}; move the window (window_start)")
     x = model.transformer.wte.weight[token_id].view(1, -1)  # (T=1, C): 2-D input is cheaper for linear layers
     if model.token_scale != 1.0:
@@ -318,8 +318,8 @@ def decode_step(
     positions = model.position_encoding(position, 1)  # (1, C) or None
     if positions is not None:
         x = x + positions
-    for layer, p in enumerate(params):
-        x = _block_step(p, x, cache, layer, config)
+    for layer, (block, p) in enumerate(zip(model.transformer.h, params, strict=True)):
+        x = _block_step(p, x, cache, layer, block)
     return model.head(x).view(-1)
 
 
@@ -331,21 +331,28 @@ def _linear(x: torch.Tensor, p: dict[str, torch.Tensor], name: str) -> torch.Ten
     return F.linear(x, p[name + ".weight"], p.get(name + ".bias"))
 
 
-def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, config: Any) -> torch.Tensor:
+def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, block: Any) -> torch.Tensor:
     """``Block.forward`` for one token (pre-LN as GPT-2, or post-LN)."""
-    if config.norm_position == "pre":
-        x = x + _attention_step(p, _norm(x, p, "ln_1"), cache, layer, config)
+    if block.pre_norm:
+        x = x + _attention_step(p, _norm(x, p, "ln_1"), cache, layer, block.attn)
         return x + _mlp_step(p, _norm(x, p, "ln_2"))
-    x = _norm(x + _attention_step(p, x, cache, layer, config), p, "ln_1")
+    x = _norm(x + _attention_step(p, x, cache, layer, block.attn), p, "ln_1")
     return _norm(x + _mlp_step(p, x), p, "ln_2")
 
 
-def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, config: Any) -> torch.Tensor:
-    """``CausalSelfAttention.forward`` for one token: its query against every cached key."""
+def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, attn: Any) -> torch.Tensor:
+    """``CausalSelfAttention.forward`` for one token: its query against every cached key. RoPE
+    and ALiBi are the attention module's own ``rotate`` and ``position_bias``."""
     qkv = _linear(x, p, "attn.c_attn")  # (1, 3C): q, k, v side by side, each head after head
-    q, k, v = qkv.view(3, 1, config.n_head, 1, config.head_size).unbind(0)  # 3 × (B=1, nh, T=1, hs)
+    q, k, v = qkv.view(3, 1, attn.n_head, 1, attn.head_size).unbind(0)  # 3 × (B=1, nh, T=1, hs)
+    start = cache.cached(layer)
+    if attn.pos_encoding == "rope":
+        q, k = attn.rotate(q, k, start)
     k, v = cache.update(layer, k, v)  # (1, nh, T_so_far, hs)
-    y = F.scaled_dot_product_attention(q, k, v)  # (1, nh, 1, hs)
+    if attn.pos_encoding == "alibi":  # (nh, 1, T_so_far): one query may see every key, no mask
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.position_bias(start, 1).to(q.dtype))
+    else:
+        y = F.scaled_dot_product_attention(q, k, v)  # (1, nh, 1, hs)
     return _linear(y.reshape(1, -1), p, "attn.c_proj")
 
 
