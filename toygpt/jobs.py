@@ -31,13 +31,13 @@ import torch
 from toygpt import data as corpora
 from toygpt.distributed import PLAIN, DistributedContext
 from toygpt.formatting import human_bytes
+from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, RunError, create_run, open_run
 from toygpt.status import Status, is_active
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
 from toygpt.train import Event, TrainConfig, Trainer, estimate
 
-DEFAULT_MAX_MEMORY = 2 * 2**30  # 2 GiB: a shared app runs every visitor's job in one process
 MAX_TAGS, MAX_TAG_CHARS = 20, 40
 
 
@@ -138,10 +138,13 @@ def build_training(
     text = corpus_text_of(spec)
     config = spec.train_config
     if spec.init_from:
+        check_job_memory(open_run(spec.init_from).model_config(), config, text, f"fine-tuning {spec.init_from}")
         model, tokenizer = _fine_tune_source(spec.init_from, text)
     else:
         tokenizer = _tokenizer_for(spec, text, dist)
-        model = GPT(spec.model_config.replace(vocab_size=tokenizer.vocab_size), seed=config.seed)
+        model_config = spec.model_config.replace(vocab_size=tokenizer.vocab_size)
+        check_job_memory(model_config, config, text, "this run")  # before the model exists
+        model = GPT(model_config, seed=config.seed)
     token_data = corpora.prepare(text, tokenizer)
     token_data.check_block_size(config.block_size or model.config.block_size)
     run = None
@@ -168,8 +171,11 @@ def _build_resume(
     run = open_run(spec.resume)
     if run.read_only:
         raise RunError(f"{run.id} is read-only; fine-tune it with init_from={run.id!r} instead")
+    if dist.is_main:
+        run.recover()  # a save cut short by a crash: finish it, or fall back to the one before
     text = run.corpus_text()
     tokenizer = run.tokenizer()
+    check_job_memory(run.model_config(), spec.train or run.train_config(), text, f"resuming {run.id}")
     state, optimizer_state = run.training_state()
     model = run.load_model("latest").model
     config = spec.train or run.train_config()
@@ -428,9 +434,24 @@ class TrainJob(BackgroundJob):
 # --------------------------------------------------------------------------------------------
 
 
+def job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None = None) -> int:
+    """Bytes a training run needs: weights, gradients, AdamW and activations
+    (``toygpt.train.estimate``), plus the token ids of its corpus (int64, at most one per UTF-8
+    byte) when the text is known."""
+    data = 8 * len(text.encode("utf-8", "replace")) if text is not None else 0
+    return int(estimate(model_config, config)["total_memory_bytes"]) + data
+
+
+def check_job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None, what: str) -> None:
+    """Refuse a run that needs more than a training job's share of the server's memory budget."""
+    check_memory(job_memory(model_config, config, text), what, JOB_SHARE)
+
+
 def estimated_memory(spec: TrainSpec) -> int:
-    """Bytes a spec's run needs, roughly (``toygpt.train.estimate``); vocab from the spec's
-    tokenizer name when it says (a char vocabulary is small; gpt2 has 50257)."""
+    """Bytes a spec's run needs (``job_memory``), before anything is built. The vocabulary is
+    the real one where it can be known cheaply: a fine-tuned or resumed run's model, the
+    distinct characters of your own text for the char tokenizer (0.75 MB of Chinese has
+    ~68,000, not the 65 of Shakespeare), the size a tokenizer name states (bpe-N, gpt2)."""
     if spec.resume or spec.init_from:
         model_config = open_run(spec.resume or spec.init_from).model_config()
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
@@ -440,9 +461,11 @@ def estimated_memory(spec: TrainSpec) -> int:
             vocab = parse_tokenizer_name(spec.tokenizer).vocab_size  # None: char, or a saved file
         except TokenizerError:
             vocab = None  # an unknown name fails where the tokenizer is built, with its message
+        if spec.tokenizer == "char" and spec.corpus_text is not None:
+            vocab = len(set(spec.corpus_text))  # one token per distinct character
         if vocab:
             model_config = model_config.replace(vocab_size=vocab)
-    return int(estimate(model_config, config)["total_memory_bytes"])
+    return job_memory(model_config, config, spec.corpus_text)
 
 
 @dataclass
@@ -451,7 +474,7 @@ class JobRegistry:
     ``st.cache_resource`` so every session and every refresh sees the same jobs)."""
 
     max_jobs: int = 1
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY
+    max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.limits
     num_threads: int | None = None
     _jobs: dict[str, BackgroundJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -463,10 +486,13 @@ class JobRegistry:
         except ValueError as exc:  # e.g. resume/init_from names a run that does not exist
             raise JobRefused(str(exc)) from None
         if need > self.max_memory_bytes:
+            budget = memory_budget()
+            whence = (f" (half of this server's memory budget of {human_bytes(budget, decimals=1)})"
+                      if self.max_memory_bytes == int(budget * JOB_SHARE) else "")  # fmt: skip
             raise JobRefused(
-                f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam and activations), "
-                f"above this app's limit of {human_bytes(self.max_memory_bytes, decimals=1)}; choose a smaller "
-                "preset, batch size or block size"
+                f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam, activations "
+                f"and the token ids), above the {human_bytes(self.max_memory_bytes, decimals=1)} one job may use "
+                f"here{whence}; choose a smaller preset, batch size or block size"
             )
         job = TrainJob(spec, num_threads=self.num_threads)
         self.start_job(job)
