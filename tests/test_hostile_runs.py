@@ -367,7 +367,7 @@ def stop_after(job, seconds: float) -> float:
     import time
 
     time.sleep(seconds)
-    assert not job.done, f"the job ended by itself before Stop: {job.snapshot()['message']}"
+    assert not job.done, f"the job ended by itself before Stop: {job.snapshot().message}"
     pressed = time.perf_counter()
     job.stop()
     assert job.wait(30), "the job ignored Stop for 30 s"
@@ -392,13 +392,13 @@ def test_stop_ends_every_long_loop_within_two_seconds(work):
     job = TrainJob(spec, num_threads=1).start()
     took = stop_after(job, 3.0)
     snap = job.snapshot()
-    assert snap["status"] == "stopped", snap["message"]
+    assert snap.status == "stopped", snap.message
     assert took < 2.5, f"Stop took {took:.1f} s during {work}"
     if work.startswith("bpe"):
-        assert "preparing the data" in snap["message"] and runs.list_runs(include_demo=False) == []
+        assert "preparing the data" in snap.message and runs.list_runs(include_demo=False) == []
     else:  # stopped mid-evaluation/sample, the run is saved and can be resumed
         (info,) = runs.list_runs(include_demo=False)
-        assert runs.open_run(info.id).training_state()[0].step == snap["step"]
+        assert runs.open_run(info.id).training_state()[0].step == snap.step
 
 
 def test_a_job_that_cannot_finish_in_the_stated_time_is_refused_before_it_starts():

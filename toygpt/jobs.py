@@ -2,12 +2,13 @@
 
 A page must never block on training: it starts a ``TrainJob`` (a daemon thread with a lock, a
 stop ``threading.Event`` and a status) through a ``JobRegistry`` and then only ever reads
-``job.snapshot()``, a plain dict with everything it draws. The thread never touches Streamlit
+``job.snapshot()``, a frozen ``JobStatus`` (a ``TrainStatus`` for training) with everything it
+draws. The thread never touches Streamlit
 (calls from a thread without a script context are silently lost).
 
     registry = JobRegistry(max_jobs=1)
     job = registry.start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=300)))
-    job.snapshot()["status"]   # queued → running → finished | stopped | diverged | failed
+    job.snapshot().status      # queued → running → finished | stopped | diverged | failed
     job.stop(); job.wait(5)
 
 ``build_training(spec)`` turns a spec into a ready ``Trainer`` and its ``Run`` (new run, fine-tune
@@ -16,10 +17,12 @@ from a run, or resume a run); ``run_training`` runs it. The CLI calls these dire
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import traceback
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +34,7 @@ from toygpt.formatting import clock, human_bytes
 from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, RunError, create_run, open_run
-from toygpt.status import ACTIVE, Status
+from toygpt.status import Status, is_active
 from toygpt.stopping import StopRequested, stop_scope
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
 from toygpt.train import Event, TrainConfig, Trainer, estimate
@@ -227,11 +230,73 @@ def stopped_before_training() -> Event:
 # --------------------------------------------------------------------------------------------
 
 
+def curve_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Trainer events → rows for ``toygpt.viz.loss_curves_figure``: ``{"step", "train_loss"}``
+    per logged step and ``{"step", "val_loss"}`` per evaluation (non-finite values dropped,
+    six significant digits: the rows are also saved as JSON, which has no NaN)."""
+    rows = []
+    for event in events:
+        key, source = {"step": ("train_loss", "loss"), "eval": ("val_loss", "val_loss")}.get(event.get("type"), (None, None))
+        value = event.get(source) if source else None
+        if key and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            rows.append({"step": int(event["step"]), key: float(f"{value:.6g}")})
+    return rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobStatus:
+    """What any background job reports, copied under its lock: all a job panel draws.
+
+    ``title`` says what the job is; ``summary`` says it in one sentence for a page that did not
+    start it ("Training now: run X on copy, step 120 of 300"); ``stage`` is what it does right
+    now; ``curves`` are its loss curves so far, ``{label: rows}`` for ``loss_curves_figure``."""
+
+    job_id: str
+    kind: str  # the job's class: "train" | "lab" (which page owns it)
+    title: str
+    summary: str
+    status: Status
+    message: str = ""
+    error_detail: str = ""  # the traceback of a failure, for a "details" expander
+    run_id: str | None = None  # the run it writes (None until it has one)
+    progress: float = 0.0  # 0..1
+    stage: str = ""
+    elapsed: float = 0.0  # seconds
+    eta: float | None = None  # seconds left, when known
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not is_active(self.status)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainStatus(JobStatus):
+    """A training job's status: the common fields plus the trainer's latest numbers."""
+
+    step: int = 0
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    loss: float | None = None  # the last logged training batch
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    tokens_per_s: float | None = None
+    started: bool = False  # the trainer's "start" event came: corpus, tokenizer and model are ready
+    metrics: list[Event] = field(default_factory=list)  # the step and eval events, in order
+    last_sample: Event | None = None
+    samples: list[Event] = field(default_factory=list)  # the last 20
+    sample_interval: int = 0
+    logs: str | None = None
+    corpus: str = ""
+    tokenizer: str = ""
+
+
 class BackgroundJob:
     """A daemon thread with a lock, a stop event and a status: what every background job shares
     (a training run here, a Concepts-lab experiment in ``toygpt.lab``). A subclass implements
-    ``work()``, which returns the final ``(status, message)`` or raises, and ``snapshot()``.
-    The thread never touches Streamlit: pages read ``snapshot()``."""
+    ``work()``, which returns the final ``(status, message)`` or raises, and ``snapshot()``, a
+    ``JobStatus`` (built on ``_common()``). The thread never touches Streamlit: pages read
+    ``snapshot()``."""
 
     kind = "job"
 
@@ -262,7 +327,7 @@ class BackgroundJob:
         try:
             with stop_scope(self._stop):  # every long loop inside ends on Stop (toygpt.stopping)
                 status, message = self.work()
-            self._set(status=status, message=message)
+            self._set(status=Status(status), message=message)
         except StopRequested:
             self._set(status=Status.STOPPED, message="stopped on request")
         except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
@@ -270,7 +335,7 @@ class BackgroundJob:
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
             self._set(status=Status.FAILED, message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
 
-    def _set(self, status: str | None = None, message: str | None = None, detail: str | None = None) -> None:
+    def _set(self, status: Status | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
             if status is not None:
                 self._status = status
@@ -278,6 +343,11 @@ class BackgroundJob:
                 self._message = message
             if detail is not None:
                 self._detail = detail
+
+    def _common(self) -> dict[str, Any]:
+        """The fields every ``JobStatus`` has that this class keeps (call under the lock)."""
+        return dict(job_id=self.id, kind=self.kind, status=self._status, message=self._message,
+                    error_detail=self._detail, run_id=self._run_id)  # fmt: skip
 
     # ---- what pages call ---------------------------------------------------------------
 
@@ -296,21 +366,21 @@ class BackgroundJob:
         return not self._thread.is_alive()
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         with self._lock:
             return self._status
 
     @property
     def done(self) -> bool:
-        return self.status not in ACTIVE
+        return not is_active(self.status)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JobStatus:
         raise NotImplementedError
 
 
 class TrainJob(BackgroundJob):
-    """One background training run. Read it with ``snapshot()``; ``stop()`` asks it to end
-    after the current step (its weights are saved, so it can be resumed)."""
+    """One background training run. Read it with ``snapshot()`` (a ``TrainStatus``); ``stop()``
+    asks it to end after the current step (its weights are saved, so it can be resumed)."""
 
     kind = "train"
 
@@ -337,29 +407,46 @@ class TrainJob(BackgroundJob):
             elif event["type"] == "sample":
                 self._samples.append(event)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> TrainStatus:
         """Everything a page draws, as plain values (copied under the lock)."""
         with self._lock:
-            step_event = self._last.get("step", {})
-            eval_event = self._last.get("eval", {})
+            step_event, eval_event = self._last.get("step", {}), self._last.get("eval", {})
             end = self._last.get("end", {})
             config = self.spec.train or TrainConfig()
             step = end.get("step", step_event.get("step", 0))
-            return {
-                "job_id": self.id, "run_id": self._run_id, "status": self._status, "message": self._message,
-                "error_detail": self._detail, "step": step, "max_steps": config.max_steps,
-                "max_seconds": config.max_seconds,
-                "progress": 1.0 if self._status == Status.FINISHED else float(step_event.get("progress", 0.0)),
-                "loss": step_event.get("loss"), "val_loss": eval_event.get("val_loss"),
-                "best_val_loss": end.get("best_val_loss", eval_event.get("best_val_loss")),
-                "tokens_per_s": step_event.get("tokens_per_s"), "eta": step_event.get("eta"),
-                "elapsed": end.get("elapsed", step_event.get("elapsed", 0.0)),
-                "metrics": [dict(row) for row in self._metrics],
-                "last_sample": dict(self._samples[-1]) if self._samples else None,
-                "samples": [dict(s) for s in self._samples[-20:]],
-                "start": dict(self._last.get("start", {})), "logs": self._last.get("log", {}).get("message"),
-                "corpus": self.spec.corpus, "tokenizer": self.spec.tokenizer, "done": self._status not in ACTIVE,
-            }  # fmt: skip
+            elapsed = end.get("elapsed", step_event.get("elapsed", 0.0))
+            eta = step_event.get("eta")
+            if eta is None and config.max_seconds is not None and self._status in (Status.QUEUED, Status.RUNNING):
+                eta = max(0.0, config.max_seconds - elapsed)  # a time budget ends on time
+            label = self._run_id or "this run"
+            return TrainStatus(
+                **self._common(), title=f"Training {self._run_id or '…'}",
+                summary=self._summary(step, config), stage=self._stage(step, config, step_event),
+                progress=1.0 if self._status == Status.FINISHED else float(step_event.get("progress", 0.0)),
+                elapsed=elapsed, eta=eta, curves={label: curve_rows(self._metrics)} if self._metrics else {},
+                step=step, max_steps=config.max_steps, max_seconds=config.max_seconds,
+                loss=step_event.get("loss"), val_loss=eval_event.get("val_loss"),
+                best_val_loss=end.get("best_val_loss", eval_event.get("best_val_loss")),
+                tokens_per_s=step_event.get("tokens_per_s"), started="start" in self._last,
+                metrics=[dict(row) for row in self._metrics],
+                last_sample=dict(self._samples[-1]) if self._samples else None,
+                samples=[dict(s) for s in self._samples[-20:]], sample_interval=self.spec.train_config.sample_interval,
+                logs=self._last.get("log", {}).get("message"), corpus=self.spec.corpus, tokenizer=self.spec.tokenizer,
+            )  # fmt: skip
+
+    def _summary(self, step: int, config: TrainConfig) -> str:
+        who = f"run **{self._run_id}**" if self._run_id else "a new run (still preparing)"
+        budget = f" of {config.max_steps:,}" if config.max_steps else ""
+        return f"Training now: {who} on {self.spec.corpus} ({self.spec.tokenizer} tokenizer), step {step:,}{budget}"
+
+    def _stage(self, step: int, config: TrainConfig, step_event: Event) -> str:
+        if "start" not in self._last:
+            return "Preparing: loading the corpus, building the tokenizer, encoding the text…"
+        if self._status == Status.STOPPING:
+            return "stopping after this step…"
+        if not step_event:  # no step logged yet: the first validation runs before step 1
+            return "starting: measuring the untrained model's loss, then the first steps…"
+        return f"step {step:,}" + (f" of {config.max_steps:,}" if config.max_steps else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +532,7 @@ class JobRegistry:
     max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.limits
     max_seconds: float = MAX_JOB_SECONDS
     num_threads: int | None = None
-    _jobs: dict[str, TrainJob] = field(default_factory=dict, init=False, repr=False)
+    _jobs: dict[str, BackgroundJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def start(self, spec: TrainSpec) -> TrainJob:
@@ -464,7 +551,9 @@ class JobRegistry:
                 f"here{whence}; choose a smaller preset, batch size or block size"
             )
         self._check_time(spec)
-        return self.start_job(TrainJob(spec, num_threads=self.num_threads))
+        job = TrainJob(spec, num_threads=self.num_threads)
+        self.start_job(job)
+        return job
 
     def _check_time(self, spec: TrainSpec) -> None:
         """Refuse a job whose settings cannot finish within ``max_seconds`` (whatever its budget
@@ -482,10 +571,9 @@ class JobRegistry:
                 "eval batches, sample length or vocabulary size"
             )
 
-    def start_job(self, job: Any) -> Any:
-        """Register and start any job with ``TrainJob``'s interface (``id``, ``done``, ``start()``,
-        ``stop()``, ``wait()``, ``snapshot()``), e.g. a Concepts-lab experiment
-        (``toygpt.lab.LabJob``), under the same cap: one CPU-heavy job at a time, of any kind."""
+    def start_job(self, job: BackgroundJob) -> BackgroundJob:
+        """Register and start any ``BackgroundJob`` (a ``TrainJob``, a Concepts-lab
+        ``toygpt.lab.LabJob``) under the same cap: one CPU-heavy job at a time, of any kind."""
         with self._lock:
             running = [j for j in self._jobs.values() if not j.done]
             if len(running) >= self.max_jobs:
@@ -496,15 +584,15 @@ class JobRegistry:
             self._jobs[job.id] = job
         return job.start()
 
-    def get(self, job_id: str) -> TrainJob | None:
+    def get(self, job_id: str) -> BackgroundJob | None:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def active(self) -> list[TrainJob]:
+    def active(self) -> list[BackgroundJob]:
         with self._lock:
             return [j for j in self._jobs.values() if not j.done]
 
-    def jobs(self) -> list[TrainJob]:
+    def jobs(self) -> list[BackgroundJob]:
         with self._lock:
             return list(self._jobs.values())
 
