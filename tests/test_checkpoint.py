@@ -31,7 +31,9 @@ from toygpt.checkpoint import (
 )
 from toygpt.model import GPT, GPTConfig
 
-TOKENIZER = {"type": "char", "chars": "\n !abc\u00e9\u4e2d\U0001f600\ud800"}  # odd Unicode too
+# odd Unicode too; a real tokenizer, since a load checks it fits the model (a lone surrogate in
+# JSON is tested with json_bytes below)
+TOKENIZER = {"type": "char", "chars": list("\n !abc\u00e9\u4e2d\U0001f600"), "unk": False}
 
 
 def logits_of(model: GPT, idx: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The largest shapes a config may ask for: far beyond anything that trains here (GPT-2 XL is
+# 48 layers × 1600 channels, block 1024), yet bounded, so a config read from a file cannot ask
+# for 200,000 layers. Whether a shape *fits in memory* is checked separately (toygpt.limits).
+SIZE_LIMITS = {"vocab_size": 2_000_000, "block_size": 65_536, "n_layer": 256, "n_head": 256, "n_embd": 32_768}
 NORM_POSITIONS = ("pre", "post")
 POS_ENCODINGS = ("learned", "sinusoidal", "none", "rope", "alibi")
 ADDED_POSITIONS = ("learned", "sinusoidal")  # encodings added to the residual stream as vectors
@@ -95,10 +99,15 @@ class GPTConfig:
     tie_embeddings: bool = True  # lm_head shares its weight with wte, as GPT-2
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name, high in SIZE_LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive whole number (try 1 or more)")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ValueError(f"{name}={value!r:.40} must be a whole number from 1 to {high:,}")
+        for name in ("bias", "scale_residual_init", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r:.40} must be true or false")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise ValueError(f"dropout={self.dropout!r:.40} must be a number in [0, 1); try 0.0 or 0.1")
         if self.n_embd % self.n_head:
             fit = self.n_head * max(1, round(self.n_embd / self.n_head))
             raise ValueError(
