@@ -117,6 +117,18 @@ def load_active(run_id: str, path: Path, label: str) -> ActiveModel:
     return ActiveModel(run_id, label, path, model, tokenizer, meta)
 
 
+def keep_selection(key: str, options: list[Any], fallback: Any = None) -> None:
+    """Make the widget ``key`` hold one of ``options`` before it is drawn.
+
+    A remembered value that is no longer an option (a deleted run, another model's layer) is
+    *replaced* (by ``fallback`` when it is an option, else the first option), never just dropped:
+    dropping it lets the browser keep showing the old choice while the page acts on another.
+    Assigning through session state makes Streamlit send the new value to the browser."""
+    if not options or st.session_state.get(key) in options:
+        return
+    st.session_state[key] = fallback if fallback in options else options[0]
+
+
 def sidebar() -> None:
     """The shared sidebar: which model the pages look at, and the seed for everything random."""
     with st.sidebar:
@@ -128,10 +140,11 @@ def sidebar() -> None:
             choices = {}
         if choices:
             ids = list(choices)
-            current = st.session_state.get("active_run")
-            index = ids.index(current) if current in ids else 0
+            # The widget's own state is the one truth (no index=: a default *and* a value set
+            # through session state is a Streamlit warning); active_run mirrors it for the pages.
+            keep_selection("sidebar_model", ids, st.session_state.get("active_run"))
             picked = st.selectbox(
-                "Model", ids, index=index, format_func=lambda i: choices[i][0], key="sidebar_model",
+                "Model", ids, format_func=lambda i: choices[i][0], key="sidebar_model",
                 help="The shipped demo model, or any finished run. Pages that sample or look "
                 "inside a model use this one.",
             )
@@ -141,6 +154,12 @@ def sidebar() -> None:
             st.session_state["active_run"] = None
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed",
                         help="Every random choice (sampling, initialisation, batches) uses this seed.")
+
+
+def use_model(run_id: str) -> None:
+    """Callback: make ``run_id`` the sidebar's model (callbacks run before the sidebar is drawn)."""
+    st.session_state["active_run"] = run_id
+    st.session_state["sidebar_model"] = run_id
 
 
 def active_model() -> ActiveModel | None:

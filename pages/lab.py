@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import capped_text, current_seed, job_registry, show_source
+from pages._shared import capped_text, current_seed, job_registry, keep_selection, show_source
 from toygpt import data as corpora
 from toygpt import lab
 from toygpt.checkpoint import CheckpointError
@@ -172,6 +172,7 @@ def run_picker_ui(key: str) -> str | None:
     if not ids:
         st.info("No trained model yet (the demo model is missing too): train one on the Training page first.")
         return None
+    keep_selection(f"lab_{key}_run_id", ids)  # a deleted run is replaced, in the browser too
     return st.selectbox("Trained run", ids, key=f"lab_{key}_run_id",
                         help="The sidebar's model comes first. It is only read: the experiment works on a copy.")
 
@@ -343,8 +344,7 @@ def results_ui(name: str) -> None:
         st.caption("No results yet: press **Run** (or try the quick look first).")
         return
     ids = [info.id for info in saved]
-    if st.session_state.get(f"lab_{key}_result") not in ids:
-        st.session_state[f"lab_{key}_result"] = ids[0]
+    keep_selection(f"lab_{key}_result", ids)
     run_id = st.selectbox("Result", ids, key=f"lab_{key}_result",
                           help="Every run of this experiment is saved as a run tagged "
                           f"{lab.TAG_PREFIX}{name}; pick one to reopen it.")  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import current_seed, job_registry
+from pages._shared import current_seed, job_registry, keep_selection, use_model
 from toygpt import data as corpora
 from toygpt.jobs import JobRefused, TrainJob, TrainSpec
 from toygpt.model import PRESETS, GPTConfig, total_parameters
@@ -205,12 +205,6 @@ def sample_ui(snap: dict[str, Any], interval: int) -> None:
     st.code(sample["text"] or " ", language=None, wrap_lines=True)
 
 
-def use_run(run_id: str) -> None:
-    """Callback: make ``run_id`` the sidebar's model (runs before the sidebar is drawn)."""
-    st.session_state["active_run"] = run_id
-    st.session_state["sidebar_model"] = run_id
-
-
 def job_actions_ui(job: TrainJob, snap: dict[str, Any], ours: bool) -> None:
     if not ours:
         st.caption("This job was started in another tab or session; only that page can stop it.")
@@ -221,7 +215,7 @@ def job_actions_ui(job: TrainJob, snap: dict[str, Any], ours: bool) -> None:
             job.stop()
         return
     if snap["run_id"] and snap["status"] in USABLE:
-        cols[0].button("Use this model", key="train_use", on_click=use_run, args=(snap["run_id"],),
+        cols[0].button("Use this model", key="train_use", on_click=use_model, args=(snap["run_id"],),
                        help="Make it the sidebar's model, for sampling and looking inside it.")
     cols[1].button("Dismiss", key="train_dismiss", on_click=unpin)
 
@@ -484,12 +478,6 @@ def run_choices(infos: list[RunInfo], writable: bool) -> list[str]:
     return [i.id for i in infos if i.id not in busy and i.status != "unreadable" and not (writable and i.read_only)]
 
 
-def keep_choice(key: str, options: list[str]) -> None:
-    """Drop a remembered selection whose run is gone (a deleted run must not break the widget)."""
-    if st.session_state.get(key) not in options:
-        st.session_state.pop(key, None)
-
-
 def new_model_ui(name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConfig | None]:
     left, right = st.columns(2)
     with left:
@@ -511,7 +499,7 @@ def finetune_ui(infos: list[RunInfo], name: str | None, seed: int) -> tuple[Trai
     if not options:
         st.info("No finished run to fine-tune yet: train a new model first.")
         return None, None
-    keep_choice("train_finetune_run", options)
+    keep_selection("train_finetune_run", options)
     left, right = st.columns(2)
     with left:
         source = st.selectbox("Start from the weights of", options, key="train_finetune_run",
@@ -536,7 +524,7 @@ def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]
     if not options:
         st.info("No run to resume yet (the shipped demo is read-only: fine-tune it instead).")
         return None, None
-    keep_choice("train_resume_run", options)
+    keep_selection("train_resume_run", options)
     cols = st.columns(2)
     run_id = cols[0].selectbox("Run", options, key="train_resume_run")
     more = cols[1].number_input("More steps", 1, 1_000_000, value=500, key="train_more_steps")
@@ -672,26 +660,40 @@ def delete_ui(info: RunInfo) -> None:
     why = ("the shipped demo model cannot be deleted" if info.read_only else
            "it is training right now: stop it first" if busy else None)
     if st.session_state.get("train_confirm_delete") != info.id:
-        st.button("Delete…", key="train_delete", disabled=why is not None, help=why,
+        st.button(f"Delete {info.id}…", key="train_delete", disabled=why is not None, help=why,
                   on_click=lambda: st.session_state.update(train_confirm_delete=info.id))
         return
     st.warning(f"Delete **{info.id}** and all its files for good?")
     yes, no = st.columns(2)
-    if yes.button("Yes, delete it", key="train_delete_yes", type="primary"):
+    if yes.button(f"Yes, delete {info.id}", key="train_delete_yes", type="primary"):
         st.session_state.pop("train_confirm_delete", None)
+        after = neighbour(info.id)
         try:
             delete_run(info.id)
         except (RunError, OSError) as exc:
             st.error(f"Not deleted: {exc}")
             return
         flash("success", f"Deleted {info.id}.")
+        st.session_state["train_manage_next"] = after
         st.rerun()
     no.button("Cancel", key="train_delete_no", on_click=lambda: st.session_state.pop("train_confirm_delete", None))
 
 
+def neighbour(run_id: str) -> str | None:
+    """The run listed after ``run_id`` (else before it): what Manage shows once it is deleted."""
+    ids = [i.id for i in list_runs()]
+    if run_id not in ids or len(ids) < 2:
+        return None
+    at = ids.index(run_id)
+    return ids[at + 1] if at + 1 < len(ids) else ids[at - 1]
+
+
 def manage_ui(infos: list[RunInfo]) -> None:
     ids = [i.id for i in infos]
-    keep_choice("train_manage_run", ids)
+    wanted = st.session_state.pop("train_manage_next", None)  # a run just imported, or deleted's neighbour
+    if wanted in ids:
+        st.session_state["train_manage_run"] = wanted
+    keep_selection("train_manage_run", ids)
     run_id = st.selectbox("Run", ids, key="train_manage_run")
     info = next(i for i in infos if i.id == run_id)
     busy = training_now()
@@ -723,6 +725,7 @@ def import_ui() -> None:
         try:
             run_id = import_zip(upload.getvalue())
             done[upload.file_id] = ("success", f"Imported {plain(upload.name)} as the run **{run_id}**.")
+            st.session_state["train_manage_next"] = run_id  # Manage shows the run just imported
         except RunError as exc:  # the reason may quote the zip's member names: shown literally
             done[upload.file_id] = ("error", f"{plain(upload.name)} was rejected: {plain(str(exc))}")
         st.session_state["train_imported"] = done

@@ -372,3 +372,79 @@ def test_gpt2_tokenizer_offline_is_refused_before_a_job_starts():
     click(at, "train_start")
     assert "Not started" in texts(at.error)
     assert job_registry().jobs() == []
+
+
+def test_after_a_delete_the_selection_label_description_and_action_name_one_existing_run():
+    """Case 1 (issue 13): deleting the selected run left the box showing it while the page
+    described, and Delete… offered, another run. Now every selection names a run that exists."""
+    first, doomed, last = saved_run("alpha"), saved_run("bravo"), saved_run("charlie")
+    for run_id in (first, last):
+        open_run(run_id).update_info(status="finished", message=f"{run_id}'s own message")
+    at = open_page()
+    at.selectbox(key="train_manage_run").set_value(doomed).run()
+    click(at, "train_delete")
+    click(at, "train_delete_yes")
+    existing = {r.id for r in list_runs(include_demo=False)}
+    assert existing == {first, last}
+    shown = at.selectbox(key="train_manage_run")
+    assert shown.value in existing  # a neighbour in the list, whichever order it has
+    # the browser keeps showing its last choice unless the page sends the new one: it must
+    assert shown.proto.set_value and shown.proto.raw_value == shown.value
+    click(at, "train_delete")
+    warning = texts(at.warning)
+    assert f"Delete **{shown.value}**" in warning and doomed not in warning
+    assert f"{shown.value}'s own message" in texts(at.caption)  # the description is that run's too
+
+
+def test_an_imported_run_becomes_the_one_managed():
+    """Case 1 (import): Manage shows the run just imported, in the browser too."""
+    saved_run("alpha")
+    exported = export_zip(saved_run("bravo"))
+    at = open_page()
+    at.file_uploader(key="train_import").set_value(("b.zip", exported, "application/zip")).run()
+    imported = (set(table(at).index) - {"alpha", "bravo"}).pop()
+    shown = at.selectbox(key="train_manage_run")
+    assert shown.value == imported and shown.proto.set_value and shown.proto.raw_value == imported
+
+
+@pytest.fixture
+def duplication_warnings(monkeypatch) -> list[str]:
+    """Streamlit's "created with a default value but also had its value set via the Session
+    State API" check, which AppTest skips (no runtime) and a server logs once per process
+    (its logger does not propagate, so the messages are collected here)."""
+    from types import SimpleNamespace
+
+    from streamlit.elements.lib import policies
+
+    logged: list[str] = []
+    monkeypatch.setattr(policies, "runtime", SimpleNamespace(exists=lambda: True))
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies, "_LOGGER", SimpleNamespace(
+        warning=lambda message, *args, **_: logged.append(message % args)))
+    return logged
+
+
+def test_use_this_model_leaves_no_widget_warning_and_the_sidebar_shows_it(duplication_warnings):
+    """Case 10 (issue 13): "Use this model" set the sidebar's model through session state while
+    the box also had index=: Streamlit warned in the server log on every use."""
+    first, second = saved_run("alpha"), saved_run("bravo")
+    at = AppTest.from_function(sidebar_and_use_buttons, default_timeout=30).run()
+    shown = at.selectbox(key="sidebar_model").value
+    assert shown in (first, second)
+    other = first if shown == second else second
+    click(at, f"use_{other}")  # pages._shared.use_model, the callback of "Use this model"
+    assert at.selectbox(key="sidebar_model").value == other == at.session_state["active_run"]
+    assert duplication_warnings == []
+
+
+def sidebar_and_use_buttons() -> None:
+    """The shared sidebar and one "use" button per run (app.py's tree in AppTest keeps the
+    sidebar on its first run only)."""
+    import streamlit as st
+
+    from pages._shared import sidebar, use_model
+    from toygpt.runs import list_runs
+
+    for info in list_runs():
+        st.button(f"Use {info.id}", key=f"use_{info.id}", on_click=use_model, args=(info.id,))
+    sidebar()
