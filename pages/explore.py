@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from pages._shared import active_model, capped_text, current_seed, show_source
+from pages._shared import active_model, capped_text, current_seed, keep_selection, show_source
 from toygpt.checkpoint import CheckpointError
 from toygpt.explore import (
     MAX_INSPECT_TOKENS,
@@ -250,16 +250,10 @@ def cached_snapshot_view(
     return snapshot_view(_model, _tokenizer, prompt, n_tokens, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p)
 
 
-def forget_if_invalid(key: str, options: list[Any]) -> None:
-    """Drop a widget's remembered value when it is no longer an option (another model or prompt)."""
-    if key in st.session_state and st.session_state[key] not in options:
-        del st.session_state[key]
-
-
 def layer_head_ui(model: GPT, prefix: str) -> tuple[int, int]:
     layers, heads = list(range(model.config.n_layer)), list(range(model.config.n_head))
-    forget_if_invalid(f"{prefix}_layer", layers)
-    forget_if_invalid(f"{prefix}_head", heads)
+    keep_selection(f"{prefix}_layer", layers)
+    keep_selection(f"{prefix}_head", heads)
     cols = st.columns(2)
     layer = cols[0].selectbox("Layer", layers, key=f"{prefix}_layer")
     head = cols[1].selectbox("Head", heads, key=f"{prefix}_head")
@@ -445,8 +439,8 @@ def attention_view(explored: Explored, tokens: PromptTokens) -> None:
     query = T - 1
     if T > 1:
         positions = list(range(T))
-        forget_if_invalid("explore_query", positions)
-        query = st.select_slider("Where does this token look?", positions, value=T - 1, key="explore_query",
+        keep_selection("explore_query", positions, T - 1)
+        query = st.select_slider("Where does this token look?", positions, key="explore_query",
                                  format_func=lambda i: f"{i}: {tokens.labels[i]}")  # fmt: skip
     st.html(attention_text_html(tokens.pieces, maps[layer, head, query], query))
     st.caption(f"Layer {layer}, head {head}: darker = more attention from the outlined token; "
@@ -459,7 +453,9 @@ def logit_lens_view(explored: Explored, tokens: PromptTokens) -> None:
     labels = cached_vocab_labels(explored.key, explored.tokenizer)
     st.caption("Each row reads the residual stream after one layer through the final norm and the "
                "output head, as if the model stopped there: its best guess for the next token, coloured "
-               "by its probability. The last row is the model's real prediction.")  # fmt: skip
+               f"by its probability. Rows run top to bottom through the model: the top row reads the "
+               f"{lens.layer_names[0]}, the bottom row ({lens.layer_names[-1]}, the last) is the model's "
+               "real prediction.")  # fmt: skip
     st.plotly_chart(logit_lens_figure(lens, tokens.labels, labels), width="stretch", key="explore_lens_chart")
     show_source(logit_lens)
 
@@ -526,8 +522,8 @@ def learn_view(explored: Explored, prompt: str, config: SamplingConfig | None, m
         if steps:
             st.warning("Fix the sampling settings above to sample from the snapshots.")
         return
-    forget_if_invalid("explore_snapshot_step", steps)
-    step = st.select_slider("Training step", steps, value=steps[-1], key="explore_snapshot_step",
+    keep_selection("explore_snapshot_step", steps, steps[-1])
+    step = st.select_slider("Training step", steps, key="explore_snapshot_step",
                             help="Weights saved during training, at roughly log-spaced steps.")  # fmt: skip
     loaded = snapshot_model(explored.run_id, step)
     if loaded is None:

@@ -17,12 +17,14 @@ import string
 import numpy as np
 import pytest
 import streamlit as st
+import torch
 from streamlit.testing.v1 import AppTest
 
 import toygpt.pretrained as pretrained_module
 import toygpt.runs as runs_module
 import toygpt.tokenizers as tokenizers_module
 import toygpt.tokenizers.tiktoken_ as tiktoken_module
+from toygpt import viz
 from toygpt.checkpoint import save_tensors, write_json_atomic
 from toygpt.explore import GRID_GAP
 from toygpt.inspect import attention_maps
@@ -310,3 +312,36 @@ def test_a_failed_gpt2_download_is_an_error_message(run_id, monkeypatch, fresh_c
     at.button(key="explore_gpt2_download").click().run()
     assert not at.exception
     assert "GPT-2 could not be downloaded: no network in this test" in messages(at)
+
+
+def test_logit_lens_caption_names_the_rows_as_drawn(run_id):
+    """Case 3 (issue 13): the caption said "the last row is the model's real prediction" while
+    the chart drew the last block at the top. Now the rows run top to bottom through the model
+    and the caption names the bottom row, which is the model's own prediction."""
+    at = open_explorer(run_id, "Logit lens")
+    at.text_area(key="explore_prompt").input("ROMEO: hi").run()
+    lens_chart = figure(at.get("plotly_chart")[0])
+    yaxis = lens_chart["layout"]["yaxis"]
+    assert yaxis["autorange"] == "reversed"  # index 0 (the embedding) drawn on top
+    assert yaxis["ticktext"] == ["embedding", "block 0", "block 1"]
+    caption = "\n".join(c.value for c in at.caption)
+    assert "the top row reads the embedding" in caption and "bottom row (block 1, the last)" in caption
+    model, tokenizer = run_model(run_id)
+    with torch.inference_mode():
+        real = model(torch.tensor([tokenizer.encode("ROMEO: hi")]))[0][0].argmax(-1).tolist()
+    bottom = lens_chart["data"][0]["text"][-1]  # the bottom row's labels: the real prediction
+    assert bottom == [tokenizer.token_label(i) for i in real]
+
+
+def test_watch_it_learn_title_quotes_the_probability_its_bars_draw(run_id):
+    """Case 3 (issue 13): the title quoted the probability after top-k/top-p above bars of the
+    model's own probability. Title and bars now name one quantity."""
+    at = open_explorer(run_id, "Watch it learn")
+    at.number_input(key="explore_top_k").set_value(3).run()
+    bars = figure(at.get("plotly_chart")[0])
+    title = bars["layout"]["title"]["text"]
+    chosen = [c for c in bars["data"][0]["marker"]["color"]].index(viz.CHOSEN_COLOUR)
+    drawn = bars["data"][0]["y"][chosen]
+    assert bars["layout"]["yaxis"]["title"]["text"] == "model probability"
+    assert f"model p={drawn:.3f}" in title
+    assert "after the sampling settings" in title  # top-k=3 renormalised it: said, and named

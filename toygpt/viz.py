@@ -234,7 +234,10 @@ def logit_lens_figure(lens: LogitLens, labels: Sequence[str] | None = None, voca
         )
     )  # fmt: skip
     fig.update_xaxes(title="input position (predicting the token after it)", **_ticks(names))
-    fig.update_yaxes(tickmode="array", tickvals=list(range(n_points)), ticktext=lens.layer_names)
+    # Read top to bottom in the model's order: the embedding on top, the last block at the
+    # bottom (that row, through ln_f and lm_head, *is* the model's prediction).
+    fig.update_yaxes(tickmode="array", tickvals=list(range(n_points)), ticktext=lens.layer_names,
+                     autorange="reversed", title="read after (top: first, bottom: last)")
     return _base_layout(fig, "logit lens: each layer's guess for the next token", height=max(300, 45 * n_points + 120))
 
 
@@ -411,4 +414,9 @@ def generation_step_figure(step: GenerationStep, labels: Sequence[str] | None = 
     fig.update_xaxes(**_ticks(names))
     fig.update_yaxes(title="model probability", range=[0, 1])
     chosen = names[[i for i, _ in pairs].index(step.token_id)]
-    return _base_layout(fig, f"step {step.index}: chose {chosen} (rank {step.rank}, p={step.probability:.3f})")
+    # The title quotes the same probability the bars draw (the model's own); the draw's
+    # probability after temperature/top-k/top-p is a different number and says so.
+    after = "" if math.isclose(step.probability, step.model_probability, abs_tol=5e-4) else \
+        f"; {step.probability:.3f} after the sampling settings"
+    return _base_layout(fig, f"step {step.index}: chose {chosen} (model's rank {step.rank}, "
+                             f"model p={step.model_probability:.3f}{after})")
