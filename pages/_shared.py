@@ -101,7 +101,7 @@ def model_choices() -> dict[str, tuple[str, Path]]:
     for info in infos:
         if info.status in ("running", "queued", "stopping") or "lab:result-only" in info.tags:  # lab by-products
             continue
-        loss = f", val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
+        loss = f", best val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
         choices[info.id] = (f"{info.id} ({info.corpus}{loss})", Path(info.path))
     return choices
 

@@ -740,7 +740,10 @@ def runs_section(infos: list[RunInfo]) -> None:
     show_flash()
     if infos:
         st.dataframe(runs_table(infos), hide_index=True, width="stretch", key="train_runs_table",
-                     column_config={"best val loss": st.column_config.NumberColumn(format="%.3f"),
+                     column_config={"best val loss": st.column_config.NumberColumn(
+                         format="%.3f", help="The lowest validation loss measured while it trained "
+                         "(each measurement: the run's eval batches of held-out text; Home and the "
+                         "sidebar show this same figure)."),
                                     "parameters": st.column_config.NumberColumn(format="localized")})
         compare_ui(infos)
     else:
