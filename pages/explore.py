@@ -430,12 +430,13 @@ def attention_view(explored: Explored, tokens: PromptTokens) -> None:
     st.caption(f"Attention maps: layers × heads × T × T = {n_layer} × {n_head} × {T} × {T}. "
                "Row = the token reading (query), column = the token read (key).")  # fmt: skip
     grid_col, one_col = st.columns(2)
-    with grid_col:
-        st.plotly_chart(attention_grid_lean_figure(maps, tokens.labels), width="stretch", key="explore_grid_chart")
     with one_col:
         layer, head = layer_head_ui(explored.model, "explore")
         st.plotly_chart(attention_heatmap_figure(maps, tokens.labels, layer, head), width="stretch",
                         key="explore_head_chart")  # fmt: skip
+    with grid_col:  # drawn after the picker: it outlines the head picked there
+        st.plotly_chart(attention_grid_lean_figure(maps, tokens.labels, selected=(layer, head)), width="stretch",
+                        key="explore_grid_chart")  # fmt: skip
     query = T - 1
     if T > 1:
         positions = list(range(T))

@@ -23,7 +23,7 @@ from toygpt.checkpoint import CheckpointError
 from toygpt.jobs import JobRefused
 from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run
 from toygpt.tokenizers import TokenizerError
-from toygpt.viz import loss_curves_figure
+from toygpt.viz import loss_curves_figure, tidy_log_axes
 
 JOB_PARAM = "lab_job"  # ?lab_job=<id>: navigation and refresh find the running experiment again
 NAMES = list(lab.EXPERIMENTS)
@@ -356,7 +356,7 @@ def results_ui(name: str) -> None:
     with st.container(key=f"lab_{key}_charts"):
         st.markdown(f"**What this run showed.** {lab.reading(result)}")
         for i, fig in enumerate(lab.figures(result)):
-            st.plotly_chart(fig, width="stretch", key=f"lab_{key}_fig_{i}")
+            st.plotly_chart(tidy_log_axes(fig), width="stretch", key=f"lab_{key}_fig_{i}")
         EXTRAS.get(name, lambda r: None)(result)
 
 

@@ -31,6 +31,7 @@ from toygpt.tokenizers import (
 )
 from toygpt.tokenizers.base import visible_char
 from toygpt.tokenizers.bpe import bpe_merge_steps
+from toygpt.viz import tidy_log_axes
 
 TIKTOKEN_CHOICES = ("gpt2", "cl100k_base", "o200k_base")
 CHOICES = ("char", "byte", "bpe", "run", *TIKTOKEN_CHOICES)
@@ -308,7 +309,7 @@ def comparison_ui(text: str, tokenizers: dict[str, Tokenizer]) -> None:
     if table["error"].isna().all():
         table = table.drop(columns="error")
     st.dataframe(table, hide_index=True, width="stretch", key="tok_compare_table")
-    st.plotly_chart(pg.comparison_figure(rows), width="stretch", key="tok_compare_chart")
+    st.plotly_chart(tidy_log_axes(pg.comparison_figure(rows)), width="stretch", key="tok_compare_chart")
     st.caption(
         "A bigger vocabulary buys fewer, longer tokens — more text fits in a model's block_size "
         "(chars_per_block: how much of this text fits in 64 tokens) — at the price of a bigger "

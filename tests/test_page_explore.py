@@ -345,3 +345,27 @@ def test_watch_it_learn_title_quotes_the_probability_its_bars_draw(run_id):
     assert bars["layout"]["yaxis"]["title"]["text"] == "model probability"
     assert f"model p={drawn:.3f}" in title
     assert "after the sampling settings" in title  # top-k=3 renormalised it: said, and named
+
+
+def test_the_attention_grid_outlines_the_head_drawn_large(run_id):
+    """Case 7 (issue 13): the grid did not mark which layer/head the big heatmap shows."""
+    at = open_explorer(run_id, "Attention")
+    at.text_area(key="explore_prompt").input("ROMEO: hi").run()
+    at.selectbox(key="explore_layer").select(1).run()
+    at.selectbox(key="explore_head").select(0).run()
+    grid = figure(at.get("plotly_chart")[0])
+    T = len(run_model(run_id)[1].encode("ROMEO: hi"))
+    (box,) = grid["layout"]["shapes"]
+    step = T + GRID_GAP
+    assert (box["x0"], box["y0"]) == (0 * step - 0.5, 1 * step - 0.5)  # head 0 across, layer 1 down
+    assert (box["x1"] - box["x0"], box["y1"] - box["y0"]) == (T, T)
+    assert "outlined: layer 1, head 0" in grid["layout"]["title"]["text"]
+
+
+def test_long_unbroken_samples_wrap_inside_their_column():
+    """Case 7 (issue 13): an untrained model's line without spaces ran over the attention grid."""
+    from toygpt.explore import attention_text_html, continuation_html
+
+    assert "overflow-wrap: anywhere" in continuation_html("p", "x" * 500)
+    assert "overflow-wrap: anywhere" in attention_text_html(["x" * 500], [1.0], 0)
+    assert "overflow-wrap: anywhere" in viz.surprisal_html(["x" * 500, "y"], [float("nan"), 1.0])

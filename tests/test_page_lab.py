@@ -126,6 +126,17 @@ def test_norm_position_runs_and_its_reading_matches_the_curves():
     ratio = trace(norms, "post-LN · at init")["y"][0] / trace(norms, "post-LN · at init")["y"][-1]
     assert f"{ratio:.2f}×" in reading
     assert f"{sweep['data'][0]['x'][-1]:g}" in reading  # the learning rate where the sweep stopped
+    assert_log_axes_labelled_plainly([curves, norms, sweep])
+
+
+def assert_log_axes_labelled_plainly(charts: list[dict]) -> None:
+    """Case 7 (issue 13): log axes carried every minor tick label ("5 4 3 2 100 9 8 7 6 5").
+    Each log axis now has its own ticks at 1, 2, 5 × 10^k (or 3 plain ones on a narrow range)."""
+    logs = [axis for fig in charts for name, axis in fig["layout"].items()
+            if name.startswith(("xaxis", "yaxis")) and axis.get("type") == "log"]  # fmt: skip
+    assert logs, "expected a log-scale chart (the gradient norms, the sweep)"
+    for axis in logs:
+        assert axis.get("tickmode") == "array" and 1 <= len(axis["tickvals"]) <= 12, axis
 
 
 def test_residual_scaling_reading_matches_the_stream_sizes():
