@@ -10,12 +10,32 @@ import streamlit as st
 import torch
 
 from pages._shared import active_model, capped_text, current_seed, keep_selection, show_source
+from toygpt.formatting import human_bytes, human_count
 from toygpt.inspect import (
     embedding_pca,
     forward_trace,
     nearest_tokens,
     position_similarity,
     residual_stats,
+)
+from toygpt.lessons.walkthrough import (
+    future_change,
+    future_change_figure,
+    init_residual_comparison,
+    memory_estimate,
+    output_distribution,
+    output_distribution_figure,
+    parameter_treemap_figure,
+    part_figures,
+    positions_at_init,
+    residual_comparison_figure,
+    sequence_mixing,
+    sequence_mixing_figure,
+    shares_embedding,
+    stack_dot,
+    trace_parts,
+    trace_table,
+    tying_saving,
 )
 from toygpt.model import (
     GPT,
@@ -37,27 +57,6 @@ from toygpt.viz import (
     residual_stats_figure,
     trace_figure,
 )
-from toygpt.walkthrough import (
-    future_change,
-    future_change_figure,
-    human_bytes,
-    human_count,
-    init_residual_comparison,
-    memory_estimate,
-    output_distribution,
-    output_distribution_figure,
-    parameter_treemap_figure,
-    part_figures,
-    positions_at_init,
-    residual_comparison_figure,
-    sequence_mixing,
-    sequence_mixing_figure,
-    shares_embedding,
-    stack_dot,
-    trace_parts,
-    trace_table,
-    tying_saving,
-)
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"
 CUSTOM = "custom"  # the Preset box once the values match no preset
@@ -74,7 +73,7 @@ CONFIG_KEYS = {
 
 
 # --------------------------------------------------------------------------------------------
-# Cached computations (the inputs are hashable; the model is identified by model_key)
+# Cached computations (the inputs are hashable; the model is identified by ActiveModel.key)
 # --------------------------------------------------------------------------------------------
 
 
@@ -89,20 +88,15 @@ def cached_mixing(length: int, seed: int):
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def cached_trace(model_key: tuple, ids: tuple[int, ...], _model: GPT):
+def cached_trace(model_key: str, ids: tuple[int, ...], _model: GPT):
     with torch.inference_mode():
         return forward_trace(_model, list(ids), keep_values=True)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def cached_step_figures(model_key: tuple, ids: tuple[int, ...], part: str, head: int, _steps) -> dict:
+def cached_step_figures(model_key: str, ids: tuple[int, ...], part: str, head: int, _steps) -> dict:
     """The heatmaps of one part of the trace (plotly takes ~30 ms a figure: build them once)."""
     return part_figures(_steps, part, head)
-
-
-def model_key(active) -> tuple:
-    """What identifies the weights: the run and the step/time its config.json was written at."""
-    return (active.run_id, str(active.path), active.meta.get("step"), active.meta.get("created"))
 
 
 @st.cache_resource(max_entries=2, show_spinner="Initialising an untrained model of this shape…")
@@ -115,7 +109,7 @@ def untrained_model(config: GPTConfig, seed: int) -> GPT:
 class Traced:
     """The model the trace follows, and the tokenizer that turns the prompt into its ids."""
 
-    key: tuple
+    key: str  # names the weights, for the caches above
     label: str
     model: GPT
     tokenizer: Tokenizer
@@ -149,7 +143,7 @@ def trace_target_ui(config: GPTConfig | None, active, text: str) -> Traced | Non
             st.info("No model is active: pick one in the sidebar (or train one on the Training page), "
                     "or trace the shaped config.")  # fmt: skip
             return None
-        return Traced(model_key(active), f"**{active.label}** (trained)", active.model, active.tokenizer)
+        return Traced(active.key, f"**{active.label}** (trained)", active.model, active.tokenizer)
     if config is None:
         st.info("The config above is not valid yet: fix it to trace it.")
         return None
@@ -164,7 +158,8 @@ def trace_target_ui(config: GPTConfig | None, active, text: str) -> Traced | Non
     label = (f"an **untrained** model of the shaped config ({config.n_layer} blocks × {config.n_head} heads × "
              f"{config.n_embd}, {config.norm_position}-LN, {config.pos_encoding} positions; seed {seed}; "
              f"prompt read by {which})")  # fmt: skip
-    return Traced(("shaped", config, seed, tokenizer.name), label, untrained_model(config, seed), tokenizer)
+    key = f"untrained|{config.to_dict()}|seed {seed}"
+    return Traced(key, label, untrained_model(config, seed), tokenizer)
 
 
 # --------------------------------------------------------------------------------------------

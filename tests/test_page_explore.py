@@ -26,8 +26,8 @@ import toygpt.tokenizers as tokenizers_module
 import toygpt.tokenizers.tiktoken_ as tiktoken_module
 from toygpt import viz
 from toygpt.checkpoint import save_tensors, write_json_atomic
-from toygpt.explore import GRID_GAP
 from toygpt.inspect import attention_maps
+from toygpt.lessons.explore import GRID_GAP
 from toygpt.model import GPT, GPTConfig
 from toygpt.pretrained import config_to_hf, toygpt_to_hf_state_dict
 from toygpt.runs import create_run, open_run, snapshot_name, snapshot_tensors
@@ -364,7 +364,7 @@ def test_the_attention_grid_outlines_the_head_drawn_large(run_id):
 
 def test_long_unbroken_samples_wrap_inside_their_column():
     """Case 7 (issue 13): an untrained model's line without spaces ran over the attention grid."""
-    from toygpt.explore import attention_text_html, continuation_html
+    from toygpt.lessons.explore import attention_text_html, continuation_html
 
     assert "overflow-wrap: anywhere" in continuation_html("p", "x" * 500)
     assert "overflow-wrap: anywhere" in attention_text_html(["x" * 500], [1.0], 0)
