@@ -601,14 +601,29 @@ def training_time(info: RunInfo) -> float | None:
     return float(elapsed) if isinstance(elapsed, int | float) else None
 
 
+def live_snapshots() -> dict[str, dict[str, Any]]:
+    """run id -> the snapshot of the job training it now (its run.json lags: saved at checkpoints)."""
+    snaps = (job.snapshot() for job in job_registry().active())
+    return {snap["run_id"]: snap for snap in snaps if snap.get("run_id")}
+
+
 def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
-    """One row per run; numbers stay numbers (missing ones are nulls, not text)."""
-    busy = training_now()
-    return pd.DataFrame([{
-        "run": i.id, "status": shown_status(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
-        "model": shape_text(i.model_config), "parameters": parameters_of(i.model_config), "steps": i.steps,
-        "best val loss": i.best_val_loss, "training time": clock(training_time(i)), "created": i.created,
-    } for i in infos]).astype({"parameters": "Int64", "best val loss": "float64"})  # fmt: skip
+    """One row per run; numbers stay numbers (missing ones are nulls, not text). A run being
+    trained shows its job's step, best val loss and time as of this redraw, and says so."""
+    live = live_snapshots()
+    busy = set(live)
+    rows = []
+    for i in infos:
+        snap = live.get(i.id)
+        rows.append({
+            "run": i.id, "status": f"{shown_status(i, busy)} (as of {time.strftime('%H:%M:%S')}; live above)"
+            if snap else shown_status(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
+            "model": shape_text(i.model_config), "parameters": parameters_of(i.model_config),
+            "steps": snap["step"] if snap else i.steps,
+            "best val loss": snap["best_val_loss"] if snap else i.best_val_loss,
+            "training time": clock(snap["elapsed"] if snap else training_time(i)), "created": i.created,
+        })  # fmt: skip
+    return pd.DataFrame(rows).astype({"parameters": "Int64", "best val loss": "float64"})
 
 
 def compare_ui(infos: list[RunInfo]) -> None:

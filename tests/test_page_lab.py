@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -119,6 +120,10 @@ def test_norm_position_runs_and_its_reading_matches_the_curves():
     at = open_lab("norm-position")
     snap = run_tiny(at, "norm-position")
     assert f"saved as run **{snap['run_id']}**" in texts(at.success)
+    done = next(line for line in texts(at.success).splitlines() if line.startswith("Done in"))
+    time.sleep(1.2)  # case 2 (issue 13): the "Done in" clock kept counting on later reruns
+    at.run()
+    assert done in texts(at.success)
     curves, norms, sweep = figures(at, "norm-position")
     reading = reading_of(at)
     for variant in ("pre-LN", "post-LN"):

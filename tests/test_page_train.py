@@ -12,6 +12,7 @@ import io
 import json
 import math
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -476,3 +477,24 @@ def sidebar_and_use_buttons() -> None:
     for info in list_runs():
         st.button(f"Use {info.id}", key=f"use_{info.id}", on_click=use_model, args=(info.id,))
     sidebar()
+
+
+def test_the_runs_table_shows_a_running_jobs_own_step():
+    """Case 2 (issue 13): the table said "steps 0" for the job at step 320 (run.json is written
+    at checkpoints only). A run in training shows its job's figures, saying when they are from."""
+    at = open_page()
+    nano_settings(at, seconds=600)
+    click(at, "train_start")
+    job = started_job(at)
+    deadline = time.monotonic() + WAIT_S
+    while job.snapshot()["step"] < 15 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = job.snapshot()["step"]
+    assert before >= 15, "the job did not get going"
+    at.run()
+    after = job.snapshot()["step"]
+    row = table(at).loc[job.snapshot()["run_id"]]
+    assert before <= row["steps"] <= after
+    assert row["status"].startswith("running (as of ") and "live above" in row["status"]
+    job.stop()
+    finish(at, job)

@@ -27,6 +27,7 @@ class LabJob(BackgroundJob):
         self.name, self.params, self.save = name, params, save
         self.spec = None  # TrainJob has a TrainSpec here; a lab job has none
         self._fraction, self._stage, self._started = 0.0, "", time.perf_counter()
+        self._ended: float | None = None  # when work() returned or raised: the clock stops there
         self._metrics: list[dict[str, Any]] = []
         self.result: Any = None
 
@@ -36,6 +37,13 @@ class LabJob(BackgroundJob):
         return self
 
     def work(self) -> tuple[str, str]:
+        try:
+            return self._experiment()
+        finally:
+            with self._lock:
+                self._ended = time.perf_counter()
+
+    def _experiment(self) -> tuple[str, str]:
         try:
             result = run_experiment(self.name, self.params, self._on_progress, self._stop)
         except ExperimentStopped as exc:
@@ -56,7 +64,7 @@ class LabJob(BackgroundJob):
         """What a page draws, as plain values; the keys of ``TrainJob.snapshot`` plus
         ``kind="lab"``, ``experiment``, ``stage`` and per-variant ``metrics``."""
         with self._lock:
-            elapsed = time.perf_counter() - self._started
+            elapsed = (self._ended or time.perf_counter()) - self._started  # frozen once it ended
             fraction = self._fraction
             eta = elapsed * (1 - fraction) / fraction if 0.02 < fraction < 1 else None
             return {
