@@ -25,6 +25,7 @@ from pages._shared import current_seed, job_registry, keep_selection, model_choi
 from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainJob, TrainSpec
+from toygpt.lab import is_lab_run
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
     RunError,
@@ -626,19 +627,38 @@ def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"parameters": "Int64", "best val loss": "float64"})
 
 
+def eval_rows(run_id: str) -> list[dict[str, Any]]:
+    """A run's validation measurements (an "end" row repeats the last *batch* loss as train_loss)."""
+    return [row for row in read_metrics(run_id) if row.get("type") == "eval"]
+
+
+def with_curves(ids: list[str], wanted: int) -> list[str]:
+    """The first ``wanted`` of ``ids`` that have a loss curve to draw (a lab result may have none)."""
+    found = []
+    for run_id in ids:
+        try:
+            if eval_rows(run_id):
+                found.append(run_id)
+        except (RunError, OSError):
+            continue
+        if len(found) == wanted:
+            break
+    return found
+
+
 def compare_ui(infos: list[RunInfo]) -> None:
     ids = [i.id for i in infos if i.status != "unreadable"]
     if "train_compare" in st.session_state:
         st.session_state["train_compare"] = [r for r in st.session_state["train_compare"] if r in ids]
     else:
-        st.session_state["train_compare"] = ids[:3]
+        st.session_state["train_compare"] = with_curves(ids, 3)
     cols = st.columns([4, 1], vertical_alignment="bottom")
     chosen = cols[0].multiselect("Compare the loss curves of", ids, key="train_compare")
     log_y = cols[1].toggle("Log scale", key="train_compare_log")
     curves = {}
     for run_id in chosen:
-        try:  # validation rows only: an "end" row repeats the last *batch* loss as train_loss
-            curves[run_id] = [row for row in read_metrics(run_id) if row.get("type") == "eval"]
+        try:
+            curves[run_id] = eval_rows(run_id)
         except (RunError, OSError) as exc:
             st.warning(f"{run_id}: {exc}")
     if not any(curves.values()):
@@ -757,9 +777,20 @@ def import_ui() -> None:
     getattr(st, kind)(text)
 
 
+def lab_filter_ui(infos: list[RunInfo]) -> list[RunInfo]:
+    """The learner's own runs; the Concepts lab's results only when asked (they live in the lab)."""
+    from_lab = [i for i in infos if is_lab_run(i)]
+    if not from_lab:
+        return infos
+    shown = st.toggle(f"Also list the Concepts lab's runs ({len(from_lab)})", key="train_show_lab",
+                      help="Each lab experiment saves its result as a run; the lab page shows them.")
+    return infos if shown else [i for i in infos if not is_lab_run(i)]
+
+
 def runs_section(infos: list[RunInfo]) -> None:
     st.header("Your runs")
     show_flash()
+    infos = lab_filter_ui(infos)
     if infos:
         st.dataframe(runs_table(infos), hide_index=True, width="stretch", key="train_runs_table",
                      column_config={"best val loss": st.column_config.NumberColumn(

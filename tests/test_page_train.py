@@ -498,3 +498,22 @@ def test_the_runs_table_shows_a_running_jobs_own_step():
     assert row["status"].startswith("running (as of ") and "live above" in row["status"]
     job.stop()
     finish(at, job)
+
+
+def test_lab_runs_stay_in_the_lab_and_comparisons_start_with_curves():
+    """Case 9 (issue 13): lab results crowded "Your runs" and the comparison defaulted to two lab
+    runs, one without a curve."""
+    mine = trained_run(steps=2)  # has validation measurements
+    bare = saved_run("no curve yet")  # weights, no metrics
+    tokenizer = CharTokenizer.from_text(COPY_TEXT)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8)
+    lab_run = create_run(name="lab-norm-position", corpus="copy", tokenizer_spec="char", tokenizer=tokenizer,
+                         model=GPT(config, seed=0), train_config=TrainConfig(max_steps=1),
+                         tags=("lab:norm-position", runs.RESULT_ONLY_TAG))  # fmt: skip
+    lab_run.update_info(status="finished")
+    at = open_page()
+    assert set(table(at).index) == {mine, bare}
+    assert at.multiselect(key="train_compare").value == [mine]  # only the run with a curve
+    assert lab_run.id not in at.selectbox(key="train_manage_run").options
+    at.toggle(key="train_show_lab").set_value(True).run()
+    assert set(table(at).index) == {mine, bare, lab_run.id}
