@@ -8,6 +8,7 @@ Not a page itself: ``app.py`` lists the pages explicitly, so this file is never 
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,75 @@ def show_source(fn: Any, label: str | None = None) -> None:
             st.code(inspect.getsource(target), language="python")
         except (OSError, TypeError):
             st.caption("Source not available for this step.")
+
+
+# --------------------------------------------------------------------------------------------
+# Messages in the app's own terms, and the one way every page gets a missing corpus
+# --------------------------------------------------------------------------------------------
+
+
+def in_app_words(error: Exception | str) -> str:
+    """An error (or a job's message) for a page, with nothing to type into Python or a shell:
+    the library's messages end with code for its own users (``CharTokenizer.from_text(…,
+    unk=True)``, ``python -m toygpt data add …``); a page says what to do in the app instead.
+
+    >>> in_app_words("1 character(s) are not in this character vocabulary: 'é' (U+00E9). Remove them "
+    ...              "from the text, build the vocabulary from a corpus that contains them, or use "
+    ...              "CharTokenizer.from_text(corpus, unk=True) to map them to a visible <unk>.")
+    "1 character(s) are not in this character vocabulary: 'é' (U+00E9). Remove them from the text, or pick (or train, on the Training page) a model whose corpus has them."
+    """
+    from toygpt import data as corpora
+
+    text = str(error)
+    text = re.sub(r"Remove them from the text, build the vocabulary from a corpus that contains them, or use "
+                  r"CharTokenizer\.from_text\(corpus, unk=True\) to map them to a visible \S+\.",
+                  "Remove them from the text, or pick (or train, on the Training page) a model whose corpus has them.",
+                  text)  # fmt: skip
+    for name in corpora.DOWNLOADS:
+        text = text.replace(corpora.how_to_provide(name), "Upload the file here instead (the app checks it).")
+    return text
+
+
+def corpus_missing_ui(name: str, key: str) -> None:
+    """A downloadable corpus that is not cached: a Download button (never on a rerun: offline,
+    every rerun would wait for a timeout) and an upload of the file, checked against its
+    sha256. The same on every page that needs a corpus; the page reruns once it is here."""
+    from toygpt import data as corpora
+
+    info = corpora.DOWNLOADS[name]
+    st.warning(f"**{name}** ({info.size / 1e6:.1f} MB) is not on this machine yet: download it, or upload "
+               "the file if you have it.")
+    if st.button(f"Download {name} now", key=f"{key}_download"):
+        with st.spinner(f"Downloading {name} (gives up after a few seconds offline)…"):
+            try:
+                corpora.download_corpus(name)
+            except corpora.CorpusError as exc:
+                st.session_state[f"{key}_error"] = in_app_words(exc)
+            else:
+                st.session_state.pop(f"{key}_error", None)
+                st.rerun()
+    if st.session_state.get(f"{key}_error"):
+        st.error(st.session_state[f"{key}_error"])
+    upload = st.file_uploader(f"Have the file ({info.url.rsplit('/', 1)[-1]})? Upload it here", type=["txt"],
+                              key=f"{key}_file")
+    if upload is not None:
+        try:
+            store_corpus_upload(name, upload.getvalue())
+        except corpora.CorpusError as exc:
+            st.error(in_app_words(exc))
+        else:
+            st.session_state.pop(f"{key}_error", None)
+            st.rerun()
+
+
+def store_corpus_upload(name: str, data: bytes) -> None:
+    """Check uploaded bytes against the corpus's sha256 and cache them (through a temporary
+    file: ``toygpt.data.add_corpus_file`` takes a path)."""
+    import tempfile
+
+    from toygpt import data as corpora
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{name}.txt"
+        path.write_bytes(data)
+        corpora.add_corpus_file(name, path)

@@ -9,7 +9,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from pages._shared import active_model, capped_text, current_seed, keep_selection, show_source
+from pages._shared import (
+    active_model,
+    capped_text,
+    current_seed,
+    in_app_words,
+    keep_selection,
+    show_source,
+)
 from toygpt.formatting import human_bytes, human_count
 from toygpt.inspect import (
     embedding_pca,
@@ -264,7 +271,7 @@ def prompt_ids_ui(active, text: str) -> list[int] | None:
     try:
         ids = active.tokenizer.encode(text)
     except ValueError as exc:  # TokenizerError (unknown characters, lone surrogates) is a ValueError
-        st.error(f"The traced model's tokenizer cannot encode this text: {exc}")
+        st.error(f"The traced model's tokenizer cannot encode this text: {in_app_words(exc)}")
         return None
     limit = min(active.model.config.block_size, MAX_TRACE_TOKENS)
     if not ids:
@@ -370,7 +377,7 @@ def masked_attention_card(active, ids) -> None:
         with torch.inference_mode():
             result = future_change(active.model, ids, position, new_ids[0])
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(in_app_words(exc))
         return
     labels = [active.tokenizer.token_label(i) for i in ids]
     st.plotly_chart(future_change_figure(result, labels), width="stretch", key="arch_future_change")
@@ -465,7 +472,7 @@ def embeddings_card(active, ids) -> None:
             shown = None if model.config.vocab_size <= 300 else sorted({*ids, token_ids[0], *(i for i, _ in near)})
             pca = embedding_pca(model, shown)
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(in_app_words(exc))
         return
     wanted = set(pca.ids) | {i for i, _ in near} | {token_ids[0]}
     labels = {i: tokenizer.token_label(i) for i in wanted}

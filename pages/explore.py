@@ -16,7 +16,14 @@ from typing import Any
 import streamlit as st
 import torch
 
-from pages._shared import active_model, capped_text, current_seed, keep_selection, show_source
+from pages._shared import (
+    active_model,
+    capped_text,
+    current_seed,
+    in_app_words,
+    keep_selection,
+    show_source,
+)
 from toygpt.checkpoint import CheckpointError
 from toygpt.inspect import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
 from toygpt.lessons.explore import (
@@ -163,7 +170,7 @@ def prompt_ui(explored: Explored) -> tuple[str, PromptTokens | None]:
     try:
         tokens = prompt_tokens(explored.tokenizer, prompt, limit)
     except ValueError as exc:  # UnknownCharactersError, TokenizerError (odd Unicode) are ValueErrors
-        st.error(f"This model's tokenizer cannot read the prompt: {exc}")
+        st.error(f"This model's tokenizer cannot read the prompt: {in_app_words(exc)}")
         return prompt, None
     if not tokens.ids:
         start = explored.tokenizer.token_label(encode_prompt(explored.tokenizer, "")[0])
@@ -466,7 +473,7 @@ def surprisal_view(explored: Explored) -> None:
         ids, spans = explored.tokenizer.encode_with_spans(text)
         result = cached_surprisal(explored.key, tuple(ids), explored.model)
     except ValueError as exc:  # unknown characters, lone surrogates, too many tokens
-        st.error(f"This text cannot be scored: {exc}")
+        st.error(f"This text cannot be scored: {in_app_words(exc)}")
         return
     cols = st.columns(3)
     cols[0].metric("Tokens", len(ids))
@@ -530,7 +537,7 @@ def learn_view(explored: Explored, prompt: str, config: SamplingConfig | None, m
     try:
         view = cached_snapshot_view(snapshot_key, prompt, sampling, n_tokens, current_seed(), model, explored.tokenizer)
     except ValueError as exc:
-        st.error(f"This snapshot cannot read the prompt: {exc}")
+        st.error(f"This snapshot cannot read the prompt: {in_app_words(exc)}")
         return
     draw_snapshot(explored, view, prompt, step)
 

@@ -15,7 +15,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import capped_text, current_seed, job_registry, keep_selection, show_source
+from pages._shared import (
+    capped_text,
+    corpus_missing_ui,
+    current_seed,
+    in_app_words,
+    job_registry,
+    keep_selection,
+    show_source,
+)
 from toygpt import data as corpora
 from toygpt import lab
 from toygpt.checkpoint import CheckpointError
@@ -65,13 +73,13 @@ def all_corpora() -> list[str]:
     return list(corpora.BUILTIN) + list(corpora.DOWNLOADS)
 
 
-def corpus_ready(name: str) -> bool:
+def corpus_ready(name: str, key: str) -> bool:
     """Built-in corpora always are; a downloadable one only once it is in the cache (a job must
-    not start only to fail on the download): otherwise say how to provide it."""
+    not start only to fail on the download): otherwise the same download-or-upload as the
+    Training and Tokenizer pages."""
     if name not in corpora.DOWNLOADS or corpora.cached_corpus_path(name).is_file():
         return True
-    st.warning(f"**{name}** is not on this machine yet. Download it on the Training page, or: "
-               f"{corpora.how_to_provide(name)}")
+    corpus_missing_ui(name, f"lab_{key}_corpus_missing")
     return False
 
 
@@ -85,7 +93,7 @@ def norm_position_ui(key: str, seed: int) -> lab.norm_position.NormPositionParam
                              "each, stopping at the first that breaks one of them.")  # fmt: skip
     sweep_steps = int(cols[1].number_input("Steps per sweep training", 1, lab.MAX_STEPS, d.sweep_steps, step=25,
                                            key=f"lab_{key}_sweep_steps", disabled=not sweep))  # fmt: skip
-    if not corpus_ready(chosen["corpus"]):
+    if not corpus_ready(chosen["corpus"], key):
         return None
     return lab.norm_position.NormPositionParams(**chosen, lr_sweep=sweep, sweep_steps=sweep_steps, seed=seed)
 
@@ -96,7 +104,7 @@ def residual_scaling_ui(key: str, seed: int) -> lab.residual_scaling.ResidualSca
     depths = st.multiselect("Depths (layers)", DEPTH_CHOICES, default=list(d.depths), key=f"lab_{key}_depths",
                             help="Each depth is trained twice: with and without the scaling. Width and heads "
                             "come from the preset.")  # fmt: skip
-    if not corpus_ready(chosen["corpus"]):
+    if not corpus_ready(chosen["corpus"], key):
         return None
     return lab.residual_scaling.ResidualScalingParams(**chosen, depths=tuple(depths), seed=seed)
 
@@ -128,7 +136,7 @@ def text_source_ui(key: str) -> tuple[str, str | None] | None:
         except corpora.CorpusError as exc:
             st.error(f"That file cannot be used: {exc}")
             return None
-    return (source, None) if corpus_ready(source) else None
+    return (source, None) if corpus_ready(source, key) else None
 
 
 def _no_text(message: str) -> None:
@@ -193,7 +201,7 @@ def sentence_fits(run_id: str, sentence: str) -> bool:
     try:
         open_run(run_id).tokenizer().encode(sentence)
     except (TokenizerError, RunError, CheckpointError) as exc:
-        st.error(f"{run_id}'s tokenizer cannot read this sentence: {exc}")
+        st.error(f"{run_id}'s tokenizer cannot read this sentence: {in_app_words(exc)}")
         return False
     return True
 
@@ -299,7 +307,7 @@ def done_ui(snap: dict[str, Any]) -> None:
     if snap["status"] == Status.FINISHED:
         st.success(f"Done in {clock(snap['elapsed'])}; saved as run **{snap['run_id']}**. The result is shown below.")
     else:
-        DONE_STYLE.get(snap["status"], st.info)(f"{snap['status']}: {snap['message']}")
+        DONE_STYLE.get(snap["status"], st.info)(f"{snap['status']}: {in_app_words(snap['message'])}")
         if snap["error_detail"]:
             with st.expander("Details"):
                 st.code(snap["error_detail"], language=None)

@@ -12,16 +12,22 @@ from __future__ import annotations
 import functools
 import math
 import re
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from pages._shared import current_seed, job_registry, keep_selection, model_choices, use_model
+from pages._shared import (
+    corpus_missing_ui,
+    current_seed,
+    in_app_words,
+    job_registry,
+    keep_selection,
+    model_choices,
+    use_model,
+)
 from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainJob, TrainSpec
@@ -47,7 +53,13 @@ from toygpt.tokenizers import (
     get_tiktoken,
     parse_tokenizer_name,
 )
-from toygpt.train import ASSUMED_FLOPS, TrainConfig, estimate
+from toygpt.train import (
+    ASSUMED_FLOPS,
+    TrainConfig,
+    estimate,
+    measure_step_seconds,
+    recent_step_seconds,
+)
 from toygpt.viz import loss_curves_figure
 
 JOB_PARAM = "job"  # ?job=<id> in the URL: a refresh (a new session) finds the running job again
@@ -63,6 +75,7 @@ TOKENIZERS = {
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.warning, Status.DIVERGED: st.error, Status.FAILED: st.error}
+PROBE_MAX_PARAMS = 30_000_000  # above this a 3-step timing probe takes too long for a page: guessed instead
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
 
 
@@ -156,7 +169,7 @@ def curve_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def progress_ui(snap: dict[str, Any]) -> None:
     if snap["done"]:
-        DONE_STYLE.get(snap["status"], st.info)(f"**{snap['status']}**: {plain(snap['message'])}")
+        DONE_STYLE.get(snap["status"], st.info)(f"**{snap['status']}**: {plain(in_app_words(snap['message']))}")
         return
     if not snap["start"]:
         st.progress(0.0, text="Preparing: loading the corpus, building the tokenizer, encoding the text…")
@@ -171,18 +184,38 @@ def progress_ui(snap: dict[str, Any]) -> None:
     st.progress(min(1.0, max(0.0, snap["progress"])), text=label)
 
 
+def steps_per_second(metrics: list[dict[str, Any]]) -> float | None:
+    """The measured pace of the latest logged step (the trainer's median of its recent steps)."""
+    ms = next((row.get("ms_per_step") for row in reversed(metrics) if row.get("type") == "step"), None)
+    return 1000 / ms if isinstance(ms, int | float) and ms > 0 else None
+
+
 def metrics_ui(snap: dict[str, Any]) -> None:
-    cols = st.columns(5)
+    """The live figures; speeds are measured (the median of the recent steps)."""
+    cols = st.columns(6)
     cols[0].metric("Step", f"{snap['step']:,}")
     cols[1].metric("Train loss (batch)", loss_text(snap["loss"]))
     cols[2].metric("Val loss", loss_text(snap["val_loss"]),
                    help=f"best so far: {loss_text(snap['best_val_loss'])}")
     speed = snap["tokens_per_s"]
-    cols[3].metric("Tokens / s", f"{speed:,.0f}" if speed else "–")
+    pace = steps_per_second(snap["metrics"])
+    cols[3].metric("Steps / s", f"{pace:,.1f}" if pace else "–",
+                   help="Measured: the median of the recent steps.")
+    cols[4].metric("Tokens / s", f"{speed:,.0f}" if speed else "–", help="Measured: the median of the recent steps.")
     if snap["done"]:
-        cols[4].metric("Time", clock(snap["elapsed"]))
+        cols[5].metric("Time", clock(snap["elapsed"]))
     else:
-        cols[4].metric("ETA", clock(snap["eta"]))
+        cols[5].metric("ETA", clock(snap["eta"]), help="From the measured pace of the recent steps.")
+
+
+def guess_vs_actual(job_id: str, snap: dict[str, Any]) -> None:
+    """Once a run ends: the estimate shown before it started, beside what it did."""
+    guess = st.session_state.get("train_guesses", {}).get(job_id)
+    if guess is None or not snap["done"]:
+        return
+    how = "measured pace" if guess["measured"] else "a FLOP-count guess"
+    st.caption(f"Estimated before starting ({how}): ≈ {guess['steps']:,} steps in ≈ {clock(guess['seconds'])}. "
+               f"It did {snap['step']:,} steps in {clock(snap['elapsed'])}.")
 
 
 def sample_ui(snap: dict[str, Any], interval: int) -> None:
@@ -216,6 +249,7 @@ def draw_job(job: TrainJob, ours: bool) -> None:
         st.subheader(f"Training {snap['run_id'] or '…'}")
         progress_ui(snap)
         metrics_ui(snap)
+        guess_vs_actual(job.id, snap)
         rows = curve_rows(snap["metrics"])
         if rows:
             st.plotly_chart(loss_curves_figure({snap["run_id"] or "this run": rows}), width="stretch",
@@ -291,43 +325,6 @@ def upload_ui() -> Corpus:
     return Corpus(upload.name, text, True)
 
 
-def store_shakespeare(data: bytes) -> None:
-    """Check uploaded bytes against tiny shakespeare's sha256 and cache them (via a temp file,
-    the path ``toygpt.data.add_corpus_file`` takes)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "input.txt"
-        path.write_bytes(data)
-        corpora.add_corpus_file("shakespeare", path)
-
-
-def shakespeare_missing_ui() -> None:
-    """Tiny shakespeare is not cached: download on request (never on a rerun: offline, every
-    rerun would wait for a timeout), or take the file as an upload."""
-    st.warning("Tiny shakespeare (1.1 MB) is not on this machine yet.")
-    if st.button("Download it now", key="train_shakespeare_download"):
-        with st.spinner("Downloading tiny shakespeare (gives up after a few seconds offline)…"):
-            try:
-                corpora.download_corpus("shakespeare")
-            except corpora.CorpusError as exc:
-                st.session_state["train_shakespeare_error"] = str(exc)
-            else:
-                st.session_state.pop("train_shakespeare_error", None)
-                st.rerun()
-    error = st.session_state.get("train_shakespeare_error")
-    if error:
-        st.error(error)
-        st.caption("Or upload the file below, or choose **your own .txt** as the corpus.")
-    upload = st.file_uploader("Have the file (input.txt)? Upload it here", type=["txt"], key="train_shakespeare_file")
-    if upload is not None:
-        try:
-            store_shakespeare(upload.getvalue())
-        except corpora.CorpusError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state.pop("train_shakespeare_error", None)
-            st.rerun()
-
-
 def corpus_ui(key: str) -> Corpus:
     infos = {info.name: info for info in corpora.list_corpora()}
     st.session_state.setdefault(key, "shakespeare" if corpora.cached_corpus_path("shakespeare").is_file() else "copy")
@@ -337,7 +334,7 @@ def corpus_ui(key: str) -> Corpus:
         return upload_ui()
     st.caption(infos[name].description)
     if infos[name].kind == "download" and not corpora.cached_corpus_path(name).is_file():
-        shakespeare_missing_ui()
+        corpus_missing_ui(name, "train_corpus_missing")
         return Corpus(name, None, False)
     try:
         return Corpus(name, corpus_text(name, 0), False)
@@ -425,27 +422,59 @@ def settings_ui(seed: int) -> TrainConfig | None:
         return None
 
 
-def estimate_ui(model_config: GPTConfig, config: TrainConfig) -> None:
-    """Parameters, memory and time before starting (and a warning when the app would refuse it)."""
-    est = estimate(model_config, config)
+@st.cache_resource(max_entries=16, ttl=600, show_spinner="Timing three training steps of this model here…")
+def probe_step_seconds(model_config: GPTConfig, config: TrainConfig, threads: int | None) -> float:
+    """Seconds per step measured here (kept ten minutes: the machine's load changes)."""
+    return measure_step_seconds(model_config, config, num_threads=threads)
+
+
+def pace_of(model_config: GPTConfig, config: TrainConfig, resume: str | None) -> tuple[float | None, str]:
+    """(seconds per step, where that figure comes from): a resumed run's own recent pace, else a
+    timed probe of this shape; None for models too big to probe (the estimate then says so)."""
+    if resume:
+        try:
+            own = recent_step_seconds(read_metrics(resume))
+        except (RunError, OSError):
+            own = None
+        if own:
+            return own, f"{resume}'s own pace over its last logged steps ({1 / own:,.1f} steps/s)"
+    if total_parameters(model_config) > PROBE_MAX_PARAMS:
+        return None, ""
+    threads = job_registry().num_threads
+    seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    return seconds, (f"3 training steps of this model timed here just now, on the {threads or 'default'} "
+                     f"thread{'s' if threads != 1 else ''} a job gets ({1 / seconds:,.1f} steps/s)")
+
+
+def estimate_ui(model_config: GPTConfig, config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
+    """Parameters, memory and time before starting (and a warning when the app would refuse it);
+    the estimate, to be shown again beside what the run took."""
+    pace, source = pace_of(model_config, config, resume)
+    est = estimate(model_config, config, seconds_per_step=pace)
     limit = job_registry().max_memory_bytes
     cols = st.columns(3)
     cols[0].metric("Parameters", f"{est['params']:,}")
     parts = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in est["memory_bytes"].items())
     cols[1].metric("Memory", human_bytes(est["total_memory_bytes"], decimals=1), help=parts)
+    guess = "" if est["measured"] else " (a guess)"
     if config.max_seconds is not None:
-        cols[2].metric("Steps in the budget", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
+        cols[2].metric(f"Steps in the budget{guess}", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
     else:
-        cols[2].metric("Time", f"≈ {clock(est['seconds'])}", help=f"{est['steps']:,} steps")
+        cols[2].metric(f"Time{guess}", f"≈ {clock(est['seconds'])}", help=f"{est['steps']:,} steps")
+    if est["measured"]:
+        timing = f"time comes from {source}, plus the validations"
+    else:
+        timing = (f"time is a guess: this model is too big to time here, so it assumes "
+                  f"{ASSUMED_FLOPS['cpu'] / 1e9:.0f} GFLOP/s for {est['flops_per_step'] / 1e9:,.2f} GFLOP per step")
     st.caption(
-        f"Rough: memory is 16 bytes per parameter (weights, gradients, AdamW's two moments) plus "
-        f"the activations of one batch ({parts}); time assumes {ASSUMED_FLOPS['cpu'] / 1e9:.0f} "
-        f"GFLOP/s, {est['tokens_per_step']:,} tokens and {est['flops_per_step'] / 1e9:,.2f} GFLOP "
-        "per step. Building a BPE tokenizer and encoding the corpus come on top."
+        f"Memory is 16 bytes per parameter (weights, gradients, AdamW's two moments) plus the "
+        f"activations of one batch ({parts}); {timing}. Building a BPE tokenizer and encoding the "
+        "corpus come on top, and another job or page using the CPU slows it down."
     )
     if est["total_memory_bytes"] > limit:
         st.warning(f"That is above this app's limit of {human_bytes(limit, decimals=1)} per run: pick a smaller preset, "
                    "batch or context, or train it with `python -m toygpt train`.")
+    return {"steps": est["steps"], "seconds": est["seconds"], "measured": est["measured"], "source": source}
 
 
 def training_now() -> set[str]:
@@ -526,8 +555,9 @@ def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]
     return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=config, resume=run_id), run.model_config()
 
 
-def start(spec: TrainSpec) -> None:
-    """Start the job, or say why not (one job at a time: who is running, and when it ends)."""
+def start(spec: TrainSpec, guess: dict[str, Any] | None = None) -> None:
+    """Start the job, or say why not (one job at a time: who is running, and when it ends).
+    ``guess`` (the estimate shown) is kept, to be shown beside what the run took."""
     registry = job_registry()
     if spec.tokenizer in TIKTOKEN_NAMES and not spec.resume and not spec.init_from:
         try:
@@ -543,6 +573,8 @@ def start(spec: TrainSpec) -> None:
         for other in registry.active():
             st.info(describe_job(other.snapshot()))
         return
+    if guess is not None:
+        st.session_state.setdefault("train_guesses", {})[job.id] = guess
     pin(job.id)
     st.rerun()
 
@@ -563,12 +595,13 @@ def launcher_section(infos: list[RunInfo]) -> None:
         else:
             spec, shape = resume_ui(infos)
     except (ValueError, OSError) as exc:  # RunError, CheckpointError, CorpusError are ValueErrors
-        st.error(f"This cannot start: {exc}")
+        st.error(f"This cannot start: {in_app_words(exc)}")
         spec, shape = None, None
+    guess = None
     if spec is not None and shape is not None:
-        estimate_ui(shape, spec.train_config)
+        guess = estimate_ui(shape, spec.train_config, resume=spec.resume)
     if st.button("Start training", key="train_start", type="primary", disabled=spec is None) and spec is not None:
-        start(spec)
+        start(spec, guess)
     if spec is None:
         st.caption("Start is enabled once the corpus, the model and the settings above are usable.")
     elif mode != "resume":

@@ -369,3 +369,13 @@ def test_long_unbroken_samples_wrap_inside_their_column():
     assert "overflow-wrap: anywhere" in continuation_html("p", "x" * 500)
     assert "overflow-wrap: anywhere" in attention_text_html(["x" * 500], [1.0], 0)
     assert "overflow-wrap: anywhere" in viz.surprisal_html(["x" * 500, "y"], [float("nan"), 1.0])
+
+
+def test_an_unknown_character_is_explained_without_python(run_id):
+    """Case 8 (issue 13): the warning told the learner to call CharTokenizer.from_text(…)."""
+    at = open_explorer(run_id, "Generate")
+    at.text_area(key="explore_prompt").input("ROMEO: ☃").run()
+    text = messages(at)
+    assert "not in this character vocabulary" in text and "U+2603" in text
+    assert "CharTokenizer" not in text and "unk=True" not in text
+    assert "pick (or train, on the Training page) a model" in text

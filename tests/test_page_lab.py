@@ -291,7 +291,9 @@ def test_bad_text_and_impossible_settings_are_explained():
     at.multiselect(key="lab_residual_scaling_depths").set_value([]).run()
     assert "1 to 6 layer counts" in texts(at.error)
     at.selectbox(key="lab_residual_scaling_corpus").set_value("shakespeare").run()
-    assert "python -m toygpt data add shakespeare" in texts(at.warning)
+    assert "not on this machine yet" in texts(at.warning)  # case 8: the same download-or-upload
+    assert at.file_uploader(key="lab_residual_scaling_corpus_missing_file") is not None
+    assert at.button(key="lab_residual_scaling_corpus_missing_download") is not None
     assert not at.exception and job_registry().jobs() == []
 
 

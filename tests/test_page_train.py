@@ -26,7 +26,7 @@ from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer
-from toygpt.train import TrainConfig
+from toygpt.train import TrainConfig, estimate
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +128,26 @@ def saved_run(name: str = "saved run") -> str:
 # --------------------------------------------------------------------------------------------
 # Rendering and the estimate
 # --------------------------------------------------------------------------------------------
+
+
+def test_the_estimate_comes_from_steps_timed_here(monkeypatch):
+    """Case 6 (issue 13): "≈1,362 steps" from a FLOP count, 367 done. The estimate now comes
+    from training steps of the chosen shape timed on this machine, and says so; afterwards the
+    job shows its measured steps/s and the estimate beside what it did."""
+    import streamlit as st
+
+    import toygpt.train
+
+    st.cache_resource.clear()
+    timed = []
+    monkeypatch.setattr(toygpt.train, "measure_step_seconds", lambda m, c, **kw: timed.append(m) or 0.05)
+    at = open_page()
+    nano_settings(at, seconds=30)
+    config = TrainConfig(max_seconds=30.0, batch_size=4, eval_interval=200)  # the page's defaults
+    assert timed and timed[-1].n_layer == 2  # the nano shape was timed
+    expected = estimate(timed[-1], config, seconds_per_step=0.05)["steps"]
+    assert {m.label: m.value for m in at.metric}["Steps in the budget"] == f"≈ {expected:,}"
+    assert "timed here just now" in texts(at.caption) and "20.0 steps/s" in texts(at.caption)
 
 
 def test_renders_with_the_estimate_of_the_chosen_model():
@@ -276,13 +296,14 @@ def test_non_utf8_upload_is_explained():
 
 
 def test_shakespeare_offline_says_how_to_provide_it():
+    """Case 8 (issue 13): the way to provide it is in the app (an upload), not a command."""
     at = open_page()
     at.selectbox(key="train_corpus").set_value("shakespeare").run()
     assert "not on this machine yet" in texts(at.warning)
     assert at.button(key="train_start").disabled
-    click(at, "train_shakespeare_download")
-    assert "python -m toygpt data add shakespeare" in texts(at.error)
-    at.file_uploader(key="train_shakespeare_file").set_value(("input.txt", b"not shakespeare", "text/plain")).run()
+    click(at, "train_corpus_missing_download")
+    assert "Upload the file here instead" in texts(at.error) and "python -m" not in texts(at.error)
+    at.file_uploader(key="train_corpus_missing_file").set_value(("input.txt", b"not shakespeare", "text/plain")).run()
     assert "not the expected shakespeare file" in texts(at.error)
     assert not data.cached_corpus_path("shakespeare").exists()
 
@@ -290,7 +311,7 @@ def test_shakespeare_offline_says_how_to_provide_it():
 def test_shakespeare_upload_is_checked_and_cached(shakespeare_path):
     at = open_page()
     at.selectbox(key="train_corpus").set_value("shakespeare").run()
-    at.file_uploader(key="train_shakespeare_file").set_value(("input.txt", shakespeare_path.read_bytes(), "text/plain")).run()
+    at.file_uploader(key="train_corpus_missing_file").set_value(("input.txt", shakespeare_path.read_bytes(), "text/plain")).run()
     assert not at.exception and not at.warning
     assert data.cached_corpus_path("shakespeare").read_bytes() == shakespeare_path.read_bytes()
     vocab = {m.label: m.value for m in at.metric}["Parameters"]
