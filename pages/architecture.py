@@ -18,7 +18,7 @@ from pages._shared import (
     show_source,
 )
 from toygpt.formatting import human_bytes, human_count
-from toygpt.inspect import (
+from toygpt.inspection import (
     embedding_pca,
     forward_trace,
     nearest_tokens,

@@ -1,8 +1,9 @@
 """Training: start a run, watch it learn live, then compare, resume, fine-tune, share or delete runs.
 
 UI only. Training runs on a background thread owned by ``toygpt.jobs`` (the one global
-``job_registry()``); this page starts a job, pins its id in the URL (``?job=...``) so navigation
-and a browser refresh find it again, and redraws ``job.snapshot()`` once a second in a fragment.
+``job_registry()``); this page starts a job and shows it in the shared job panel
+(``pages/_shared.job_panel``: pinned in the URL as ``?job=...`` so navigation and a browser
+refresh find it again, redrawn once a second, Stop), with its metrics and sample under the chart.
 Runs on disk come from ``toygpt.runs``; estimates from ``toygpt.train.estimate``; figures from
 ``toygpt.viz``. Layout: the current job (if any), "Start a run", then "Your runs".
 """
@@ -20,17 +21,20 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import (
+    JobPage,
     corpus_missing_ui,
     current_seed,
+    describe_job,
     in_app_words,
+    job_panel,
     job_registry,
     keep_selection,
-    model_choices,
-    use_model,
+    pin_job,
+    pinned_job,
 )
 from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
-from toygpt.jobs import JobRefused, TrainJob, TrainSpec
+from toygpt.jobs import JobRefused, TrainSpec, TrainStatus
 from toygpt.lab import is_lab_run
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
@@ -74,7 +78,6 @@ TOKENIZERS = {
 }
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.warning, Status.DIVERGED: st.error, Status.FAILED: st.error}
 PROBE_MAX_PARAMS = 30_000_000  # above this a 3-step timing probe takes too long for a page: guessed instead
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
 
@@ -94,17 +97,6 @@ def loss_text(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
 
 
-def pin(job_id: str) -> None:
-    st.session_state["train_job"] = job_id
-    st.query_params[JOB_PARAM] = job_id
-
-
-def unpin() -> None:
-    st.session_state.pop("train_job", None)
-    if JOB_PARAM in st.query_params:
-        del st.query_params[JOB_PARAM]
-
-
 def flash(kind: str, text: str) -> None:
     """A message shown after the next rerun (st.rerun would wipe one drawn now)."""
     st.session_state["train_flash"] = (kind, text)
@@ -116,72 +108,9 @@ def show_flash() -> None:
         getattr(st, kind)(text)
 
 
-def describe_job(snap: dict[str, Any]) -> str:
-    """Who is training and when it ends, in one sentence (for the "one job at a time" refusal)."""
-    if snap.get("kind") == "lab":  # a Concepts-lab experiment holds the same one-job slot
-        ends = f"it ends in about {clock(snap['eta'])}" if snap["eta"] else "its end time is not known yet"
-        return f"The Concepts lab is running **{snap['title']}**; {ends}."
-    who = f"run **{snap['run_id']}**" if snap["run_id"] else "a new run (still preparing)"
-    budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
-    eta = snap["eta"]
-    if eta is None and snap["max_seconds"]:
-        eta = max(0.0, snap["max_seconds"] - snap["elapsed"])
-    ends = "its end time is not known yet"
-    if eta is not None:
-        ends = f"it ends in about {clock(eta)} (around {time.strftime('%H:%M', time.localtime(time.time() + eta))})"
-    return (f"Training now: {who} on {plain(snap['corpus'])} ({snap['tokenizer']} tokenizer), "
-            f"step {snap['step']:,}{budget}; {ends}.")
-
-
 # --------------------------------------------------------------------------------------------
-# The current job: live in a fragment while it runs, a summary once it is done
+# The current job: the shared job panel, with this page's metrics and sample under its chart
 # --------------------------------------------------------------------------------------------
-
-
-def job_to_show() -> tuple[TrainJob | None, bool]:
-    """(job, ours): the job pinned in the URL or this session, else whichever job is running.
-
-    "ours" (pinned here) may stop it; a job started elsewhere is only watched."""
-    registry = job_registry()
-    job_id = st.query_params.get(JOB_PARAM) or st.session_state.get("train_job")
-    if job_id:
-        job = registry.get(job_id)
-        if job is not None:
-            pin(job.id)  # on every run: navigating back to this page drops the URL's query
-            return job, True
-        unpin()
-        st.info("The training job in this link is not known to this server (was it restarted?). "
-                "Whatever it saved is in **Your runs** below; a stopped run can be resumed.")
-    active = [j for j in registry.active() if isinstance(j, TrainJob)]  # lab jobs show on their own page
-    return (active[0], False) if active else (None, False)
-
-
-def curve_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Live curve: the loss of each logged training batch, and each validation measurement."""
-    rows = []
-    for row in metrics:
-        if row.get("type") == "step":
-            rows.append({"step": row["step"], "train_loss": row.get("loss")})
-        elif row.get("type") == "eval":
-            rows.append({"step": row["step"], "val_loss": row.get("val_loss")})
-    return rows
-
-
-def progress_ui(snap: dict[str, Any]) -> None:
-    if snap["done"]:
-        DONE_STYLE.get(snap["status"], st.info)(f"**{snap['status']}**: {plain(in_app_words(snap['message']))}")
-        return
-    if not snap["start"]:
-        st.progress(0.0, text="Preparing: loading the corpus, building the tokenizer, encoding the text…")
-        return
-    budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
-    if snap["status"] == Status.STOPPING:
-        label = "stopping after this step…"
-    elif snap["loss"] is None:  # no step logged yet: the first validation runs before step 1
-        label = "starting: measuring the untrained model's loss, then the first steps…"
-    else:
-        label = f"step {snap['step']:,}{budget} · {clock(snap['elapsed'])} elapsed"
-    st.progress(min(1.0, max(0.0, snap["progress"])), text=label)
 
 
 def steps_per_second(metrics: list[dict[str, Any]]) -> float | None:
@@ -190,36 +119,34 @@ def steps_per_second(metrics: list[dict[str, Any]]) -> float | None:
     return 1000 / ms if isinstance(ms, int | float) and ms > 0 else None
 
 
-def metrics_ui(snap: dict[str, Any]) -> None:
+def metrics_ui(status: TrainStatus) -> None:
     """The live figures; speeds are measured (the median of the recent steps)."""
     cols = st.columns(6)
-    cols[0].metric("Step", f"{snap['step']:,}")
-    cols[1].metric("Train loss (batch)", loss_text(snap["loss"]))
-    cols[2].metric("Val loss", loss_text(snap["val_loss"]),
-                   help=f"best so far: {loss_text(snap['best_val_loss'])}")
-    speed = snap["tokens_per_s"]
-    pace = steps_per_second(snap["metrics"])
-    cols[3].metric("Steps / s", f"{pace:,.1f}" if pace else "–",
+    cols[0].metric("Step", f"{status.step:,}")
+    cols[1].metric("Train loss (batch)", loss_text(status.loss))
+    cols[2].metric("Val loss", loss_text(status.val_loss), help=f"best so far: {loss_text(status.best_val_loss)}")
+    pace = steps_per_second(status.metrics)
+    cols[3].metric("Steps / s", f"{pace:,.1f}" if pace else "–", help="Measured: the median of the recent steps.")
+    cols[4].metric("Tokens / s", f"{status.tokens_per_s:,.0f}" if status.tokens_per_s else "–",
                    help="Measured: the median of the recent steps.")
-    cols[4].metric("Tokens / s", f"{speed:,.0f}" if speed else "–", help="Measured: the median of the recent steps.")
-    if snap["done"]:
-        cols[5].metric("Time", clock(snap["elapsed"]))
+    if status.done:
+        cols[5].metric("Time", clock(status.elapsed))
     else:
-        cols[5].metric("ETA", clock(snap["eta"]), help="From the measured pace of the recent steps.")
+        cols[5].metric("ETA", clock(status.eta), help="From the measured pace of the recent steps.")
 
 
-def guess_vs_actual(job_id: str, snap: dict[str, Any]) -> None:
+def guess_vs_actual(status: TrainStatus) -> None:
     """Once a run ends: the estimate shown before it started, beside what it did."""
-    guess = st.session_state.get("train_guesses", {}).get(job_id)
-    if guess is None or not snap["done"]:
+    guess = st.session_state.get("train_guesses", {}).get(status.job_id)
+    if guess is None or not status.done:
         return
     how = "measured pace" if guess["measured"] else "a FLOP-count guess"
     st.caption(f"Estimated before starting ({how}): ≈ {guess['steps']:,} steps in ≈ {clock(guess['seconds'])}. "
-               f"It did {snap['step']:,} steps in {clock(snap['elapsed'])}.")
+               f"It did {status.step:,} steps in {clock(status.elapsed)}.")
 
 
-def sample_ui(snap: dict[str, Any], interval: int) -> None:
-    sample = snap["last_sample"]
+def sample_ui(status: TrainStatus) -> None:
+    sample, interval = status.last_sample, status.sample_interval
     if not sample:
         st.caption(f"No sample yet: the model writes one every {interval} steps." if interval else
                    "Samples are off for this run (sample every 0 steps).")
@@ -228,55 +155,19 @@ def sample_ui(snap: dict[str, Any], interval: int) -> None:
     st.code(sample["text"] or " ", language=None, wrap_lines=True)
 
 
-def job_actions_ui(job: TrainJob, snap: dict[str, Any], ours: bool) -> None:
-    if not ours:
-        st.caption("This job was started in another tab or session; only that page can stop it.")
-        return
-    cols = st.columns([1, 1, 4])
-    if not snap["done"]:
-        if cols[0].button("Stop", key="train_stop", help="Ends after the current step and saves, so it can be resumed."):
-            job.stop()
-        return
-    if snap["run_id"] in model_choices():  # the sidebar can pick it
-        cols[0].button("Use this model", key="train_use", on_click=use_model, args=(snap["run_id"],),
-                       help="Make it the sidebar's model, for sampling and looking inside it.")
-    cols[1].button("Dismiss", key="train_dismiss", on_click=unpin)
+def training_details(status: TrainStatus) -> None:
+    metrics_ui(status)
+    guess_vs_actual(status)
+    sample_ui(status)
 
 
-def draw_job(job: TrainJob, ours: bool) -> None:
-    snap = job.snapshot()
-    with st.container(border=True):
-        st.subheader(f"Training {snap['run_id'] or '…'}")
-        progress_ui(snap)
-        metrics_ui(snap)
-        guess_vs_actual(job.id, snap)
-        rows = curve_rows(snap["metrics"])
-        if rows:
-            st.plotly_chart(loss_curves_figure({snap["run_id"] or "this run": rows}), width="stretch",
-                            key="train_live_chart")
-            st.caption("Solid: the loss on each logged training batch (noisy). Dashed: the loss on "
-                       "held-out validation text, measured every few hundred steps.")
-        sample_ui(snap, job.spec.train_config.sample_interval)
-        job_actions_ui(job, snap, ours)
-
-
-@st.fragment(run_every=1.0)
-def live_job(job_id: str, ours: bool) -> None:
-    """Redrawn every second on its own; when the job ends the whole page reruns (new run listed)."""
-    job = job_registry().get(job_id)
-    if job is None or job.done:
-        st.rerun(scope="app")
-    draw_job(job, ours)
-
-
-def job_section() -> None:
-    job, ours = job_to_show()
-    if job is None:
-        return
-    if job.done:
-        draw_job(job, ours)
-    else:
-        live_job(job.id, ours)
+JOBS = JobPage(
+    kind="train", param=JOB_PARAM, key="train", watch_others=True, offer_use=True,
+    unknown="The training job in this link is not known to this server (was it restarted?). "
+            "Whatever it saved is in **Your runs** below; a stopped run can be resumed.",
+    stop_note="Stop ends it after the current step and saves, so it can be resumed.",
+    details=training_details,
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,7 +370,7 @@ def estimate_ui(model_config: GPTConfig, config: TrainConfig, resume: str | None
 
 def training_now() -> set[str]:
     """Ids of the runs this server is training at this moment."""
-    return {job.snapshot()["run_id"] for job in job_registry().active()} - {None}
+    return {job.snapshot().run_id for job in job_registry().active()} - {None}
 
 
 def shown_status(info: RunInfo, busy: set[str]) -> str:
@@ -575,7 +466,7 @@ def start(spec: TrainSpec, guess: dict[str, Any] | None = None) -> None:
         return
     if guess is not None:
         st.session_state.setdefault("train_guesses", {})[job.id] = guess
-    pin(job.id)
+    pin_job(JOBS, job.id)
     st.rerun()
 
 
@@ -635,10 +526,10 @@ def training_time(info: RunInfo) -> float | None:
     return float(elapsed) if isinstance(elapsed, int | float) else None
 
 
-def live_snapshots() -> dict[str, dict[str, Any]]:
+def live_snapshots() -> dict[str, TrainStatus]:
     """run id -> the snapshot of the job training it now (its run.json lags: saved at checkpoints)."""
     snaps = (job.snapshot() for job in job_registry().active())
-    return {snap["run_id"]: snap for snap in snaps if snap.get("run_id")}
+    return {snap.run_id: snap for snap in snaps if isinstance(snap, TrainStatus) and snap.run_id}
 
 
 def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
@@ -653,9 +544,9 @@ def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
             "run": i.id, "status": f"{shown_status(i, busy)} (as of {time.strftime('%H:%M:%S')}; live above)"
             if snap else shown_status(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
             "model": shape_text(i.model_config), "parameters": parameters_of(i.model_config),
-            "steps": snap["step"] if snap else i.steps,
-            "best val loss": snap["best_val_loss"] if snap else i.best_val_loss,
-            "training time": clock(snap["elapsed"] if snap else training_time(i)), "created": i.created,
+            "steps": snap.step if snap else i.steps,
+            "best val loss": snap.best_val_loss if snap else i.best_val_loss,
+            "training time": clock(snap.elapsed if snap else training_time(i)), "created": i.created,
         })  # fmt: skip
     return pd.DataFrame(rows).astype({"parameters": "Int64", "best val loss": "float64"})
 
@@ -858,6 +749,6 @@ try:
 except OSError as exc:
     st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
     all_runs = []
-job_section()
+job_panel(JOBS, *pinned_job(JOBS))
 launcher_section(all_runs)
 runs_section(all_runs)

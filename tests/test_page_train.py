@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import job_registry
 from toygpt import data, runs
 from toygpt.checkpoint import save_checkpoint
-from toygpt.jobs import TrainSpec, run_training
+from toygpt.jobs import TrainSpec, TrainStatus, run_training
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer
@@ -91,7 +91,7 @@ def started_job(at: AppTest):
     return job
 
 
-def finish(at: AppTest, job) -> dict:
+def finish(at: AppTest, job) -> TrainStatus:
     assert job.wait(WAIT_S), "the job did not end in time"
     at.run()  # what the fragment's st.rerun(scope="app") does when the job ends
     assert not at.exception
@@ -186,8 +186,8 @@ def test_nano_run_started_here_finishes_and_is_listed():
     click(at, "train_start")
     job = started_job(at)
     snap = finish(at, job)
-    assert snap["status"] == "finished" and snap["step"] == 30
-    run_id = snap["run_id"]
+    assert snap.status == "finished" and snap.step == 30
+    run_id = snap.run_id
     assert "finished" in texts(at.success)
     row = table(at).loc[run_id]
     info = open_run(run_id).info()
@@ -221,8 +221,8 @@ def test_second_start_is_refused_and_stop_ends_the_job():
 
     click(at, "train_stop")
     snap = finish(at, job)
-    assert snap["status"] == "stopped"
-    assert table(at).loc[snap["run_id"], "status"] == "stopped"
+    assert snap.status == "stopped"
+    assert table(at).loc[snap.run_id, "status"] == "stopped"
     click(at, "train_dismiss")
     assert "job" not in at.query_params
     assert "Stop" not in [b.label for b in at.button]
@@ -249,7 +249,7 @@ def test_resume_continues_a_run_to_more_steps():
     at.number_input(key="train_more_steps").set_value(3).run()
     click(at, "train_start")
     snap = finish(at, started_job(at))
-    assert snap["status"] == "finished" and snap["run_id"] == run_id
+    assert snap.status == "finished" and snap.run_id == run_id
     assert open_run(run_id).info()["step"] == 5
     assert table(at).loc[run_id, "steps"] == 5
 
@@ -264,17 +264,17 @@ def test_fine_tune_needs_known_characters_then_makes_a_new_run():
     at.selectbox(key="train_finetune_corpus").set_value("addition").run()  # digits: unknown to a copy model
     click(at, "train_start")
     snap = finish(at, started_job(at))
-    assert snap["status"] == "failed" and "cannot encode this corpus" in texts(at.error)
+    assert snap.status == "failed" and "cannot encode this corpus" in texts(at.error)
 
     at.selectbox(key="train_finetune_corpus").set_value("__upload__").run()
     at.file_uploader(key="train_upload").set_value(("notes.txt", COPY_TEXT.encode(), "text/plain")).run()
     click(at, "train_start")
     snap = finish(at, started_job(at))
-    assert snap["status"] == "finished"
-    info = open_run(snap["run_id"]).info()
+    assert snap.status == "finished"
+    info = open_run(snap.run_id).info()
     assert info["init_from"] == source and info["corpus"] == "notes.txt"
-    assert (open_run(snap["run_id"]).path / "corpus.txt").read_text() == COPY_TEXT
-    assert {source, snap["run_id"]} <= set(table(at).index)
+    assert (open_run(snap.run_id).path / "corpus.txt").read_text() == COPY_TEXT
+    assert {source, snap.run_id} <= set(table(at).index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def test_a_run_cut_off_mid_training_shows_as_interrupted_and_can_be_resumed():
     click(at, "train_resume")
     click(at, "train_start")  # it never saved an optimizer state: the job says so
     snap = finish(at, started_job(at))
-    assert snap["status"] == "failed" and "no optimizer state" in texts(at.error)
+    assert snap.status == "failed" and "no optimizer state" in texts(at.error)
 
 
 def test_gpt2_tokenizer_works_offline_from_the_pinned_package():
@@ -482,7 +482,7 @@ def test_use_this_model_leaves_no_widget_warning_and_the_sidebar_shows_it(duplic
     shown = at.selectbox(key="sidebar_model").value
     assert shown in (first, second)
     other = first if shown == second else second
-    click(at, f"use_{other}")  # pages._shared.use_model, the callback of "Use this model"
+    click(at, f"use_{other}")  # pages._shared.use_run, the callback of "Use this model"
     assert at.selectbox(key="sidebar_model").value == other == at.session_state["active_run"]
     assert duplication_warnings == []
 
@@ -492,11 +492,11 @@ def sidebar_and_use_buttons() -> None:
     sidebar on its first run only)."""
     import streamlit as st
 
-    from pages._shared import sidebar, use_model
+    from pages._shared import sidebar, use_run
     from toygpt.runs import list_runs
 
     for info in list_runs():
-        st.button(f"Use {info.id}", key=f"use_{info.id}", on_click=use_model, args=(info.id,))
+        st.button(f"Use {info.id}", key=f"use_{info.id}", on_click=use_run, args=(info.id,))
     sidebar()
 
 
