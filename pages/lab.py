@@ -45,6 +45,7 @@ TOKENIZER_CHOICES = ["char", "byte", "bpe-300", "bpe-512", "bpe-1024", "bpe-2048
 DEPTH_CHOICES = [1, 2, 3, 4, 6, 8, 12, 16]
 JOBS = JobPage(
     kind="lab", param=JOB_PARAM, key="lab", finished_note="The result is shown below.", curves_when_done=False,
+    watch_others=True,  # another tab sees a running experiment, and is offered its link (and Stop)
     unknown="The experiment in this link is not known to this server (was it restarted?). "
             "Whatever finished was saved: pick it under **Result**.",
     stop_note="Stop ends it after the current step; a stopped experiment saves nothing.",

@@ -324,3 +324,15 @@ def test_the_training_page_works_while_a_lab_job_holds_the_slot():
     assert "already running" in texts(at.error)
     assert "The Concepts lab is running **Positional encodings**" in texts(at.info)
     assert job.status == "running"
+
+
+def test_any_tab_can_take_a_running_experiments_link_and_stop_it():
+    """Case 8 (issue 13): Stop worked only in the tab that started the job, and another tab was
+    told "only that page can stop it" without the link that brings Stop back."""
+    job = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
+    at = open_lab()  # a tab without the link
+    assert f"?lab_job={job.id}" in texts(at.caption) and "lab_stop" not in [b.key for b in at.button]
+    at.button(key="lab_adopt").click().run()
+    assert at.query_params["lab_job"] == job.id
+    at.button(key="lab_stop").click().run()
+    assert job.wait(WAIT_S) and job.snapshot().status == "stopped"

@@ -215,11 +215,13 @@ def test_second_start_is_refused_and_stop_ends_the_job():
 
     refreshed = open_page({"job": job.id})  # a browser refresh: a new session, the same URL
     assert refreshed.button(key="train_stop")
-    elsewhere = open_page()  # another tab without the link sees the job but cannot stop it
+    elsewhere = open_page()  # another tab without the link sees the job, and is offered the link
     assert "train_stop" not in [b.key for b in elsewhere.button]
-    assert "another tab" in texts(elsewhere.caption)
+    assert "another tab" in texts(elsewhere.caption) and f"?job={job.id}" in texts(elsewhere.caption)
+    click(elsewhere, "train_adopt")  # case 8 (issue 13): any session holding the link can stop it
+    assert elsewhere.query_params["job"] == job.id and elsewhere.button(key="train_stop")
 
-    click(at, "train_stop")
+    click(elsewhere, "train_stop")
     snap = finish(at, job)
     assert snap.status == "stopped"
     assert table(at).loc[snap.run_id, "status"] == "stopped"
@@ -508,13 +510,13 @@ def test_the_runs_table_shows_a_running_jobs_own_step():
     click(at, "train_start")
     job = started_job(at)
     deadline = time.monotonic() + WAIT_S
-    while job.snapshot()["step"] < 15 and time.monotonic() < deadline:
+    while job.snapshot().step < 15 and time.monotonic() < deadline:
         time.sleep(0.2)
-    before = job.snapshot()["step"]
+    before = job.snapshot().step
     assert before >= 15, "the job did not get going"
     at.run()
-    after = job.snapshot()["step"]
-    row = table(at).loc[job.snapshot()["run_id"]]
+    after = job.snapshot().step
+    row = table(at).loc[job.snapshot().run_id]
     assert before <= row["steps"] <= after
     assert row["status"].startswith("running (as of ") and "live above" in row["status"]
     job.stop()
