@@ -849,28 +849,89 @@ def activation_bytes(model_config: GPTConfig, batch_size: int, block_size: int) 
     return 4 * (L * per_layer + logits)
 
 
-def estimate(model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu") -> dict[str, Any]:
-    """Parameters, memory (bytes) and rough time of a run, from the configs alone.
+def estimate(
+    model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu", seconds_per_step: float | None = None
+) -> dict[str, Any]:
+    """Parameters, memory (bytes) and time of a run, from the configs and a step time.
 
     Memory: weights, gradients and AdamW's two moments are 4 bytes per parameter each (16 in
-    all); activations depend on batch and context (``activation_bytes``).
+    all); activations depend on batch and context (``activation_bytes``). Time: from
+    ``seconds_per_step`` when given (measured: ``measure_step_seconds`` or a run's own pace),
+    else from the FLOP count at ``ASSUMED_FLOPS`` (a guess: ``"measured": False``). Both add the
+    validations (each batch of each split costs about a third of a training step: no backward).
     """
     params = total_parameters(model_config)
     block = train_config.block_size or model_config.block_size
     tokens_per_step = train_config.batch_size * block
     flops_per_step = flops_per_token(model_config.replace(block_size=block)) * tokens_per_step
-    seconds_per_step = flops_per_step / ASSUMED_FLOPS.get(device, ASSUMED_FLOPS["cpu"])
+    measured = seconds_per_step is not None
+    if seconds_per_step is None:
+        seconds_per_step = flops_per_step / ASSUMED_FLOPS.get(device, ASSUMED_FLOPS["cpu"])
+    # a validation every eval_interval steps: 2 splits × eval_batches forward passes
+    per_step = seconds_per_step * (1 + 2 * train_config.eval_batches / (3 * train_config.eval_interval))
     memory = {"weights": 4 * params, "gradients": 4 * params, "adam": 8 * params}
     memory["activations"] = activation_bytes(model_config, train_config.batch_size, block)
     steps = train_config.max_steps
     if train_config.max_seconds is not None:
-        by_time = int(train_config.max_seconds / seconds_per_step)
+        by_time = int(train_config.max_seconds / per_step)
         steps = by_time if steps is None else min(steps, by_time)
     return {
         "params": params, "memory_bytes": memory, "total_memory_bytes": sum(memory.values()),
-        "tokens_per_step": tokens_per_step, "flops_per_step": flops_per_step,
-        "seconds_per_step": seconds_per_step, "steps": steps, "seconds": steps * seconds_per_step,
+        "tokens_per_step": tokens_per_step, "flops_per_step": flops_per_step, "measured": measured,
+        "seconds_per_step": seconds_per_step, "steps": steps, "seconds": steps * per_step,
     }  # fmt: skip
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (process-wide), then put the count back."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_step_seconds(
+    model_config: GPTConfig, train_config: TrainConfig, steps: int = 3, num_threads: int | None = None, seed: int = 0
+) -> float:
+    """Median seconds of ``steps`` real training steps of a fresh model of this shape, on this
+    machine, now (after one untimed warm-up step): forward, backward, clipping and AdamW, with
+    the run's batch, context and precision, on random tokens. The pages estimate time from this
+    probe rather than from a FLOP count: small models spend most of a step outside the FLOPs,
+    and a busy machine is slower than an idle one.
+    """
+    block = train_config.block_size or model_config.block_size
+    device = choose_device(train_config.device)
+    with torch_threads(num_threads):
+        model = GPT(model_config.replace(dropout=model_config.dropout), seed=seed).to(device).train()
+        optimizer = make_optimizer(model, train_config, device)
+        dtype = autocast_dtype(train_config.precision, device)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randint(model_config.vocab_size, (train_config.batch_size, block), generator=generator).to(device)
+        y = torch.roll(x, -1, dims=1)
+        times = []
+        for i in range(steps + 1):
+            started = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+                _, loss = model(x, y)
+            loss.backward()
+            if train_config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i:  # the first step allocates the optimizer state: not typical
+                times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def recent_step_seconds(events: Sequence[Event], last: int = 20) -> float | None:
+    """A run's own recent pace: the median ``ms_per_step`` of its last ``last`` step events."""
+    values = [e["ms_per_step"] for e in events if e.get("type") == "step" and isinstance(e.get("ms_per_step"), int | float)]
+    recent = sorted(values[-last:])
+    return recent[len(recent) // 2] / 1000 if recent else None
 
 
 def cross_entropy_at_chance(vocab_size: int) -> float:
