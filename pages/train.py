@@ -36,6 +36,7 @@ from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus
 from toygpt.lab import is_lab_run
+from toygpt.limits import MemoryBudgetError
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
     RunError,
@@ -332,7 +333,10 @@ def pace_of(model_config: GPTConfig, config: TrainConfig, resume: str | None) ->
     if total_parameters(model_config) > PROBE_MAX_PARAMS:
         return None, ""
     threads = job_registry().num_threads
-    seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    try:
+        seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    except MemoryBudgetError:  # the probe itself would not fit: the memory warning below says why
+        return None, ""
     return seconds, (f"3 training steps of this model timed here just now, on the {threads or 'default'} "
                      f"thread{'s' if threads != 1 else ''} a job gets ({1 / seconds:,.1f} steps/s)")
 

@@ -439,3 +439,14 @@ def test_no_message_names_the_servers_folders(exported):
     assert job.wait(60)
     snap = job.snapshot()
     assert snap.status == "failed" and "model.safetensors" in snap.message and root not in snap.message, snap.message
+
+
+def test_the_pages_timing_probe_is_costed_before_it_allocates(monkeypatch):
+    """The Training page times 3 steps of the chosen shape: a small model with a huge batch and
+    context would have allocated gigabytes of activations before any check."""
+    from toygpt.limits import MemoryBudgetError
+    from toygpt.train import measure_step_seconds
+
+    monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "512MiB")
+    with pytest.raises(MemoryBudgetError, match="the timing probe of this shape needs about"):
+        measure_step_seconds(preset("nano", block_size=8192), CONFIG.replace(batch_size=1024))

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
+from toygpt.limits import JOB_SHARE, check_memory
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
 from toygpt.status import Status
 from toygpt.stopping import StopRequested, check_stop, stop_scope
@@ -905,6 +906,8 @@ def measure_step_seconds(
     """
     block = train_config.block_size or model_config.block_size
     device = choose_device(train_config.device)
+    need = estimate(model_config, train_config.replace(max_steps=steps + 1, max_seconds=None))["total_memory_bytes"]
+    check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
     with torch_threads(num_threads):
         model = GPT(model_config.replace(dropout=model_config.dropout), seed=seed).to(device).train()
         optimizer = make_optimizer(model, train_config, device)
