@@ -280,7 +280,7 @@ def test_a_char_corpus_of_chinese_is_costed_with_its_real_vocabulary(monkeypatch
     assert len(text.encode()) > 750_000 and len(set(text)) > 50_000
     spec = TrainSpec(corpus="mine", corpus_text=text, tokenizer="char", model=preset("small"), train=CONFIG)
     assert estimated_memory(spec) > 500 * 2**20
-    with pytest.raises(JobRefused, match=r"this run needs about \d+\.\d MiB .* above the 256\.0 MiB one job may use here; choose"):
+    with pytest.raises(JobRefused, match=r"this run needs about \d+\.\d [MG]iB .* above the 256\.0 MiB one job may use here; choose"):
         JobRegistry(max_memory_bytes=256 * 2**20).start(spec)
 
 
