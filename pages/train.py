@@ -576,7 +576,7 @@ def compare_ui(infos: list[RunInfo]) -> None:
         st.session_state["train_compare"] = [r for r in st.session_state["train_compare"] if r in ids]
     else:
         st.session_state["train_compare"] = with_curves(ids, 3)
-    cols = st.columns([4, 1], vertical_alignment="bottom")
+    cols = st.columns([3, 1], vertical_alignment="bottom")  # room for "Log scale" at 800 px
     chosen = cols[0].multiselect("Compare the loss curves of", ids, key="train_compare")
     log_y = cols[1].toggle("Log scale", key="train_compare_log")
     curves = {}
