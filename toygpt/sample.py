@@ -47,7 +47,7 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
+        if not _finite_number(t) or t < 0:
             raise ValueError(
                 f"temperature={t!r} must be a finite number ≥ 0 (0 = greedy, 1 = the model's own "
                 "distribution); try 0.8"
@@ -56,9 +56,7 @@ class SamplingConfig:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"top_k={k!r} must be a whole number ≥ 1, or None to keep every token; try 40")
         p = self.top_p
-        if p is not None and (
-            isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 1
-        ):
+        if p is not None and (not _finite_number(p) or not 0 < p <= 1):
             raise ValueError(f"top_p={p!r} must be in the range (0, 1], or None to switch it off; try 0.9")
 
     @property
@@ -69,6 +67,16 @@ class SamplingConfig:
     def plain(self) -> bool:
         """True when sampling straight from the model's softmax: nothing to filter or rescale."""
         return self.temperature == 1 and self.top_k is None and self.top_p is None
+
+
+def _finite_number(x: Any) -> bool:
+    """True for an int or float that is a finite float (``10**400`` is an int but no float)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,9 +92,16 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     for the rest, where ``x / 1e-30`` would overflow to ``inf - inf = nan``. Temperature 0 is the
     limit of that: 0 for the (first) best token, ``-inf`` for every other — greedy, no division.
 
+    Two more divisions would give NaN, and are written out instead: a temperature that rounds to
+    0 in the logits' dtype (1e-50 is 0 in float32) makes the best token ``0 / 0``, which is 0 (it
+    is the limit: every smaller temperature gives it 0 too); one that rounds to ``inf`` makes a
+    removed token ``-inf / inf``, which stays ``-inf`` (removed at every temperature).
+
     >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0.5)
     tensor([-4.,  0., -2.])
     >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0)
+    tensor([-inf, 0., -inf])
+    >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 1e-50)  # 1e-50 is 0.0 in float32
     tensor([-inf, 0., -inf])
     """
     if temperature == 1:
@@ -95,7 +110,9 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         greedy = torch.full_like(logits, float("-inf"))
         greedy[int(logits.argmax())] = 0.0
         return greedy
-    return (logits - logits.max()) / temperature
+    gaps = logits - logits.max()  # ≤ 0: how far below the best token each one is; -inf stays
+    scaled = torch.where(gaps == 0, 0.0, gaps / temperature)  # the best: 0 at any temperature
+    return torch.where(torch.isneginf(gaps), gaps, scaled)  # removed: -inf at any temperature
 
 
 def apply_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -123,8 +140,10 @@ def apply_top_p(logits: torch.Tensor, top_p: float | None) -> tuple[torch.Tensor
     kept_possible = int(torch.isfinite(logits).sum())
     if top_p is None or top_p >= 1:
         return logits, kept_possible
-    probs = F.softmax(logits, dim=-1)
-    sorted_probs, order = torch.sort(probs, descending=True, stable=True)
+    # Rank by the logits, not the probabilities: two logits a hair apart can round to the same
+    # probability, and the token kept as p → 0 must be the argmax (the greedy token).
+    order = torch.sort(logits, descending=True, stable=True).indices
+    sorted_probs = F.softmax(logits, dim=-1)[order]
     mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the better tokens
     n_kept = max(1, int((mass_before < top_p).sum()))  # tokens added while still below p
     n_kept = min(n_kept, kept_possible)  # never revive a token an earlier stage removed
@@ -170,12 +189,15 @@ class SamplingStages:
 
 
 def stages_from_logits(logits: torch.Tensor, config: SamplingConfig) -> SamplingStages:
-    """Run the sampling pipeline on one position's logits (vocab_size,), keeping every stage."""
+    """Run the sampling pipeline on one position's logits (vocab_size,), keeping every stage.
+
+    Logits may be ``-inf`` (a token that can never be drawn, e.g. an id the tokenizer cannot
+    decode) but not NaN or ``+inf``, and at least one must be finite. Every stage's
+    distribution is then finite and sums to 1, for any valid ``config``.
+    """
     if logits.dim() != 1:
         raise ValueError(f"expected one position's logits of shape (vocab_size,), got {tuple(logits.shape)}")
-    logits = logits.detach()
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("the logits contain NaN or inf; the model's weights are probably corrupt (reload or retrain it)")
+    logits = check_logits(logits.detach())
     scaled = apply_temperature(logits, config.temperature)
     after_top_k = apply_top_k(scaled, config.top_k)
     after_top_p, n_kept = apply_top_p(after_top_k, config.top_p)
@@ -189,6 +211,16 @@ def stages_from_logits(logits: torch.Tensor, config: SamplingConfig) -> Sampling
         top_k_kept=int(torch.isfinite(after_top_k).sum()),
         top_p_cutoff_rank=n_kept,
     )
+
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Return ``logits`` if a distribution can be made from them, else raise ``ValueError``:
+    NaN or ``+inf`` means broken weights; all ``-inf`` means no token is allowed at all."""
+    if bool(torch.isnan(logits).any() | torch.isposinf(logits).any()):
+        raise ValueError("the logits contain NaN or +inf; the model's weights are probably corrupt (reload or retrain it)")
+    if not bool(torch.isfinite(logits).any()):
+        raise ValueError("every logit is -inf: no token is allowed, so there is nothing to sample from")
+    return logits
 
 
 # --------------------------------------------------------------------------------------------
