@@ -10,6 +10,8 @@ import threading
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toygpt import data
 from toygpt.model import GPT, preset, total_parameters
@@ -90,6 +92,65 @@ def test_time_budget_decays_with_the_clock():
     assert learning_rate_at(config, 10, elapsed=0) == pytest.approx(1.0)
     assert learning_rate_at(config, 10, elapsed=50) == pytest.approx(0.5)
     assert learning_rate_at(config, 10, elapsed=100) == pytest.approx(0.0)
+
+
+SEAM = dict(warmup_steps=30, learning_rate=1.0, min_lr=0.0)
+
+
+@pytest.mark.parametrize("budget", [dict(max_steps=100), dict(max_steps=100, max_seconds=1e6)], ids=["steps", "steps+time"])
+def test_lr_is_continuous_at_the_end_of_warmup(budget):
+    """Issue 10: with a time budget as well the cosine measured progress from step 0, so the
+    rate fell from 1.0 to 0.794 between steps 29 and 30."""
+    config = TrainConfig(**SEAM, **budget)
+    lrs = [learning_rate_at(config, s, 0.0) for s in (29, 30, 31)]
+    assert lrs == pytest.approx([1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 70))], abs=1e-12)
+    assert learning_rate_at(config, 65, 0.0) == pytest.approx(0.5)  # halfway through the 70 after warmup
+
+
+def test_lr_is_continuous_at_the_end_of_warmup_in_time_mode():
+    """A 60 s budget whose warmup took 15 s: the cosine runs over the 45 s that remain (it fell
+    to 0.854 at once when progress was measured from 0 s)."""
+    config = TrainConfig(**SEAM, max_steps=None, max_seconds=60)
+    for warmup_elapsed in (15.0, None):  # recorded by the trainer, or estimated from the pace
+        lr = [learning_rate_at(config, s, 0.5 * s, warmup_elapsed) for s in (29, 30)]
+        assert lr == [1.0, 1.0]
+    assert learning_rate_at(config, 50, 37.5, warmup_elapsed=15.0) == pytest.approx(0.5)
+    assert learning_rate_at(config, 90, 60.0, warmup_elapsed=15.0) == pytest.approx(0.0)
+    assert learning_rate_at(config, 31, 15.5, warmup_elapsed=15.0) == pytest.approx(1.0, abs=1e-3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(warmup=st.integers(1, 500), extra=st.integers(1, 5000), seconds=st.floats(1.0, 1e5),
+       warmup_share=st.floats(0.0, 0.99), with_steps=st.booleans())  # fmt: skip
+def test_lr_seam_property(warmup, extra, seconds, warmup_share, with_steps):
+    """At the end of warmup the rate is the peak in every mode, and one step later it has moved
+    by at most the cosine's steepest slope over one step's share of what remains."""
+    config = TrainConfig(max_steps=warmup + extra if with_steps else None, max_seconds=seconds,
+                         warmup_steps=warmup, learning_rate=1.0, min_lr=0.0)  # fmt: skip
+    warmup_elapsed = warmup_share * seconds
+    per_step = warmup_elapsed / warmup
+    assert learning_rate_at(config, warmup - 1, warmup_elapsed - per_step, warmup_elapsed) == 1.0
+    assert learning_rate_at(config, warmup, warmup_elapsed, warmup_elapsed) == 1.0
+    after = learning_rate_at(config, warmup + 1, warmup_elapsed + per_step, warmup_elapsed)
+    share = max(1 / extra if with_steps else 0.0, per_step / (seconds - warmup_elapsed))
+    assert 1.0 - after <= math.pi / 2 * min(1.0, share) + 1e-12
+
+
+def test_trainer_records_where_warmup_ended_and_starts_the_cosine_there():
+    token_data, tokenizer = corpus()
+    stop, lrs = threading.Event(), {}
+
+    def on_event(event):
+        if event["type"] == "step":
+            lrs[event["step"]] = event["lr"]
+            stop.set() if event["step"] == 6 else None
+
+    config = TrainConfig(max_steps=None, max_seconds=30, warmup_steps=3, learning_rate=1e-3, min_lr=0.0, **QUICK)
+    trainer = Trainer(nano(tokenizer.vocab_size), token_data, config, on_event=on_event, stop_event=stop)
+    trainer.run()
+    assert 0 < trainer.state.warmup_elapsed < trainer.state.elapsed
+    assert lrs[3] == pytest.approx(1e-3) and lrs[4] == 1e-3  # the step at warmup_steps: the peak, exactly
+    assert lrs[4] >= lrs[5] >= lrs[6]
 
 
 def test_snapshot_schedule_is_log_spaced_and_thinned():
@@ -271,10 +332,20 @@ def test_estimate_counts_what_it_says():
     assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"])
 
 
-@pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"}])
+@pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"},
+                                 {"step": 1, "warmup_elapsed": "5"}])
 def test_malformed_saved_state_is_refused(bad):
     from toygpt.train import TrainState
 
     with pytest.raises(ValueError, match="trainer state"):
         TrainState.from_dict(bad)
     assert TrainState.from_dict({"step": 3, "elapsed": 1.5, "extra": "ignored"}).step == 3
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import toygpt.train
+
+    result = doctest.testmod(toygpt.train)
+    assert result.attempted >= 4 and result.failed == 0
