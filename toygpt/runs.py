@@ -630,13 +630,14 @@ def _validate_import(folder: Path) -> dict[str, Any]:
     """Everything in an unpacked run must load: run.json, the checkpoint, the tokenizer, the
     best weights and snapshots if present."""
     from toygpt.tokenizers import tokenizer_from_dict
+    from toygpt.tokenizers.base import check_model_vocab_size
 
     run = Run(folder)
     info = run.info()
     checkpoint = load_checkpoint(folder)
     if checkpoint.tokenizer is None:
         raise RunError("the run has no tokenizer.json")
-    tokenizer_from_dict(checkpoint.tokenizer)
+    check_model_vocab_size(tokenizer_from_dict(checkpoint.tokenizer), checkpoint.config.vocab_size)
     if (folder / BEST).exists():
         check_weights_fit(checkpoint.model, load_tensors(folder / BEST), BEST)
     for step in run._snapshot_files():

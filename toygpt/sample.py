@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from toygpt.model import GPT, KVCache
+from toygpt.tokenizers.base import check_model_vocab_size
 
 # The model's own top candidates that every generation step reports.
 DEFAULT_CANDIDATES = 5
@@ -289,6 +290,24 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     return ids or [start_token_id(tokenizer)]
 
 
+def unusable_ids(model: GPT, tokenizer: Any | None) -> torch.Tensor | None:
+    """The ids ``model`` must never emit with ``tokenizer``: those it has no text for
+    (``tokenizer.unused_ids()``, e.g. the holes in a tiktoken encoding), as a tensor for
+    ``mask_unusable``, or None when every id decodes. A model and tokenizer whose vocabularies
+    differ in size are refused here, where they are put together (``TokenizerError``)."""
+    if tokenizer is None:
+        return None
+    check_model_vocab_size(tokenizer, model.config.vocab_size)
+    unused = tokenizer.unused_ids() if hasattr(tokenizer, "unused_ids") else ()
+    return torch.tensor(unused, dtype=torch.long, device=model_device(model)) if unused else None
+
+
+def mask_unusable(logits: torch.Tensor, unusable: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` (vocab_size,) with ``-inf`` at the ``unusable`` ids: probability 0 in every
+    sampling stage, the model's own distribution included (it is renormalised over the rest)."""
+    return logits if unusable is None else logits.index_fill(0, unusable, float("-inf"))
+
+
 # --------------------------------------------------------------------------------------------
 # One step of the model
 # --------------------------------------------------------------------------------------------
@@ -300,15 +319,19 @@ def next_token_distribution(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    tokenizer: Any | None = None,
 ) -> SamplingStages:
-    """Run the model on ``ids`` (an empty prompt uses id 0; longer than ``block_size`` keeps the
-    last ``block_size``, reported as ``context_dropped``) and return every sampling stage."""
+    """Run the model on ``ids`` (an empty prompt uses ``start_token_id(tokenizer)``; longer than
+    ``block_size`` keeps the last ``block_size``, reported as ``context_dropped``) and return
+    every sampling stage. With ``tokenizer``, ids it cannot decode get probability 0 (as in
+    ``generate``)."""
     config = SamplingConfig(temperature, top_k, top_p)
-    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id()]
+    unusable = unusable_ids(model, tokenizer)
+    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer)]
     tokens, dropped = crop_context(tokens, model.config.block_size)
     with torch.no_grad():
         logits, _ = model(torch.tensor([tokens], device=model_device(model)))
-    return replace(stages_from_logits(logits[0, -1], config), context_dropped=dropped)
+    return replace(stages_from_logits(mask_unusable(logits[0, -1], unusable), config), context_dropped=dropped)
 
 
 def model_device(model: GPT) -> torch.device:
@@ -569,7 +592,8 @@ def generate(
     """Yield one ``GenerationStep`` per new token, so a page can stream or step through them.
 
     Stops after ``max_new_tokens`` or once the generated text contains a ``stop`` string (needs
-    ``tokenizer``). An empty prompt starts from ``start_token_id(tokenizer)``; a prompt longer
+    ``tokenizer``). With ``tokenizer`` the model only emits ids it can decode (see
+    ``unusable_ids``; its vocabulary must be the model's size). An empty prompt starts from ``start_token_id(tokenizer)``; a prompt longer
     than ``block_size`` keeps its last ``block_size`` tokens (``step.prompt_dropped`` says how
     many went). Beyond ``block_size`` the context window jumps to the last ``window_keep``
     tokens (default ``block_size // 2``; see ``window_start``). The same ``seed`` gives the same
@@ -578,15 +602,17 @@ def generate(
     config = SamplingConfig(temperature, top_k, top_p)
     keep = _check_generation_args(model, max_new_tokens, window_keep, n_candidates, stop, tokenizer)
     stops = _stop_strings(stop)
+    unusable = unusable_ids(model, tokenizer)
     tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer)]
     # checked above, before the first step: a bad argument raises here, at the call
     return _steps(model, tokens, max_new_tokens, config, _make_generator(seed), use_cache, stops, tokenizer, keep,
-                  n_candidates, record_stages)  # fmt: skip
+                  n_candidates, record_stages, unusable)  # fmt: skip
 
 
 def _steps(
     model: GPT, tokens: list[int], max_new_tokens: int, config: SamplingConfig, generator: torch.Generator,
     use_cache: bool, stops: list[str], tokenizer: Any, keep: int, n_candidates: int, record_stages: bool,
+    unusable: torch.Tensor | None = None,
 ) -> Iterator[GenerationStep]:  # fmt: skip
     """The generation loop behind ``generate`` (arguments already checked)."""
     n_prompt, block_size = len(tokens), model.config.block_size
@@ -596,6 +622,7 @@ def _steps(
         start = window_start(len(tokens), start, block_size, keep)
         with torch.inference_mode():  # entered per step: a generator must not leak it to its caller
             logits, recomputed = decoder.next_logits(tokens, start)
+            logits = mask_unusable(logits, unusable)
             token, probability, model_probability, rank, candidates = _choose(logits, config, generator, n_candidates)
             stages = stages_from_logits(logits, config) if record_stages else None
         tokens.append(token)

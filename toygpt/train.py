@@ -41,6 +41,7 @@ import torch
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
+from toygpt.tokenizers.base import check_model_vocab_size
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -465,6 +466,8 @@ class Trainer:
         self.config, self.data, self.tokenizer, self.dist = config, data, tokenizer, dist
         self.block_size = config.block_size or model.config.block_size
         self._check_shapes(model, data)
+        if tokenizer is not None:  # it decodes the samples: its ids must be the model's
+            check_model_vocab_size(tokenizer, model.config.vocab_size)
         self.device = device_for(dist, choose_device(config.device))
         self.model = model.to(self.device)
         self.autocast = autocast_dtype(config.precision, self.device)
