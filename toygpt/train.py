@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -195,13 +196,24 @@ def cpu_has_fast_bf16() -> bool:
     return any(check is not None and check() for check in checks)
 
 
+PRECISION_ENV = "TOYGPT_PRECISION"
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype matmuls run in under autocast, or None for plain float32.
 
     Weights, gradients and the optimizer stay float32 either way (mixed precision): only the
     matmuls and what flows between them use bfloat16, which has float32's range (no loss scaling
     needed) and 8 bits of mantissa — plenty for gradients of a small model.
+
+    ``"auto"`` picks bf16 where the hardware multiplies it fast, so the same run trains with
+    different numerics on different CPUs. Setting ``$TOYGPT_PRECISION`` to ``fp32`` or ``bf16``
+    makes ``"auto"`` mean that everywhere (e.g. ``TOYGPT_PRECISION=bf16 pytest`` runs the suite
+    as a CPU with AVX-512 BF16 would, on any x86 CPU, just slower); an explicit ``precision``
+    is never overridden.
     """
+    if precision == "auto":
+        precision = forced_precision() or "auto"
     if precision == "fp32" or device.type == "mps":
         return None
     if precision == "bf16":
@@ -209,6 +221,16 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def forced_precision() -> str | None:
+    """``$TOYGPT_PRECISION`` (``fp32`` or ``bf16``), or None when unset or empty."""
+    value = os.environ.get(PRECISION_ENV, "").strip()
+    if not value:
+        return None
+    if value not in ("fp32", "bf16"):
+        raise ValueError(f"{PRECISION_ENV}={value!r}; set it to fp32 or bf16, or unset it for the hardware's choice")
+    return value
 
 
 def run_progress(config: TrainConfig, step: int, elapsed: float) -> float:
