@@ -89,17 +89,19 @@ class ActiveModel:
     model: GPT
     tokenizer: Tokenizer
     meta: dict[str, Any]
+    key: str  # names these weights (run, folder, file, modification time): the key of every cache of them
 
 
 def model_choices() -> dict[str, tuple[str, Path]]:
-    """run id -> (label, folder) for the demo model and every finished run."""
-    from toygpt.runs import DEMO_RUN, list_runs
+    """run id -> (label, folder) for the demo model and every run usable as a model
+    (``toygpt.runs.usable_as_model``)."""
+    from toygpt.runs import DEMO_RUN, list_runs, usable_as_model
 
     infos = list_runs()
     infos.sort(key=lambda info: info.id != DEMO_RUN)  # the demo first: it is the default model
     choices: dict[str, tuple[str, Path]] = {}
     for info in infos:
-        if info.status in ("running", "queued", "stopping") or "lab:result-only" in info.tags:  # lab by-products
+        if not usable_as_model(info):
             continue
         loss = f", val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
         choices[info.id] = (f"{info.id} ({info.corpus}{loss})", Path(info.path))
@@ -114,7 +116,7 @@ def load_active(run_id: str, path: Path, label: str) -> ActiveModel:
     weights = path / name
     stamp = weights.stat().st_mtime if weights.exists() else 0.0
     model, tokenizer, meta = load_run_model(str(path), name, stamp)
-    return ActiveModel(run_id, label, path, model, tokenizer, meta)
+    return ActiveModel(run_id, label, path, model, tokenizer, meta, f"{run_id}|{path}|{name}|{stamp}")
 
 
 def sidebar() -> None:

@@ -1,6 +1,6 @@
 """Tokenizer playground: your text through several tokenizers, and a BPE you train here.
 
-UI only: the spans, replays and comparisons are computed by ``toygpt.playground`` over
+UI only: the spans, replays and comparisons are computed by ``toygpt.lessons.playground`` over
 ``toygpt.tokenizers``. Layout: text and tokenizer choice, then one card per tokenizer and the
 comparison (drawn into a container reserved at the top, because the BPE they include is set up
 further down), then "train your own BPE" with its merge-by-merge replay.
@@ -15,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import active_model, capped_text, current_seed, show_source
-from toygpt import playground as pg
 from toygpt.data import CorpusError, cached_corpus_path, list_corpora, load_corpus, read_user_text
+from toygpt.lessons import playground as pg
 from toygpt.tokenizers import (
     BPETokenizer,
     ByteTokenizer,
@@ -89,7 +89,7 @@ def tiktoken_status() -> dict[str, str | None]:
 def choice_label(choice: str, unavailable: dict[str, str | None]) -> str:
     if choice in CHOICE_LABELS:
         return CHOICE_LABELS[choice]
-    return f"{choice} (tiktoken)" + (" — not available offline" if unavailable.get(choice) else "")
+    return f"{choice} (tiktoken)" + (" — downloaded on first use" if unavailable.get(choice) else "")
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Drawing:
 
 def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], Drawing, str]:
     """Which tokenizers, how spans are drawn, and where the char vocabulary comes from."""
-    default = ["char", "byte", "bpe"] + [n for n in TIKTOKEN_CHOICES[:1] if not unavailable[n]]
+    default = ["char", "byte", "bpe"] + [n for n in TIKTOKEN_CHOICES[:2] if not unavailable[n]]
     st.session_state.setdefault("tok_choice", default)
     chosen = st.multiselect("Tokenizers", CHOICES, key="tok_choice", persist_state=KEEP,
                             format_func=lambda c: choice_label(c, unavailable))
@@ -265,14 +265,14 @@ def run_tokenizer(text: str) -> tuple[str, Tokenizer | None]:
 
 
 def tiktoken_tokenizer(name: str, reason: str | None) -> Tokenizer | None:
-    """A tiktoken encoding when its files are cached; otherwise the reason and a fetch button."""
+    """A tiktoken encoding when its files are here; otherwise one line on why, and a fetch button."""
     if reason is None:
         try:
             return get_tiktoken(name)
         except TokenizerError as exc:
             st.warning(str(exc))
             return None
-    st.warning(f"**{name}** is not available: {reason}. The char, byte and BPE tokenizers work offline.")
+    st.info(f"**{name}** is {reason}; it is not on this machine yet.")
     if st.button(f"Try to download {name} (a few MB)", key=f"tok_fetch_{name}"):
         try:
             with st.spinner(f"Fetching {name}…"):

@@ -1,4 +1,4 @@
-"""The tokenizer playground: toygpt.playground's computations, and the page driven through AppTest.
+"""The tokenizer playground: toygpt.lessons.playground's computations, and the page driven through AppTest.
 
 Offline throughout: tiktoken's cache points at an empty folder and downloads are switched off,
 so the tiktoken choices must show as unavailable (never raise).
@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
-from toygpt import playground as pg
 from toygpt.data import load_corpus
+from toygpt.lessons import playground as pg
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, compare
 from toygpt.tokenizers import tiktoken_ as tiktoken_module
 
@@ -31,7 +31,7 @@ def toy_bpe() -> BPETokenizer:
 
 
 # ---------------------------------------------------------------------------------------------
-# toygpt.playground
+# toygpt.lessons.playground
 # ---------------------------------------------------------------------------------------------
 
 text_strategy = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)
@@ -217,15 +217,27 @@ def test_user_text_is_escaped_on_the_page(offline):
     assert "&lt;" in page and "onerror=&quot;" not in page  # escaped text, never an attribute
 
 
-def test_tiktoken_offline_is_explained_not_raised(offline):
+def test_gpt2_and_cl100k_base_work_offline_with_an_empty_cache(offline, tmp_path):
+    """A fresh install with no network: the pinned packages' files give GPT-2's and GPT-4's
+    tokenizers, drawn by default beside toygpt's own (known answer: "hello world" is 2 tokens)."""
+    at = set_text(open_page(), "hello world")
+    assert not at.exception and not at.info
+    assert compare_rows(at)["gpt2"] == 2 and compare_rows(at)["cl100k_base"] == 2
+    spans = "".join(bodies(at))
+    assert 'title="id 31373' in spans and 'title="id 15339' in spans  # "hello" in each vocabulary
+    assert not (tmp_path / "tiktoken-empty").exists()  # read from the packages, nothing cached
+
+
+def test_o200k_base_offline_is_one_short_line_not_an_error(offline):
     at = open_page()
-    at.multiselect(key="tok_choice").select("gpt2").run()
+    at.multiselect(key="tok_choice").select("o200k_base").run()
     assert not at.exception
-    assert any("gpt2" in w.value and "not available" in w.value for w in at.warning)
-    at.button(key="tok_fetch_gpt2").click().run()
+    (line,) = [i.value for i in at.info if "o200k_base" in i.value]
+    assert "downloaded on first use (about 3.6 MB)" in line and "/" not in line  # no cache paths
+    at.button(key="tok_fetch_o200k_base").click().run()
     assert not at.exception
     assert any("TOYGPT_OFFLINE" in e.value for e in at.error)
-    assert "gpt2" not in compare_rows(at)  # the others still work
+    assert "o200k_base" not in compare_rows(at)  # the others still work
 
 
 def test_empty_text_and_no_merges_are_explained(offline):
@@ -342,10 +354,10 @@ def test_choices_survive_a_visit_to_another_page(offline):
 def test_a_cached_tiktoken_encoding_gets_a_card_like_the_others(offline, toy_bpe):
     from toygpt.tokenizers import TiktokenTokenizer
 
-    # stands in for a cached gpt2 (built locally from our own merges: nothing is downloaded)
-    tiktoken_module._loaded["gpt2"] = TiktokenTokenizer(toy_bpe.tiktoken_encoding())
+    # stands in for a cached o200k_base (built locally from our own merges: nothing is downloaded)
+    tiktoken_module._loaded["o200k_base"] = TiktokenTokenizer(toy_bpe.tiktoken_encoding())
     at = open_page()
     at = set_text(at, "the small fox")
-    at.multiselect(key="tok_choice").set_value(["byte", "gpt2"]).run()
+    at.multiselect(key="tok_choice").set_value(["byte", "o200k_base"]).run()
     assert not at.exception and not at.warning
-    assert compare_rows(at) == {"byte": 13, "gpt2": len(toy_bpe.encode("the small fox"))}
+    assert compare_rows(at) == {"byte": 13, "o200k_base": len(toy_bpe.encode("the small fox"))}

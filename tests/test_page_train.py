@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from pages._shared import job_registry
 from toygpt import data, runs
+from toygpt.checkpoint import save_checkpoint
 from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
@@ -336,6 +337,23 @@ def test_a_downloaded_run_uploads_again_and_delete_asks_first():
     assert f"Deleted {imported[0]}" in texts(at.success)
 
 
+def test_a_run_downloads_for_transformers_unless_gpt2_cannot_express_it():
+    run_id = saved_run("plain")
+    at = open_page()
+    at.selectbox(key="train_manage_run").set_value(run_id).run()
+    (button,) = [b for b in at.get("download_button") if b.proto.label.startswith("Download for")]
+    assert not button.proto.disabled and "GPT2LMHeadModel.from_pretrained" in button.proto.help
+    post_ln = open_run(saved_run("post ln"))
+    config = post_ln.model_config().replace(norm_position="post")
+    save_checkpoint(post_ln.path, GPT(config), post_ln.tokenizer().to_dict(), step=0)
+    post_ln.update_info(model_config=config.to_dict())
+    at = open_page()
+    at.selectbox(key="train_manage_run").set_value(post_ln.id).run()
+    (button,) = [b for b in at.get("download_button") if b.proto.label.startswith("Download for")]
+    assert button.proto.disabled and "GPT-2 normalises before each sub-layer" in button.proto.help
+    assert "GPT-2's format cannot hold this variant: norm_position='post'" in texts(at.caption)
+
+
 def test_the_demo_model_cannot_be_deleted(monkeypatch, tmp_path):
     run_id = saved_run("demo")
     demo = tmp_path / "checkpoints" / "shakespeare-char"
@@ -364,7 +382,17 @@ def test_a_run_cut_off_mid_training_shows_as_interrupted_and_can_be_resumed():
     assert snap["status"] == "failed" and "no optimizer state" in texts(at.error)
 
 
-def test_gpt2_tokenizer_offline_is_refused_before_a_job_starts():
+def test_gpt2_tokenizer_works_offline_from_the_pinned_package():
+    at = open_page()
+    at.selectbox(key="train_tokenizer").set_value("gpt2").run()
+    assert not at.exception and "Not on this machine yet" not in texts(at.caption)
+
+
+def test_gpt2_tokenizer_without_its_files_is_refused_before_a_job_starts(monkeypatch):
+    from toygpt.tokenizers import tiktoken_
+
+    monkeypatch.setattr(tiktoken_, "packaged_path", lambda url: None)  # as if not installed
+    monkeypatch.setattr(tiktoken_, "_loaded", {})
     at = open_page()
     at.selectbox(key="train_tokenizer").set_value("gpt2").run()
     assert "Not on this machine yet" in texts(at.caption)

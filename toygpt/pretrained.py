@@ -17,9 +17,13 @@ The matching tokenizer is tiktoken's "gpt2" (``toygpt.tokenizers``); this module
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import shutil
+import tempfile
 import threading
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,16 +32,19 @@ import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
+from safetensors.torch import save_file
 
 from toygpt.checkpoint import (
     check_weights_fit,
     copy_weights,
     empty_model,
+    json_bytes,
     load_tensors,
     read_json,
 )
 from toygpt.data import data_dir
 from toygpt.model import GPT, GPTConfig
+from toygpt.tokenizers import Tokenizer
 
 # toygpt's short name -> (repository on the Hugging Face hub, approximate download size in MB)
 HUB_MODELS = {
@@ -72,17 +79,32 @@ class PretrainedUnavailable(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def check_gpt2_compatible(config: GPTConfig) -> None:
-    """GPT-2 is pre-LN with learned positions and biases; other variants have no GPT-2 layout."""
-    fixes = []
+def gpt2_format_problems(config: GPTConfig) -> list[str]:
+    """Why ``config`` has no GPT-2 layout (empty when it has one): GPT-2, and so Hugging Face's
+    ``GPT2LMHeadModel``, is pre-LN with a learned position table and biases everywhere."""
+    problems = []
     if config.norm_position != "pre":
-        fixes.append("GPT-2 normalises before each sub-layer: set norm_position='pre'")
+        problems.append(
+            f"norm_position={config.norm_position!r}: GPT-2 normalises before each sub-layer "
+            "(pre-LN, ln_1/ln_2 then attention/MLP); a post-LN model computes something else "
+            "with the same weights (set norm_position='pre')"
+        )
     if config.pos_encoding != "learned":
-        fixes.append("GPT-2 learns its positions (wpe): set pos_encoding='learned'")
+        problems.append(
+            f"pos_encoding={config.pos_encoding!r}: GPT-2 adds a learned position table (wpe) "
+            "that transformers trains like any weight; fixed or absent positions have no place "
+            "in its format (set pos_encoding='learned')"
+        )
     if not config.bias:
-        fixes.append("GPT-2 has biases: set bias=True")
-    if fixes:
-        raise ValueError("this config has no GPT-2 equivalent; " + "; ".join(fixes))
+        problems.append("bias=False: GPT-2 has biases in every linear layer and LayerNorm (set bias=True)")
+    return problems
+
+
+def check_gpt2_compatible(config: GPTConfig) -> None:
+    """Raise ValueError naming every reason ``config`` has no GPT-2 equivalent."""
+    problems = gpt2_format_problems(config)
+    if problems:
+        raise ValueError("this config has no GPT-2 equivalent; " + "; ".join(problems))
 
 
 def config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
@@ -349,3 +371,139 @@ def load_gpt2(
             f"the files of {name} in {folder} cannot be used: {exc}. Delete that folder and load "
             f"again, or copy intact model.safetensors and config.json of {HUB_MODELS[name][0]} there."
         ) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Out to Hugging Face: a folder transformers.GPT2LMHeadModel.from_pretrained loads
+# --------------------------------------------------------------------------------------------
+
+HF_README = "README.md"
+TOYGPT_TOKENIZER_FILE = "toygpt_tokenizer.json"  # not "tokenizer.json": that name means HF's format
+
+
+def hf_config_json(model: GPT, tokenizer: Tokenizer, about: Mapping[str, Any]) -> dict[str, Any]:
+    """``config.json`` for ``GPT2Config``: the shape, the end-of-text id if the tokenizer has
+    one, and a ``toygpt`` entry saying what this model is (run, step, corpus, tokenizer)."""
+    end_of_text = tokenizer.special_tokens.get("<|endoftext|>")
+    return {
+        **config_to_hf(model.config),
+        "bos_token_id": end_of_text,
+        "eos_token_id": end_of_text,
+        "torch_dtype": "float32",
+        "toygpt": {"exported_by": "toygpt (python -m toygpt runs export-hf)", **about},
+    }
+
+
+def hf_model_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    """What ``GPT2LMHeadModel.save_pretrained`` writes: float32, ``transformer.*`` names, Conv1D
+    layout, and no ``lm_head.weight`` when it is tied to ``wte`` (transformers re-ties it)."""
+    tensors = toygpt_to_hf_state_dict(model)
+    if model.config.tie_embeddings:
+        tensors.pop("lm_head.weight")
+    return {name: tensor.float() for name, tensor in tensors.items()}
+
+
+def hf_tokenizer_files(tokenizer: Tokenizer) -> dict[str, bytes]:
+    """Files that let the folder carry its tokenizer.
+
+    GPT-2's tokenizer goes in Hugging Face's own form (``vocab.json`` + ``merges.txt`` are
+    GPT-2's ``encoder.json`` + ``vocab.bpe``, byte for byte), so ``GPT2TokenizerFast`` loads it.
+    Every other tokenizer has no Hugging Face form here: its toygpt description goes in
+    ``toygpt_tokenizer.json`` and the README says how to encode with it.
+    """
+    from toygpt.tokenizers.tiktoken_ import TiktokenTokenizer, encoding_file_bytes
+
+    if isinstance(tokenizer, TiktokenTokenizer) and tokenizer.name == "gpt2":
+        encoder_json, vocab_bpe = encoding_file_bytes("gpt2", ("encoder.json", "vocab.bpe"))
+        special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+        config = {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": False, **special}
+        return {
+            "vocab.json": encoder_json,
+            "merges.txt": vocab_bpe,
+            "tokenizer_config.json": json_bytes(config),
+            "special_tokens_map.json": json_bytes(special),
+        }
+    return {TOYGPT_TOKENIZER_FILE: json_bytes(tokenizer.to_dict(), "the tokenizer")}
+
+
+def hf_readme(model: GPT, tokenizer: Tokenizer, about: Mapping[str, Any]) -> str:
+    """The folder's README: what it is, how to load it, how to turn text into ids."""
+    from toygpt.tokenizers.tiktoken_ import TiktokenTokenizer
+
+    c = model.config
+    described = ", ".join(f"{key} {value}" for key, value in about.items())
+    if isinstance(tokenizer, TiktokenTokenizer) and tokenizer.name == "gpt2":
+        encode = ("from transformers import GPT2TokenizerFast\n"
+                  "tokenizer = GPT2TokenizerFast.from_pretrained(FOLDER)\n"
+                  "ids = tokenizer(\"Hello\", return_tensors=\"pt\").input_ids")  # fmt: skip
+        how = "GPT-2's own tokenizer (vocab.json + merges.txt, as on the Hugging Face hub)."
+    elif isinstance(tokenizer, TiktokenTokenizer):
+        encode = (f"import tiktoken, torch\nencoding = tiktoken.get_encoding({tokenizer.name!r})\n"
+                  "ids = torch.tensor([encoding.encode_ordinary(\"Hello\")])")  # fmt: skip
+        how = f"OpenAI's {tokenizer.name!r} through tiktoken ({TOYGPT_TOKENIZER_FILE} names it)."
+    else:
+        encode = ("import torch\nfrom toygpt.tokenizers import load_tokenizer\n"
+                  f"tokenizer = load_tokenizer(FOLDER + \"/{TOYGPT_TOKENIZER_FILE}\")\n"
+                  "ids = torch.tensor([tokenizer.encode(\"Hello\")])\ntext = tokenizer.decode(ids[0].tolist())")  # fmt: skip
+        how = (f"toygpt's {tokenizer.type_name!r} tokenizer ({tokenizer.vocab_size} tokens), which "
+               f"Hugging Face has no class for: it is described in {TOYGPT_TOKENIZER_FILE} "
+               "(toygpt's own JSON). Encode with toygpt (pip install the toygpt package), or read "
+               "that JSON: for 'char' the id of a character is its index in \"chars\"; for "
+               "'byte' the id is the UTF-8 byte value; for 'bpe' the merges are listed in order.")  # fmt: skip
+    return (
+        f"# A GPT-2-shaped model trained with toygpt\n\n{described}.\n\n"
+        f"GPT-2 architecture (pre-LN, learned positions, tanh GELU): {c.n_layer} layers, {c.n_head} heads, "
+        f"{c.n_embd} channels, a context of {c.block_size} tokens, {c.vocab_size} tokens in the vocabulary, "
+        f"{'tied' if c.tie_embeddings else 'separate'} input/output embeddings, float32 weights.\n\n"
+        "## Load it with Hugging Face transformers\n\n```python\nfrom transformers import GPT2LMHeadModel\n"
+        "FOLDER = \"path/to/this/folder\"\nmodel = GPT2LMHeadModel.from_pretrained(FOLDER).eval()\n```\n\n"
+        f"## Turn text into token ids\n\nTokenizer: {how}\n\n```python\n{encode}\n"
+        "logits = model(ids).logits  # (1, T, vocab_size), the same numbers toygpt computes\n```\n"
+    )  # fmt: skip
+
+
+def export_hf(model: GPT, tokenizer: Tokenizer, folder: str | Path, about: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model`` as a Hugging Face GPT-2 folder: ``config.json``, ``model.safetensors``,
+    the tokenizer's files (``hf_tokenizer_files``) and a ``README.md``.
+
+    ``GPT2LMHeadModel.from_pretrained(folder)`` then gives the same logits as ``model``.
+    ``about`` (JSON values) goes into ``config.json`` under ``"toygpt"`` and into the README.
+    All or nothing: the files are written into a hidden folder beside ``folder`` and renamed
+    into place at the end. Raises ValueError when the model has no GPT-2 layout (naming why)
+    or ``folder`` exists and is not empty.
+    """
+    problems = gpt2_format_problems(model.config)
+    if problems:
+        raise ValueError("GPT-2's format cannot express this model: " + "; ".join(problems))
+    target = Path(folder).expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"{target} already exists and is not an empty folder; pick a new folder")
+    about = dict(about or {})
+    files = {"config.json": json_bytes(hf_config_json(model, tokenizer, about), "config.json"),
+             **hf_tokenizer_files(tokenizer),
+             HF_README: hf_readme(model, tokenizer, about).encode("utf-8")}  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        save_file(hf_model_tensors(model), staging / "model.safetensors", metadata={"format": "pt"})
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        staging.chmod(0o755)
+        if target.exists():
+            target.rmdir()  # empty (checked above)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def export_hf_zip(model: GPT, tokenizer: Tokenizer, name: str, about: Mapping[str, Any] | None = None) -> bytes:
+    """``export_hf`` as a zip (``<name>/config.json`` ...), e.g. for a download button."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = export_hf(model, tokenizer, Path(scratch) / name, about)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.iterdir()):
+                archive.write(path, f"{name}/{path.name}")
+        return buffer.getvalue()

@@ -2,6 +2,7 @@
 
     python -m toygpt runs                      # a table: id, corpus, steps, best val loss, status
     python -m toygpt runs export RUN out.zip
+    python -m toygpt runs export-hf RUN FOLDER  # a folder transformers.GPT2LMHeadModel loads
     python -m toygpt runs import out.zip
     python -m toygpt runs delete RUN
     python -m toygpt runs pack RUN checkpoints/x --snapshots 0,200,800   # a compact read-only copy
@@ -31,6 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("run")
     export.add_argument("path", type=Path)
     export.set_defaults(func=export_command)
+    export_hf = sub.add_parser(
+        "export-hf", help="write a run as a Hugging Face GPT-2 folder (GPT2LMHeadModel.from_pretrained)"
+    )
+    export_hf.add_argument("run")
+    export_hf.add_argument("folder", type=Path, help="a new (or empty) folder")
+    export_hf.add_argument("--weights", choices=("best", "latest"), default="best")
+    export_hf.set_defaults(func=export_hf_command)
     imp = sub.add_parser("import", help="add a run from a zip file")
     imp.add_argument("path", type=Path)
     imp.add_argument("--name", help="a name for the imported run")
@@ -82,6 +90,18 @@ def export_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.path} ({len(data):,} bytes)", file=out or sys.stdout)
+    return 0
+
+
+def export_hf_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        folder = runs.export_run_hf(args.run, args.folder, args.weights)
+    except (ValueError, OSError) as exc:  # RunError, CheckpointError, TokenizerError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    names = ", ".join(sorted(p.name for p in folder.iterdir()))
+    print(f"wrote {folder} ({names}); load it with transformers.GPT2LMHeadModel.from_pretrained"
+          f"({str(folder)!r}); {folder / 'README.md'} says how to encode text", file=out or sys.stdout)  # fmt: skip
     return 0
 
 

