@@ -138,8 +138,10 @@ def build_training(
         model, tokenizer = _fine_tune_source(spec.init_from, text)
     else:
         tokenizer = _tokenizer_for(spec, text, dist)
-        model = GPT(spec.model_config.replace(vocab_size=tokenizer.vocab_size), seed=config.seed)
     token_data = corpora.prepare(text, tokenizer)
+    if not spec.init_from:  # the run records where its samples start: a context its data has
+        start = corpora.start_token_for(token_data, tokenizer)
+        model = GPT(spec.model_config.replace(vocab_size=tokenizer.vocab_size, bos_token_id=start), seed=config.seed)
     token_data.check_block_size(config.block_size or model.config.block_size)
     run = None
     if dist.is_main:

@@ -49,6 +49,10 @@ class GPTConfig:
     pos_encoding: str = "learned"  # "learned" as GPT-2 | "sinusoidal" | "none"
     scale_residual_init: bool = True  # GPT-2: residual projections init with 0.02/sqrt(2*n_layer)
     tie_embeddings: bool = True  # lm_head shares its weight with wte, as GPT-2
+    # The token generation starts from on an empty prompt: a context this model was trained on
+    # (GPT-2: <|endoftext|>; toygpt's runs record one from their data). None: the tokenizer's
+    # rule in toygpt.sample.start_token_id.
+    bos_token_id: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -72,6 +76,9 @@ class GPTConfig:
             raise ValueError(f"norm_position={self.norm_position!r}; choose one of {NORM_POSITIONS}")
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"pos_encoding={self.pos_encoding!r}; choose one of {POS_ENCODINGS}")
+        bos = self.bos_token_id
+        if bos is not None and (isinstance(bos, bool) or not isinstance(bos, int) or not 0 <= bos < self.vocab_size):
+            raise ValueError(f"bos_token_id={bos!r} must be a token id in [0, {self.vocab_size - 1}], or None")
 
     @property
     def head_size(self) -> int:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out, err = out or sys.stdout, err or sys.stderr
     try:
         model, tokenizer = load_for_sampling(args.run)
-        ids = encode_prompt(tokenizer, args.prompt)
+        ids = encode_prompt(tokenizer, args.prompt, model)
         steps = generate(
             model, ids, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
             use_cache=not args.no_cache, stop=args.stop, tokenizer=tokenizer,
