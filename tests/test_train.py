@@ -171,20 +171,67 @@ def test_snapshot_schedule_is_log_spaced_and_thinned():
 def test_loss_decreases_on_every_builtin_corpus(name):
     token_data, tokenizer = corpus(name)
     events = []
-    config = TrainConfig(max_steps=300, batch_size=16, warmup_steps=20, eval_interval=300, eval_batches=8, max_snapshots=0)
+    config = TrainConfig(max_steps=300, batch_size=16, warmup_steps=20, eval_interval=300, eval_batches=8, max_snapshots=0,
+                         precision="fp32")  # a threshold on trained losses: the same numerics on every CPU
     end = train(nano(tokenizer.vocab_size), token_data, config, on_event=events.append)
     first, last = [e["val_loss"] for e in events if e["type"] == "eval"]
     assert first == pytest.approx(math.log(tokenizer.vocab_size), abs=0.3)  # a fresh model knows nothing
     assert end["status"] == "finished" and last < 0.95 * first, (first, last)
 
 
-def test_overfits_one_batch():
+@pytest.mark.parametrize(("precision", "below"), [("fp32", 0.05), ("bf16", 0.3)])
+def test_overfits_one_batch(precision, below):
+    """Each precision on purpose (bf16 autocast runs on any x86 CPU, emulated where the CPU has
+    no AVX-512 BF16): fp32 memorises one batch to 0.05 nats; bf16's 8-bit mantissa is held to
+    what it reaches on either kind of CPU (0.3), far below the 3.0 it starts from."""
     torch.manual_seed(0)
     ids = torch.randint(0, 20, (66,), generator=torch.Generator().manual_seed(0))
     one_window = data.TokenData(ids, vocab_size=20, val_fraction=0.5)  # 33 tokens = one block of 32
-    config = TrainConfig(max_steps=150, batch_size=4, learning_rate=3e-3, warmup_steps=10, weight_decay=0.0, **QUICK)
-    end = train(nano(20), one_window, config)
-    assert end["train_loss"] < 0.05, end
+    config = TrainConfig(max_steps=150, batch_size=4, learning_rate=3e-3, warmup_steps=10, weight_decay=0.0,
+                         precision=precision, **QUICK)  # fmt: skip
+    events = []
+    end = train(nano(20), one_window, config, on_event=events.append)
+    assert events[0]["precision"] == {"fp32": "fp32", "bf16": "bf16 autocast"}[precision]
+    assert end["train_loss"] < below, end
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_matmuls_run_in_the_chosen_precision(precision):
+    """bf16 autocast: the linear layers compute in bfloat16 while the weights, their gradients
+    and the optimizer stay float32 (mixed precision); fp32: float32 throughout."""
+    token_data, tokenizer = corpus()
+    model = nano(tokenizer.vocab_size)
+    seen = set()
+
+    def record(module, inputs, output) -> None:  # training steps only: evaluation runs in float32
+        if module.training:
+            seen.add(output.dtype)
+
+    hook = model.transformer.h[0].attn.c_attn.register_forward_hook(record)
+    train(model, token_data, TrainConfig(max_steps=2, precision=precision, **QUICK))
+    hook.remove()
+    assert seen == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_auto_precision_follows_the_hardware_unless_the_environment_forces_one(monkeypatch):
+    from toygpt import train as train_module
+    from toygpt.train import autocast_dtype
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("TOYGPT_PRECISION", raising=False)
+    for fast, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert autocast_dtype("auto", cpu) is expected
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setenv("TOYGPT_PRECISION", "bf16")  # a CPU without fast bf16 (the stub above)
+    assert autocast_dtype("auto", cpu) is torch.bfloat16 and autocast_dtype("fp32", cpu) is None
+    monkeypatch.setenv("TOYGPT_PRECISION", "fp32")
+    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: True)
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setenv("TOYGPT_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="TOYGPT_PRECISION='fp16'; set it to fp32 or bf16"):
+        autocast_dtype("auto", cpu)
 
 
 # --------------------------------------------------------------------------------------------
