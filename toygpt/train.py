@@ -342,13 +342,36 @@ def load_optimizer_tensors(
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
+# What the trainer needs from a model, and evaluation
 # --------------------------------------------------------------------------------------------
+
+
+class LanguageModel(Protocol):
+    """What the trainer needs from a model: ``GPT`` has it, and so has the LSTM of
+    ``toygpt.recurrent`` (trained by this same loop, for a side-by-side comparison).
+
+    - ``config`` with ``vocab_size``, ``block_size`` (the longest window it trains on) and ``dropout``;
+    - ``model(idx, targets)`` → ``(logits (B, T, vocab_size), mean cross-entropy)``;
+    - ``num_parameters()``; ``attention_paths()`` and ``set_attention(...)`` (the trainer picks
+      the attention path fastest here and restores the model's own afterwards; a model without
+      attention returns ``[]`` and ignores the call);
+    - everything ``torch.nn.Module`` has (parameters, train/eval, ``to``).
+    """
+
+    config: Any
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]: ...
+
+    def num_parameters(self) -> int: ...
+
+    def attention_paths(self) -> list[bool]: ...
+
+    def set_attention(self, fused: bool | Sequence[bool]) -> None: ...
 
 
 @torch.no_grad()
 def estimate_loss(
-    model: GPT,
+    model: LanguageModel,
     data: TokenData,
     batch_size: int,
     block_size: int,
@@ -377,7 +400,7 @@ def estimate_loss(
 
 
 @torch.no_grad()
-def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def loss_by_position(model: LanguageModel, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """Mean cross-entropy in nats at each position of ``windows`` (B, L + 1) of token ids, (L,):
     position t predicts token t + 1 from the t + 1 tokens up to it, so a falling curve means
     the model uses its context. Read ``chunk`` windows at a time (big vocabularies make big
@@ -464,7 +487,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: GPT,
+        model: LanguageModel,
         data: TokenData,
         config: TrainConfig,
         *,
@@ -493,7 +516,7 @@ class Trainer:
         self.compiled = False
         self._window: list[float] = []  # recent step times, for tokens/s and the ETA
 
-    def _check_shapes(self, model: GPT, data: TokenData) -> None:
+    def _check_shapes(self, model: LanguageModel, data: TokenData) -> None:
         if self.block_size > model.config.block_size:
             raise ValueError(
                 f"block_size={self.block_size} is longer than the model's block_size="
@@ -719,7 +742,7 @@ class Trainer:
             torch.set_num_threads(self.config.num_threads)
         self._start_clock = time.perf_counter() - self.state.elapsed
         self._session_start = self.state.step
-        attention = [block.attn.use_fused for block in self.model.transformer.h]
+        attention = self.model.attention_paths()
         if self.autocast is not None and self.device.type == "cpu":
             # Measured on a 2-core AVX-512/AMX CPU (bench/train_speed.py): in bf16 the written-out
             # attention (two batched matmuls + softmax) beats the fused CPU kernel for these sizes.
@@ -732,8 +755,7 @@ class Trainer:
         try:
             yield
         finally:
-            for block, fused in zip(self.model.transformer.h, attention, strict=True):
-                block.attn.use_fused = fused
+            self.model.set_attention(attention)
             self.model.eval()
 
     def _wrap_ddp(self) -> torch.nn.Module:
@@ -745,7 +767,7 @@ class Trainer:
         return DistributedDataParallel(self.model, device_ids=device_ids)
 
 
-def train(model: GPT, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
+def train(model: LanguageModel, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
     """Train ``model`` in place and return the ``"end"`` event (see ``Trainer`` for kwargs)."""
     return Trainer(model, data, config, **kwargs).run()
 
