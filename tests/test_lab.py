@@ -492,6 +492,19 @@ def test_the_lstm_trains_with_the_shared_trainer():
     assert not model.training  # handed back in eval mode, as a GPT is
 
 
+def test_the_lstm_trains_under_bf16_autocast_too():
+    """precision="auto" picks bf16 on CPUs with AVX-512 BF16 / AMX; the LSTM must train there too."""
+    from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
+    from toygpt.train import Trainer
+
+    data = corpora.TokenData(torch.arange(400) % 7, 7)
+    model = LSTMLanguageModel(LSTMConfig(vocab_size=7, block_size=8, n_hidden=16), seed=0)
+    config = TrainConfig(max_steps=3, batch_size=2, eval_interval=3, eval_batches=1, precision="bf16",
+                         checkpoint_interval=0, max_snapshots=0)  # fmt: skip
+    end = Trainer(model, data, config).run()
+    assert end["status"] == "finished" and math.isfinite(end["val_loss"])
+
+
 def test_recurrence_compares_a_transformer_and_an_lstm_of_its_size():
     result = lab.recurrence.run(lab.tiny_params("recurrence"))
     t, lstm = result.parameters["transformer"], result.parameters["LSTM"]

@@ -153,7 +153,10 @@ class LSTMLanguageModel(nn.Module):
         if int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size - 1}]")
         x = self.drop(self.wte(idx.long()))  # (B, T, H)
-        out, state = self.lstm(x, state)  # (B, T, H): position t waited for t − 1
+        # The recurrence runs in float32 even under the trainer's bf16 autocast: oneDNN's CPU
+        # LSTM has no bf16 path on every CPU ("could not create a primitive descriptor").
+        with torch.autocast(x.device.type, enabled=False):
+            out, state = self.lstm(x.float(), state)  # (B, T, H): position t waited for t − 1
         return self.lm_head(self.drop(out)), state
 
     def forward(

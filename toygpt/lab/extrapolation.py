@@ -70,7 +70,8 @@ class ExtrapolationParams(TrainingSetup):
 
     def budget(self) -> Budget:
         model = self.model_config()
-        reading_s = 4 * self.eval_windows * step_seconds(model.replace(block_size=4 * self.block_size), 1, 4 * self.block_size) / 3
+        # reading: one forward pass (≈ a third of a training step) per window of 4T tokens
+        reading_s = self.eval_windows * step_seconds(model.replace(block_size=4 * self.block_size), 1, 4 * self.block_size) / 3
         seconds = len(self.encodings) * (training_seconds(model, self.batch_size, self.block_size, self.steps) + reading_s)
         text = (f"{len(self.encodings)} trainings ({', '.join(self.encodings)}) × {self.steps} steps of the {self.preset} "
                 f"preset (≈ {human_count(total_parameters(model))} parameters) at context T={self.block_size}, then "
