@@ -486,9 +486,14 @@ def copy_weights(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
 
 def model_bytes(config: GPTConfig) -> int:
     """Bytes a model of ``config`` takes once loaded for inference: float32 weights, plus the
-    sinusoid table when it has one. (Training adds gradients, AdamW and activations:
-    ``toygpt.train.estimate``.)"""
-    table = 4 * config.block_size * config.n_embd if config.pos_encoding == "sinusoidal" else 0
+    position tables it computes (sinusoid: block × n_embd; RoPE: cos and sin of block × head
+    size in every layer, counted in full). Training adds gradients, AdamW and activations:
+    ``toygpt.train.estimate``."""
+    table = 0
+    if config.pos_encoding == "sinusoidal":
+        table = 4 * config.block_size * config.n_embd
+    elif config.pos_encoding == "rope":
+        table = 4 * 2 * config.n_layer * config.block_size * config.head_size
     return 4 * total_parameters(config) + table
 
 

@@ -20,8 +20,7 @@ that just happened.
 
 The shared pieces, in reading order: ``setup`` (errors, limits, the training setup, JSON numbers),
 ``budget`` (what an experiment costs, said before it starts), ``reporter`` (progress and Stop),
-``variants`` (training one variant, the corpus, the source run), ``noise`` (how sure a reading
-is: a gap against the run's own noise), the experiments, ``registry``
+``variants`` (training one variant, the corpus, the source run), the experiments, ``registry``
 (``EXPERIMENTS``, a dict built from the experiment modules), ``storage`` (results saved as runs
 tagged ``lab:<experiment>`` with the numbers in ``lab.json``) and ``job`` (``LabJob``, an
 experiment on a background thread under ``toygpt.jobs``' registry).

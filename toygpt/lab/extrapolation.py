@@ -22,7 +22,7 @@ import torch
 
 from toygpt.formatting import about, human_count
 from toygpt.lab.budget import Budget, step_seconds, training_seconds
-from toygpt.lab.noise import CLEAR_FACTOR, standard_error
+from toygpt.lab.certainty import CALL_RATIO, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -69,14 +69,17 @@ class ExtrapolationParams(TrainingSetup):
         return super().model_config(vocab_size, **{"block_size": self.block_size, **changes})
 
     def budget(self) -> Budget:
-        model = self.model_config()
-        # reading: one forward pass (≈ a third of a training step) per window of 4T tokens
-        reading_s = self.eval_windows * step_seconds(model.replace(block_size=4 * self.block_size), 1, 4 * self.block_size) / 3
-        seconds = len(self.encodings) * (training_seconds(model, self.batch_size, self.block_size, self.steps) + reading_s)
+        model, long = self.model_config(), 4 * self.block_size
+        seconds = 0.0
+        for name in self.encodings:
+            config = model.replace(pos_encoding=name)
+            # reading: one forward pass (≈ a third of a training step) per window of 4T tokens
+            reading = step_seconds(config.replace(block_size=long), 1, long) / 3 * self.eval_windows
+            seconds += training_seconds(config, self.batch_size, self.block_size, self.steps) + reading
         text = (f"{len(self.encodings)} trainings ({', '.join(self.encodings)}) × {self.steps} steps of the {self.preset} "
                 f"preset (≈ {human_count(total_parameters(model))} parameters) at context T={self.block_size}, then "
-                f"{self.eval_windows} windows of {4 * self.block_size} tokens read by each")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+                f"{self.eval_windows} windows of {long} tokens read by each")  # fmt: skip
+        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of these models timed here just now.")
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,8 @@ def run(
 
 def verdict(rise: float, se: float | None) -> str:
     """"kept" when the rise beyond T is clearly under ``KEEP_MARGIN``, "lost" when clearly over
-    it, else "too close to call" (clearly: by more than ``CLEAR_FACTOR`` standard errors)."""
-    margin = CLEAR_FACTOR * (se or 0.0)
+    it, else "too close to call" (clearly: by more than ``CALL_RATIO`` standard errors)."""
+    margin = CALL_RATIO * (se or 0.0)
     if se is None:
         return "too close to call"
     if rise + margin < KEEP_MARGIN:
@@ -178,10 +181,10 @@ def reading(result: ExtrapolationResult) -> str:
     parts = []
     for name, call in calls.items():
         rise, se = result.beyond[name] - result.inside[name], result.rise_se[name]
-        parts.append(f"{name} {result.inside[name]:.2f} → {result.beyond[name]:.2f} ({rise:+.2f} ± {CLEAR_FACTOR * (se or 0):.2f}: {call})")
+        parts.append(f"{name} {result.inside[name]:.2f} → {result.beyond[name]:.2f} ({rise:+.2f} ± {CALL_RATIO * (se or 0):.2f}: {call})")
     if parts:
         text += (f" Loss per position late in the trained window (positions {T // 2}–{T - 1}) → beyond it "
-                 f"({T}–{4 * T - 1}), with ±{CLEAR_FACTOR:g} standard errors over {result.windows} windows: "
+                 f"({T}–{4 * T - 1}), with ±{CALL_RATIO:g} standard errors over {result.windows} windows: "
                  + "; ".join(parts) + f". 'kept' means the rise is clearly under {KEEP_MARGIN} nats, 'lost' clearly over.")  # fmt: skip
     kept = [k for k, c in calls.items() if c == "kept"]
     lost = [k for k, c in calls.items() if c == "lost"]

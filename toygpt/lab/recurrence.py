@@ -21,7 +21,7 @@ import torch
 
 from toygpt.formatting import about, human_count
 from toygpt.lab.budget import Budget, training_seconds
-from toygpt.lab.noise import LAST_EVALS, how_sure, pooled_spread
+from toygpt.lab.certainty import compare_runs
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -64,13 +64,11 @@ class RecurrenceParams(TrainingSetup):
 
     def budget(self) -> Budget:
         model = self.model_config()
-        one = training_seconds(model, self.batch_size, model.block_size, self.steps)
         lstm = lstm_matching(model, self.lstm_layers)
-        seconds = 2 * one + 1.0
+        seconds = sum(training_seconds(config, self.batch_size, model.block_size, self.steps) for config in (model, lstm)) + 1.0
         text = (f"2 trainings × {self.steps} steps: the {self.preset} transformer (≈ {human_count(total_parameters(model))} "
-                f"parameters) and a {lstm.n_layer}-layer LSTM {lstm.n_hidden} wide (≈ {human_count(lstm_parameters(lstm))}), "
-                f"the LSTM's time estimated as a transformer's of its size (measured afterwards)")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+                f"parameters) and a {lstm.n_layer}-layer LSTM {lstm.n_hidden} wide (≈ {human_count(lstm_parameters(lstm))})")  # fmt: skip
+        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of both models timed here just now.")
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,6 @@ class RecurrenceResult:
     curves: dict[str, list[dict[str, Any]]]  # model → rows by step
     clock: dict[str, list[dict[str, float]]]  # model → [{"elapsed", "val_loss"}] at each evaluation
     final_val: dict[str, float | None]
-    noise: float | None
     tokens_per_s: dict[str, float]  # model → median training tokens/s (the trainer's step timing)
     loss_by_position: dict[str, list[float]]
     samples: dict[str, str]
@@ -136,7 +133,6 @@ def run(params: RecurrenceParams, progress: ProgressFn | None = None, stop: thre
         transformer_shape={"n_layer": gpt_config.n_layer, "n_head": gpt_config.n_head, "n_embd": gpt_config.n_embd},
         curves={k: r.rows for k, r in runs.items()}, clock={k: clock_rows(r.events) for k, r in runs.items()},
         final_val={k: r.final_loss and rounded(r.final_loss) for k, r in runs.items()},
-        noise=rounded(pooled_spread(r.rows for r in runs.values()) or float("nan")),
         tokens_per_s={k: tokens_per_second(r.events) for k, r in runs.items()},
         loss_by_position={k: [rounded(v) for v in loss_by_position(m, windows).tolist()] for k, m in models.items()},
         samples=samples, budget_seconds=rounded(params.budget().seconds), elapsed=rounded(time.perf_counter() - started),
@@ -165,8 +161,8 @@ def reading(result: RecurrenceResult) -> str:
     if a is not None and b is not None:
         gap = round(b, 2) - round(a, 2)
         lower = TRANSFORMER if gap > 0 else LSTM if gap < 0 else "neither"
-        text += (f" Validation loss: transformer {fmt(a)}, LSTM {fmt(b)} ({lower} lower by {abs(gap):.2f}). "
-                 + how_sure(gap, result.noise, f"the larger spread of either training's last {LAST_EVALS} evaluations"))  # fmt: skip
+        text += (f" Validation loss: transformer {fmt(a)}, LSTM {fmt(b)} ({lower} lower by {abs(gap):.2f})."
+                 + compare_runs(result.curves[TRANSFORMER], result.curves[LSTM]).sentence())  # fmt: skip
         target = max(a, b)
         times = {k: time_to_reach(rows, target) for k, rows in result.clock.items()}
         if all(v is not None for v in times.values()):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from toygpt.formatting import about, human_count
 from toygpt.lab.budget import Budget, training_seconds
-from toygpt.lab.noise import LAST_EVALS, how_sure, pooled_spread, standard_error
+from toygpt.lab.certainty import CALL_RATIO, compare_runs, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import ExperimentSpec, ProgressFn, TrainingSetup, fmt, rounded
 from toygpt.lab.variants import Artifacts, char_corpus, train_variant, with_artifacts
@@ -36,10 +36,11 @@ class WeightTyingParams(TrainingSetup):
 
     def budget(self) -> Budget:
         model = self.model_config()
-        seconds = 2 * training_seconds(model, self.batch_size, model.block_size, self.steps)
+        seconds = sum(training_seconds(model.replace(tie_embeddings=tied), self.batch_size, model.block_size, self.steps)
+                      for tied in VARIANTS.values())  # fmt: skip
         text = (f"2 trainings (tied, untied head) × {self.steps} steps of the {self.preset} preset "
                 f"(≈ {human_count(total_parameters(model))} parameters tied) on {self.corpus}")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,6 @@ class WeightTyingResult:
     parameters: dict[str, int]  # variant → unique parameters
     curves: dict[str, list[dict[str, Any]]]
     final_val: dict[str, float | None]
-    noise: float | None  # the largest spread of the last evaluations of either training
     token_labels: list[str]  # one per vocabulary row
     matched_before: list[float]  # untied, at init: cosine(head row i, embedding row i) per token
     matched_after: list[float]  # untied, trained: the same
@@ -105,7 +105,6 @@ def run(params: WeightTyingParams, progress: ProgressFn | None = None, stop: thr
         params=params.to_dict(), steps=params.steps, corpus=params.corpus, vocab_size=vocab,
         n_embd=runs["tied"].model.config.n_embd, parameters=sizes, curves={k: r.rows for k, r in runs.items()},
         final_val={k: r.final_loss and rounded(r.final_loss) for k, r in runs.items()},
-        noise=rounded(pooled_spread(r.rows for r in runs.values()) or float("nan")),
         token_labels=[corpus.tokenizer.token_label(i) for i in range(vocab)],
         matched_before=before, matched_after=after, unrelated_after=unrelated,
         budget_seconds=rounded(params.budget().seconds), elapsed=rounded(time.perf_counter() - started),
@@ -127,19 +126,21 @@ def reading(result: WeightTyingResult) -> str:
         gap = round(b, 2) - round(a, 2)
         better = "the tied model" if gap > 0 else "the untied model" if gap < 0 else "neither"
         text += (f" After {result.steps} steps on {result.corpus} the validation loss was tied {fmt(a)}, untied {fmt(b)}: "
-                 f"{better} was lower by {abs(gap):.2f}. "
-                 + how_sure(gap, result.noise, f"the larger spread of either training's last {LAST_EVALS} evaluations"))  # fmt: skip
+                 f"{better} was lower by {abs(gap):.2f}." + compare_runs(result.curves["tied"], result.curves["untied"]).sentence())  # fmt: skip
     after, before = result.matched_after, result.matched_before
     se = standard_error(after)
     lead = mean(after) - result.unrelated_after
     text += (f" In the untied model each token's head row and embedding row began unrelated (mean cosine "
              f"{mean(before):.3f}) and ended at {mean(after):.3f}, against {result.unrelated_after:.3f} for a "
              f"token's head row beside another token's embedding row")  # fmt: skip
-    if se is not None and abs(lead) > 2 * se:
+    margin = CALL_RATIO * (se or 0.0)
+    if se is not None and abs(lead) > margin:
         text += (f": training made the two matrices {'alike' if lead > 0 else 'opposed'} token by token "
-                 f"(a lead of {lead:.3f}, ±{2 * se:.3f} over {len(after)} tokens), the likeness tying imposes outright.")  # fmt: skip
+                 f"(a lead of {lead:.3f}, beyond ±{margin:.3f}, {CALL_RATIO:g} standard errors over {len(after)} tokens)"
+                 + (", the likeness tying imposes outright." if lead > 0 else "."))  # fmt: skip
     else:
-        text += f": no clear likeness at this budget (a lead of {lead:.3f}, within ±{2 * (se or 0):.3f} over {len(after)} tokens)."
+        text += (f": too close to call at this budget (a lead of {lead:.3f}, within ±{margin:.3f}, {CALL_RATIO:g} "
+                 f"standard errors over {len(after)} tokens).")  # fmt: skip
     return text + f" It took {result.elapsed:.0f} s (the budget said {about(result.budget_seconds)})."
 
 
