@@ -255,7 +255,7 @@ def _valid_files() -> dict[str, bytes]:
         (lambda f: {k: v for k, v in f.items() if not k.endswith("config.json")}, "not a usable run"),
         (lambda f: {**f, "source/run.json": b"[1, 2"}, "not a usable run"),
         (lambda f: {**f, "source/tokenizer.json": json.dumps(CharTokenizer.from_text("ab").to_dict()).encode()},
-         "2 token ids but the model has vocab_size="),  # a tokenizer from another run
+         "the tokenizer has 2 tokens but the model's vocabulary has"),  # a tokenizer from another run
         (lambda f: {}, "the zip is empty"),
     ],
 )
