@@ -260,8 +260,8 @@ def describe_job(status: JobStatus) -> str:
     return f"{status.summary}; {ends}."
 
 
-def use_run(run_id: str) -> None:
-    """Callback: make ``run_id`` the sidebar's model (runs before the sidebar is drawn)."""
+def use_model(run_id: str) -> None:
+    """Callback: make ``run_id`` the sidebar's model (callbacks run before the sidebar is drawn)."""
     st.session_state["active_run"] = run_id
     st.session_state["sidebar_model"] = run_id
 
@@ -292,7 +292,7 @@ def _actions_ui(job: BackgroundJob, status: JobStatus, page: JobPage, ours: bool
         return
     cols = st.columns([1, 1, 4])
     if page.offer_use and status.run_id in model_choices():  # the sidebar can pick it
-        cols[0].button("Use this model", key=f"{page.key}_use", on_click=use_run, args=(status.run_id,))
+        cols[0].button("Use this model", key=f"{page.key}_use", on_click=use_model, args=(status.run_id,))
     cols[1].button("Dismiss", key=f"{page.key}_dismiss", on_click=unpin_job, args=(page,))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import shutil
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -285,8 +286,10 @@ class BackgroundJob:
         self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
         self._status, self._message, self._detail = Status.QUEUED, "", ""
         self._run_id: str | None = None
+        self._started, self._ended = time.perf_counter(), None  # perf_counter seconds
 
     def start(self) -> BackgroundJob:
+        self._started = time.perf_counter()
         self._thread.start()
         return self
 
@@ -308,6 +311,13 @@ class BackgroundJob:
             self._set(status=Status.FAILED, message=str(exc), detail=traceback.format_exc())
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
             self._set(status=Status.FAILED, message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+        finally:
+            with self._lock:
+                self._ended = time.perf_counter()  # the clock stops when the work does
+
+    def _elapsed(self) -> float:
+        """Seconds since ``start()``, frozen once the work ended (call under the lock)."""
+        return (self._ended or time.perf_counter()) - self._started
 
     def _set(self, status: Status | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
