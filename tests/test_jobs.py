@@ -74,7 +74,7 @@ def test_second_job_is_refused_while_one_runs(registry):
 def test_memory_cap_refuses_with_a_reason():
     registry = JobRegistry(max_memory_bytes=50 * 2**20)
     big = spec(model=preset("gpt2"), tokenizer="gpt2")
-    with pytest.raises(JobRefused, match=r"needs about \d+\.\d GiB .* above this app's limit of 50\.0 MiB; choose a smaller"):
+    with pytest.raises(JobRefused, match=r"needs about \d+\.\d GiB .* above the 50\.0 MiB one job may use here; choose a smaller"):
         registry.start(big)
     assert registry.jobs() == []
 

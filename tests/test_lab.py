@@ -9,6 +9,7 @@ import json
 import math
 import re
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -284,12 +285,17 @@ def test_sweep_learning_rates_are_sorted_rising():
     assert lab.norm_position.NormPositionParams(sweep_lrs=(0.1, 0.01)).sweep_lrs == (0.01, 0.1)
 
 
-def test_budgets_are_stated_and_the_defaults_fit_about_two_minutes():
+def test_budgets_are_stated_and_a_quick_look_costs_less(monkeypatch):
+    # Budgets time real steps here (case 6 of issue 13), so how long the defaults take is the
+    # machine's business (bench/, not a unit test): a fixed pace keeps this test about words.
+    from toygpt.lab import budget as budgets
+
+    monkeypatch.setattr(budgets, "_probes", {})
+    monkeypatch.setattr(budgets, "measure_step_seconds", lambda config, train, **kw: 0.01 * config.n_layer)
     for name, spec in lab.EXPERIMENTS.items():
         defaults = spec.params_type()
         budget = defaults.budget()
         assert budget.text.endswith(".") and budget.seconds > 0, name
-        assert budget.seconds <= 130, f"{name}: {budget.text}"
         assert spec.params_type(**spec.tiny).budget().seconds < budget.seconds
 
 
@@ -385,3 +391,64 @@ def test_a_lab_run_exports_and_imports_with_its_results(saved_attention):
     copy = import_zip(export_zip(saved_attention), name="lab copy")
     assert lab.load_result(copy) == lab.load_result(saved_attention)
     assert {i.id for i in lab.lab_runs("attention-range")} == {saved_attention, copy}
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 13, case 5: every reading says how sure it is
+# --------------------------------------------------------------------------------------------
+
+
+def curve(*losses: float) -> list[dict]:
+    return [{"step": 10 * i, "val_loss": v} for i, v in enumerate(losses)]
+
+
+def test_certainty_module_doctests():
+    import doctest
+
+    from toygpt.lab import certainty
+
+    assert doctest.testmod(certainty).failed == 0
+
+
+def test_a_gap_inside_the_runs_own_noise_is_too_close_to_call_and_a_wide_one_stands():
+    result = lab.run_experiment("norm-position", lab.tiny_params("norm-position", lr_sweep=False))
+    wobbly = curve(4.0, 3.0, 2.70, 2.60, 2.75, 2.66)  # spread of the last four: 0.15
+    close = replace(result, curves={"pre-LN": wobbly, "post-LN": curve(4.0, 3.0, 2.8, 2.7, 2.72, 2.73)},
+                    final_val={"pre-LN": 2.66, "post-LN": 2.73})  # 0.07 apart: inside 2 × 0.15
+    text = lab.reading(close)
+    assert "post-LN's validation loss was 0.07 higher" in text
+    assert "too close to call at this budget" in text and "0.150" in text
+    wide = replace(close, curves={"pre-LN": curve(4.0, 2.0, 1.52, 1.50, 1.51, 1.50), "post-LN": wobbly},
+                   final_val={"pre-LN": 1.50, "post-LN": 2.66})  # fmt: skip
+    assert "so it stands at this budget" in lab.reading(wide)
+    few = replace(close, curves={"pre-LN": curve(4.0, 2.66), "post-LN": curve(4.0, 2.73)})
+    assert "too few to tell that gap from noise" in lab.reading(few)
+
+
+def test_a_quick_look_says_so_and_a_sweep_too_short_to_learn_draws_no_conclusion():
+    """The reported case: "both diverged at learning rate 0.01" after 10 steps per training."""
+    result = lab.run_experiment("norm-position", lab.tiny_params("norm-position"))
+    text = lab.reading(result)
+    assert text.startswith("Quick look: a tiny setting for trying the page, not for conclusions")
+    sweep = [dict(row, diverged=True) for row in result.sweep if row["lr"] == result.sweep[0]["lr"]]
+    stuck = replace(result, sweep=sweep)  # even the gentlest rate "failed" at 10 steps
+    text = lab.reading(stuck)
+    assert "The learning-rate sweep cannot tell here" in text and "both diverged" not in text
+    full = replace(result, params={**result.params, "steps": 500})  # not the quick-look setting
+    assert not lab.reading(full).startswith("Quick look")
+
+
+def test_a_budget_comes_from_steps_timed_here(monkeypatch):
+    """Case 6 (issue 13): "~1.9 min" from constants, 67 s in fact. Budgets now time real steps."""
+    from toygpt.lab import budget
+
+    timed = []
+    monkeypatch.setattr(budget, "_probes", {})
+    monkeypatch.setattr(budget, "measure_step_seconds", lambda config, train, **kw: timed.append(config) or 0.1)
+    params = lab.norm_position.NormPositionParams(preset="nano", corpus="copy", steps=200, lr_sweep=False)
+    spent = params.budget()
+    assert spent.seconds == pytest.approx(2 * 200 * 0.1 * (1 + budget.EVAL_SHARE))
+    assert "timed here just now" in spent.text
+    assert len(timed) == 1 and timed[0].n_layer == 2  # one probe of the nano shape, reused
+    params.budget()
+    assert len(timed) == 1

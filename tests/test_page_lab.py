@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -119,6 +120,10 @@ def test_norm_position_runs_and_its_reading_matches_the_curves():
     at = open_lab("norm-position")
     snap = run_tiny(at, "norm-position")
     assert f"saved as run **{snap.run_id}**" in texts(at.success)
+    done = next(line for line in texts(at.success).splitlines() if "finished** in" in line)
+    time.sleep(1.2)  # case 2 (issue 13): the "Done in" clock kept counting on later reruns
+    at.run()
+    assert done in texts(at.success)
     curves, norms, sweep = figures(at, "norm-position")
     reading = reading_of(at)
     for variant in ("pre-LN", "post-LN"):
@@ -126,6 +131,17 @@ def test_norm_position_runs_and_its_reading_matches_the_curves():
     ratio = trace(norms, "post-LN · at init")["y"][0] / trace(norms, "post-LN · at init")["y"][-1]
     assert f"{ratio:.2f}×" in reading
     assert f"{sweep['data'][0]['x'][-1]:g}" in reading  # the learning rate where the sweep stopped
+    assert_log_axes_labelled_plainly([curves, norms, sweep])
+
+
+def assert_log_axes_labelled_plainly(charts: list[dict]) -> None:
+    """Case 7 (issue 13): log axes carried every minor tick label ("5 4 3 2 100 9 8 7 6 5").
+    Each log axis now has its own ticks at 1, 2, 5 × 10^k (or 3 plain ones on a narrow range)."""
+    logs = [axis for fig in charts for name, axis in fig["layout"].items()
+            if name.startswith(("xaxis", "yaxis")) and axis.get("type") == "log"]  # fmt: skip
+    assert logs, "expected a log-scale chart (the gradient norms, the sweep)"
+    for axis in logs:
+        assert axis.get("tickmode") == "array" and 1 <= len(axis["tickvals"]) <= 12, axis
 
 
 def test_residual_scaling_reading_matches_the_stream_sizes():
@@ -275,7 +291,9 @@ def test_bad_text_and_impossible_settings_are_explained():
     at.multiselect(key="lab_residual_scaling_depths").set_value([]).run()
     assert "1 to 6 layer counts" in texts(at.error)
     at.selectbox(key="lab_residual_scaling_corpus").set_value("shakespeare").run()
-    assert "python -m toygpt data add shakespeare" in texts(at.warning)
+    assert "not on this machine yet" in texts(at.warning)  # case 8: the same download-or-upload
+    assert at.file_uploader(key="lab_residual_scaling_corpus_missing_file") is not None
+    assert at.button(key="lab_residual_scaling_corpus_missing_download") is not None
     assert not at.exception and job_registry().jobs() == []
 
 
@@ -306,3 +324,15 @@ def test_the_training_page_works_while_a_lab_job_holds_the_slot():
     assert "already running" in texts(at.error)
     assert "The Concepts lab is running **Positional encodings**" in texts(at.info)
     assert job.status == "running"
+
+
+def test_any_tab_can_take_a_running_experiments_link_and_stop_it():
+    """Case 8 (issue 13): Stop worked only in the tab that started the job, and another tab was
+    told "only that page can stop it" without the link that brings Stop back."""
+    job = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
+    at = open_lab()  # a tab without the link
+    assert f"?lab_job={job.id}" in texts(at.caption) and "lab_stop" not in [b.key for b in at.button]
+    at.button(key="lab_adopt").click().run()
+    assert at.query_params["lab_job"] == job.id
+    at.button(key="lab_stop").click().run()
+    assert job.wait(WAIT_S) and job.snapshot().status == "stopped"

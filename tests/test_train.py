@@ -10,9 +10,10 @@ import threading
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from toygpt import data
-from toygpt.model import GPT, preset, total_parameters
+from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import (
     TrainConfig,
@@ -21,6 +22,7 @@ from toygpt.train import (
     learn_from_example,
     learning_rate_at,
     load_optimizer_tensors,
+    loss_by_position,
     make_optimizer,
     optimizer_tensors,
     snapshot_steps_upto,
@@ -268,7 +270,30 @@ def test_estimate_counts_what_it_says():
     assert result["total_memory_bytes"] == sum(result["memory_bytes"].values())
     bigger = estimate(small, config.replace(batch_size=48))
     assert bigger["memory_bytes"]["activations"] == 4 * result["memory_bytes"]["activations"]
-    assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"])
+    validations = 2 * config.eval_batches / (3 * config.eval_interval)  # forward-only batches per step
+    assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"] * (1 + validations))
+    assert result["measured"] is False
+
+
+def test_an_estimate_from_a_measured_pace_uses_it():
+    """Case 6 (issue 13): estimates come from speed measured here, not a FLOP count."""
+    small = preset("small", vocab_size=65)
+    config = TrainConfig(batch_size=12, max_seconds=90, eval_interval=100, eval_batches=30)
+    result = estimate(small, config, seconds_per_step=0.05)
+    assert result["measured"] and result["seconds_per_step"] == 0.05
+    assert result["steps"] == int(90 / (0.05 * 1.2))  # each step plus 2·30/(3·100) of a validation
+
+
+def test_measure_step_seconds_times_real_steps_of_the_shape():
+    from toygpt.model import GPTConfig
+    from toygpt.train import measure_step_seconds, recent_step_seconds
+
+    tiny = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    seconds = measure_step_seconds(tiny, TrainConfig(batch_size=2, max_steps=1), steps=2, num_threads=1)
+    assert 0 < seconds < 5
+    events = [{"type": "step", "ms_per_step": ms} for ms in (30, 10, 20, 500)] + [{"type": "eval"}]
+    assert recent_step_seconds(events, last=3) == 0.02  # the median of the last three
+    assert recent_step_seconds([{"type": "eval"}]) is None
 
 
 @pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"}])
@@ -278,3 +303,29 @@ def test_malformed_saved_state_is_refused(bad):
     with pytest.raises(ValueError, match="trainer state"):
         TrainState.from_dict(bad)
     assert TrainState.from_dict({"step": 3, "elapsed": 1.5, "extra": "ignored"}).step == 3
+
+
+@pytest.mark.parametrize("pos_encoding", ["sinusoidal", "none", "rope", "alibi"])
+def test_loss_by_position_evaluates_past_block_size_where_positions_are_defined(pos_encoding):
+    config = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16, pos_encoding=pos_encoding)
+    model = GPT(config, seed=0).train()
+    windows = torch.randint(0, 20, (5, 33), generator=torch.Generator().manual_seed(0))
+    losses = loss_by_position(model, windows, chunk=2)  # length 32 = 4 × block_size
+    assert losses.shape == (32,) and torch.isfinite(losses).all()
+    with torch.no_grad():
+        logits, _ = model.eval()(windows[:, :-1])
+    expected = F.cross_entropy(logits.transpose(1, 2), windows[:, 1:], reduction="none").mean(0)
+    torch.testing.assert_close(losses, expected)
+    # the first block_size positions are the loss at the trained length
+    model.train()
+    torch.testing.assert_close(loss_by_position(model, windows[:, :9]), expected[:8])
+    assert model.training  # handed back in the mode it came in
+
+
+def test_loss_by_position_refuses_learned_positions_past_block_size():
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0).train()
+    windows = torch.zeros(2, 17, dtype=torch.long)
+    with pytest.raises(ValueError, match="learned positions stop at block_size=8, so this model cannot be evaluated at length 16"):
+        loss_by_position(model, windows)
+    assert model.training  # handed back as it came
+    assert loss_by_position(model, windows[:, :9]).shape == (8,) and model.training

@@ -15,6 +15,7 @@ from toygpt.lab import (
     single_example,
     tokenization,
 )
+from toygpt.lab.certainty import QUICK_LOOK, is_quick_look
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn
 
 MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range)
@@ -29,8 +30,11 @@ def experiment_of(result: Any) -> ExperimentSpec:
 
 
 def reading(result: Any) -> str:
-    """The result in words, computed from its numbers (never canned text)."""
-    return experiment_of(result).reading(result)
+    """The result in words, computed from its numbers (never canned text); a quick look says
+    first that it is one (``toygpt.lab.certainty``)."""
+    spec = experiment_of(result)
+    quick = is_quick_look(getattr(result, "params", {}) or {}, spec.tiny)
+    return (QUICK_LOOK if quick else "") + spec.reading(result)
 
 
 def figures(result: Any) -> list[go.Figure]:
