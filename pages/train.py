@@ -382,7 +382,7 @@ def shown_status(info: RunInfo, busy: set[str]) -> str:
 def run_choices(infos: list[RunInfo], writable: bool) -> list[str]:
     """Runs a new job can start from: not being trained right now (and not the demo, to resume)."""
     busy = training_now()
-    return [i.id for i in infos if i.id not in busy and i.status != "unreadable" and not (writable and i.read_only)]
+    return [i.id for i in infos if i.id not in busy and i.status != Status.UNREADABLE and not (writable and i.read_only)]
 
 
 def new_model_ui(name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConfig | None]:
@@ -571,7 +571,7 @@ def with_curves(ids: list[str], wanted: int) -> list[str]:
 
 
 def compare_ui(infos: list[RunInfo]) -> None:
-    ids = [i.id for i in infos if i.status != "unreadable"]
+    ids = [i.id for i in infos if i.status != Status.UNREADABLE]
     if "train_compare" in st.session_state:
         st.session_state["train_compare"] = [r for r in st.session_state["train_compare"] if r in ids]
     else:

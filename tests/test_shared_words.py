@@ -62,6 +62,25 @@ def test_one_status_vocabulary_no_module_keeps_its_own_tuple():
     assert offenders == []
 
 
+def test_no_module_compares_a_status_with_a_string_of_its_own():
+    """Status members, not string literals, wherever a status is compared, set or returned."""
+    words = {s.value for s in Status}
+    found = []
+    for path in [*ROOT.glob("toygpt/**/*.py"), *ROOT.glob("pages/*.py")]:
+        if path.name == "status.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                literals = [c for c in (node.left, *node.comparators) if isinstance(c, ast.Constant)]
+            elif isinstance(node, ast.keyword) and node.arg == "status":
+                literals = [node.value] if isinstance(node.value, ast.Constant) else []
+            else:
+                continue
+            if any(c.value in words for c in literals):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
+
+
 # ---- the rule for a run usable as a model ---------------------------------------------------
 
 

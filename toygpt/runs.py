@@ -844,7 +844,7 @@ def import_zip(data: bytes, name: str | None = None) -> str:
         final = _unique_folder(slugify(str(wanted)) or "imported")
         try:
             status = info.get("status")  # a run exported mid-training is not running here
-            Run(staging).update_info(id=final.name, status="stopped" if status == "running" else status)
+            Run(staging).update_info(id=final.name, status=Status.STOPPED if status == Status.RUNNING else status)
             final.rmdir()
             os.replace(staging, final)
         except BaseException:
