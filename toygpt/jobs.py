@@ -606,6 +606,10 @@ class JobRegistry:
         with self._lock:
             return list(self._jobs.values())
 
+    def training_runs(self) -> set[str]:
+        """Ids of the runs the active jobs are writing right now."""
+        return {job.snapshot().run_id for job in self.active()} - {None}
+
     def clear(self, timeout: float = 30.0) -> None:
         """Stop every job, wait for them (up to ``timeout`` s each) and forget them all."""
         for job in self.jobs():
