@@ -48,7 +48,7 @@ def cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["train", "--resume", "no-such-run"], "there is no run 'no-such-run'"),
         (["train", "--tokenizer", "bpe-abc", "--corpus", "copy"], "bpe-abc"),
         # sample
-        (["sample", "--run", "cli", "--max-tokens", "-1"], "argument --max-tokens: -1 is not in"),
+        (["sample", "--run", "cli", "--max-tokens", "-1"], "argument --max-tokens: -1 is not in [0, "),
         (["sample", "--run", "cli", "--temperature", "-1"], "argument --temperature: -1 is not in [0, 100]"),
         (["sample", "--run", "cli", "--top-p", "0"], "argument --top-p: 0 is not in (0, 1]"),
         (["sample", "--run", "cli", "--top-k", "0"], "argument --top-k: 0 is not in"),

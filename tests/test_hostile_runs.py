@@ -414,3 +414,28 @@ def test_a_job_that_cannot_finish_in_the_stated_time_is_refused_before_it_starts
     with pytest.raises(JobRefused, match=r"tokenizer [\d:]+"):
         registry.start(slow_bpe)
     assert registry.jobs() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Kind 7: messages name the file inside the run, never the server's folders
+# --------------------------------------------------------------------------------------------
+
+
+def test_no_message_names_the_servers_folders(exported):
+    from toygpt.checkpoint import CheckpointError, load_checkpoint
+    from toygpt.jobs import TrainJob
+
+    root = str(runs.runs_dir())
+    folder = unpack_as_run({**exported, "source/config.json": b'{"format_version": 1, "step": -1}'}, "broken")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(folder)  # what the pages' model cache calls
+    assert str(caught.value).startswith("config.json: step must be") and root not in str(caught.value)
+    with pytest.raises(RunError) as caught:
+        runs.open_run("nothing-here")
+    assert root not in str(caught.value)
+    torn = unpack_as_run({**exported, "source/model.safetensors": b"\x08" + bytes(20)}, "torn")
+    assert torn.is_dir()
+    job = TrainJob(TrainSpec(resume="torn", train=CONFIG.replace(max_steps=5))).start()
+    assert job.wait(60)
+    snap = job.snapshot()
+    assert snap.status == "failed" and "model.safetensors" in snap.message and root not in snap.message, snap.message

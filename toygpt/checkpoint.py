@@ -674,8 +674,24 @@ def read_model_config(directory: Path, meta: dict[str, Any]) -> GPTConfig:
 
 
 def load_checkpoint(directory: str | Path, weights_name: str = WEIGHTS_NAME) -> LoadedCheckpoint:
-    """Load a run saved by ``save_checkpoint``; the model comes back in eval mode."""
-    directory = Path(directory)
+    """Load a run saved by ``save_checkpoint``; the model comes back in eval mode.
+
+    A ``CheckpointError`` names the file inside ``directory`` (``config.json: ...``), never the
+    folder's place on disk: the message may be shown to a visitor of a shared server."""
+    try:
+        return _load_checkpoint(Path(directory), weights_name)
+    except CheckpointError as exc:
+        raise CheckpointError(strip_folder(str(exc), Path(directory))) from None
+
+
+def strip_folder(message: str, folder: Path) -> str:
+    """``message`` without the path of ``folder`` (``/srv/runs/x/config.json: ...`` → ``config.json: ...``)."""
+    for prefix in {str(folder), str(folder.resolve())}:
+        message = message.replace(prefix + os.sep, "").replace(prefix, "the checkpoint folder")
+    return message
+
+
+def _load_checkpoint(directory: Path, weights_name: str) -> LoadedCheckpoint:
     check_weights_name(weights_name)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint folder not found")

@@ -34,7 +34,7 @@ from toygpt.distributed import PLAIN, DistributedContext
 from toygpt.formatting import clock, human_bytes
 from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
-from toygpt.runs import Run, RunError, create_run, open_run
+from toygpt.runs import Run, RunError, create_run, open_run, without_server_paths
 from toygpt.status import Status, is_active
 from toygpt.stopping import StopRequested, stop_scope
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
@@ -334,9 +334,10 @@ class BackgroundJob:
         except StopRequested:
             self._set(status=Status.STOPPED, message="stopped on request")
         except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
-            self._set(status=Status.FAILED, message=str(exc), detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=without_server_paths(str(exc)), detail=traceback.format_exc())
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
-            self._set(status=Status.FAILED, message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=without_server_paths(f"{type(exc).__name__}: {exc}"),
+                      detail=traceback.format_exc())
         finally:
             with self._lock:
                 self._ended = time.perf_counter()  # the clock stops when the work does

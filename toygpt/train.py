@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
+from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
 from toygpt.status import Status
 from toygpt.stopping import StopRequested, check_stop, stop_scope
 
@@ -351,13 +352,36 @@ def load_optimizer_tensors(
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
+# What the trainer needs from a model, and evaluation
 # --------------------------------------------------------------------------------------------
+
+
+class LanguageModel(Protocol):
+    """What the trainer needs from a model: ``GPT`` has it, and so has the LSTM of
+    ``toygpt.recurrent`` (trained by this same loop, for a side-by-side comparison).
+
+    - ``config`` with ``vocab_size``, ``block_size`` (the longest window it trains on) and ``dropout``;
+    - ``model(idx, targets)`` → ``(logits (B, T, vocab_size), mean cross-entropy)``;
+    - ``num_parameters()``; ``attention_paths()`` and ``set_attention(...)`` (the trainer picks
+      the attention path fastest here and restores the model's own afterwards; a model without
+      attention returns ``[]`` and ignores the call);
+    - everything ``torch.nn.Module`` has (parameters, train/eval, ``to``).
+    """
+
+    config: Any
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]: ...
+
+    def num_parameters(self) -> int: ...
+
+    def attention_paths(self) -> list[bool]: ...
+
+    def set_attention(self, fused: bool | Sequence[bool]) -> None: ...
 
 
 @torch.no_grad()
 def estimate_loss(
-    model: GPT,
+    model: LanguageModel,
     data: TokenData,
     batch_size: int,
     block_size: int,
@@ -387,7 +411,7 @@ def estimate_loss(
 
 
 @torch.no_grad()
-def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def loss_by_position(model: LanguageModel, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """Mean cross-entropy in nats at each position of ``windows`` (B, L + 1) of token ids, (L,):
     position t predicts token t + 1 from the t + 1 tokens up to it, so a falling curve means
     the model uses its context. Read ``chunk`` windows at a time (big vocabularies make big
@@ -474,7 +498,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: GPT,
+        model: LanguageModel,
         data: TokenData,
         config: TrainConfig,
         *,
@@ -503,7 +527,7 @@ class Trainer:
         self.compiled = False
         self._window: list[float] = []  # recent step times, for tokens/s and the ETA
 
-    def _check_shapes(self, model: GPT, data: TokenData) -> None:
+    def _check_shapes(self, model: LanguageModel, data: TokenData) -> None:
         if self.block_size > model.config.block_size:
             raise ValueError(
                 f"block_size={self.block_size} is longer than the model's block_size="
@@ -737,7 +761,7 @@ class Trainer:
             torch.set_num_threads(self.config.num_threads)
         self._start_clock = time.perf_counter() - self.state.elapsed
         self._session_start = self.state.step
-        attention = [block.attn.use_fused for block in self.model.transformer.h]
+        attention = self.model.attention_paths()
         if self.autocast is not None and self.device.type == "cpu":
             # Measured on a 2-core AVX-512/AMX CPU (bench/train_speed.py): in bf16 the written-out
             # attention (two batched matmuls + softmax) beats the fused CPU kernel for these sizes.
@@ -750,8 +774,7 @@ class Trainer:
         try:
             yield
         finally:
-            for block, fused in zip(self.model.transformer.h, attention, strict=True):
-                block.attn.use_fused = fused
+            self.model.set_attention(attention)
             self.model.eval()
 
     def _wrap_ddp(self) -> torch.nn.Module:
@@ -763,7 +786,7 @@ class Trainer:
         return DistributedDataParallel(self.model, device_ids=device_ids)
 
 
-def train(model: GPT, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
+def train(model: LanguageModel, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
     """Train ``model`` in place and return the ``"end"`` event (see ``Trainer`` for kwargs)."""
     return Trainer(model, data, config, **kwargs).run()
 
@@ -895,7 +918,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def measure_step_seconds(
-    model_config: GPTConfig, train_config: TrainConfig, steps: int = 3, num_threads: int | None = None, seed: int = 0
+    model_config: GPTConfig | LSTMConfig, train_config: TrainConfig, steps: int = 3, num_threads: int | None = None, seed: int = 0
 ) -> float:
     """Median seconds of ``steps`` real training steps of a fresh model of this shape, on this
     machine, now (after one untimed warm-up step): forward, backward, clipping and AdamW, with
@@ -906,7 +929,8 @@ def measure_step_seconds(
     block = train_config.block_size or model_config.block_size
     device = choose_device(train_config.device)
     with torch_threads(num_threads):
-        model = GPT(model_config.replace(dropout=model_config.dropout), seed=seed).to(device).train()
+        build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
+        model = build(model_config, seed=seed).to(device).train()
         optimizer = make_optimizer(model, train_config, device)
         dtype = autocast_dtype(train_config.precision, device)
         generator = torch.Generator().manual_seed(seed)

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--run", required=True, metavar="RUN", help="run folder or run id")
     parser.add_argument("--prompt", default="", help="text to continue (empty: start from the start token)")
-    parser.add_argument("--max-tokens", type=int_in(1, MAX_SAMPLE_TOKENS), default=200, metavar="N", help="tokens to generate (default 200)")
+    parser.add_argument("--max-tokens", type=int_in(0, MAX_SAMPLE_TOKENS), default=200, metavar="N", help="tokens to generate (default 200)")
     parser.add_argument("--temperature", type=float_in(0.0, 100.0), default=1.0, help="0 = greedy, <1 sharper, >1 flatter (default 1)")
     parser.add_argument("--top-k", type=int_in(1, SIZE_LIMITS["vocab_size"]), default=None, metavar="K", help="keep only the K most likely tokens")
     parser.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=None, metavar="P", help="keep the most likely tokens up to mass P")
