@@ -300,13 +300,15 @@ class InductionScores:
     ``repeated_loss``: mean loss predicting tokens 1..half−1 and half+1..2·half−1 (the token at
     ``half`` starts the repeat and cannot be known); ``loss_drop`` = first − repeated, the
     in-context learning the repeat allows. ``loss_by_position`` (2·half − 1,) mean loss at each
-    position."""
+    position; ``sequence_drops`` (B,) the drop of each sequence (its spread says how sure the
+    mean drop is)."""
 
     half: int
     scores: torch.Tensor
     first_half_loss: float
     repeated_loss: float
     loss_by_position: torch.Tensor
+    sequence_drops: torch.Tensor
 
     @property
     def loss_drop(self) -> float:
@@ -341,6 +343,13 @@ def induction_scores(model: GPT, tokens: torch.Tensor) -> InductionScores:
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.config.n_layer)]
     logits, cache = run_with_cache(model, tokens, names)
     scores = torch.stack([induction_score_of(cache[name], half) for name in names])
-    losses = token_losses(logits[:, :-1], tokens[:, 1:]).mean(0)  # (2·half − 1,): position t predicts t + 1
-    first, repeated = losses[: half - 1].mean(), losses[half:].mean()
-    return InductionScores(half, scores.float(), float(first), float(repeated), losses)
+    losses = token_losses(logits[:, :-1], tokens[:, 1:])  # (B, 2·half − 1): position t predicts t + 1
+    first, repeated = losses[:, : half - 1].mean(1), losses[:, half:].mean(1)  # (B,) each
+    return InductionScores(half, scores.float(), float(first.mean()), float(repeated.mean()), losses.mean(0),
+                           first - repeated)  # fmt: skip
+
+
+def uniform_induction_score(half: int) -> float:
+    """The induction score of a head that spreads its attention evenly over every earlier token:
+    the mean of 1/(t + 1) over queries t = half .. 2·half − 1 (a baseline, not 0)."""
+    return sum(1.0 / (t + 1) for t in range(half, 2 * half)) / half
