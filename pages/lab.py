@@ -219,6 +219,16 @@ def attention_range_ui(key: str, seed: int) -> lab.attention_range.AttentionRang
     return None if run_id is None else lab.attention_range.AttentionRangeParams(run_id=run_id, windows=windows, far=far, seed=seed)
 
 
+def induction_ui(key: str, seed: int) -> lab.induction.InductionParams:
+    d = lab.induction.InductionParams()
+    cols = st.columns(3)
+    steps = int(cols[0].number_input("Training steps", 10, 20_000, d.steps, step=100, key=f"lab_{key}_steps"))
+    vocab = int(cols[1].number_input("Alphabet (random letters)", 8, len(lab.induction.ALPHABET), d.vocab,
+                                     key=f"lab_{key}_vocab"))  # fmt: skip
+    length = int(cols[2].number_input("Window (tokens)", 8, 128, d.length, step=8, key=f"lab_{key}_length"))
+    return lab.induction.InductionParams(steps=steps, vocab=vocab, length=length, seed=seed)
+
+
 SETUPS = {
     "norm-position": norm_position_ui,
     "residual-scaling": residual_scaling_ui,
@@ -226,6 +236,7 @@ SETUPS = {
     "tokenization": tokenization_ui,
     "single-example": single_example_ui,
     "attention-range": attention_range_ui,
+    "induction-heads": induction_ui,
 }
 
 

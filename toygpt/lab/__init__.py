@@ -14,6 +14,7 @@ that just happened.
     "byte-level trades vocab for length"          tokenization       (char, byte, BPE, GPT-2)
     "a model can learn from one example"          single_example     (k steps on one sentence)
     "attention replaces recurrence"               attention_range    (how far back heads look)
+    "induction heads form"                        induction          (in-context copying appears)
 
 The shared pieces, in reading order: ``setup`` (errors, limits, the training setup, JSON numbers),
 ``budget`` (what an experiment costs, said before it starts), ``reporter`` (progress and Stop),
@@ -35,6 +36,7 @@ them is the one the claim is about.
 
 from toygpt.lab import (
     attention_range,
+    induction,
     norm_position,
     positions,
     residual_scaling,
@@ -72,7 +74,7 @@ from toygpt.lab.storage import (
 __all__ = [
     "EXPERIMENTS", "LAB_FILE", "MAX_STEPS", "RESULT_ONLY_TAG", "TAG_PREFIX", "TRAIN_PRESETS",
     "ExperimentSpec", "ExperimentStopped", "LabError", "LabJob", "LabStatus", "TrainingSetup",
-    "attention_range", "experiment_of", "figures", "is_lab_run", "lab_runs", "live_curves",
+    "attention_range", "experiment_of", "induction", "figures", "is_lab_run", "lab_runs", "live_curves",
     "load_result", "norm_position", "positions", "reading", "residual_scaling", "result_to_dict",
     "run_experiment", "save_result", "single_example", "tiny_params", "tokenization",
 ]  # fmt: skip

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from toygpt.lab import (
     attention_range,
+    induction,
     norm_position,
     positions,
     residual_scaling,
@@ -17,7 +18,8 @@ from toygpt.lab import (
 )
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn
 
-MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range)
+MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range,
+           induction)
 EXPERIMENTS: dict[str, ExperimentSpec] = {module.EXPERIMENT.name: module.EXPERIMENT for module in MODULES}
 
 
