@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from pages._shared import capped_text, current_seed, show_source
+from pages._shared import capped_text, current_seed, keep_selection, show_source
 from toygpt.interventions import (
     ABLATIONS,
     HeadAblation,
@@ -61,11 +61,6 @@ def cached_induction(model_key: str, half: int, sequences: int, seed: int, _mode
     return induction_scores(_model, tokens)
 
 
-def forget_if_invalid(key: str, options: list[Any]) -> None:
-    if key in st.session_state and st.session_state[key] not in options:
-        del st.session_state[key]
-
-
 def interventions_view(explored: Any, tokens: Any, default_text: str) -> None:
     """``explored``: the explorer's model (key, label, model, tokenizer); ``tokens``: the prompt's."""
     st.caption("Looking inside by changing the model: knock out a head, copy an activation from one "
@@ -96,9 +91,9 @@ def ablation_ui(explored: Any, default_text: str) -> None:
                    f"(at most {min(explored.model.config.block_size, ABLATION_TOKENS)} predictions: one pass per head).")  # fmt: skip
     ablation = cached_ablation(explored.key, tuple(kept), method, explored.model)
     heads = [(layer, head) for layer in range(explored.model.config.n_layer) for head in range(explored.model.config.n_head)]
-    forget_if_invalid("explore_ablation_head", heads)
     top = ablation.top_heads(1)[0][:2]
-    chosen = st.selectbox("Head to look at (default: the one whose ablation cost most)", heads, index=heads.index(top),
+    keep_selection("explore_ablation_head", heads, top)
+    chosen = st.selectbox("Head to look at (default: the one whose ablation cost most)", heads,
                           key="explore_ablation_head",
                           format_func=lambda lh: f"layer {lh[0]}, head {lh[1]} (Δ loss {float(ablation.loss_change[lh]):+.3f})")  # fmt: skip
     view = ablation_view(explored.model, window, method, chosen, ablation)
@@ -138,9 +133,9 @@ def patching_ui(explored: Any, tokens: Any) -> None:
                "corrupted prompt; then each activation is copied from the clean run into the corrupted one, one at a "
                "time, to see where the information that changed the prediction lives.")  # fmt: skip
     positions = list(range(T))
-    forget_if_invalid("explore_patch_position", positions)
+    keep_selection("explore_patch_position", positions, max(0, T - 2))
     cols = st.columns(2)
-    position = cols[0].selectbox("Token to change", positions, index=max(0, T - 2), key="explore_patch_position",
+    position = cols[0].selectbox("Token to change", positions, key="explore_patch_position",
                                  format_func=lambda i: f"{i}: {tokens.labels[i]}")  # fmt: skip
     replacement = cols[1].text_input("Replace it with (one token)", key="explore_patch_with")
     answers = st.columns(2)

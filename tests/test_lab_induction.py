@@ -81,8 +81,10 @@ def test_reading_says_when_it_did_not_form():
 def test_bad_parameters_are_refused():
     with pytest.raises(lab.LabError, match="vocab"):
         InductionParams(vocab=200)
-    with pytest.raises(lab.LabError, match="even size"):
-        InductionParams(n_embd=60, n_head=4)
+    with pytest.raises(lab.LabError, match="equal heads"):
+        InductionParams(n_embd=62, n_head=4)
+    with pytest.raises(lab.LabError, match="even size for rope"):
+        InductionParams(n_embd=60, n_head=4, pos_encoding="rope")
     assert InductionParams().budget().seconds > 0
 
 

@@ -270,7 +270,30 @@ def test_estimate_counts_what_it_says():
     assert result["total_memory_bytes"] == sum(result["memory_bytes"].values())
     bigger = estimate(small, config.replace(batch_size=48))
     assert bigger["memory_bytes"]["activations"] == 4 * result["memory_bytes"]["activations"]
-    assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"])
+    validations = 2 * config.eval_batches / (3 * config.eval_interval)  # forward-only batches per step
+    assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"] * (1 + validations))
+    assert result["measured"] is False
+
+
+def test_an_estimate_from_a_measured_pace_uses_it():
+    """Case 6 (issue 13): estimates come from speed measured here, not a FLOP count."""
+    small = preset("small", vocab_size=65)
+    config = TrainConfig(batch_size=12, max_seconds=90, eval_interval=100, eval_batches=30)
+    result = estimate(small, config, seconds_per_step=0.05)
+    assert result["measured"] and result["seconds_per_step"] == 0.05
+    assert result["steps"] == int(90 / (0.05 * 1.2))  # each step plus 2·30/(3·100) of a validation
+
+
+def test_measure_step_seconds_times_real_steps_of_the_shape():
+    from toygpt.model import GPTConfig
+    from toygpt.train import measure_step_seconds, recent_step_seconds
+
+    tiny = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    seconds = measure_step_seconds(tiny, TrainConfig(batch_size=2, max_steps=1), steps=2, num_threads=1)
+    assert 0 < seconds < 5
+    events = [{"type": "step", "ms_per_step": ms} for ms in (30, 10, 20, 500)] + [{"type": "eval"}]
+    assert recent_step_seconds(events, last=3) == 0.02  # the median of the last three
+    assert recent_step_seconds([{"type": "eval"}]) is None
 
 
 @pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"}])

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -720,10 +720,16 @@ class GPT(Hooked):
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def set_attention(self, fused: bool) -> None:
-        """Switch every attention layer between the fused kernel and the explicit path."""
-        for block in self.transformer.h:
-            block.attn.use_fused = fused
+    def set_attention(self, fused: bool | Sequence[bool]) -> None:
+        """Switch every attention layer between the fused kernel and the explicit path; a
+        sequence gives each layer its own (what ``attention_paths()`` returned, to restore it)."""
+        paths = [fused] * len(self.transformer.h) if isinstance(fused, bool) else list(fused)
+        for block, path in zip(self.transformer.h, paths, strict=True):
+            block.attn.use_fused = bool(path)
+
+    def attention_paths(self) -> list[bool]:
+        """Per layer: True where attention uses the fused kernel (see ``set_attention``)."""
+        return [block.attn.use_fused for block in self.transformer.h]
 
     def num_parameters(self) -> int:
         """Unique parameters (a tied lm_head is counted once)."""

@@ -208,10 +208,23 @@ def _finite(value: Any) -> Any:
 
 
 def inside_run(message: str, folder: Path, label: str) -> str:
-    """``message`` with the server's path of ``folder`` taken out: a file is named by where it
-    sits inside the run (``config.json: ...``), never by the server's disk."""
+    """``message`` with the server's path of ``folder`` (and of the runs folder) taken out: a
+    file is named by where it sits inside the run (``config.json: ...``), never by the disk."""
     for prefix in {str(folder), str(folder.resolve())}:
         message = message.replace(prefix + os.sep, "").replace(prefix, label)
+    for prefix in {str(runs_dir()), str(runs_dir().resolve())}:
+        message = message.replace(prefix + os.sep, "").replace(prefix, "the runs folder")
+    return message
+
+
+def without_server_paths(message: str) -> str:
+    """``message`` with the runs folder's and the data folder's place on disk taken out (a job's
+    error is shown to every visitor of a shared server)."""
+    from toygpt.data import data_dir
+
+    for folder, label in ((runs_dir(), "runs"), (data_dir(), "data")):
+        for prefix in {str(folder), str(folder.resolve())}:
+            message = message.replace(prefix + os.sep, f"{label}/").replace(prefix, f"the {label} folder")
     return message
 
 

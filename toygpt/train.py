@@ -42,10 +42,19 @@ import torch.nn.functional as F
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
+from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
 from toygpt.status import Status
+from toygpt.stopping import StopRequested, check_stop, stop_scope
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Upper bounds of TrainConfig's counts (others: 10**9). Far beyond a useful setting, they keep a
+# config read from a file (an uploaded run) from asking for a billion-batch evaluation.
+TRAIN_LIMITS = {"batch_size": 4096, "block_size": 65_536, "eval_batches": 10_000, "sample_tokens": 10_000,
+                "max_snapshots": 1_000, "num_threads": 1_024, "seed": 2**63 - 1}  # fmt: skip
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_PROMPT_CHARS = 10_000
+FINAL_EVAL_GRACE_S = 1.0  # after Stop, the final evaluation may take this long before it is cut
 SNAPSHOT_BASE = (50, 4)  # snapshots at step 0, then 50, 200, 800, 3200, ... (×4: log-spaced)
 
 Event = dict[str, Any]
@@ -56,10 +65,11 @@ Event = dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+def _positive_int(name: str, value: Any, allow_zero: bool = False, high: int | None = None) -> None:
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} must be a whole number ≥ {low}")
+    high = TRAIN_LIMITS.get(name, 10**9) if high is None else high
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}={value!r:.40} must be a whole number ≥ {low} and ≤ {high:,}")
 
 
 def _finite(name: str, value: Any, low: float, high: float = math.inf, hint: str = "") -> None:
@@ -118,7 +128,7 @@ class TrainConfig:
         if self.max_steps is not None:
             _positive_int("max_steps", self.max_steps)
         if self.max_seconds is not None:
-            _finite("max_seconds", self.max_seconds, 0.001, hint="; e.g. 180 for three minutes")
+            _finite("max_seconds", self.max_seconds, 0.001, MAX_SECONDS, "; e.g. 180 for three minutes")
         for name in ("eval_interval", "eval_batches", "log_interval"):
             _positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "sample_interval", "checkpoint_interval", "max_snapshots"):
@@ -146,8 +156,8 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r}; choose one of {PRECISIONS}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile={self.compile!r} must be True or False")
-        if not isinstance(self.sample_prompt, str):
-            raise ValueError("sample_prompt must be text (may be empty)")
+        if not isinstance(self.sample_prompt, str) or len(self.sample_prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"sample_prompt must be text (may be empty) of at most {MAX_PROMPT_CHARS:,} characters")
 
     @property
     def final_lr(self) -> float:
@@ -342,13 +352,36 @@ def load_optimizer_tensors(
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
+# What the trainer needs from a model, and evaluation
 # --------------------------------------------------------------------------------------------
+
+
+class LanguageModel(Protocol):
+    """What the trainer needs from a model: ``GPT`` has it, and so has the LSTM of
+    ``toygpt.recurrent`` (trained by this same loop, for a side-by-side comparison).
+
+    - ``config`` with ``vocab_size``, ``block_size`` (the longest window it trains on) and ``dropout``;
+    - ``model(idx, targets)`` → ``(logits (B, T, vocab_size), mean cross-entropy)``;
+    - ``num_parameters()``; ``attention_paths()`` and ``set_attention(...)`` (the trainer picks
+      the attention path fastest here and restores the model's own afterwards; a model without
+      attention returns ``[]`` and ignores the call);
+    - everything ``torch.nn.Module`` has (parameters, train/eval, ``to``).
+    """
+
+    config: Any
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]: ...
+
+    def num_parameters(self) -> int: ...
+
+    def attention_paths(self) -> list[bool]: ...
+
+    def set_attention(self, fused: bool | Sequence[bool]) -> None: ...
 
 
 @torch.no_grad()
 def estimate_loss(
-    model: GPT,
+    model: LanguageModel,
     data: TokenData,
     batch_size: int,
     block_size: int,
@@ -369,6 +402,7 @@ def estimate_loss(
         generator = torch.Generator().manual_seed(seed)
         total = 0.0
         for _ in range(batches):
+            check_stop()  # a big evaluation is the longest thing between two steps
             x, y = data.get_batch(split, batch_size, block_size, generator, device)
             total += float(model(x, y)[1])
         losses[split] = total / batches
@@ -377,7 +411,7 @@ def estimate_loss(
 
 
 @torch.no_grad()
-def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def loss_by_position(model: LanguageModel, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """Mean cross-entropy in nats at each position of ``windows`` (B, L + 1) of token ids, (L,):
     position t predicts token t + 1 from the t + 1 tokens up to it, so a falling curve means
     the model uses its context. Read ``chunk`` windows at a time (big vocabularies make big
@@ -464,7 +498,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: GPT,
+        model: LanguageModel,
         data: TokenData,
         config: TrainConfig,
         *,
@@ -493,7 +527,7 @@ class Trainer:
         self.compiled = False
         self._window: list[float] = []  # recent step times, for tokens/s and the ETA
 
-    def _check_shapes(self, model: GPT, data: TokenData) -> None:
+    def _check_shapes(self, model: LanguageModel, data: TokenData) -> None:
         if self.block_size > model.config.block_size:
             raise ValueError(
                 f"block_size={self.block_size} is longer than the model's block_size="
@@ -526,7 +560,11 @@ class Trainer:
 
     def _loop(self) -> tuple[str, str]:
         while True:
-            self._between_steps()
+            try:
+                with stop_scope(self.stop_event):  # evaluation and sampling end on Stop too
+                    self._between_steps()
+            except StopRequested:
+                return Status.STOPPED, f"stopped at step {self.state.step} on request; resume to continue"
             reason = self._stop_reason()
             if reason:
                 return reason
@@ -691,7 +729,11 @@ class Trainer:
         state = self.state
         if status != Status.DIVERGED:
             if state.step % self.config.eval_interval != 0:
-                self._evaluate()  # the final loss, unless it was just measured
+                try:  # the final loss, unless it was just measured; after Stop, if it is quick
+                    with stop_scope(self.stop_event, grace=FINAL_EVAL_GRACE_S):
+                        self._evaluate()
+                except StopRequested:
+                    self.log("stopped before the final evaluation; the last measured loss stands")
             self._save_latest()
         state.elapsed = self._elapsed()
         end = {
@@ -719,7 +761,7 @@ class Trainer:
             torch.set_num_threads(self.config.num_threads)
         self._start_clock = time.perf_counter() - self.state.elapsed
         self._session_start = self.state.step
-        attention = [block.attn.use_fused for block in self.model.transformer.h]
+        attention = self.model.attention_paths()
         if self.autocast is not None and self.device.type == "cpu":
             # Measured on a 2-core AVX-512/AMX CPU (bench/train_speed.py): in bf16 the written-out
             # attention (two batched matmuls + softmax) beats the fused CPU kernel for these sizes.
@@ -732,8 +774,7 @@ class Trainer:
         try:
             yield
         finally:
-            for block, fused in zip(self.model.transformer.h, attention, strict=True):
-                block.attn.use_fused = fused
+            self.model.set_attention(attention)
             self.model.eval()
 
     def _wrap_ddp(self) -> torch.nn.Module:
@@ -745,7 +786,7 @@ class Trainer:
         return DistributedDataParallel(self.model, device_ids=device_ids)
 
 
-def train(model: GPT, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
+def train(model: LanguageModel, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
     """Train ``model`` in place and return the ``"end"`` event (see ``Trainer`` for kwargs)."""
     return Trainer(model, data, config, **kwargs).run()
 
@@ -831,28 +872,90 @@ def activation_bytes(model_config: GPTConfig, batch_size: int, block_size: int) 
     return 4 * (L * per_layer + logits)
 
 
-def estimate(model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu") -> dict[str, Any]:
-    """Parameters, memory (bytes) and rough time of a run, from the configs alone.
+def estimate(
+    model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu", seconds_per_step: float | None = None
+) -> dict[str, Any]:
+    """Parameters, memory (bytes) and time of a run, from the configs and a step time.
 
     Memory: weights, gradients and AdamW's two moments are 4 bytes per parameter each (16 in
-    all); activations depend on batch and context (``activation_bytes``).
+    all); activations depend on batch and context (``activation_bytes``). Time: from
+    ``seconds_per_step`` when given (measured: ``measure_step_seconds`` or a run's own pace),
+    else from the FLOP count at ``ASSUMED_FLOPS`` (a guess: ``"measured": False``). Both add the
+    validations (each batch of each split costs about a third of a training step: no backward).
     """
     params = total_parameters(model_config)
     block = train_config.block_size or model_config.block_size
     tokens_per_step = train_config.batch_size * block
     flops_per_step = flops_per_token(model_config.replace(block_size=block)) * tokens_per_step
-    seconds_per_step = flops_per_step / ASSUMED_FLOPS.get(device, ASSUMED_FLOPS["cpu"])
+    measured = seconds_per_step is not None
+    if seconds_per_step is None:
+        seconds_per_step = flops_per_step / ASSUMED_FLOPS.get(device, ASSUMED_FLOPS["cpu"])
+    # a validation every eval_interval steps: 2 splits × eval_batches forward passes
+    per_step = seconds_per_step * (1 + 2 * train_config.eval_batches / (3 * train_config.eval_interval))
     memory = {"weights": 4 * params, "gradients": 4 * params, "adam": 8 * params}
     memory["activations"] = activation_bytes(model_config, train_config.batch_size, block)
     steps = train_config.max_steps
     if train_config.max_seconds is not None:
-        by_time = int(train_config.max_seconds / seconds_per_step)
+        by_time = int(train_config.max_seconds / per_step)
         steps = by_time if steps is None else min(steps, by_time)
     return {
         "params": params, "memory_bytes": memory, "total_memory_bytes": sum(memory.values()),
-        "tokens_per_step": tokens_per_step, "flops_per_step": flops_per_step,
-        "seconds_per_step": seconds_per_step, "steps": steps, "seconds": steps * seconds_per_step,
+        "tokens_per_step": tokens_per_step, "flops_per_step": flops_per_step, "measured": measured,
+        "seconds_per_step": seconds_per_step, "steps": steps, "seconds": steps * per_step,
     }  # fmt: skip
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (process-wide), then put the count back."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_step_seconds(
+    model_config: GPTConfig | LSTMConfig, train_config: TrainConfig, steps: int = 3, num_threads: int | None = None, seed: int = 0
+) -> float:
+    """Median seconds of ``steps`` real training steps of a fresh model of this shape, on this
+    machine, now (after one untimed warm-up step): forward, backward, clipping and AdamW, with
+    the run's batch, context and precision, on random tokens. The pages estimate time from this
+    probe rather than from a FLOP count: small models spend most of a step outside the FLOPs,
+    and a busy machine is slower than an idle one.
+    """
+    block = train_config.block_size or model_config.block_size
+    device = choose_device(train_config.device)
+    with torch_threads(num_threads):
+        build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
+        model = build(model_config, seed=seed).to(device).train()
+        optimizer = make_optimizer(model, train_config, device)
+        dtype = autocast_dtype(train_config.precision, device)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randint(model_config.vocab_size, (train_config.batch_size, block), generator=generator).to(device)
+        y = torch.roll(x, -1, dims=1)
+        times = []
+        for i in range(steps + 1):
+            started = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+                _, loss = model(x, y)
+            loss.backward()
+            if train_config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i:  # the first step allocates the optimizer state: not typical
+                times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def recent_step_seconds(events: Sequence[Event], last: int = 20) -> float | None:
+    """A run's own recent pace: the median ``ms_per_step`` of its last ``last`` step events."""
+    values = [e["ms_per_step"] for e in events if e.get("type") == "step" and isinstance(e.get("ms_per_step"), int | float)]
+    recent = sorted(values[-last:])
+    return recent[len(recent) // 2] / 1000 if recent else None
 
 
 def cross_entropy_at_chance(vocab_size: int) -> float:

@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from toygpt.cli.options import float_in, int_in
+from toygpt.model import SIZE_LIMITS
 from toygpt.sample import encode_prompt, generate
+
+MAX_SAMPLE_TOKENS = 1_000_000  # a long stream is fine on a terminal (Ctrl-C stops it); not endless
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,11 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--run", required=True, metavar="RUN", help="run folder or run id")
     parser.add_argument("--prompt", default="", help="text to continue (empty: start from the start token)")
-    parser.add_argument("--max-tokens", type=int, default=200, metavar="N", help="tokens to generate (default 200)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy, <1 sharper, >1 flatter (default 1)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="keep only the K most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, metavar="P", help="keep the most likely tokens up to mass P")
-    parser.add_argument("--seed", type=int, default=None, help="make the sampling repeatable")
+    parser.add_argument("--max-tokens", type=int_in(0, MAX_SAMPLE_TOKENS), default=200, metavar="N", help="tokens to generate (default 200)")
+    parser.add_argument("--temperature", type=float_in(0.0, 100.0), default=1.0, help="0 = greedy, <1 sharper, >1 flatter (default 1)")
+    parser.add_argument("--top-k", type=int_in(1, SIZE_LIMITS["vocab_size"]), default=None, metavar="K", help="keep only the K most likely tokens")
+    parser.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=None, metavar="P", help="keep the most likely tokens up to mass P")
+    parser.add_argument("--seed", type=int_in(0, 2**63 - 1), default=None, help="make the sampling repeatable")
     parser.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop once TEXT appears (repeatable)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context every token (slower)")
     parser.add_argument("--stats", action="store_true", help="print tokens per second to stderr at the end")

@@ -30,6 +30,7 @@ from toygpt.formatting import about
 from toygpt.inspection import attention_maps
 from toygpt.interventions import induction_scores, repeated_random_tokens, uniform_induction_score
 from toygpt.lab.budget import Budget, step_seconds
+from toygpt.lab.certainty import CALL_RATIO, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -78,7 +79,7 @@ class InductionParams:
         check_whole("n_head", self.n_head, 1, 16)
         check_whole("n_embd", self.n_embd, self.n_head, 512)
         if self.n_embd % self.n_head or (self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2):
-            raise LabError(f"n_embd={self.n_embd} must split into {self.n_head} heads of an even size; try 64")
+            raise LabError(f"n_embd={self.n_embd} must split into {self.n_head} equal heads (of an even size for rope); try 64")
         if self.pos_encoding not in POS_ENCODINGS:
             raise LabError(f"pos_encoding={self.pos_encoding!r}; choose one of {POS_ENCODINGS}")
         check_number("learning_rate", self.learning_rate, 1e-6, 1.0, "; try 3e-3")
@@ -200,7 +201,7 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
         probe.load_state_dict(snapshots[step])
         index = int(scores[steps.index(step)].argmax())
         per_sequence = sequence_scores(probe, eval_tokens, *divmod(index, params.n_head))
-        best_se.append(float(per_sequence.std()) / math.sqrt(len(per_sequence)))
+        best_se.append(standard_error(per_sequence.tolist()) or 0.0)
     tokenizer = CharTokenizer.from_text(ALPHABET[: params.vocab])
     result = InductionResult(
         params=params.to_dict(), parameters=model.num_parameters(), steps=steps, first_half_loss=plain(first),
@@ -248,8 +249,8 @@ def reading(result: InductionResult) -> str:
                 f"(it counts as formed at {THRESHOLD}; attention spread evenly scores {result.uniform_score:.2f}), "
                 f"and the loss on the repeated half is {result.repeated_loss[-1]:.2f} nats/token against "
                 f"{result.first_half_loss[-1]:.2f} on the first half (guessing among {vocab} letters: {chance:.2f}).")  # fmt: skip
-        if abs(best[-1] - THRESHOLD) < 2 * final_se:
-            text += f" The final score is within 2 standard errors (±{final_se:.2f}) of the mark: too close to call."
+        if abs(best[-1] - THRESHOLD) < CALL_RATIO * final_se:
+            text += f" The final score is within {CALL_RATIO:g} standard errors (±{final_se:.2f}) of the mark: too close to call."
         return text + " Train longer (more steps) to see whether it forms."
     at = result.steps.index(result.formed_at)
     before = max(0, at - 1)
@@ -261,8 +262,8 @@ def reading(result: InductionResult) -> str:
             f"(guessing among {vocab} letters: {chance:.2f}).")  # fmt: skip
     text += (f" At step {last}, layer {layer} head {head} scores {best[-1]:.2f} ± {final_se:.2f} on {half}-letter "
              f"halves and the repeated half costs {result.repeated_loss[-1]:.2f} nats/token.")  # fmt: skip
-    if best[at] - THRESHOLD < 2 * result.best_score_se[at]:
-        text += (f" At the crossing the score is within 2 standard errors (±{result.best_score_se[at]:.2f}) of the "
+    if best[at] - THRESHOLD < CALL_RATIO * result.best_score_se[at]:
+        text += (f" At the crossing the score is within {CALL_RATIO:g} standard errors (±{result.best_score_se[at]:.2f}) of the "
                  "mark, so the exact step is too close to call.")  # fmt: skip
     return text
 

@@ -34,6 +34,7 @@ class LabJob(BackgroundJob):
         super().__init__(num_threads)
         self.name, self.params, self.save = name, params, save
         self._fraction, self._stage, self._started = 0.0, "", time.perf_counter()
+        self._ended: float | None = None  # when work() returned or raised: the clock stops there
         self._metrics: list[dict[str, Any]] = []
         self.result: Any = None
 
@@ -43,6 +44,13 @@ class LabJob(BackgroundJob):
         return self
 
     def work(self) -> tuple[str, str]:
+        try:
+            return self._experiment()
+        finally:
+            with self._lock:
+                self._ended = time.perf_counter()
+
+    def _experiment(self) -> tuple[str, str]:
         try:
             result = run_experiment(self.name, self.params, self._on_progress, self._stop)
         except ExperimentStopped as exc:
@@ -62,7 +70,7 @@ class LabJob(BackgroundJob):
     def snapshot(self) -> LabStatus:
         """What a page draws, as plain values (copied under the lock)."""
         with self._lock:
-            elapsed = time.perf_counter() - self._started
+            elapsed = (self._ended or time.perf_counter()) - self._started  # frozen once it ended
             fraction = self._fraction
             title = EXPERIMENTS[self.name].title
             return LabStatus(
