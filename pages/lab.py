@@ -258,6 +258,16 @@ def weight_tying_ui(key: str, seed: int) -> lab.weight_tying.WeightTyingParams |
     return lab.weight_tying.WeightTyingParams(**chosen, seed=seed) if corpus_ready(chosen["corpus"], key) else None
 
 
+def induction_ui(key: str, seed: int) -> lab.induction.InductionParams:
+    d = lab.induction.InductionParams()
+    cols = st.columns(3)
+    steps = int(cols[0].number_input("Training steps", 10, 20_000, d.steps, step=100, key=f"lab_{key}_steps"))
+    vocab = int(cols[1].number_input("Alphabet (random letters)", 8, len(lab.induction.ALPHABET), d.vocab,
+                                     key=f"lab_{key}_vocab"))  # fmt: skip
+    length = int(cols[2].number_input("Window (tokens)", 8, 128, d.length, step=8, key=f"lab_{key}_length"))
+    return lab.induction.InductionParams(steps=steps, vocab=vocab, length=length, seed=seed)
+
+
 SETUPS = {
     "norm-position": norm_position_ui,
     "residual-scaling": residual_scaling_ui,
@@ -268,6 +278,7 @@ SETUPS = {
     "extrapolation": extrapolation_ui,
     "recurrence": recurrence_ui,
     "weight-tying": weight_tying_ui,
+    "induction-heads": induction_ui,
 }
 
 
