@@ -193,3 +193,12 @@ def test_output_head_card_is_a_distribution(tiny_run):
     at = open_page({"active_run": "tiny-arch", "arch_card": "Output head"})
     assert abs(float(metric(at, "Sum of all probabilities")) - 1.0) < 1e-5
     assert metric(at, "A uniform guess") == f"{torch.log(torch.tensor(float(tiny_run[2].vocab_size))):.2f} nats"
+
+
+@pytest.mark.parametrize("encoding", ["rope", "alibi"])
+def test_rope_and_alibi_can_be_chosen_and_counted(no_models, encoding):
+    at = open_page()
+    before = metric(at, "Parameters")
+    at.selectbox(key="arch_pos_encoding").select(encoding).run()
+    assert not at.exception and not at.error
+    assert metric(at, "Parameters") != before  # no wpe table: fewer parameters than learned positions

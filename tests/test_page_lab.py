@@ -114,6 +114,7 @@ def test_renders_every_experiment_with_claim_and_budget():
         assert not at.exception, name
         assert spec.claim in texts(at.markdown)
         assert "No results yet" in texts(at.caption)
+    at.segmented_control(key="lab_experiment").set_value("attention-range").run()
     assert at.button(key="lab_attention_range_run").disabled  # no trained run to look inside yet
 
 
@@ -227,6 +228,60 @@ def test_attention_range_reading_matches_the_charts():
     assert f"{losses[0]:.2f} nats at position 0" in reading
     assert f"{sum(tail) / len(tail):.2f} on average over the last {len(tail)} positions" in reading
     assert f"{int(memory['data'][0]['y'][-1]):,} cached key/value numbers" in reading
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def test_extrapolation_reading_matches_the_curves_by_position_and_the_length_bars():
+    at = open_lab("extrapolation")
+    run_tiny(at, "extrapolation")
+    by_position, lengths, _ = figures(at, "extrapolation")
+    reading = reading_of(at)
+    T = lab.tiny_params("extrapolation").block_size
+    assert any(shape.get("x0") == T - 0.5 for shape in by_position["layout"]["shapes"])  # the training length, marked
+    learned = trace(by_position, "learned")["y"]
+    assert len(learned) == T and "learned cannot be read past T at all" in reading  # not silently cropped
+    for name in ("sinusoidal", "rope", "alibi", "none"):
+        y = trace(by_position, name)["y"]
+        assert len(y) == 4 * T
+        assert f"{name} {mean(y[T // 2 : T]):.2f} → {mean(y[T:]):.2f}" in reading
+        bars = trace(lengths, name)["y"]
+        assert f"{name} " + " / ".join(f"{v:.2f}" for v in bars) in reading
+    assert f"learned {trace(lengths, 'learned')['y'][0]:.2f} / n/a / n/a" in reading
+    assert "standard errors over" in reading and ("kept" in reading or "lost" in reading or "too close to call" in reading)
+
+
+def test_recurrence_reading_matches_the_curves_speed_and_positions():
+    at = open_lab("recurrence")
+    run_tiny(at, "recurrence")
+    steps, clock, speed, position = figures(at, "recurrence")
+    reading = reading_of(at)
+    for name in ("transformer", "LSTM"):
+        assert f"{name} {trace(steps, f'{name} · val')['y'][-1]:.2f}" in reading
+        assert trace(clock, name)["y"][-1] == trace(steps, f"{name} · val")["y"][-1]  # one number, two charts
+        assert f"{name} {trace(position, name)['y'][0]:.2f} at position 0" in reading
+    rates = dict(zip(speed["data"][0]["x"], speed["data"][0]["y"], strict=True))
+    assert f"transformer {rates['transformer']:,.0f} tokens/s, LSTM {rates['LSTM']:,.0f} tokens/s" in reading
+    assert "too close to call" in reading or "stands at this budget" in reading
+    assert "LSTM is lab-only" in texts(at.caption)
+    assert len(at.code) >= 2  # a sample from each
+
+
+def test_weight_tying_reading_matches_the_parameters_losses_and_similarities():
+    at = open_lab("weight-tying")
+    run_tiny(at, "weight-tying")
+    curves, cosines, sizes = figures(at, "weight-tying")
+    reading = reading_of(at)
+    counts = dict(zip(sizes["data"][0]["x"], sizes["data"][0]["y"], strict=True))
+    assert f"the tied model has {counts['tied']:,}, the untied {counts['untied']:,}" in reading
+    assert f"Tying saved {counts['untied'] - counts['tied']:,} parameters" in reading
+    for name in ("tied", "untied"):
+        assert f"{name} {trace(curves, f'{name} · val')['y'][-1]:.2f}" in reading
+    assert f"ended at {mean(trace(cosines, 'after training')['y']):.3f}" in reading
+    assert f"began unrelated (mean cosine {mean(trace(cosines, 'at initialisation')['y']):.3f})" in reading
+    assert "too close to call" in reading or "stands at this budget" in reading
 
 
 # --------------------------------------------------------------------------------------------

@@ -115,6 +115,21 @@ def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], eval_
     return Verdict(abs(va[-1] - vb[-1]), spread, evals)
 
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """The noise of a mean over independent measurements (e.g. one number per validation window):
+    sample standard deviation / √n, or None for fewer than two. A gap between two such means, or
+    between a mean and a threshold, is called when it exceeds ``CALL_RATIO`` standard errors.
+
+    >>> round(standard_error([1.0, 2.0, 3.0, 4.0]), 4)
+    0.6455
+    """
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def single_measurement(batches: int | None) -> str:
     """What to say when a result keeps one loss per variant and no curve: its noise is unknown."""
     on = f" (on {batches} validation batches)" if batches else ""
