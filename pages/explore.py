@@ -175,7 +175,7 @@ def prompt_ui(explored: Explored) -> tuple[str, PromptTokens | None]:
         st.error(f"This model's tokenizer cannot read the prompt: {in_app_words(exc)}")
         return prompt, None
     if not tokens.ids:
-        start = explored.tokenizer.token_label(encode_prompt(explored.tokenizer, "")[0])
+        start = explored.tokenizer.token_label(encode_prompt(explored.tokenizer, "", explored.model)[0])
         st.info(
             f"The prompt is empty: generation starts from the start token ‹{start}›. The step, "
             "attention and logit-lens views need some text: type a prompt."
@@ -283,7 +283,7 @@ def stream_generation(explored: Explored, prompt: str, config: SamplingConfig, m
                       use_cache: bool, output: Any) -> Generated:  # fmt: skip
     """Generate into ``output`` (an ``st.empty``) as the tokens arrive; time only the model."""
     tokenizer, shown = explored.tokenizer, prompt_tail(prompt)
-    steps = generate(explored.model, encode_prompt(tokenizer, prompt), max_tokens, seed=current_seed(),
+    steps = generate(explored.model, encode_prompt(tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
                      use_cache=use_cache, tokenizer=tokenizer, **sampling_kwargs(config))  # fmt: skip
     records, pieces, last_draw = [], [], 0.0
     for step, seconds in timed_steps(steps):
@@ -315,7 +315,7 @@ def kv_comparison_ui(explored: Explored, prompt: str, config: SamplingConfig, ma
     n = min(max_tokens, KV_TIMING_TOKENS[1] if large else KV_TIMING_TOKENS[0])
     if st.button(f"Time {n} tokens with and without the KV cache", key="explore_kv_compare"):
         with st.spinner("Generating the same tokens twice…"):
-            ids = encode_prompt(explored.tokenizer, prompt)
+            ids = encode_prompt(explored.tokenizer, prompt, explored.model)
             timings = compare_kv_cache(explored.model, ids, n, seed=current_seed(), **sampling_kwargs(config))
             st.session_state["explore_kv_timing"] = (explored.label, *timings)
     if "explore_kv_timing" not in st.session_state:
@@ -364,7 +364,7 @@ def generate_view(explored: Explored, prompt: str, config: SamplingConfig | None
 def start_stepping(explored: Explored, prompt: str, config: SamplingConfig, max_tokens: int, key: tuple) -> None:
     st.session_state["explore_step_key"] = key
     st.session_state["explore_step_iter"] = generate(
-        explored.model, encode_prompt(explored.tokenizer, prompt), max_tokens, seed=current_seed(),
+        explored.model, encode_prompt(explored.tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
         tokenizer=explored.tokenizer, record_stages=True, n_candidates=10, **sampling_kwargs(config),
     )  # fmt: skip
     st.session_state["explore_step_records"] = []
