@@ -71,9 +71,12 @@ def test_reading_says_too_close_to_call_at_a_marginal_crossing():
 
 
 def test_reading_says_when_it_did_not_form():
-    text = induction.reading(fake_result([0.06, 0.1, 0.2, 0.3], repeated=[4.1, 4.0, 3.9, 3.8]))
+    text = induction.reading(fake_result([0.06, 0.1, 0.2, 0.3], repeated=[4.1, 4.2, 4.3, 4.3]))
     assert text.startswith("Induction did not appear within 300 steps")
     assert "reached 0.30" in text and "too close to call" not in text
+    assert "without an induction head" not in text  # 4.4 vs 4.3: no shortcut either
+    shortcut = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.0, 2.5, 2.4]))
+    assert "without an induction head" in shortcut and "ln 16 = 2.77" in shortcut
     close = induction.reading(fake_result([0.06, 0.1, 0.2, 0.45], se=0.04))
     assert "too close to call" in close
 

@@ -18,6 +18,7 @@ that just happened.
     "attention vs recurrence, trained"            recurrence         (a transformer vs an LSTM its size)
     "weight tying"                                weight_tying       (tied vs untied head)
     "induction heads form"                        induction          (in-context copying appears)
+    "scaling keeps paying off"                    scaling            (a ladder of sizes, compute frontier)
 
 The shared pieces, in reading order: ``setup`` (errors, limits, the training setup, JSON numbers),
 ``budget`` (what an experiment costs, said before it starts), ``reporter`` (progress and Stop),
@@ -45,6 +46,7 @@ from toygpt.lab import (
     positions,
     recurrence,
     residual_scaling,
+    scaling,
     single_example,
     tokenization,
     weight_tying,
@@ -82,6 +84,6 @@ __all__ = [
     "ExperimentSpec", "ExperimentStopped", "LabError", "LabJob", "LabStatus", "TrainingSetup",
     "attention_range", "experiment_of", "extrapolation", "induction", "figures", "is_lab_run", "lab_runs",
     "live_curves", "load_result", "norm_position", "positions", "reading", "recurrence",
-    "residual_scaling", "result_to_dict", "run_experiment", "save_result", "single_example",
+    "residual_scaling", "result_to_dict", "scaling", "run_experiment", "save_result", "single_example",
     "tiny_params", "tokenization", "weight_tying",
 ]  # fmt: skip

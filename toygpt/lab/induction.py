@@ -249,6 +249,11 @@ def reading(result: InductionResult) -> str:
                 f"(it counts as formed at {THRESHOLD}; attention spread evenly scores {result.uniform_score:.2f}), "
                 f"and the loss on the repeated half is {result.repeated_loss[-1]:.2f} nats/token against "
                 f"{result.first_half_loss[-1]:.2f} on the first half (guessing among {vocab} letters: {chance:.2f}).")  # fmt: skip
+        seen = math.log(half)
+        if result.first_half_loss[-1] - result.repeated_loss[-1] > 0.5:
+            text += (f" The repeated half still got easier without an induction head: guessing only among the {half} "
+                     f"letters already seen costs ln {half} = {seen:.2f}, so the model learned which letters had "
+                     "appeared, not which letter followed which.")  # fmt: skip
         if abs(best[-1] - THRESHOLD) < CALL_RATIO * final_se:
             text += f" The final score is within {CALL_RATIO:g} standard errors (±{final_se:.2f}) of the mark: too close to call."
         return text + " Train longer (more steps) to see whether it forms."

@@ -15,6 +15,7 @@ from toygpt.lab import (
     positions,
     recurrence,
     residual_scaling,
+    scaling,
     single_example,
     tokenization,
     weight_tying,
@@ -23,7 +24,7 @@ from toygpt.lab.certainty import QUICK_LOOK, is_quick_look
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn
 
 MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range,
-           extrapolation, recurrence, weight_tying, induction)  # fmt: skip
+           extrapolation, recurrence, weight_tying, induction, scaling)  # fmt: skip
 EXPERIMENTS: dict[str, ExperimentSpec] = {module.EXPERIMENT.name: module.EXPERIMENT for module in MODULES}
 
 
