@@ -1,6 +1,7 @@
 """Sampling & attention explorer: generate from a model (streamed, or one token at a time with
 every sampling stage drawn), look at its attention and logit lens, colour any text by how
-surprised the model is, and watch a run's answers change across its training snapshots.
+surprised the model is, watch a run's answers change across its training snapshots, and change
+the model to see what breaks (interventions: head ablation, activation patching, induction heads).
 
 UI only: every number comes from ``toygpt.sample``, ``toygpt.inspection`` and ``toygpt.lessons.explore``.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import streamlit as st
 import torch
 
+from pages._interventions import interventions_view
 from pages._shared import (
     active_model,
     capped_text,
@@ -63,7 +65,7 @@ from toygpt.viz import (
     surprisal_html,
 )
 
-VIEWS = ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn"]
+VIEWS = ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn", "Interventions"]
 DEFAULT_PROMPT = "ROMEO:\n"
 DEFAULT_SURPRISAL_TEXT = (
     "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
@@ -173,7 +175,7 @@ def prompt_ui(explored: Explored) -> tuple[str, PromptTokens | None]:
         st.error(f"This model's tokenizer cannot read the prompt: {in_app_words(exc)}")
         return prompt, None
     if not tokens.ids:
-        start = explored.tokenizer.token_label(encode_prompt(explored.tokenizer, "")[0])
+        start = explored.tokenizer.token_label(encode_prompt(explored.tokenizer, "", explored.model)[0])
         st.info(
             f"The prompt is empty: generation starts from the start token ‹{start}›. The step, "
             "attention and logit-lens views need some text: type a prompt."
@@ -281,7 +283,7 @@ def stream_generation(explored: Explored, prompt: str, config: SamplingConfig, m
                       use_cache: bool, output: Any) -> Generated:  # fmt: skip
     """Generate into ``output`` (an ``st.empty``) as the tokens arrive; time only the model."""
     tokenizer, shown = explored.tokenizer, prompt_tail(prompt)
-    steps = generate(explored.model, encode_prompt(tokenizer, prompt), max_tokens, seed=current_seed(),
+    steps = generate(explored.model, encode_prompt(tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
                      use_cache=use_cache, tokenizer=tokenizer, **sampling_kwargs(config))  # fmt: skip
     records, pieces, last_draw = [], [], 0.0
     for step, seconds in timed_steps(steps):
@@ -313,7 +315,7 @@ def kv_comparison_ui(explored: Explored, prompt: str, config: SamplingConfig, ma
     n = min(max_tokens, KV_TIMING_TOKENS[1] if large else KV_TIMING_TOKENS[0])
     if st.button(f"Time {n} tokens with and without the KV cache", key="explore_kv_compare"):
         with st.spinner("Generating the same tokens twice…"):
-            ids = encode_prompt(explored.tokenizer, prompt)
+            ids = encode_prompt(explored.tokenizer, prompt, explored.model)
             timings = compare_kv_cache(explored.model, ids, n, seed=current_seed(), **sampling_kwargs(config))
             st.session_state["explore_kv_timing"] = (explored.label, *timings)
     if "explore_kv_timing" not in st.session_state:
@@ -362,7 +364,7 @@ def generate_view(explored: Explored, prompt: str, config: SamplingConfig | None
 def start_stepping(explored: Explored, prompt: str, config: SamplingConfig, max_tokens: int, key: tuple) -> None:
     st.session_state["explore_step_key"] = key
     st.session_state["explore_step_iter"] = generate(
-        explored.model, encode_prompt(explored.tokenizer, prompt), max_tokens, seed=current_seed(),
+        explored.model, encode_prompt(explored.tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
         tokenizer=explored.tokenizer, record_stages=True, n_candidates=10, **sampling_kwargs(config),
     )  # fmt: skip
     st.session_state["explore_step_records"] = []
@@ -583,6 +585,8 @@ def main() -> None:
     view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="explore_view")
     if view == "Surprisal":
         surprisal_view(explored)  # scores its own text, not the prompt
+    elif view == "Interventions":
+        interventions_view(explored, tokens, DEFAULT_SURPRISAL_TEXT)  # only patching uses the prompt
     elif tokens is None:
         st.warning("Fix the prompt above (see the message) to use this view.")
     elif view == "Generate":

@@ -225,6 +225,66 @@ def attention_range_ui(key: str, seed: int) -> lab.attention_range.AttentionRang
     return None if run_id is None else lab.attention_range.AttentionRangeParams(run_id=run_id, windows=windows, far=far, seed=seed)
 
 
+def extrapolation_ui(key: str, seed: int) -> lab.extrapolation.ExtrapolationParams | None:
+    d = lab.extrapolation.ExtrapolationParams()
+    chosen = training_ui(key, d, all_corpora())
+    cols = st.columns([1, 3])
+    block = int(cols[0].number_input("Training context T (tokens)", 8, 256, d.block_size, step=8, key=f"lab_{key}_block",
+                                     help="Each model trains on windows of T tokens, then reads windows of 4T."))  # fmt: skip
+    encodings = cols[1].multiselect("Position encodings", lab.extrapolation.ENCODINGS, default=list(d.encodings),
+                                    key=f"lab_{key}_encodings")  # fmt: skip
+    if not corpus_ready(chosen["corpus"], key):
+        return None
+    return lab.extrapolation.ExtrapolationParams(**chosen, block_size=block, encodings=tuple(encodings), seed=seed)
+
+
+def recurrence_ui(key: str, seed: int) -> lab.recurrence.RecurrenceParams | None:
+    d = lab.recurrence.RecurrenceParams()
+    chosen = training_ui(key, d, all_corpora())
+    cols = st.columns(2)
+    layers = int(cols[0].number_input("LSTM layers", 1, 8, d.lstm_layers, key=f"lab_{key}_layers",
+                                      help="Its width is then chosen so that its parameter count matches the preset's."))  # fmt: skip
+    prompt = cols[1].text_input("Sample prompt", d.sample_prompt, key=f"lab_{key}_prompt", max_chars=200)
+    st.caption("The LSTM lives in the lab only: the saved run keeps the transformer's weights, so the sidebar and "
+               "the explorer (whose views are attention maps, which an LSTM does not have: it carries one state "
+               "of h and c vectors per layer instead) never offer it.")  # fmt: skip
+    if not corpus_ready(chosen["corpus"], key):
+        return None
+    return lab.recurrence.RecurrenceParams(**chosen, lstm_layers=layers, sample_prompt=prompt, seed=seed)
+
+
+def weight_tying_ui(key: str, seed: int) -> lab.weight_tying.WeightTyingParams | None:
+    chosen = training_ui(key, lab.weight_tying.WeightTyingParams(), all_corpora())
+    return lab.weight_tying.WeightTyingParams(**chosen, seed=seed) if corpus_ready(chosen["corpus"], key) else None
+
+
+def induction_ui(key: str, seed: int) -> lab.induction.InductionParams:
+    d = lab.induction.InductionParams()
+    cols = st.columns(3)
+    steps = int(cols[0].number_input("Training steps", 10, 20_000, d.steps, step=100, key=f"lab_{key}_steps"))
+    vocab = int(cols[1].number_input("Alphabet (random letters)", 8, len(lab.induction.ALPHABET), d.vocab,
+                                     key=f"lab_{key}_vocab"))  # fmt: skip
+    length = int(cols[2].number_input("Window (tokens)", 8, 128, d.length, step=8, key=f"lab_{key}_length"))
+    return lab.induction.InductionParams(steps=steps, vocab=vocab, length=length, seed=seed)
+
+
+def scaling_ui(key: str, seed: int) -> lab.scaling.ScalingParams | None:
+    d = lab.scaling.ScalingParams()
+    names = all_corpora()
+    cols = st.columns(3)
+    corpus = cols[0].selectbox("Corpus", names, index=names.index(d.corpus), key=f"lab_{key}_corpus")
+    sizes = cols[1].multiselect("Sizes (layers x width x heads)", lab.scaling.LADDER, default=list(d.sizes),
+                                key=f"lab_{key}_sizes")  # fmt: skip
+    compute = float(cols[2].select_slider("Largest budget (training FLOPs)", [2.5e10, 5e10, 1e11, 2e11, 4e11, 8e11],
+                                          value=d.max_compute, key=f"lab_{key}_compute", format_func=lambda c: f"{c:.2g}"))  # fmt: skip
+    st.caption("Longer budgets and larger sizes: `python -m toygpt lab scaling --max-compute 1e13 --sizes ...` "
+               "(on a GPU with `--device cuda`); its result appears below like any other.")  # fmt: skip
+    if not corpus_ready(corpus, key):
+        return None
+    ordered = tuple(size for size in lab.scaling.LADDER if size in sizes)
+    return lab.scaling.ScalingParams(corpus=corpus, sizes=ordered, max_compute=compute, seed=seed)
+
+
 SETUPS = {
     "norm-position": norm_position_ui,
     "residual-scaling": residual_scaling_ui,
@@ -232,6 +292,11 @@ SETUPS = {
     "tokenization": tokenization_ui,
     "single-example": single_example_ui,
     "attention-range": attention_range_ui,
+    "extrapolation": extrapolation_ui,
+    "recurrence": recurrence_ui,
+    "weight-tying": weight_tying_ui,
+    "induction-heads": induction_ui,
+    "scaling": scaling_ui,
 }
 
 
@@ -330,7 +395,16 @@ def single_example_extras(result: lab.single_example.SingleExampleResult) -> Non
     st.caption(f"The changed copy is kept in this result's run; {result.source_run} itself was only read.")
 
 
-EXTRAS = {"norm-position": norm_extras, "tokenization": tokenization_extras, "single-example": single_example_extras}
+def recurrence_extras(result: lab.recurrence.RecurrenceResult) -> None:
+    cols = st.columns(2)
+    for col, (name, text) in zip(cols, result.samples.items(), strict=False):
+        col.caption(f"Sample from the {name} (prompt {result.params['sample_prompt']!r}, seed {result.params['seed']}):")
+        col.code(text or " ", language=None, wrap_lines=True)
+    st.caption("Only the transformer's weights are kept in this result's run; the LSTM is lab-only.")
+
+
+EXTRAS = {"norm-position": norm_extras, "tokenization": tokenization_extras, "single-example": single_example_extras,
+          "recurrence": recurrence_extras}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

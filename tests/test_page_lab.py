@@ -18,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import job_registry, model_choices
 from toygpt import data as corpora
 from toygpt import lab
-from toygpt.model import GPT, GPTConfig
+from toygpt.jobs import TrainSpec
+from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import create_run, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig
@@ -113,6 +114,7 @@ def test_renders_every_experiment_with_claim_and_budget():
         assert not at.exception, name
         assert spec.claim in texts(at.markdown)
         assert "No results yet" in texts(at.caption)
+    at.segmented_control(key="lab_experiment").set_value("attention-range").run()
     assert at.button(key="lab_attention_range_run").disabled  # no trained run to look inside yet
 
 
@@ -228,6 +230,60 @@ def test_attention_range_reading_matches_the_charts():
     assert f"{int(memory['data'][0]['y'][-1]):,} cached key/value numbers" in reading
 
 
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def test_extrapolation_reading_matches_the_curves_by_position_and_the_length_bars():
+    at = open_lab("extrapolation")
+    run_tiny(at, "extrapolation")
+    by_position, lengths, _ = figures(at, "extrapolation")
+    reading = reading_of(at)
+    T = lab.tiny_params("extrapolation").block_size
+    assert any(shape.get("x0") == T - 0.5 for shape in by_position["layout"]["shapes"])  # the training length, marked
+    learned = trace(by_position, "learned")["y"]
+    assert len(learned) == T and "learned cannot be read past T at all" in reading  # not silently cropped
+    for name in ("sinusoidal", "rope", "alibi", "none"):
+        y = trace(by_position, name)["y"]
+        assert len(y) == 4 * T
+        assert f"{name} {mean(y[T // 2 : T]):.2f} → {mean(y[T:]):.2f}" in reading
+        bars = trace(lengths, name)["y"]
+        assert f"{name} " + " / ".join(f"{v:.2f}" for v in bars) in reading
+    assert f"learned {trace(lengths, 'learned')['y'][0]:.2f} / n/a / n/a" in reading
+    assert "standard errors over" in reading and ("kept" in reading or "lost" in reading or "too close to call" in reading)
+
+
+def test_recurrence_reading_matches_the_curves_speed_and_positions():
+    at = open_lab("recurrence")
+    run_tiny(at, "recurrence")
+    steps, clock, speed, position = figures(at, "recurrence")
+    reading = reading_of(at)
+    for name in ("transformer", "LSTM"):
+        assert f"{name} {trace(steps, f'{name} · val')['y'][-1]:.2f}" in reading
+        assert trace(clock, name)["y"][-1] == trace(steps, f"{name} · val")["y"][-1]  # one number, two charts
+        assert f"{name} {trace(position, name)['y'][0]:.2f} at position 0" in reading
+    rates = dict(zip(speed["data"][0]["x"], speed["data"][0]["y"], strict=True))
+    assert f"transformer {rates['transformer']:,.0f} tokens/s, LSTM {rates['LSTM']:,.0f} tokens/s" in reading
+    assert "too close to call" in reading or "stands at this budget" in reading
+    assert "LSTM is lab-only" in texts(at.caption)
+    assert len(at.code) >= 2  # a sample from each
+
+
+def test_weight_tying_reading_matches_the_parameters_losses_and_similarities():
+    at = open_lab("weight-tying")
+    run_tiny(at, "weight-tying")
+    curves, cosines, sizes = figures(at, "weight-tying")
+    reading = reading_of(at)
+    counts = dict(zip(sizes["data"][0]["x"], sizes["data"][0]["y"], strict=True))
+    assert f"the tied model has {counts['tied']:,}, the untied {counts['untied']:,}" in reading
+    assert f"Tying saved {counts['untied'] - counts['tied']:,} parameters" in reading
+    for name in ("tied", "untied"):
+        assert f"{name} {trace(curves, f'{name} · val')['y'][-1]:.2f}" in reading
+    assert f"ended at {mean(trace(cosines, 'after training')['y']):.3f}" in reading
+    assert f"began unrelated (mean cosine {mean(trace(cosines, 'at initialisation')['y']):.3f})" in reading
+    assert "too close to call" in reading or "stands at this budget" in reading
+
+
 # --------------------------------------------------------------------------------------------
 # Jobs: one at a time, Stop, and saved results that reopen (or are refused)
 # --------------------------------------------------------------------------------------------
@@ -237,11 +293,16 @@ def test_a_second_job_is_refused_with_who_is_running():
     other = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
     at = open_lab("norm-position")
     at.toggle(key="lab_norm_position_tiny").set_value(True).run()
+    # another tab's experiment is shown here (with its link), and Run waits for it
+    assert "Positional encodings" in texts(at.subheader) and at.button(key="lab_norm_position_run").disabled
+    other.stop()
+    assert other.wait(WAIT_S)
+    trainer = job_registry().start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=5000)))
+    at.run()  # a training job holds the one slot: Run is refused, saying who is running
     at.button(key="lab_norm_position_run").click().run()
     assert not at.exception
-    assert "already running" in texts(at.error)
-    assert "Positional encodings" in texts(at.info)
-    assert other.status == "running" and len(job_registry().jobs()) == 1
+    assert "already running" in texts(at.error) and "Training now" in texts(at.info)
+    assert trainer.status == "running" and len(job_registry().active()) == 1
 
 
 def test_stop_ends_a_long_experiment_and_saves_nothing():

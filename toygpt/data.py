@@ -494,6 +494,28 @@ def prepare(text: str, tokenizer: Any, cache: bool = True, val_fraction: float =
     return TokenData(encode_cached(text, tokenizer, cache), tokenizer.vocab_size, val_fraction)
 
 
+def start_token_for(token_data: TokenData, tokenizer: Any) -> int:
+    r"""The token a model trained on ``token_data`` should start generating from: a newline when
+    it is one token that occurs in the training split (every corpus here starts its lines,
+    examples and speeches after one), else the training split's most frequent token. Either
+    way a context the model has seen many times — unlike ``<|endoftext|>``, which ``prepare``
+    never puts into the data. Runs record it as ``GPTConfig.bos_token_id``.
+
+    >>> from toygpt.tokenizers import CharTokenizer
+    >>> tok = CharTokenizer.from_text("ab\nba\n")
+    >>> tok.decode([start_token_for(prepare("ab\nba\n" * 10, tok, cache=False), tok)])
+    '\n'
+    """
+    train = token_data.split("train")
+    try:
+        newline = tokenizer.encode("\n")
+    except ValueError:  # a char vocabulary without "\n"
+        newline = []
+    if len(newline) == 1 and bool((train == newline[0]).any()):
+        return int(newline[0])
+    return int(torch.bincount(train, minlength=token_data.vocab_size).argmax())
+
+
 def clear_token_cache() -> int:
     """Delete every cached token array; return how many files went."""
     folder = data_dir() / "tokens"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,8 +44,10 @@ from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.limits import JOB_SHARE, check_memory
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
+from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
 from toygpt.status import Status
 from toygpt.stopping import StopRequested, check_stop, stop_scope
+from toygpt.tokenizers.base import check_model_vocab_size
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -206,13 +209,24 @@ def cpu_has_fast_bf16() -> bool:
     return any(check is not None and check() for check in checks)
 
 
+PRECISION_ENV = "TOYGPT_PRECISION"
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype matmuls run in under autocast, or None for plain float32.
 
     Weights, gradients and the optimizer stay float32 either way (mixed precision): only the
     matmuls and what flows between them use bfloat16, which has float32's range (no loss scaling
     needed) and 8 bits of mantissa — plenty for gradients of a small model.
+
+    ``"auto"`` picks bf16 where the hardware multiplies it fast, so the same run trains with
+    different numerics on different CPUs. Setting ``$TOYGPT_PRECISION`` to ``fp32`` or ``bf16``
+    makes ``"auto"`` mean that everywhere (e.g. ``TOYGPT_PRECISION=bf16 pytest`` runs the suite
+    as a CPU with AVX-512 BF16 would, on any x86 CPU, just slower); an explicit ``precision``
+    is never overridden.
     """
+    if precision == "auto":
+        precision = forced_precision() or "auto"
     if precision == "fp32" or device.type == "mps":
         return None
     if precision == "bf16":
@@ -220,6 +234,16 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def forced_precision() -> str | None:
+    """``$TOYGPT_PRECISION`` (``fp32`` or ``bf16``), or None when unset or empty."""
+    value = os.environ.get(PRECISION_ENV, "").strip()
+    if not value:
+        return None
+    if value not in ("fp32", "bf16"):
+        raise ValueError(f"{PRECISION_ENV}={value!r}; set it to fp32 or bf16, or unset it for the hardware's choice")
+    return value
 
 
 def run_progress(config: TrainConfig, step: int, elapsed: float) -> float:
@@ -232,22 +256,42 @@ def run_progress(config: TrainConfig, step: int, elapsed: float) -> float:
     return min(1.0, max(fractions))
 
 
-def learning_rate_at(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
-    """Linear warmup for ``warmup_steps``, then a cosine from ``learning_rate`` to ``min_lr``.
+def learning_rate_at(
+    config: TrainConfig, step: int, elapsed: float = 0.0, warmup_elapsed: float | None = None
+) -> float:
+    """Linear warmup for ``warmup_steps``, then a cosine from ``learning_rate`` to ``min_lr``
+    over what remains of the run after warmup, so the rate is continuous where warmup ends.
+
+    Progress through the cosine is ``(step - warmup_steps) / (max_steps - warmup_steps)`` in
+    steps and ``(elapsed - warmup_elapsed) / (max_seconds - warmup_elapsed)`` in seconds, where
+    ``warmup_elapsed`` is the clock when warmup ended (the trainer records it; None estimates it
+    from the pace so far, ``elapsed · warmup_steps / step``, exact at the end of warmup). With
+    both budgets the further along wins, as the run ends at whichever comes first.
 
     >>> c = TrainConfig(max_steps=100, learning_rate=1.0, min_lr=0.0, warmup_steps=10)
     >>> [round(learning_rate_at(c, s), 3) for s in (0, 9, 10, 55, 100)]
     [0.1, 1.0, 1.0, 0.5, 0.0]
+    >>> t = c.replace(max_steps=None, max_seconds=60.0)  # warmup took 15 s of the 60
+    >>> [round(learning_rate_at(t, 10, s, warmup_elapsed=15.0), 3) for s in (15.0, 37.5, 60.0)]
+    [1.0, 0.5, 0.0]
     """
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    if config.max_steps is not None and config.max_seconds is None:
-        span = max(1, config.max_steps - config.warmup_steps)
-        progress = min(1.0, (step - config.warmup_steps) / span)
-    else:  # a time budget: decay with the clock (or with whichever budget is closer to its end)
-        progress = run_progress(config, step, elapsed)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 → 0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * cosine_progress(config, step, elapsed, warmup_elapsed)))  # 1 → 0
     return config.final_lr + cosine * (config.learning_rate - config.final_lr)
+
+
+def cosine_progress(config: TrainConfig, step: int, elapsed: float, warmup_elapsed: float | None = None) -> float:
+    """How far through the cosine after warmup, 0..1 (see ``learning_rate_at``)."""
+    fractions = []
+    if config.max_steps is not None:
+        fractions.append((step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    if config.max_seconds is not None:
+        if warmup_elapsed is None:
+            warmup_elapsed = elapsed * config.warmup_steps / step if step > 0 else 0.0
+        left = config.max_seconds - warmup_elapsed
+        fractions.append((elapsed - warmup_elapsed) / left if left > 0 else 1.0)
+    return min(1.0, max(0.0, max(fractions)))
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -276,8 +320,8 @@ def thin_snapshots(steps: Sequence[int], keep: int) -> list[int]:
     """Which snapshot steps to drop so that at most ``keep`` remain: keep the first and the
     last, and drop the one closest (in log scale) to its predecessor, again and again.
 
-    >>> thin_snapshots([0, 50, 200, 800, 900], keep=4)
-    [900]
+    >>> thin_snapshots([0, 50, 200, 800, 900], keep=4)  # 900 is nearest 800, but it is the last
+    [200]
     """
     kept, dropped = sorted(steps), []
     while len(kept) > max(keep, 2):
@@ -352,13 +396,36 @@ def load_optimizer_tensors(
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
+# What the trainer needs from a model, and evaluation
 # --------------------------------------------------------------------------------------------
+
+
+class LanguageModel(Protocol):
+    """What the trainer needs from a model: ``GPT`` has it, and so has the LSTM of
+    ``toygpt.recurrent`` (trained by this same loop, for a side-by-side comparison).
+
+    - ``config`` with ``vocab_size``, ``block_size`` (the longest window it trains on) and ``dropout``;
+    - ``model(idx, targets)`` → ``(logits (B, T, vocab_size), mean cross-entropy)``;
+    - ``num_parameters()``; ``attention_paths()`` and ``set_attention(...)`` (the trainer picks
+      the attention path fastest here and restores the model's own afterwards; a model without
+      attention returns ``[]`` and ignores the call);
+    - everything ``torch.nn.Module`` has (parameters, train/eval, ``to``).
+    """
+
+    config: Any
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]: ...
+
+    def num_parameters(self) -> int: ...
+
+    def attention_paths(self) -> list[bool]: ...
+
+    def set_attention(self, fused: bool | Sequence[bool]) -> None: ...
 
 
 @torch.no_grad()
 def estimate_loss(
-    model: GPT,
+    model: LanguageModel,
     data: TokenData,
     batch_size: int,
     block_size: int,
@@ -388,7 +455,7 @@ def estimate_loss(
 
 
 @torch.no_grad()
-def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def loss_by_position(model: LanguageModel, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """Mean cross-entropy in nats at each position of ``windows`` (B, L + 1) of token ids, (L,):
     position t predicts token t + 1 from the t + 1 tokens up to it, so a falling curve means
     the model uses its context. Read ``chunk`` windows at a time (big vocabularies make big
@@ -448,6 +515,7 @@ class TrainState:
     last_val_loss: float | None = None
     last_train_loss: float | None = None
     snapshots: list[int] = field(default_factory=list)
+    warmup_elapsed: float | None = None  # the clock when warmup ended: where the cosine starts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -460,7 +528,7 @@ class TrainState:
         known = {f.name for f in fields(cls)}
         state = cls(**{k: v for k, v in data.items() if k in known})
         counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (state.step, state.tokens_seen))
-        numbers = (state.elapsed, state.best_val_loss, state.last_val_loss, state.last_train_loss)
+        numbers = (state.elapsed, state.best_val_loss, state.last_val_loss, state.last_train_loss, state.warmup_elapsed)
         numbers_ok = all(v is None or (isinstance(v, int | float) and math.isfinite(v)) for v in numbers)
         snapshots_ok = isinstance(state.snapshots, list) and all(isinstance(s, int) for s in state.snapshots)
         if not (counts_ok and numbers_ok and snapshots_ok):
@@ -475,7 +543,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: GPT,
+        model: LanguageModel,
         data: TokenData,
         config: TrainConfig,
         *,
@@ -490,6 +558,8 @@ class Trainer:
         self.config, self.data, self.tokenizer, self.dist = config, data, tokenizer, dist
         self.block_size = config.block_size or model.config.block_size
         self._check_shapes(model, data)
+        if tokenizer is not None:  # it decodes the samples: its ids must be the model's
+            check_model_vocab_size(tokenizer, model.config.vocab_size)
         self.device = device_for(dist, choose_device(config.device))
         self.model = model.to(self.device)
         self.autocast = autocast_dtype(config.precision, self.device)
@@ -504,7 +574,7 @@ class Trainer:
         self.compiled = False
         self._window: list[float] = []  # recent step times, for tokens/s and the ETA
 
-    def _check_shapes(self, model: GPT, data: TokenData) -> None:
+    def _check_shapes(self, model: LanguageModel, data: TokenData) -> None:
         if self.block_size > model.config.block_size:
             raise ValueError(
                 f"block_size={self.block_size} is longer than the model's block_size="
@@ -546,7 +616,7 @@ class Trainer:
             if reason:
                 return reason
             if not self.train_step():
-                lr = learning_rate_at(self.config, self.state.step, self.state.elapsed)
+                lr = learning_rate_at(self.config, self.state.step, self.state.elapsed, self.state.warmup_elapsed)
                 return Status.DIVERGED, (
                     f"the loss became NaN/inf at step {self.state.step} (learning rate {lr:.2g}); "
                     f"try a lower learning rate, e.g. {self.config.learning_rate / 3:.2g}. "
@@ -596,7 +666,10 @@ class Trainer:
         x, y = self.data.get_batch("train", config.batch_size, self.block_size, torch.Generator().manual_seed(seed), self.device)
         if self.model.config.dropout > 0:
             torch.manual_seed(seed)  # dropout draws from the global generator: make it a function of the step
-        lr = learning_rate_at(config, step, self._elapsed())
+        now = self._elapsed()
+        if step == config.warmup_steps:  # warmup is over: the cosine starts from this clock
+            self.state.warmup_elapsed = now  # (a state saved before this field estimates it)
+        lr = learning_rate_at(config, step, now, self.state.warmup_elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = self._forward_backward(x, y)
@@ -738,7 +811,7 @@ class Trainer:
             torch.set_num_threads(self.config.num_threads)
         self._start_clock = time.perf_counter() - self.state.elapsed
         self._session_start = self.state.step
-        attention = [block.attn.use_fused for block in self.model.transformer.h]
+        attention = self.model.attention_paths()
         if self.autocast is not None and self.device.type == "cpu":
             # Measured on a 2-core AVX-512/AMX CPU (bench/train_speed.py): in bf16 the written-out
             # attention (two batched matmuls + softmax) beats the fused CPU kernel for these sizes.
@@ -751,8 +824,7 @@ class Trainer:
         try:
             yield
         finally:
-            for block, fused in zip(self.model.transformer.h, attention, strict=True):
-                block.attn.use_fused = fused
+            self.model.set_attention(attention)
             self.model.eval()
 
     def _wrap_ddp(self) -> torch.nn.Module:
@@ -764,7 +836,7 @@ class Trainer:
         return DistributedDataParallel(self.model, device_ids=device_ids)
 
 
-def train(model: GPT, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
+def train(model: LanguageModel, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
     """Train ``model`` in place and return the ``"end"`` event (see ``Trainer`` for kwargs)."""
     return Trainer(model, data, config, **kwargs).run()
 
@@ -898,7 +970,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def measure_step_seconds(
-    model_config: GPTConfig, train_config: TrainConfig, steps: int = 3, num_threads: int | None = None, seed: int = 0
+    model_config: GPTConfig | LSTMConfig, train_config: TrainConfig, steps: int = 3, num_threads: int | None = None, seed: int = 0
 ) -> float:
     """Median seconds of ``steps`` real training steps of a fresh model of this shape, on this
     machine, now (after one untimed warm-up step): forward, backward, clipping and AdamW, with
@@ -911,7 +983,8 @@ def measure_step_seconds(
     need = estimate(model_config, train_config.replace(max_steps=steps + 1, max_seconds=None))["total_memory_bytes"]
     check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
     with torch_threads(num_threads):
-        model = GPT(model_config.replace(dropout=model_config.dropout), seed=seed).to(device).train()
+        build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
+        model = build(model_config, seed=seed).to(device).train()
         optimizer = make_optimizer(model, train_config, device)
         dtype = autocast_dtype(train_config.precision, device)
         generator = torch.Generator().manual_seed(seed)

@@ -59,17 +59,17 @@ def resolve_run(run: str) -> Path:
 def load_for_sampling(run: str):  # -> (GPT, Tokenizer); imports kept here so --help stays fast
     from toygpt.checkpoint import load_checkpoint
     from toygpt.tokenizers import tokenizer_from_dict
+    from toygpt.tokenizers.base import check_model_vocab_size
 
     directory = resolve_run(run)
     checkpoint = load_checkpoint(directory)
     if checkpoint.tokenizer is None:
         raise ValueError(f"{directory} has no tokenizer.json, so text cannot be encoded; retrain or copy it in")
     tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
-    if tokenizer.vocab_size > checkpoint.config.vocab_size:
-        raise ValueError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-            f"{checkpoint.config.vocab_size}; the two files come from different runs"
-        )
+    try:
+        check_model_vocab_size(tokenizer, checkpoint.config.vocab_size)
+    except ValueError as exc:
+        raise ValueError(f"{directory}: {exc} (tokenizer.json and the weights come from different runs)") from None
     return checkpoint.model, tokenizer
 
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out, err = out or sys.stdout, err or sys.stderr
     try:
         model, tokenizer = load_for_sampling(args.run)
-        ids = encode_prompt(tokenizer, args.prompt)
+        ids = encode_prompt(tokenizer, args.prompt, model)
         steps = generate(
             model, ids, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
             use_cache=not args.no_cache, stop=args.stop, tokenizer=tokenizer,

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from toygpt.model import GPTConfig
+from toygpt.recurrent import LSTMConfig
 from toygpt.train import TrainConfig, measure_step_seconds
 
 EVAL_SHARE = 0.25  # evaluations add about this much to a lab training's time
@@ -23,7 +24,7 @@ class Budget:
     text: str
 
 
-def step_seconds(model_config: GPTConfig, batch_size: int, block_size: int) -> float:
+def step_seconds(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int) -> float:
     """Seconds of one training step of this model here: three real steps timed by
     ``toygpt.train.measure_step_seconds`` (on ``PROBE_THREADS`` threads, as the job will run),
     reused for ``PROBE_TTL_S``. Small models spend most of a step in Python and tiny kernels, so
@@ -37,5 +38,5 @@ def step_seconds(model_config: GPTConfig, batch_size: int, block_size: int) -> f
     return _probes[key][1]
 
 
-def training_seconds(model_config: GPTConfig, batch_size: int, block_size: int, steps: int) -> float:
+def training_seconds(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int, steps: int) -> float:
     return steps * step_seconds(model_config, batch_size, block_size) * (1 + EVAL_SHARE)

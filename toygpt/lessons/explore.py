@@ -291,7 +291,7 @@ def snapshot_view(
     """Sample ``max_new_tokens`` after ``prompt`` and take its attention maps. The same prompt,
     settings and seed on each snapshot of a run show how the model's answer changed as it learned.
     An empty prompt starts from the start token (as ``generate`` does)."""
-    ids = encode_prompt(tokenizer, prompt)
+    ids = encode_prompt(tokenizer, prompt, model)
     steps = list(generate(model, ids, max_new_tokens, seed=seed, tokenizer=tokenizer, n_candidates=n_candidates, **sampling))
     if not steps:
         raise ValueError("max_new_tokens=0 samples nothing; ask for at least 1 token")
