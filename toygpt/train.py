@@ -980,8 +980,9 @@ def measure_step_seconds(
     """
     block = train_config.block_size or model_config.block_size
     device = choose_device(train_config.device)
-    need = estimate(model_config, train_config.replace(max_steps=steps + 1, max_seconds=None))["total_memory_bytes"]
-    check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
+    if isinstance(model_config, GPTConfig):  # (the lab also times recurrent models, costed by their own code)
+        need = estimate(model_config, train_config.replace(max_steps=steps + 1, max_seconds=None))["total_memory_bytes"]
+        check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
     with torch_threads(num_threads):
         build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
         model = build(model_config, seed=seed).to(device).train()
