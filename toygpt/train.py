@@ -44,7 +44,7 @@ from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.limits import JOB_SHARE, check_memory
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
-from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
+from toygpt.recurrent import LSTMConfig, LSTMLanguageModel, lstm_parameters
 from toygpt.status import Status
 from toygpt.stopping import StopRequested, check_stop, stop_scope
 from toygpt.tokenizers.base import check_model_vocab_size
@@ -924,6 +924,19 @@ def activation_bytes(model_config: GPTConfig, batch_size: int, block_size: int) 
     return 4 * (L * per_layer + logits)
 
 
+def training_memory_bytes(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int) -> int:
+    """Bytes one training step needs: weights, gradients and AdamW's two moments (16 bytes per
+    parameter) plus the activations kept for the backward pass. A GPT's activations are
+    ``activation_bytes``; an LSTM (``toygpt.recurrent``) keeps about 10 numbers per token and
+    hidden unit per layer (its 4 gates before and after their nonlinearity, c and h) and the
+    same ~5 copies of the logits."""
+    if isinstance(model_config, LSTMConfig):
+        B, T, H = batch_size, block_size, model_config.n_hidden
+        activations = 4 * (model_config.n_layer * 10 * B * T * H + 5 * B * T * model_config.vocab_size)
+        return 16 * lstm_parameters(model_config) + activations
+    return 16 * total_parameters(model_config) + activation_bytes(model_config, batch_size, block_size)
+
+
 def estimate(
     model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu", seconds_per_step: float | None = None
 ) -> dict[str, Any]:
@@ -980,7 +993,7 @@ def measure_step_seconds(
     """
     block = train_config.block_size or model_config.block_size
     device = choose_device(train_config.device)
-    need = estimate(model_config, train_config.replace(max_steps=steps + 1, max_seconds=None))["total_memory_bytes"]
+    need = training_memory_bytes(model_config, train_config.batch_size, block)
     check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
     with torch_threads(num_threads):
         build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
