@@ -36,6 +36,7 @@ from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus
 from toygpt.lab import is_lab_run
+from toygpt.limits import MemoryBudgetError
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
     RunError,
@@ -334,7 +335,10 @@ def pace_of(model_config: GPTConfig, config: TrainConfig, resume: str | None) ->
     if total_parameters(model_config) > PROBE_MAX_PARAMS:
         return None, ""
     threads = job_registry().num_threads
-    seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    try:
+        seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    except MemoryBudgetError:  # the probe itself would not fit: the memory warning below says why
+        return None, ""
     return seconds, (f"3 training steps of this model timed here just now, on the {threads or 'default'} "
                      f"thread{'s' if threads != 1 else ''} a job gets ({1 / seconds:,.1f} steps/s)")
 
@@ -570,7 +574,7 @@ def compare_ui(infos: list[RunInfo]) -> None:
         st.session_state["train_compare"] = [r for r in st.session_state["train_compare"] if r in ids]
     else:
         st.session_state["train_compare"] = with_curves(ids, 3)
-    cols = st.columns([4, 1], vertical_alignment="bottom")
+    cols = st.columns([3, 1], vertical_alignment="bottom")  # room for "Log scale" at 800 px
     chosen = cols[0].multiselect("Compare the loss curves of", ids, key="train_compare")
     log_y = cols[1].toggle("Log scale", key="train_compare_log")
     curves = {}
