@@ -204,8 +204,8 @@ def test_every_experiment_saves_and_reopens_as_a_tagged_run(source_run):
         assert lab.reading(reopened) == lab.reading(result)
         info = open_run(run_id).info()
         assert f"lab:{name}" in info["tags"] and info["status"] == "finished"
-        # only single-example learning leaves a model worth picking; the others' weights are a by-product
-        assert (lab.RESULT_ONLY_TAG in info["tags"]) == (name != "single-example")
+        # single-example learning and the induction lab leave a model worth picking; the others' weights are a by-product
+        assert (lab.RESULT_ONLY_TAG in info["tags"]) == (name not in ("single-example", "induction-heads"))
         assert [i.id for i in lab.lab_runs(name)] == [run_id]
     assert len(lab.lab_runs()) == len(lab.EXPERIMENTS)
 
