@@ -347,7 +347,7 @@ def describe_job(status: JobStatus) -> str:
 
 
 def use_run(run_id: str) -> None:
-    """Callback: make ``run_id`` the sidebar's model (runs before the sidebar is drawn)."""
+    """Callback: make ``run_id`` the sidebar's model (callbacks run before the sidebar is drawn)."""
     st.session_state["active_run"] = run_id
     st.session_state["sidebar_model"] = run_id
 

@@ -1,6 +1,7 @@
 """Sampling & attention explorer: generate from a model (streamed, or one token at a time with
 every sampling stage drawn), look at its attention and logit lens, colour any text by how
-surprised the model is, and watch a run's answers change across its training snapshots.
+surprised the model is, watch a run's answers change across its training snapshots, and change
+the model to see what breaks (interventions: head ablation, activation patching, induction heads).
 
 UI only: every number comes from ``toygpt.sample``, ``toygpt.inspection`` and ``toygpt.lessons.explore``.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import streamlit as st
 import torch
 
+from pages._interventions import interventions_view
 from pages._shared import (
     active_model,
     capped_text,
@@ -63,7 +65,7 @@ from toygpt.viz import (
     surprisal_html,
 )
 
-VIEWS = ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn"]
+VIEWS = ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn", "Interventions"]
 DEFAULT_PROMPT = "ROMEO:\n"
 DEFAULT_SURPRISAL_TEXT = (
     "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
@@ -583,6 +585,8 @@ def main() -> None:
     view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="explore_view")
     if view == "Surprisal":
         surprisal_view(explored)  # scores its own text, not the prompt
+    elif view == "Interventions":
+        interventions_view(explored, tokens, DEFAULT_SURPRISAL_TEXT)  # only patching uses the prompt
     elif tokens is None:
         st.warning("Fix the prompt above (see the message) to use this view.")
     elif view == "Generate":

@@ -258,6 +258,33 @@ def weight_tying_ui(key: str, seed: int) -> lab.weight_tying.WeightTyingParams |
     return lab.weight_tying.WeightTyingParams(**chosen, seed=seed) if corpus_ready(chosen["corpus"], key) else None
 
 
+def induction_ui(key: str, seed: int) -> lab.induction.InductionParams:
+    d = lab.induction.InductionParams()
+    cols = st.columns(3)
+    steps = int(cols[0].number_input("Training steps", 10, 20_000, d.steps, step=100, key=f"lab_{key}_steps"))
+    vocab = int(cols[1].number_input("Alphabet (random letters)", 8, len(lab.induction.ALPHABET), d.vocab,
+                                     key=f"lab_{key}_vocab"))  # fmt: skip
+    length = int(cols[2].number_input("Window (tokens)", 8, 128, d.length, step=8, key=f"lab_{key}_length"))
+    return lab.induction.InductionParams(steps=steps, vocab=vocab, length=length, seed=seed)
+
+
+def scaling_ui(key: str, seed: int) -> lab.scaling.ScalingParams | None:
+    d = lab.scaling.ScalingParams()
+    names = all_corpora()
+    cols = st.columns(3)
+    corpus = cols[0].selectbox("Corpus", names, index=names.index(d.corpus), key=f"lab_{key}_corpus")
+    sizes = cols[1].multiselect("Sizes (layers x width x heads)", lab.scaling.LADDER, default=list(d.sizes),
+                                key=f"lab_{key}_sizes")  # fmt: skip
+    compute = float(cols[2].select_slider("Largest budget (training FLOPs)", [2.5e10, 5e10, 1e11, 2e11, 4e11, 8e11],
+                                          value=d.max_compute, key=f"lab_{key}_compute", format_func=lambda c: f"{c:.2g}"))  # fmt: skip
+    st.caption("Longer budgets and larger sizes: `python -m toygpt lab scaling --max-compute 1e13 --sizes ...` "
+               "(on a GPU with `--device cuda`); its result appears below like any other.")  # fmt: skip
+    if not corpus_ready(corpus, key):
+        return None
+    ordered = tuple(size for size in lab.scaling.LADDER if size in sizes)
+    return lab.scaling.ScalingParams(corpus=corpus, sizes=ordered, max_compute=compute, seed=seed)
+
+
 SETUPS = {
     "norm-position": norm_position_ui,
     "residual-scaling": residual_scaling_ui,
@@ -268,6 +295,8 @@ SETUPS = {
     "extrapolation": extrapolation_ui,
     "recurrence": recurrence_ui,
     "weight-tying": weight_tying_ui,
+    "induction-heads": induction_ui,
+    "scaling": scaling_ui,
 }
 
 

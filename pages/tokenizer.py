@@ -120,7 +120,7 @@ def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], Drawing, s
     st.session_state.setdefault("tok_choice", default)
     chosen = st.multiselect("Tokenizers", CHOICES, key="tok_choice", persist_state=KEEP,
                             format_func=lambda c: choice_label(c, unavailable))
-    left, mid, right = st.columns([1, 1.2, 1.6], vertical_alignment="center")
+    left, mid, right = st.columns([1.5, 1.2, 1.6], vertical_alignment="center")  # room for its label at 800 px
     show_ws = left.toggle("Show whitespace", value=True, key="tok_show_ws",
                           persist_state=KEEP,
                           help="· space, ↵ newline, ⇥ tab, <U+200D> invisible characters")

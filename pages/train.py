@@ -36,6 +36,7 @@ from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus
 from toygpt.lab import is_lab_run
+from toygpt.limits import MemoryBudgetError
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
     RunError,
@@ -47,6 +48,8 @@ from toygpt.runs import (
     list_runs,
     open_run,
     read_metrics,
+    resume_config,
+    status_now,
 )
 from toygpt.status import Status
 from toygpt.tokenizers import (
@@ -332,7 +335,10 @@ def pace_of(model_config: GPTConfig, config: TrainConfig, resume: str | None) ->
     if total_parameters(model_config) > PROBE_MAX_PARAMS:
         return None, ""
     threads = job_registry().num_threads
-    seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    try:
+        seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    except MemoryBudgetError:  # the probe itself would not fit: the memory warning below says why
+        return None, ""
     return seconds, (f"3 training steps of this model timed here just now, on the {threads or 'default'} "
                      f"thread{'s' if threads != 1 else ''} a job gets ({1 / seconds:,.1f} steps/s)")
 
@@ -370,19 +376,13 @@ def estimate_ui(model_config: GPTConfig, config: TrainConfig, resume: str | None
 
 def training_now() -> set[str]:
     """Ids of the runs this server is training at this moment."""
-    return {job.snapshot().run_id for job in job_registry().active()} - {None}
-
-
-def shown_status(info: RunInfo, busy: set[str]) -> str:
-    """A run.json still saying "running" that no job here trains was cut off (server stopped,
-    crash; or it trains in another process, e.g. the CLI): it can be resumed from its last save."""
-    return Status.INTERRUPTED if info.status == Status.RUNNING and info.id not in busy else info.status
+    return job_registry().training_runs()
 
 
 def run_choices(infos: list[RunInfo], writable: bool) -> list[str]:
     """Runs a new job can start from: not being trained right now (and not the demo, to resume)."""
     busy = training_now()
-    return [i.id for i in infos if i.id not in busy and i.status != "unreadable" and not (writable and i.read_only)]
+    return [i.id for i in infos if i.id not in busy and i.status != Status.UNREADABLE and not (writable and i.read_only)]
 
 
 def new_model_ui(name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConfig | None]:
@@ -437,10 +437,8 @@ def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]
     more = cols[1].number_input("More steps", 1, 1_000_000, value=500, key="train_more_steps")
     info = next(i for i in infos if i.id == run_id)
     run = open_run(run_id)
-    saved = run.train_config()
-    # The run's own settings, with a new end: its step counter, schedule and batches continue.
-    config = saved.replace(max_steps=info.steps + int(more), max_seconds=None)
-    st.caption(f"{run_id} is at step {info.steps:,} ({shown_status(info, training_now())}); it continues to step "
+    saved, config = run.train_config(), resume_config(run, int(more))
+    st.caption(f"{run_id} is at step {info.steps:,} ({status_now(info, training_now())}); it continues to step "
                f"{config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
                f"batch {saved.batch_size}); the learning-rate schedule stretches to the new end.")
     return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=config, resume=run_id), run.model_config()
@@ -541,8 +539,8 @@ def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
     for i in infos:
         snap = live.get(i.id)
         rows.append({
-            "run": i.id, "status": f"{shown_status(i, busy)} (as of {time.strftime('%H:%M:%S')}; live above)"
-            if snap else shown_status(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
+            "run": i.id, "status": f"{status_now(i, busy)} (as of {time.strftime('%H:%M:%S')}; live above)"
+            if snap else status_now(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
             "model": shape_text(i.model_config), "parameters": parameters_of(i.model_config),
             "steps": snap.step if snap else i.steps,
             "best val loss": snap.best_val_loss if snap else i.best_val_loss,
@@ -571,12 +569,12 @@ def with_curves(ids: list[str], wanted: int) -> list[str]:
 
 
 def compare_ui(infos: list[RunInfo]) -> None:
-    ids = [i.id for i in infos if i.status != "unreadable"]
+    ids = [i.id for i in infos if i.status != Status.UNREADABLE]
     if "train_compare" in st.session_state:
         st.session_state["train_compare"] = [r for r in st.session_state["train_compare"] if r in ids]
     else:
         st.session_state["train_compare"] = with_curves(ids, 3)
-    cols = st.columns([4, 1], vertical_alignment="bottom")
+    cols = st.columns([3, 1], vertical_alignment="bottom")  # room for "Log scale" at 800 px
     chosen = cols[0].multiselect("Compare the loss curves of", ids, key="train_compare")
     log_y = cols[1].toggle("Log scale", key="train_compare_log")
     curves = {}
@@ -642,7 +640,7 @@ def manage_ui(infos: list[RunInfo]) -> None:
     run_id = st.selectbox("Run", ids, key="train_manage_run")
     info = next(i for i in infos if i.id == run_id)
     busy = training_now()
-    status = shown_status(info, busy)
+    status = status_now(info, busy)
     if status == Status.INTERRUPTED:
         st.caption("interrupted: this server is not training it (stopped or crashed mid-run, or it "
                    "trains in another process such as the CLI). Resume continues from its last save.")

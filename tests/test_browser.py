@@ -34,7 +34,8 @@ pytestmark = [
 ]
 
 
-SERVER_LOGS: dict[str, Path] = {}  # server url -> its log (stdout and stderr)
+SERVER_LOGS: dict[str, Path] = {}
+expect = None  # playwright's expect, set by the browser fixture (playwright is optional)  # server url -> its log (stdout and stderr)
 
 
 def free_port() -> int:
@@ -86,6 +87,8 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     playwright_api = pytest.importorskip("playwright.sync_api")
+    global expect
+    expect = playwright_api.expect
     with playwright_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -163,7 +166,7 @@ def choose(page, key: str, option: str) -> None:
     box = page.locator(f".st-key-{key} [role='combobox']")
     box.evaluate("element => element.scrollIntoView({block: 'center'})")  # room for the list below
     box.click()
-    box.press_sequentially(option)  # filters the list (long lists are virtualised)
+    box.fill(option)  # filters the list (long lists are virtualised)
     page.get_by_role("option", name=option, exact=True).click()
     wait_idle(page)
 
@@ -206,7 +209,7 @@ def metric_value(page, label: str) -> str:
 
 def shown_choice(page, key: str) -> str:
     """What the selectbox with widget key ``key`` shows in the browser (not what the server holds)."""
-    return page.locator(f".st-key-{key} [data-baseweb='select']").first.inner_text().strip()
+    return page.locator(f".st-key-{key} input[role='combobox']").first.input_value().strip()
 
 
 def page_text(page) -> str:
@@ -235,6 +238,8 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     set_number(page, "arch_n_layer", 3)
     shaped = GPTConfig(**{**preset("small", vocab_size=65).to_dict(), "n_layer": 3})
     assert metric_value(page, "Parameters") == f"{total_parameters(shaped):,}"
+    assert "custom" in shown_choice(page, "arch_preset")  # 3 layers is no preset any more
+    assert "an untrained model of the shaped config (3 blocks" in page_text(page)  # the trace follows it
     assert_no_exception(page, "architecture (shaped)")
     screenshot(page, "walk-2-shape")
 
@@ -253,6 +258,9 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     assert_no_exception(page, "train (finished)")
     steps = int(metric_value(page, "Step").replace(",", ""))
     assert steps > 0
+    assert float(metric_value(page, "Steps / s")) > 0  # measured while it trained
+    assert f"It did {steps:,} steps in" in page_text(page)  # beside the estimate made before it
+    assert "Estimated before starting (measured pace)" in page_text(page)
     screenshot(page, "walk-3-trained")
     use.click()
     wait_idle(page)
@@ -292,7 +300,7 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     charts = page.locator(".st-key-lab_norm_position_charts [data-testid='stPlotlyChart']")
     charts.first.wait_for(timeout=180_000)
     wait_idle(page)
-    assert "What this run showed" in page_text(page)
+    assert "What this run showed. Quick look: a tiny setting for trying the page, not for conclusions" in page_text(page)
     assert_no_exception(page, "lab (result)")
     screenshot(page, "walk-7-lab")
 
@@ -304,9 +312,12 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     page.locator(".st-key-train_delete_yes button").click()
     wait_idle(page)
     assert "Deleted walk-model." in page_text(page)
+    box = page.locator(".st-key-train_manage_run input[role='combobox']").first
+    expect(box).not_to_have_value("walk-model", timeout=15_000)  # the page's rerun sends the new choice
+    wait_idle(page)
     shown = shown_choice(page, "train_manage_run")
-    assert shown and shown != "walk-model"  # the browser shows a run that exists…
-    assert page.locator(".st-key-train_delete button").inner_text().strip() == f"Delete {shown}…"  # …and acts on it
+    assert shown in page_text(page)  # the browser shows a run that is listed…
+    assert page.locator(".st-key-train_delete button").first.inner_text().strip() == f"Delete {shown}…"  # …and acts on it
     screenshot(page, "walk-8-deleted")
 
     assert our_warnings(server) == []

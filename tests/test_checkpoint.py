@@ -32,8 +32,8 @@ from toygpt.checkpoint import (
 from toygpt.model import GPT, GPTConfig
 
 # odd Unicode too; a real tokenizer, since a load checks it fits the model (a lone surrogate in
-# JSON is tested with json_bytes below)
-TOKENIZER = {"type": "char", "chars": list("\n !abc\u00e9\u4e2d\U0001f600"), "unk": False}
+# JSON is tested with json_bytes below), with exactly tiny_config's 32 tokens
+TOKENIZER = {"type": "char", "chars": list("\n !abc\u00e9\u4e2d\U0001f600defghijklmnopqrstuvwxyz"), "unk": False}
 
 
 def logits_of(model: GPT, idx: torch.Tensor) -> torch.Tensor:

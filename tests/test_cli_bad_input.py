@@ -74,7 +74,12 @@ def cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["data", "show", "copy", "--seed", "1.5"], "argument --seed: '1.5' is not a whole number"),
         (["data", "show", "no-such-corpus"], "no-such-corpus"),
         (["data", "add", "shakespeare", "/dev/zero"], "not a regular file"),
-        ([ "frobnicate"], "invalid choice"),
+        # lab
+        (["lab", "scaling", "--doublings", "1"], "argument --doublings: 1 is not in [2, 30]"),
+        (["lab", "scaling", "--batch-size", "0"], "argument --batch-size: 0 is not in [1, 1,024]"),
+        (["lab", "scaling", "--max-compute", "nan"], "argument --max-compute: nan is not in"),
+        (["lab", "frobnicate"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
     ]
 
 

@@ -280,7 +280,7 @@ def test_a_char_corpus_of_chinese_is_costed_with_its_real_vocabulary(monkeypatch
     assert len(text.encode()) > 750_000 and len(set(text)) > 50_000
     spec = TrainSpec(corpus="mine", corpus_text=text, tokenizer="char", model=preset("small"), train=CONFIG)
     assert estimated_memory(spec) > 500 * 2**20
-    with pytest.raises(JobRefused, match=r"this run needs about \d+\.\d MiB .* above the 256\.0 MiB one job may use here; choose"):
+    with pytest.raises(JobRefused, match=r"this run needs about \d+\.\d [MG]iB .* above the 256\.0 MiB one job may use here; choose"):
         JobRegistry(max_memory_bytes=256 * 2**20).start(spec)
 
 
@@ -439,3 +439,14 @@ def test_no_message_names_the_servers_folders(exported):
     assert job.wait(60)
     snap = job.snapshot()
     assert snap.status == "failed" and "model.safetensors" in snap.message and root not in snap.message, snap.message
+
+
+def test_the_pages_timing_probe_is_costed_before_it_allocates(monkeypatch):
+    """The Training page times 3 steps of the chosen shape: a small model with a huge batch and
+    context would have allocated gigabytes of activations before any check."""
+    from toygpt.limits import MemoryBudgetError
+    from toygpt.train import measure_step_seconds
+
+    monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "512MiB")
+    with pytest.raises(MemoryBudgetError, match="the timing probe of this shape needs about"):
+        measure_step_seconds(preset("nano", block_size=8192), CONFIG.replace(batch_size=1024))

@@ -430,6 +430,19 @@ def test_a_gap_inside_the_runs_own_noise_is_too_close_to_call_and_a_wide_one_sta
     assert "too few to tell that gap from noise" in lab.reading(few)
 
 
+def test_the_batches_drawn_count_as_noise_too():
+    """Evaluations reuse the same few batches: steady val losses can still hide a batch-draw
+    wobble, which the training batches (fresh draws) show."""
+    from toygpt.lab.certainty import compare_runs
+
+    steady_a, steady_b = curve(3.0, 2.5, 2.40, 2.40, 2.40, 2.40), curve(3.0, 2.5, 2.45, 2.45, 2.45, 2.45)
+    assert compare_runs(steady_a, steady_b, eval_batches=2).called  # no train rows: spread only
+    noisy = [{"step": i, "train_loss": 2.4 + (0.1 if i % 2 else -0.1)} for i in range(8)]  # std ≈ 0.107
+    verdict = compare_runs(steady_a + noisy, steady_b + noisy, eval_batches=2)
+    assert not verdict.called and verdict.source == "batches"  # 0.05 < 2 × 0.107/√2
+    assert "moves with the batches drawn" in verdict.sentence()
+
+
 def test_a_quick_look_says_so_and_a_sweep_too_short_to_learn_draws_no_conclusion():
     """The reported case: "both diverged at learning rate 0.01" after 10 steps per training."""
     result = lab.run_experiment("norm-position", lab.tiny_params("norm-position"))

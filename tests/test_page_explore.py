@@ -107,7 +107,7 @@ def messages(at: AppTest) -> str:
 def test_every_view_renders_without_exception_or_error(run_id):
     at = open_explorer(run_id)
     at.number_input(key="explore_max_tokens").set_value(20).run()  # keeps the snapshot sample short
-    for view in ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn"]:
+    for view in ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn", "Interventions"]:
         at.segmented_control(key="explore_view").set_value(view).run()
         assert not at.exception, view
         assert not at.error, (view, [e.value for e in at.error])

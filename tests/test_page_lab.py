@@ -18,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import job_registry, model_choices
 from toygpt import data as corpora
 from toygpt import lab
-from toygpt.model import GPT, GPTConfig
+from toygpt.jobs import TrainSpec
+from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import create_run, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig
@@ -292,11 +293,16 @@ def test_a_second_job_is_refused_with_who_is_running():
     other = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
     at = open_lab("norm-position")
     at.toggle(key="lab_norm_position_tiny").set_value(True).run()
+    # another tab's experiment is shown here (with its link), and Run waits for it
+    assert "Positional encodings" in texts(at.subheader) and at.button(key="lab_norm_position_run").disabled
+    other.stop()
+    assert other.wait(WAIT_S)
+    trainer = job_registry().start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=5000)))
+    at.run()  # a training job holds the one slot: Run is refused, saying who is running
     at.button(key="lab_norm_position_run").click().run()
     assert not at.exception
-    assert "already running" in texts(at.error)
-    assert "Positional encodings" in texts(at.info)
-    assert other.status == "running" and len(job_registry().jobs()) == 1
+    assert "already running" in texts(at.error) and "Training now" in texts(at.info)
+    assert trainer.status == "running" and len(job_registry().active()) == 1
 
 
 def test_stop_ends_a_long_experiment_and_saves_nothing():

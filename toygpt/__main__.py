@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "toygpt.cli.train",
     "runs": "toygpt.cli.runs",
     "sample": "toygpt.cli.sample",
+    "lab": "toygpt.cli.lab",
 }
 
 

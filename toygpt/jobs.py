@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import shutil
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -310,8 +311,10 @@ class BackgroundJob:
         self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
         self._status, self._message, self._detail = Status.QUEUED, "", ""
         self._run_id: str | None = None
+        self._started, self._ended = time.perf_counter(), None  # perf_counter seconds
 
     def start(self) -> BackgroundJob:
+        self._started = time.perf_counter()
         self._thread.start()
         return self
 
@@ -337,6 +340,13 @@ class BackgroundJob:
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
             self._set(status=Status.FAILED, message=without_server_paths(f"{type(exc).__name__}: {exc}"),
                       detail=traceback.format_exc())
+        finally:
+            with self._lock:
+                self._ended = time.perf_counter()  # the clock stops when the work does
+
+    def _elapsed(self) -> float:
+        """Seconds since ``start()``, frozen once the work ended (call under the lock)."""
+        return (self._ended or time.perf_counter()) - self._started
 
     def _set(self, status: Status | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
@@ -598,6 +608,10 @@ class JobRegistry:
     def jobs(self) -> list[BackgroundJob]:
         with self._lock:
             return list(self._jobs.values())
+
+    def training_runs(self) -> set[str]:
+        """Ids of the runs the active jobs are writing right now."""
+        return {job.snapshot().run_id for job in self.active()} - {None}
 
     def clear(self, timeout: float = 30.0) -> None:
         """Stop every job, wait for them (up to ``timeout`` s each) and forget them all."""

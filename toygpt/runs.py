@@ -589,6 +589,24 @@ def _run_info(run: Run) -> RunInfo:
     )  # fmt: skip
 
 
+def status_now(info: RunInfo, training: set[str]) -> str:
+    """A run's status as of now, given the ids this process is ``training``: a run.json still
+    saying "running" that nothing here trains was cut off (server stopped, crash; or it trains
+    in another process, e.g. the CLI) and is ``interrupted``: it can resume from its last save."""
+    return Status.INTERRUPTED if info.status == Status.RUNNING and info.id not in training else info.status
+
+
+def resume_config(run: Run, more_steps: int) -> Any:
+    """The ``TrainConfig`` that resumes ``run`` for ``more_steps`` more steps: its own settings
+    with a new end (its step counter, schedule and batches continue; the learning-rate schedule
+    stretches to the new end; no time budget)."""
+    if isinstance(more_steps, bool) or not isinstance(more_steps, int) or more_steps < 1:
+        raise RunError(f"more_steps={more_steps!r}: resume adds a whole number of steps, at least 1")
+    step = run.info().get("step")
+    step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
+    return run.train_config().replace(max_steps=step + more_steps, max_seconds=None)
+
+
 def usable_as_model(info: RunInfo) -> bool:
     """Whether a run is a model to load and look at (the one rule every model picker uses):
     its training ended with weights worth keeping (finished, stopped, or diverged with its last
@@ -857,7 +875,7 @@ def import_zip(data: bytes, name: str | None = None) -> str:
         final = _unique_folder(slugify(str(wanted)) or "imported")
         try:
             status = info.get("status")  # a run exported mid-training is not running here
-            Run(staging).update_info(id=final.name, status="stopped" if status == "running" else status)
+            Run(staging).update_info(id=final.name, status=Status.STOPPED if status == Status.RUNNING else status)
             final.rmdir()
             os.replace(staging, final)
         except BaseException:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from toygpt.model import GPT, KVCache
+from toygpt.model import GPT, CausalSelfAttention, KVCache
 from toygpt.stopping import check_stop
 from toygpt.tokenizers.base import check_model_vocab_size
 
@@ -348,18 +348,25 @@ def model_device(model: GPT) -> torch.device:
     return model.transformer.wte.weight.device
 
 
-def step_parameters(model: GPT) -> list[dict[str, torch.Tensor]]:
-    """Each block's parameters by their GPT-2 names (``"attn.c_attn.weight"``, ...).
-
-    ``decode_step`` reads weights from these plain dicts, looked up once per generation, because
+class StepBlock(NamedTuple):
+    """What ``decode_step`` reads of one block, looked up once per generation: its parameters by
+    their GPT-2 names (``"attn.c_attn.weight"``, ...; a missing ``.bias`` reads as None), where
+    its norms sit, and its attention module (for RoPE's ``rotate`` and ALiBi's ``position_bias``).
     ``block.attn.c_attn.weight`` walks three ``nn.Module`` attribute lookups (~0.5 µs each) and a
-    token needs over a hundred of them. A missing ``.bias`` (``bias=False``) reads as None.
-    """
-    return [dict(block.named_parameters()) for block in model.transformer.h]
+    token needs over a hundred of them."""
+
+    params: dict[str, torch.Tensor]
+    pre_norm: bool
+    attn: CausalSelfAttention
+
+
+def step_parameters(model: GPT) -> list[StepBlock]:
+    """Every block as a ``StepBlock``, in order."""
+    return [StepBlock(dict(block.named_parameters()), block.pre_norm, block.attn) for block in model.transformer.h]
 
 
 def decode_step(
-    model: GPT, token_id: int, cache: KVCache, params: list[dict[str, torch.Tensor]] | None = None
+    model: GPT, token_id: int, cache: KVCache, params: list[StepBlock] | None = None
 ) -> torch.Tensor:
     """Logits (vocab_size,) for what follows ``token_id``, read at position ``cache.length``.
 
@@ -384,8 +391,8 @@ def decode_step(
     positions = model.position_encoding(position, 1)  # (1, C) or None
     if positions is not None:
         x = x + positions
-    for layer, (block, p) in enumerate(zip(model.transformer.h, params, strict=True)):
-        x = _block_step(p, x, cache, layer, block)
+    for layer, block in enumerate(params):
+        x = _block_step(block, x, cache, layer)
     return model.head(x).view(-1)
 
 
@@ -397,8 +404,9 @@ def _linear(x: torch.Tensor, p: dict[str, torch.Tensor], name: str) -> torch.Ten
     return F.linear(x, p[name + ".weight"], p.get(name + ".bias"))
 
 
-def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, block: Any) -> torch.Tensor:
+def _block_step(block: StepBlock, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
     """``Block.forward`` for one token (pre-LN as GPT-2, or post-LN)."""
+    p = block.params
     if block.pre_norm:
         x = x + _attention_step(p, _norm(x, p, "ln_1"), cache, layer, block.attn)
         return x + _mlp_step(p, _norm(x, p, "ln_2"))
@@ -406,7 +414,9 @@ def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, lay
     return _norm(x + _mlp_step(p, x), p, "ln_2")
 
 
-def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, attn: Any) -> torch.Tensor:
+def _attention_step(
+    p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, attn: CausalSelfAttention
+) -> torch.Tensor:
     """``CausalSelfAttention.forward`` for one token: its query against every cached key. RoPE
     and ALiBi are the attention module's own ``rotate`` and ``position_bias``."""
     qkv = _linear(x, p, "attn.c_attn")  # (1, 3C): q, k, v side by side, each head after head

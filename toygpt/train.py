@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
+from toygpt.limits import JOB_SHARE, check_memory
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
 from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
 from toygpt.status import Status
@@ -917,7 +918,9 @@ def activation_bytes(model_config: GPTConfig, batch_size: int, block_size: int) 
     GELU, residuals) plus the T×T attention probabilities of each head; then the logits."""
     B, T, C, L = batch_size, block_size, model_config.n_embd, model_config.n_layer
     per_layer = 16 * B * T * C + 2 * B * model_config.n_head * T * T
-    logits = 3 * B * T * model_config.vocab_size  # logits, their softmax, and its gradient
+    # logits, their log-softmax, the gradients of both, and lm_head's backward: measured ~5 copies
+    # (0.9 MB of Chinese, 62,494 characters, small preset: 1,091 MiB grew where 3 copies said 720)
+    logits = 5 * B * T * model_config.vocab_size
     return 4 * (L * per_layer + logits)
 
 
@@ -977,6 +980,8 @@ def measure_step_seconds(
     """
     block = train_config.block_size or model_config.block_size
     device = choose_device(train_config.device)
+    need = estimate(model_config, train_config.replace(max_steps=steps + 1, max_seconds=None))["total_memory_bytes"]
+    check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
     with torch_threads(num_threads):
         build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
         model = build(model_config, seed=seed).to(device).train()

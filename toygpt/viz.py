@@ -65,7 +65,7 @@ def _ticks(labels: Sequence[str]) -> dict[str, Any]:
 
 def log_ticks(values: Sequence[float]) -> dict[str, Any]:
     """Tick settings for a log axis over ``values``: labels at 1, 2, 5 × 10^k (only 10^k when
-    the data spans more than 4 decades), written plainly. Plotly's own log ticks label every
+    the data spans more than 2 decades), written plainly. Plotly's own log ticks label every
     minor step once a range is under a decade or two ("5 4 3 2 100 9 8 7 6 5"), which reads as
     noise.
 
@@ -77,13 +77,18 @@ def log_ticks(values: Sequence[float]) -> dict[str, Any]:
         return {}
     low, high = min(positive), max(positive)
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    steps = (1,) if last - first > 4 else (1, 2, 5)
+    steps = (1,) if math.log10(high / low) > 2 else (1, 2, 5)
     ticks = [m * 10.0**e for e in range(first, last + 1) for m in steps]
     if sum(low <= t <= high for t in ticks) < 2:  # a narrow range: its ends and middle, rounded
         shown = sorted({float(f"{v:.2g}") for v in (low, math.sqrt(low * high), high)})
     else:
         shown = [t for t in ticks if low / 2 <= t <= high * 2]
-    return dict(tickmode="array", tickvals=shown, ticktext=[f"{t:.3g}" for t in shown])
+    return dict(tickmode="array", tickvals=shown, ticktext=[_plain_number(t) for t in shown])
+
+
+def _plain_number(value: float) -> str:
+    """``50000`` → ``"50,000"``; ``0.002`` → ``"0.002"``; ``1e-05`` stays (tiny numbers read best so)."""
+    return f"{value:,.0f}" if value >= 1000 and value == round(value) else f"{value:.3g}"
 
 
 def tidy_log_axes(fig: go.Figure) -> go.Figure:
@@ -153,10 +158,14 @@ def attention_heatmap_figure(
             colorbar=dict(title="weight"),
         )
     )
-    fig.update_xaxes(title="key (attended to)", **_ticks(names), side="top")
+    # The key axis's labels sit on top, under the title: its name goes into the title's second
+    # line (an axis title up there collided with the title), and the margin makes room for both.
+    fig.update_xaxes(**_ticks(names), side="top", tickangle=0 if T <= 24 else -90)
     fig.update_yaxes(title="query (attending)", **_ticks(names), autorange="reversed")
     title = "attention" if maps.dim() == 2 else f"attention: layer {layer}, head {head}"
-    return base_layout(fig, title, height=max(350, min(900, 40 + 18 * T)))
+    fig = base_layout(fig, f"{title}<br><sup>columns: the key attended to · rows: the query attending</sup>",
+                      height=max(350, min(900, 40 + 18 * T)))
+    return fig.update_layout(margin=dict(t=110 if T <= 24 else 150))
 
 
 def attention_grid_figure(
@@ -387,6 +396,7 @@ def loss_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], log_y: b
                 fig.add_trace(go.Scatter(x=steps, y=values, name=name, mode=mode, line=dict(color=colour, dash=dash)))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss (nats per token)", type="log" if log_y else "linear")
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22))  # beside the plot it squeezed it at 800 px
     return tidy_log_axes(base_layout(fig, "loss curves"))
 
 

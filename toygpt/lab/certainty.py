@@ -7,7 +7,13 @@ smallest) of each run's last ``NOISE_EVALS`` validation losses. That spread also
 the run still improved over those evaluations, so it over-states the noise a little: a verdict
 errs towards "too close to call", never towards a finding that is not there.
 
-A gap larger than ``CALL_RATIO`` times the larger spread is called; anything else, or runs with
+The evaluations of one run reuse the same few validation batches, so their spread misses how
+much the loss depends on *which* batches were drawn. That part is estimated from the training
+batches, each a fresh draw: the standard deviation of the last ``NOISE_TRAIN`` training-batch
+losses, divided by √(validation batches) (the standard error of a mean over that many batches).
+The noise is the larger of the two estimates, over both runs.
+
+A gap larger than ``CALL_RATIO`` times that noise is called; anything else, or runs with
 fewer than ``MIN_EVALS`` evaluations (no spread to speak of), is "too close to call at this
 budget". (The standard fix, two seeds per variant, doubles the budget; the page's setup allows
 it by running again with another seed.)
@@ -23,11 +29,13 @@ False
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 NOISE_EVALS = 4  # a run's noise: the spread of this many of its last validation losses
+NOISE_TRAIN = 8  # ... and the spread of this many of its last training-batch losses
 MIN_EVALS = 3  # fewer evaluations than this give no spread worth the name
 CALL_RATIO = 2.0  # a gap must exceed this many times the noise to be called
 
@@ -49,13 +57,28 @@ def run_noise(rows: Sequence[dict[str, Any]]) -> float | None:
     return max(last) - min(last) if len(last) >= MIN_EVALS else None
 
 
+def batch_noise(rows: Sequence[dict[str, Any]], eval_batches: int | None) -> float | None:
+    """How much a validation loss over ``eval_batches`` batches moves with the batches drawn:
+    the std of the last ``NOISE_TRAIN`` training-batch losses over √eval_batches (nats), or None.
+
+    >>> round(batch_noise([{"train_loss": v} for v in (3.0, 3.2, 3.0, 3.2)], 4), 3)
+    0.058
+    """
+    values = [row.get("train_loss") for row in rows]
+    last = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)][-NOISE_TRAIN:]
+    if not eval_batches or len(last) < MIN_EVALS:
+        return None
+    return statistics.stdev(last) / math.sqrt(eval_batches)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A gap between two final losses and the noise it is weighed against (nats)."""
 
     gap: float
-    noise: float | None  # the larger of the two runs' spreads; None: too few evaluations
+    noise: float | None  # the larger of the runs' noise estimates; None: too few evaluations
     evals: int  # evaluations per run behind the noise (the fewer of the two)
+    source: str = "evals"  # "evals": the spread of the last evaluations; "batches": the batch draw
 
     @property
     def called(self) -> bool:
@@ -66,7 +89,8 @@ class Verdict:
         if self.noise is None:
             return (f" Each run was measured only {self.evals} time{'s' if self.evals != 1 else ''} on held-out "
                     "text, too few to tell that gap from noise: too close to call at this budget.")
-        spread = f"the spread of its last {self.evals} validation losses, {self.noise:.3f}"
+        spread = (f"the spread of its last {self.evals} validation losses, {self.noise:.3f}" if self.source == "evals"
+                  else f"how much a validation loss on so few batches moves with the batches drawn, ±{self.noise:.3f}")
         if self.called:
             return (f" The gap is {self.gap / max(self.noise, 1e-12):.1f}× the noisier run's own wobble "
                     f"({spread}), so it stands at this budget.")
@@ -74,15 +98,21 @@ class Verdict:
                 "too close to call at this budget.")
 
 
-def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> Verdict:
-    """The verdict on two runs' final validation losses (the last of each curve)."""
+def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], eval_batches: int | None = None) -> Verdict:
+    """The verdict on two runs' final validation losses (the last of each curve); with
+    ``eval_batches``, the batch-draw noise (``batch_noise``) counts too."""
     va, vb = val_losses(a), val_losses(b)
     if not va or not vb:
         return Verdict(math.nan, None, min(len(va), len(vb)))
-    noises = [run_noise(a), run_noise(b)]
+    spreads = [run_noise(a), run_noise(b)]
     evals = min(len(va), len(vb), NOISE_EVALS)
-    noise = None if None in noises else max(n for n in noises if n is not None)
-    return Verdict(abs(va[-1] - vb[-1]), noise, evals)
+    if None in spreads:
+        return Verdict(abs(va[-1] - vb[-1]), None, evals)
+    spread = max(n for n in spreads if n is not None)
+    draws = [n for n in (batch_noise(a, eval_batches), batch_noise(b, eval_batches)) if n is not None]
+    if draws and max(draws) > spread:
+        return Verdict(abs(va[-1] - vb[-1]), max(draws), evals, "batches")
+    return Verdict(abs(va[-1] - vb[-1]), spread, evals)
 
 
 def standard_error(values: Sequence[float]) -> float | None:

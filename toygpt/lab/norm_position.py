@@ -198,7 +198,7 @@ def reading(result: NormPositionResult) -> str:
         higher, lower = ("post-LN", "pre-LN") if post > pre else ("pre-LN", "post-LN")
         text = (f"After {result.steps} steps on {corpus}, {higher}'s validation loss was {shown_gap(post, pre):.2f} higher "
                 f"than {lower}'s ({fmt(result.final_val[higher])} vs {fmt(result.final_val[lower])} nats per token).")  # fmt: skip
-        text += compare_runs(result.curves[higher], result.curves[lower]).sentence()
+        text += compare_runs(result.curves[higher], result.curves[lower], result.params.get("eval_batches")).sentence()
     ratios = {k: _grad_ratio(v["init"]) for k, v in result.grad_norms.items()}
     if all(r is not None for r in ratios.values()):
         text += (f" At initialisation the first block's gradient norm was {ratios['pre-LN']:.2f}× the last block's "

@@ -227,7 +227,7 @@ def reading(result: PositionResult) -> str:
     if len(ranked) >= 2:
         (low, first), (_, second) = ranked[0], ranked[1]
         text += (f" Lowest: {first}, {shown_gap(low, ranked[1][0]):.2f} below {second}."
-                 + compare_runs(result.curves[first], result.curves[second]).sentence())  # fmt: skip
+                 + compare_runs(result.curves[first], result.curves[second], result.params.get("eval_batches")).sentence())  # fmt: skip
     text += f" Share of {what} predicted right: {accuracy}."
     best = max(result.accuracy, key=result.accuracy.get)
     gap = _largest_gap(result, best) if best != "none" and "none" in result.accuracy_by_index else None

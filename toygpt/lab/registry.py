@@ -10,10 +10,12 @@ import plotly.graph_objects as go
 from toygpt.lab import (
     attention_range,
     extrapolation,
+    induction,
     norm_position,
     positions,
     recurrence,
     residual_scaling,
+    scaling,
     single_example,
     tokenization,
     weight_tying,
@@ -22,7 +24,7 @@ from toygpt.lab.certainty import QUICK_LOOK, is_quick_look
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn
 
 MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range,
-           extrapolation, recurrence, weight_tying)  # fmt: skip
+           extrapolation, recurrence, weight_tying, induction, scaling)  # fmt: skip
 EXPERIMENTS: dict[str, ExperimentSpec] = {module.EXPERIMENT.name: module.EXPERIMENT for module in MODULES}
 
 
