@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "toygpt.cli.train",
     "runs": "toygpt.cli.runs",
     "sample": "toygpt.cli.sample",
+    "pretrained": "toygpt.cli.pretrained",
 }
 
 

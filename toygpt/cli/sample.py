@@ -5,7 +5,8 @@
     python -m toygpt sample --run my-run --prompt "To be" --temperature 0   # greedy
 
 RUN is a run folder, or a run id looked up in $TOYGPT_RUNS_DIR (default ./runs);
-demo-shakespeare-char is the shipped demo model.
+demo-shakespeare-char is the shipped demo model; pretrained:NAME is GPT-2-family weights from
+`python -m toygpt pretrained` (e.g. pretrained:gpt2).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from toygpt.sample import encode_prompt, generate
+
+PRETRAINED_PREFIX = "pretrained:"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +59,13 @@ def load_for_sampling(run: str):  # -> (GPT, Tokenizer); imports kept here so --
     from toygpt.checkpoint import load_checkpoint
     from toygpt.tokenizers import tokenizer_from_dict
 
+    if run.startswith(PRETRAINED_PREFIX):
+        from toygpt.pretrained import PretrainedUnavailable, load_pretrained
+
+        try:
+            return load_pretrained(run.removeprefix(PRETRAINED_PREFIX))
+        except PretrainedUnavailable as exc:
+            raise ValueError(str(exc)) from None
     directory = resolve_run(run)
     checkpoint = load_checkpoint(directory)
     if checkpoint.tokenizer is None:
