@@ -89,6 +89,7 @@ class ActiveModel:
     model: GPT
     tokenizer: Tokenizer
     meta: dict[str, Any]
+    key: str  # names these weights (run, folder, file, modification time): the key of every cache of them
 
 
 PRETRAINED = "pretrained:"  # sidebar ids of GPT-2-family weights from the pretrained cache
@@ -105,16 +106,16 @@ def load_pretrained_model(name: str, stamp: float) -> tuple[GPT, Tokenizer]:
 
 
 def model_choices() -> dict[str, tuple[str, Path]]:
-    """id -> (label, folder) for the demo model, every finished run, then the pretrained
-    GPT-2-family weights (ids ``pretrained:NAME``)."""
+    """id -> (label, folder) for the demo model, every run usable as a model
+    (``toygpt.runs.usable_as_model``), then the pretrained GPT-2-family weights (``pretrained:NAME``)."""
     from toygpt.pretrained import list_pretrained
-    from toygpt.runs import DEMO_RUN, list_runs
+    from toygpt.runs import DEMO_RUN, list_runs, usable_as_model
 
     infos = list_runs()
     infos.sort(key=lambda info: info.id != DEMO_RUN)  # the demo first: it is the default model
     choices: dict[str, tuple[str, Path]] = {}
     for info in infos:
-        if info.status in ("running", "queued", "stopping") or "lab:result-only" in info.tags:  # lab by-products
+        if not usable_as_model(info):
             continue
         loss = f", val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
         choices[info.id] = (f"{info.id} ({info.corpus}{loss})", Path(info.path))
@@ -131,13 +132,14 @@ def load_active(run_id: str, path: Path, label: str) -> ActiveModel:
     if run_id.startswith(PRETRAINED):
         stamp = (path / "model.safetensors").stat().st_mtime
         model, tokenizer = load_pretrained_model(run_id.removeprefix(PRETRAINED), stamp)
-        return ActiveModel(run_id, label, path, model, tokenizer, {"pretrained": True})
+        return ActiveModel(run_id, label, path, model, tokenizer, {"pretrained": True},
+                           f"{run_id}|{path}|model.safetensors|{stamp}")
 
     name = BEST if (path / BEST).exists() else LATEST
     weights = path / name
     stamp = weights.stat().st_mtime if weights.exists() else 0.0
     model, tokenizer, meta = load_run_model(str(path), name, stamp)
-    return ActiveModel(run_id, label, path, model, tokenizer, meta)
+    return ActiveModel(run_id, label, path, model, tokenizer, meta, f"{run_id}|{path}|{name}|{stamp}")
 
 
 def sidebar() -> None:

@@ -8,12 +8,32 @@ import streamlit as st
 import torch
 
 from pages._shared import active_model, capped_text, current_seed, show_source
+from toygpt.formatting import human_bytes, human_count
 from toygpt.inspect import (
     embedding_pca,
     forward_trace,
     nearest_tokens,
     position_similarity,
     residual_stats,
+)
+from toygpt.lessons.walkthrough import (
+    future_change,
+    future_change_figure,
+    init_residual_comparison,
+    memory_estimate,
+    output_distribution,
+    output_distribution_figure,
+    parameter_treemap_figure,
+    part_figures,
+    positions_at_init,
+    residual_comparison_figure,
+    sequence_mixing,
+    sequence_mixing_figure,
+    shares_embedding,
+    stack_dot,
+    trace_parts,
+    trace_table,
+    tying_saving,
 )
 from toygpt.model import (
     GPT,
@@ -33,27 +53,6 @@ from toygpt.viz import (
     residual_stats_figure,
     trace_figure,
 )
-from toygpt.walkthrough import (
-    future_change,
-    future_change_figure,
-    human_bytes,
-    human_count,
-    init_residual_comparison,
-    memory_estimate,
-    output_distribution,
-    output_distribution_figure,
-    parameter_treemap_figure,
-    part_figures,
-    positions_at_init,
-    residual_comparison_figure,
-    sequence_mixing,
-    sequence_mixing_figure,
-    shares_embedding,
-    stack_dot,
-    trace_parts,
-    trace_table,
-    tying_saving,
-)
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"
 MAX_TRACE_TOKENS = 64  # a short prompt: every step gets a readable heatmap
@@ -67,7 +66,7 @@ CONFIG_KEYS = {
 
 
 # --------------------------------------------------------------------------------------------
-# Cached computations (the inputs are hashable; the model is identified by model_key)
+# Cached computations (the inputs are hashable; the model is identified by ActiveModel.key)
 # --------------------------------------------------------------------------------------------
 
 
@@ -82,20 +81,15 @@ def cached_mixing(length: int, seed: int):
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def cached_trace(model_key: tuple, ids: tuple[int, ...], _model: GPT):
+def cached_trace(model_key: str, ids: tuple[int, ...], _model: GPT):
     with torch.inference_mode():
         return forward_trace(_model, list(ids), keep_values=True)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def cached_step_figures(model_key: tuple, ids: tuple[int, ...], part: str, head: int, _steps) -> dict:
+def cached_step_figures(model_key: str, ids: tuple[int, ...], part: str, head: int, _steps) -> dict:
     """The heatmaps of one part of the trace (plotly takes ~30 ms a figure: build them once)."""
     return part_figures(_steps, part, head)
-
-
-def model_key(active) -> tuple:
-    """What identifies the weights: the run and the step/time its config.json was written at."""
-    return (active.run_id, str(active.path), active.meta.get("step"), active.meta.get("created"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +209,7 @@ def step_ui(index: int, step, figure) -> None:
 
 
 def trace_ui(active, ids: list[int]):
-    steps = cached_trace(model_key(active), tuple(ids), active.model)
+    steps = cached_trace(active.key, tuple(ids), active.model)
     st.markdown(f"One forward pass of **{active.label}** on your {len(ids)} tokens: "
                 f"{len(steps)} steps, in the order the model computes them.")  # fmt: skip
     with st.expander("Every step with its shape", expanded=False):
@@ -227,7 +221,7 @@ def trace_ui(active, ids: list[int]):
     part = cols[0].radio("Part of the model", names, key="arch_trace_part", horizontal=True)
     part = part if part in names else names[0]
     head = cols[1].selectbox("Head", range(active.model.config.n_head), key="arch_trace_head")
-    figures = cached_step_figures(model_key(active), tuple(ids), part, head, steps)
+    figures = cached_step_figures(active.key, tuple(ids), part, head, steps)
     if "attention" in figures:
         st.plotly_chart(figures["attention"], width="stretch", key="arch_attention_stages")
     for index in dict(parts)[part]:

@@ -2,7 +2,7 @@
 every sampling stage drawn), look at its attention and logit lens, colour any text by how
 surprised the model is, and watch a run's answers change across its training snapshots.
 
-UI only: every number comes from ``toygpt.sample``, ``toygpt.inspect`` and ``toygpt.explore``.
+UI only: every number comes from ``toygpt.sample``, ``toygpt.inspect`` and ``toygpt.lessons.explore``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -19,7 +18,8 @@ import torch
 
 from pages._shared import PRETRAINED, active_model, capped_text, current_seed, show_source
 from toygpt.checkpoint import CheckpointError
-from toygpt.explore import (
+from toygpt.inspect import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
+from toygpt.lessons.explore import (
     MAX_INSPECT_TOKENS,
     GenerationTiming,
     PromptTokens,
@@ -35,7 +35,6 @@ from toygpt.explore import (
     timing_of,
     vocab_labels,
 )
-from toygpt.inspect import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
 from toygpt.model import GPT
 from toygpt.pretrained import (
     PretrainedUnavailable,
@@ -47,8 +46,6 @@ from toygpt.pretrained import (
     pretrained_status,
 )
 from toygpt.runs import (
-    BEST,
-    LATEST,
     RunError,
     list_snapshots,
     load_snapshot,
@@ -188,10 +185,8 @@ def sidebar_model() -> Explored | None:
     if active is None:
         st.info("No model is picked yet: choose one in the sidebar, or train one on the Training page.")
         return None
-    files = [Path(active.path) / name for name in (BEST, LATEST)]
-    stamps = [path.stat().st_mtime for path in files if path.exists()]  # retrained: new key, fresh caches
     run_id = None if active.run_id.startswith(PRETRAINED) else active.run_id  # pretrained: no snapshots
-    return Explored(f"{active.run_id}|{active.path}|{stamps}", active.label, active.model, active.tokenizer, run_id)
+    return Explored(active.key, active.label, active.model, active.tokenizer, run_id)
 
 
 def model_ui() -> Explored | None:
@@ -567,7 +562,7 @@ def snapshot_steps(run_id: str | None) -> list[int]:
 
 def snapshot_model(run_id: str, step: int) -> tuple[GPT, tuple[str, int, float]] | None:
     try:
-        path = open_run(run_id).path / "snapshots" / f"step-{step:07d}.safetensors"
+        path = open_run(run_id).snapshot_path(step)
         stamp = path.stat().st_mtime if path.exists() else 0.0
         return cached_snapshot(run_id, step, stamp), (run_id, step, stamp)
     except (RunError, CheckpointError, OSError) as exc:

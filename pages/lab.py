@@ -9,7 +9,6 @@ shows saved results (runs tagged ``lab:<experiment>``), newest first.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -20,8 +19,10 @@ from pages._shared import capped_text, current_seed, job_registry, show_source
 from toygpt import data as corpora
 from toygpt import lab
 from toygpt.checkpoint import CheckpointError
+from toygpt.formatting import clock
 from toygpt.jobs import JobRefused
-from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run
+from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run, usable_as_model
+from toygpt.status import Status
 from toygpt.tokenizers import TokenizerError
 from toygpt.viz import loss_curves_figure
 
@@ -30,19 +31,12 @@ NAMES = list(lab.EXPERIMENTS)
 PASTE, UPLOAD = "__paste__", "__upload__"
 TOKENIZER_CHOICES = ["char", "byte", "bpe-300", "bpe-512", "bpe-1024", "bpe-2048", "gpt2"]
 DEPTH_CHOICES = [1, 2, 3, 4, 6, 8, 12, 16]
-DONE_STYLE = {"finished": st.success, "stopped": st.info, "failed": st.error}
+DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.info, Status.FAILED: st.error}
 
 
 def key_of(name: str) -> str:
     """Widget-key part of an experiment name: ``"norm-position"`` → ``"norm_position"``."""
     return name.replace("-", "_")
-
-
-def clock(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,8 +75,8 @@ def corpus_ready(name: str) -> bool:
     return False
 
 
-def norm_position_ui(key: str, seed: int) -> lab.NormPositionParams | None:
-    d = lab.NormPositionParams()
+def norm_position_ui(key: str, seed: int) -> lab.norm_position.NormPositionParams | None:
+    d = lab.norm_position.NormPositionParams()
     chosen = training_ui(key, d, all_corpora())
     cols = st.columns([2, 1])
     sweep = cols[0].checkbox("Then raise the learning rate, with no warmup, until one of them diverges",
@@ -93,26 +87,26 @@ def norm_position_ui(key: str, seed: int) -> lab.NormPositionParams | None:
                                            key=f"lab_{key}_sweep_steps", disabled=not sweep))  # fmt: skip
     if not corpus_ready(chosen["corpus"]):
         return None
-    return lab.NormPositionParams(**chosen, lr_sweep=sweep, sweep_steps=sweep_steps, seed=seed)
+    return lab.norm_position.NormPositionParams(**chosen, lr_sweep=sweep, sweep_steps=sweep_steps, seed=seed)
 
 
-def residual_scaling_ui(key: str, seed: int) -> lab.ResidualScalingParams | None:
-    d = lab.ResidualScalingParams()
+def residual_scaling_ui(key: str, seed: int) -> lab.residual_scaling.ResidualScalingParams | None:
+    d = lab.residual_scaling.ResidualScalingParams()
     chosen = training_ui(key, d, all_corpora())
     depths = st.multiselect("Depths (layers)", DEPTH_CHOICES, default=list(d.depths), key=f"lab_{key}_depths",
                             help="Each depth is trained twice: with and without the scaling. Width and heads "
                             "come from the preset.")  # fmt: skip
     if not corpus_ready(chosen["corpus"]):
         return None
-    return lab.ResidualScalingParams(**chosen, depths=tuple(depths), seed=seed)
+    return lab.residual_scaling.ResidualScalingParams(**chosen, depths=tuple(depths), seed=seed)
 
 
-def positions_ui(key: str, seed: int) -> lab.PositionParams:
-    d = lab.PositionParams()
-    chosen = training_ui(key, d, list(lab.ORDER_CORPORA))
+def positions_ui(key: str, seed: int) -> lab.positions.PositionParams:
+    d = lab.positions.PositionParams()
+    chosen = training_ui(key, d, list(lab.positions.ORDER_CORPORA))
     st.caption("toy-english is learned within the budget (spelling and word order depend on order); "
                "the question|answer tasks need position too, but take a small model far longer than two minutes.")
-    return lab.PositionParams(**chosen, seed=seed)
+    return lab.positions.PositionParams(**chosen, seed=seed)
 
 
 def text_source_ui(key: str) -> tuple[str, str | None] | None:
@@ -142,8 +136,8 @@ def _no_text(message: str) -> None:
     return None
 
 
-def tokenization_ui(key: str, seed: int) -> lab.TokenizationParams | None:
-    d = lab.TokenizationParams()
+def tokenization_ui(key: str, seed: int) -> lab.tokenization.TokenizationParams | None:
+    d = lab.tokenization.TokenizationParams()
     text = text_source_ui(key)
     cols = st.columns([3, 1, 1])
     names = cols[0].multiselect("Tokenizers", TOKENIZER_CHOICES, default=list(d.tokenizers), key=f"lab_{key}_tokenizers",
@@ -155,14 +149,13 @@ def tokenization_ui(key: str, seed: int) -> lab.TokenizationParams | None:
     if text is None:
         return None
     corpus, own = text
-    return lab.TokenizationParams(corpus=corpus, text=own, tokenizers=tuple(names),
+    return lab.tokenization.TokenizationParams(corpus=corpus, text=own, tokenizers=tuple(names),
                                   block_size=block, train_seconds=seconds, seed=seed)  # fmt: skip
 
 
 def run_choices() -> list[str]:
     """Trained runs to learn on or look inside (lab runs whose weights are a by-product are left out)."""
-    infos = [i for i in list_runs() if i.status in ("finished", "stopped") and lab.RESULT_ONLY_TAG not in i.tags]
-    ids = [i.id for i in infos]
+    ids = [i.id for i in list_runs() if usable_as_model(i)]
     first = [r for r in (st.session_state.get("active_run"), DEMO_RUN) if r in ids][:1]
     return first + [i for i in ids if i not in first]
 
@@ -176,8 +169,8 @@ def run_picker_ui(key: str) -> str | None:
                         help="The sidebar's model comes first. It is only read: the experiment works on a copy.")
 
 
-def single_example_ui(key: str, seed: int) -> lab.SingleExampleParams | None:
-    d = lab.SingleExampleParams()
+def single_example_ui(key: str, seed: int) -> lab.single_example.SingleExampleParams | None:
+    d = lab.single_example.SingleExampleParams()
     run_id = run_picker_ui(key)
     sentence = st.text_input("One sentence to learn", d.sentence, key=f"lab_{key}_sentence", max_chars=2000)
     cols = st.columns(4)
@@ -190,7 +183,7 @@ def single_example_ui(key: str, seed: int) -> lab.SingleExampleParams | None:
                                 help="Samples before and after start from this (empty: the model's start token).")  # fmt: skip
     if run_id is None or not sentence_fits(run_id, sentence):
         return None
-    return lab.SingleExampleParams(run_id=run_id, sentence=sentence, steps=steps, learning_rate=lr,
+    return lab.single_example.SingleExampleParams(run_id=run_id, sentence=sentence, steps=steps, learning_rate=lr,
                                    optimizer=optimizer, sample_prompt=prompt, seed=seed)  # fmt: skip
 
 
@@ -204,13 +197,13 @@ def sentence_fits(run_id: str, sentence: str) -> bool:
     return True
 
 
-def attention_range_ui(key: str, seed: int) -> lab.AttentionRangeParams | None:
-    d = lab.AttentionRangeParams()
+def attention_range_ui(key: str, seed: int) -> lab.attention_range.AttentionRangeParams | None:
+    d = lab.attention_range.AttentionRangeParams()
     run_id = run_picker_ui(key)
     cols = st.columns(2)
     windows = int(cols[0].number_input("Validation windows", 1, 256, d.windows, key=f"lab_{key}_windows"))
     far = int(cols[1].number_input("'Far' means at least this many tokens back", 1, 4096, d.far, key=f"lab_{key}_far"))
-    return None if run_id is None else lab.AttentionRangeParams(run_id=run_id, windows=windows, far=far, seed=seed)
+    return None if run_id is None else lab.attention_range.AttentionRangeParams(run_id=run_id, windows=windows, far=far, seed=seed)
 
 
 SETUPS = {
@@ -302,7 +295,7 @@ def job_box(job: lab.LabJob) -> None:
 
 
 def done_ui(snap: dict[str, Any]) -> None:
-    if snap["status"] == "finished":
+    if snap["status"] == Status.FINISHED:
         st.success(f"Done in {clock(snap['elapsed'])}; saved as run **{snap['run_id']}**. The result is shown below.")
     else:
         DONE_STYLE.get(snap["status"], st.info)(f"{snap['status']}: {snap['message']}")
@@ -325,7 +318,7 @@ def show_new_result(job: lab.LabJob) -> None:
     """Once per finished job: make its saved run the result shown below (before that widget exists)."""
     snap = job.snapshot()
     seen = st.session_state.setdefault("lab_seen_jobs", set())
-    if snap["status"] == "finished" and snap["run_id"] and job.id not in seen:
+    if snap["status"] == Status.FINISHED and snap["run_id"] and job.id not in seen:
         seen.add(job.id)
         st.session_state["lab_experiment"] = snap["experiment"]
         st.session_state[f"lab_{key_of(snap['experiment'])}_result"] = snap["run_id"]
@@ -360,20 +353,20 @@ def results_ui(name: str) -> None:
         EXTRAS.get(name, lambda r: None)(result)
 
 
-def norm_extras(result: lab.NormPositionResult) -> None:
+def norm_extras(result: lab.norm_position.NormPositionResult) -> None:
     if result.sweep:
         st.caption("The learning-rate sweep (a training counts as diverged when its loss ends within "
-                   f"{lab.CONTEXT_MARGIN} nats of guessing from character frequency, {result.unigram_loss:.2f}, or is NaN):")
+                   f"{lab.norm_position.CONTEXT_MARGIN} nats of guessing from character frequency, {result.unigram_loss:.2f}, or is NaN):")
         st.dataframe(pd.DataFrame(result.sweep), hide_index=True)
 
 
-def tokenization_extras(result: lab.TokenizationResult) -> None:
+def tokenization_extras(result: lab.tokenization.TokenizationResult) -> None:
     columns = ["tokenizer", "vocab_size", "tokens", "tokens_per_char", "chars_per_block", "embedding_params",
                "embedding_share", "steps", "val_nats_per_token", "bits_per_byte", "train_note", "error"]
     st.dataframe(pd.DataFrame(result.rows).reindex(columns=columns), hide_index=True)
 
 
-def single_example_extras(result: lab.SingleExampleResult) -> None:
+def single_example_extras(result: lab.single_example.SingleExampleResult) -> None:
     cols = st.columns(2)
     for col, title, text in ((cols[0], "Sample before", result.samples_before), (cols[1], "Sample after", result.samples_after)):
         col.caption(f"{title} (prompt {result.params['sample_prompt']!r}, seed {result.params['seed']}):")

@@ -1,6 +1,6 @@
 """Tokenizer playground: your text through several tokenizers, and a BPE you train here.
 
-UI only: the spans, replays and comparisons are computed by ``toygpt.playground`` over
+UI only: the spans, replays and comparisons are computed by ``toygpt.lessons.playground`` over
 ``toygpt.tokenizers``. Layout: text and tokenizer choice, then one card per tokenizer and the
 comparison (drawn into a container reserved at the top, because the BPE they include is set up
 further down), then "train your own BPE" with its merge-by-merge replay.
@@ -15,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import active_model, capped_text, current_seed, show_source
-from toygpt import playground as pg
 from toygpt.data import CorpusError, cached_corpus_path, list_corpora, load_corpus, read_user_text
+from toygpt.lessons import playground as pg
 from toygpt.tokenizers import (
     BPETokenizer,
     ByteTokenizer,

@@ -21,8 +21,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import current_seed, job_registry
+from pages._shared import current_seed, job_registry, model_choices
 from toygpt import data as corpora
+from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainJob, TrainSpec
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
@@ -36,12 +37,14 @@ from toygpt.runs import (
     open_run,
     read_metrics,
 )
+from toygpt.status import Status
 from toygpt.tokenizers import (
     TIKTOKEN_NAMES,
     CharTokenizer,
     TokenizerError,
     available_tokenizers,
     get_tiktoken,
+    parse_tokenizer_name,
 )
 from toygpt.train import ASSUMED_FLOPS, TrainConfig, estimate
 from toygpt.viz import loss_curves_figure
@@ -56,12 +59,9 @@ TOKENIZERS = {
     "bpe-2048": "BPE, 2,048 tokens, trained on the corpus",
     "gpt2": "GPT-2's BPE (50,257 tokens, through tiktoken)",
 }
-# Vocabulary sizes known without building the tokenizer (char depends on the corpus; BPE on N).
-FIXED_VOCAB = {"byte": 256, "gpt2": 50257}
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-DONE_STYLE = {"finished": st.success, "stopped": st.warning, "diverged": st.error, "failed": st.error}
-USABLE = ("finished", "stopped", "diverged")  # statuses whose weights can be looked at
+DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.warning, Status.DIVERGED: st.error, Status.FAILED: st.error}
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
 
 
@@ -70,22 +70,10 @@ MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
 # --------------------------------------------------------------------------------------------
 
 
-def clock(seconds: float | None) -> str:
-    """``75.2`` → ``"1:15"``; ``3725`` → ``"1:02:05"``; unknown → ``"–"``."""
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
 def plain(text: str) -> str:
     """Text a user controls (file names, messages quoting a zip's contents) shown literally in
     markdown: ``"[x](http://y)"`` must not become a link."""
     return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
-
-
-def mib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:,.1f} MiB" if n_bytes < 2**30 else f"{n_bytes / 2**30:,.2f} GiB"
 
 
 def loss_text(value: Any) -> str:
@@ -173,7 +161,7 @@ def progress_ui(snap: dict[str, Any]) -> None:
         st.progress(0.0, text="Preparing: loading the corpus, building the tokenizer, encoding the text…")
         return
     budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
-    if snap["status"] == "stopping":
+    if snap["status"] == Status.STOPPING:
         label = "stopping after this step…"
     elif snap["loss"] is None:  # no step logged yet: the first validation runs before step 1
         label = "starting: measuring the untrained model's loss, then the first steps…"
@@ -221,7 +209,7 @@ def job_actions_ui(job: TrainJob, snap: dict[str, Any], ours: bool) -> None:
         if cols[0].button("Stop", key="train_stop", help="Ends after the current step and saves, so it can be resumed."):
             job.stop()
         return
-    if snap["run_id"] and snap["status"] in USABLE:
+    if snap["run_id"] in model_choices():  # the sidebar can pick it
         cols[0].button("Use this model", key="train_use", on_click=use_run, args=(snap["run_id"],),
                        help="Make it the sidebar's model, for sampling and looking inside it.")
     cols[1].button("Dismiss", key="train_dismiss", on_click=unpin)
@@ -408,11 +396,8 @@ def tokenizer_ui() -> str:
 
 
 def vocab_size_of(spec: str, text: str) -> int:
-    if spec == "char":
-        return char_vocab_size(text)
-    if spec.startswith("bpe-"):
-        return int(spec[len("bpe-"):])
-    return FIXED_VOCAB[spec]
+    fixed = parse_tokenizer_name(spec).vocab_size  # None for char: it depends on the text
+    return char_vocab_size(text) if fixed is None else fixed
 
 
 def settings_ui(seed: int) -> TrainConfig | None:
@@ -451,8 +436,8 @@ def estimate_ui(model_config: GPTConfig, config: TrainConfig) -> None:
     limit = job_registry().max_memory_bytes
     cols = st.columns(3)
     cols[0].metric("Parameters", f"{est['params']:,}")
-    parts = ", ".join(f"{name} {mib(size)}" for name, size in est["memory_bytes"].items())
-    cols[1].metric("Memory", mib(est["total_memory_bytes"]), help=parts)
+    parts = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in est["memory_bytes"].items())
+    cols[1].metric("Memory", human_bytes(est["total_memory_bytes"], decimals=1), help=parts)
     if config.max_seconds is not None:
         cols[2].metric("Steps in the budget", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
     else:
@@ -464,7 +449,7 @@ def estimate_ui(model_config: GPTConfig, config: TrainConfig) -> None:
         "per step. Building a BPE tokenizer and encoding the corpus come on top."
     )
     if est["total_memory_bytes"] > limit:
-        st.warning(f"That is above this app's limit of {mib(limit)} per run: pick a smaller preset, "
+        st.warning(f"That is above this app's limit of {human_bytes(limit, decimals=1)} per run: pick a smaller preset, "
                    "batch or context, or train it with `python -m toygpt train`.")
 
 
@@ -476,7 +461,7 @@ def training_now() -> set[str]:
 def shown_status(info: RunInfo, busy: set[str]) -> str:
     """A run.json still saying "running" that no job here trains was cut off (server stopped,
     crash; or it trains in another process, e.g. the CLI): it can be resumed from its last save."""
-    return "interrupted" if info.status == "running" and info.id not in busy else info.status
+    return Status.INTERRUPTED if info.status == Status.RUNNING and info.id not in busy else info.status
 
 
 def run_choices(infos: list[RunInfo], writable: bool) -> list[str]:
@@ -697,7 +682,7 @@ def manage_ui(infos: list[RunInfo]) -> None:
     info = next(i for i in infos if i.id == run_id)
     busy = training_now()
     status = shown_status(info, busy)
-    if status == "interrupted":
+    if status == Status.INTERRUPTED:
         st.caption("interrupted: this server is not training it (stopped or crashed mid-run, or it "
                    "trains in another process such as the CLI). Resume continues from its last save.")
     elif info.message:

@@ -1,4 +1,4 @@
-"""toygpt.explore: prompt cropping, timed generation (cache on/off gives the same tokens), the
+"""toygpt.lessons.explore: prompt cropping, timed generation (cache on/off gives the same tokens), the
 lean attention grid, attention drawn over text, snapshot views and losses per step."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toygpt.explore import (
+from toygpt.inspect import attention_maps
+from toygpt.lessons.explore import (
     GRID_GAP,
     attention_grid_lean_figure,
     attention_mosaic,
@@ -28,7 +29,6 @@ from toygpt.explore import (
     timing_of,
     vocab_labels,
 )
-from toygpt.inspect import attention_maps
 from toygpt.model import GPT, GPTConfig
 from toygpt.sample import generate
 from toygpt.tokenizers import ByteTokenizer, CharTokenizer, UnknownCharactersError

@@ -44,33 +44,33 @@ def folder_digest(path) -> dict[str, str]:
 
 
 def test_bits_per_byte_known_cases():
-    assert lab.bits_per_byte(math.log(256), tokens=10, n_bytes=10) == pytest.approx(8.0)  # uniform bytes
+    assert lab.tokenization.bits_per_byte(math.log(256), tokens=10, n_bytes=10) == pytest.approx(8.0)  # uniform bytes
     # 4 bytes per token: a token's 2 nats spread over its 4 bytes is 0.5 nats = 0.7213 bits per byte
-    assert lab.bits_per_byte(2.0, tokens=25, n_bytes=100) == pytest.approx(0.5 / math.log(2))
+    assert lab.tokenization.bits_per_byte(2.0, tokens=25, n_bytes=100) == pytest.approx(0.5 / math.log(2))
     with pytest.raises(lab.LabError, match="at least one token"):
-        lab.bits_per_byte(1.0, tokens=0, n_bytes=10)
+        lab.tokenization.bits_per_byte(1.0, tokens=0, n_bytes=10)
 
 
 def test_val_bytes_counts_bytes_not_characters():
     text = "héllo wörld " * 200  # é and ö are two UTF-8 bytes each
     tokenizer = ByteTokenizer()
     token_data = corpora.prepare(text, tokenizer, cache=False)
-    assert lab.val_bytes(tokenizer, token_data) == len(token_data.val)  # one byte per byte token
+    assert lab.tokenization.val_bytes(tokenizer, token_data) == len(token_data.val)  # one byte per byte token
     char = CharTokenizer.from_text(text)
     char_data = corpora.prepare(text, char, cache=False)
     decoded = char.decode(char_data.val.tolist())
-    assert lab.val_bytes(char, char_data) == len(decoded.encode("utf-8")) > len(decoded)
+    assert lab.tokenization.val_bytes(char, char_data) == len(decoded.encode("utf-8")) > len(decoded)
 
 
 def test_unigram_loss_of_a_fair_coin_and_a_constant():
-    assert lab.unigram_loss(corpora.TokenData(torch.tensor([0, 1] * 50), 2)) == pytest.approx(math.log(2))
-    assert lab.unigram_loss(corpora.TokenData(torch.tensor([3] * 50), 5)) == pytest.approx(0.0)
+    assert lab.norm_position.unigram_loss(corpora.TokenData(torch.tensor([0, 1] * 50), 2)) == pytest.approx(math.log(2))
+    assert lab.norm_position.unigram_loss(corpora.TokenData(torch.tensor([3] * 50), 5)) == pytest.approx(0.0)
 
 
 def test_scored_positions_answers_and_words():
-    assert lab.scored_positions("abc>cba") == [(4, 0), (5, 1), (6, 2)]
-    assert lab.scored_positions("12+3=15") == [(5, 0), (6, 1)]
-    assert lab.scored_positions("the fox .") == [(0, 0), (1, 1), (2, 2), (4, 0), (5, 1), (6, 2), (8, 0)]
+    assert lab.positions.scored_positions("abc>cba") == [(4, 0), (5, 1), (6, 2)]
+    assert lab.positions.scored_positions("12+3=15") == [(5, 0), (6, 1)]
+    assert lab.positions.scored_positions("the fox .") == [(0, 0), (1, 1), (2, 2), (4, 0), (5, 1), (6, 2), (8, 0)]
 
 
 class Oracle:
@@ -94,8 +94,8 @@ class Oracle:
 def test_order_accuracy_reads_the_prediction_of_the_previous_position():
     tokenizer = CharTokenizer.from_text("\nab>ba xy")
     lines = ["ab>ba", "xy ab"]
-    right = lab.order_accuracy(Oracle(tokenizer.vocab_size, 0), tokenizer, lines)
-    wrong = lab.order_accuracy(Oracle(tokenizer.vocab_size, 1), tokenizer, lines)
+    right = lab.positions.order_accuracy(Oracle(tokenizer.vocab_size, 0), tokenizer, lines)
+    wrong = lab.positions.order_accuracy(Oracle(tokenizer.vocab_size, 1), tokenizer, lines)
     assert right == (1.0, [1.0, 1.0], [3, 3])  # "ba" (the answer), then the words "xy" and "ab"
     assert wrong[0] == 0.0
 
@@ -106,20 +106,20 @@ def test_weight_by_distance_shares_sum_to_one_and_find_the_previous_token():
     previous[0, 0, 0, 0] = 1.0
     for i in range(1, T):
         previous[0, 0, i, i - 1] = 1.0  # every query looks exactly one token back
-    shares = lab.weight_by_distance(previous)
+    shares = lab.attention_range.weight_by_distance(previous)
     assert shares.sum(-1).item() == pytest.approx(1.0)
     assert shares[0, 1].item() == pytest.approx((T - 1) / T) and shares[0, 0].item() == pytest.approx(1 / T)
 
 
 def test_kv_numbers_grow_with_position_while_an_rnn_state_does_not():
-    assert lab.kv_numbers(n_layer=4, n_embd=128, position=0) == 2 * 4 * 128
-    assert lab.kv_numbers(4, 128, 63) == 64 * lab.kv_numbers(4, 128, 0)
+    assert lab.attention_range.kv_numbers(n_layer=4, n_embd=128, position=0) == 2 * 4 * 128
+    assert lab.attention_range.kv_numbers(4, 128, 63) == 64 * lab.attention_range.kv_numbers(4, 128, 0)
 
 
 def test_gradient_norms_by_layer_leave_the_weights_alone(tiny_model):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     x = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(0))
-    norms = lab.gradient_norms_by_layer(tiny_model, (x, x))
+    norms = lab.norm_position.gradient_norms_by_layer(tiny_model, (x, x))
     assert len(norms) == 2 and all(n > 0 for n in norms)
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
     assert all(p.grad is None for p in tiny_model.parameters())
@@ -149,7 +149,7 @@ def test_paired_runs_share_seed_and_data_order(monkeypatch):
 
     monkeypatch.setattr(corpora.TokenData, "get_batch", recording)
     params = lab.tiny_params("norm-position", lr_sweep=False, steps=12)
-    result = lab.run_norm_position(params)
+    result = lab.norm_position.run(params)
     shared, runs = seen[0], seen[1:]  # one batch for the gradient norms, then each variant's own calls
     half = len(runs) // 2
     assert shared[0] == "val" and len(runs) % 2 == 0
@@ -159,7 +159,7 @@ def test_paired_runs_share_seed_and_data_order(monkeypatch):
 
 
 def test_norm_position_reading_quotes_its_numbers():
-    result = lab.run_norm_position(lab.tiny_params("norm-position"))
+    result = lab.norm_position.run(lab.tiny_params("norm-position"))
     text = lab.reading(result)
     for variant in ("pre-LN", "post-LN"):
         assert f"{result.final_val[variant]:.2f}" in text
@@ -172,9 +172,9 @@ def test_norm_position_reading_quotes_its_numbers():
 def test_single_example_learning_leaves_the_source_run_unchanged(source_run):
     folder = open_run(source_run).path
     before = folder_digest(folder)
-    params = lab.SingleExampleParams(run_id=source_run, sentence="the cat sees a dog .", steps=8,
+    params = lab.single_example.SingleExampleParams(run_id=source_run, sentence="the cat sees a dog .", steps=8,
                                      learning_rate=1e-2, sample_tokens=10, eval_batches=2)  # fmt: skip
-    result = lab.run_single_example(params)
+    result = lab.single_example.run(params)
     saved = lab.save_result(result)
     assert folder_digest(folder) == before  # not a byte of the source changed
     assert sum(result.probs_after) > sum(result.probs_before)
@@ -187,9 +187,9 @@ def test_single_example_learning_leaves_the_source_run_unchanged(source_run):
 
 
 def test_single_example_refuses_characters_the_model_never_saw(source_run):
-    params = lab.SingleExampleParams(run_id=source_run, sentence="Zürich ☃", steps=1)
+    params = lab.single_example.SingleExampleParams(run_id=source_run, sentence="Zürich ☃", steps=1)
     with pytest.raises(lab.LabError, match="cannot encode"):
-        lab.run_single_example(params)
+        lab.single_example.run(params)
 
 
 def test_every_experiment_saves_and_reopens_as_a_tagged_run(source_run):
@@ -211,7 +211,7 @@ def test_every_experiment_saves_and_reopens_as_a_tagged_run(source_run):
 
 def test_tokenization_counts_and_bits_per_byte_agree():
     params = lab.tiny_params("tokenization", text="the cat sees a dog . " * 300, tokenizers=("char", "byte"))
-    result = lab.run_tokenization(params)
+    result = lab.tokenization.run(params)
     char, byte = result.rows
     assert char["tokens"] == byte["tokens"] == len(params.text)  # ASCII: a char is a byte
     assert char["embedding_params"] == char["vocab_size"] * 64 and byte["embedding_params"] == 256 * 64
@@ -222,26 +222,26 @@ def test_tokenization_counts_and_bits_per_byte_agree():
 
 def test_tokenization_says_when_bpe_runs_out_of_merges():
     params = lab.tiny_params("tokenization", text="ab ab ab abc " * 400, tokenizers=("bpe-400",), train_seconds=0.0)
-    (row,) = lab.run_tokenization(params).rows
+    (row,) = lab.tokenization.run(params).rows
     assert row["vocab_size"] < 400
-    assert f"bpe-400 stopped at {row['vocab_size']} tokens" in lab.reading(lab.run_tokenization(params))
+    assert f"bpe-400 stopped at {row['vocab_size']} tokens" in lab.reading(lab.tokenization.run(params))
 
 
 def test_tokenization_offline_gpt2_is_left_out_with_the_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("TOYGPT_OFFLINE", "1")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
     params = lab.tiny_params("tokenization", tokenizers=("char", "gpt2"), train_seconds=0.0)
-    result = lab.run_tokenization(params)
+    result = lab.tokenization.run(params)
     assert result.rows[1]["tokenizer"] == "gpt2" and "not available" in result.rows[1]["error"]
     assert "Left out: gpt2" in lab.reading(result)
 
 
 def test_positions_compare_three_encodings_and_sinusoids_never_change():
-    result = lab.run_positions(lab.tiny_params("positions"))
+    result = lab.positions.run(lab.tiny_params("positions"))
     assert set(result.final_val) == set(result.accuracy) == {"learned", "sinusoidal", "none"}
     assert set(result.similarity) == {"learned", "sinusoidal"}  # "none" has no position vectors
-    assert lab.similarity_change(result.similarity["sinusoidal"]) == 0.0
-    assert lab.similarity_change(result.similarity["learned"]) > 0.0
+    assert lab.positions.similarity_change(result.similarity["sinusoidal"]) == 0.0
+    assert lab.positions.similarity_change(result.similarity["learned"]) > 0.0
     assert "0.000 (sinusoidal)" in lab.reading(result)
     # unscaled ±1 sinusoids next to std-0.02 token embeddings; learned positions start at the same 0.02
     # sinusoids (±1) next to tokens scaled by sqrt(n_embd) from std 0.02: a few times louder, not 30×
@@ -249,7 +249,7 @@ def test_positions_compare_three_encodings_and_sinusoids_never_change():
 
 
 def test_residual_scaling_shrinks_the_deep_stream_at_init():
-    result = lab.run_residual_scaling(lab.tiny_params("residual-scaling", depths=(1, 8)))
+    result = lab.residual_scaling.run(lab.tiny_params("residual-scaling", depths=(1, 8)))
     deep = -1
     assert result.final_std["unscaled"][deep] > result.final_std["scaled"][deep]
     assert f"{result.final_std['unscaled'][deep]:.3f}" in lab.reading(result)
@@ -263,16 +263,16 @@ def test_residual_scaling_shrinks_the_deep_stream_at_init():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: lab.NormPositionParams(preset="gpt2"), "choose one of"),
-        (lambda: lab.NormPositionParams(steps=0), "steps=0"),
-        (lambda: lab.NormPositionParams(sweep_lrs=()), "1 to 8 learning rates"),
-        (lambda: lab.ResidualScalingParams(depths=()), "1 to 6 layer counts"),
-        (lambda: lab.PositionParams(corpus="shakespeare"), "order matters"),
-        (lambda: lab.TokenizationParams(tokenizers=("bpe-10",)), "bpe-N with N from 257"),
-        (lambda: lab.TokenizationParams(text="   "), "empty"),
-        (lambda: lab.SingleExampleParams(sentence=""), "type a sentence"),
-        (lambda: lab.SingleExampleParams(optimizer="lbfgs"), "adam"),
-        (lambda: lab.AttentionRangeParams(windows=0), "windows=0"),
+        (lambda: lab.norm_position.NormPositionParams(preset="gpt2"), "choose one of"),
+        (lambda: lab.norm_position.NormPositionParams(steps=0), "steps=0"),
+        (lambda: lab.norm_position.NormPositionParams(sweep_lrs=()), "1 to 8 learning rates"),
+        (lambda: lab.residual_scaling.ResidualScalingParams(depths=()), "1 to 6 layer counts"),
+        (lambda: lab.positions.PositionParams(corpus="shakespeare"), "order matters"),
+        (lambda: lab.tokenization.TokenizationParams(tokenizers=("bpe-10",)), "bpe-N with N from 257"),
+        (lambda: lab.tokenization.TokenizationParams(text="   "), "empty"),
+        (lambda: lab.single_example.SingleExampleParams(sentence=""), "type a sentence"),
+        (lambda: lab.single_example.SingleExampleParams(optimizer="lbfgs"), "adam"),
+        (lambda: lab.attention_range.AttentionRangeParams(windows=0), "windows=0"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_fix(make, message):
@@ -281,7 +281,7 @@ def test_bad_parameters_are_refused_with_the_fix(make, message):
 
 
 def test_sweep_learning_rates_are_sorted_rising():
-    assert lab.NormPositionParams(sweep_lrs=(0.1, 0.01)).sweep_lrs == (0.01, 0.1)
+    assert lab.norm_position.NormPositionParams(sweep_lrs=(0.1, 0.01)).sweep_lrs == (0.01, 0.1)
 
 
 def test_budgets_are_stated_and_the_defaults_fit_about_two_minutes():
@@ -297,13 +297,13 @@ def test_stop_before_start_raises_and_saves_nothing():
     stop = threading.Event()
     stop.set()
     with pytest.raises(lab.ExperimentStopped):
-        lab.run_positions(lab.tiny_params("positions"), stop=stop)
+        lab.positions.run(lab.tiny_params("positions"), stop=stop)
     assert lab.lab_runs() == []
 
 
 def test_progress_rises_to_the_end_and_feeds_live_curves():
     events: list[dict] = []
-    lab.run_positions(lab.tiny_params("positions"), progress=events.append)
+    lab.positions.run(lab.tiny_params("positions"), progress=events.append)
     fractions = [e["fraction"] for e in events if e["type"] == "progress"]
     assert fractions == sorted(fractions) and 0.9 < fractions[-1] <= 1.0
     curves = lab.live_curves([e for e in events if e["type"] == "metric"])
@@ -336,7 +336,7 @@ def test_lab_job_finishes_and_saves(source_run):
 
 
 def test_lab_job_failure_is_reported_not_raised():
-    job = lab.LabJob("attention-range", lab.AttentionRangeParams(run_id="no-such-run")).start()
+    job = lab.LabJob("attention-range", lab.attention_range.AttentionRangeParams(run_id="no-such-run")).start()
     assert job.wait(30)
     assert job.status == "failed" and "no-such-run" in job.snapshot()["message"]
 
@@ -348,7 +348,7 @@ def test_lab_job_failure_is_reported_not_raised():
 
 @pytest.fixture
 def saved_attention(source_run) -> str:
-    return lab.save_result(lab.run_attention_range(lab.tiny_params("attention-range", run_id=source_run)))
+    return lab.save_result(lab.attention_range.run(lab.tiny_params("attention-range", run_id=source_run)))
 
 
 def rewrite(run_id: str, change) -> None:

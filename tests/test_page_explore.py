@@ -25,8 +25,8 @@ import toygpt.runs as runs_module
 import toygpt.tokenizers as tokenizers_module
 import toygpt.tokenizers.tiktoken_ as tiktoken_module
 from toygpt.checkpoint import save_tensors, write_json_atomic
-from toygpt.explore import GRID_GAP
 from toygpt.inspect import attention_maps
+from toygpt.lessons.explore import GRID_GAP
 from toygpt.model import GPT, GPTConfig
 from toygpt.pretrained import config_to_hf, toygpt_to_hf_state_dict
 from toygpt.runs import create_run, open_run, snapshot_name, snapshot_tensors

@@ -189,7 +189,7 @@ def test_single_example_runs_on_a_copy_and_reading_matches():
 
 def test_by_product_lab_runs_stay_out_of_the_model_pickers():
     source = source_run()
-    kept = lab.save_result(lab.run_residual_scaling(lab.tiny_params("residual-scaling")))
+    kept = lab.save_result(lab.residual_scaling.run(lab.tiny_params("residual-scaling")))
     at = open_lab("attention-range")
     assert list(model_choices()) == [source]  # the sidebar's picker
     assert at.selectbox(key="lab_attention_range_run_id").options == [source]
@@ -247,8 +247,8 @@ def test_stop_ends_a_long_experiment_and_saves_nothing():
 
 
 def test_a_saved_result_reopens_and_a_damaged_one_is_explained():
-    good = lab.save_result(lab.run_positions(lab.tiny_params("positions")))
-    bad = lab.save_result(lab.run_positions(lab.tiny_params("positions", seed=1)))
+    good = lab.save_result(lab.positions.run(lab.tiny_params("positions")))
+    bad = lab.save_result(lab.positions.run(lab.tiny_params("positions", seed=1)))
     (open_run(bad).path / lab.LAB_FILE).write_text('{"experiment": "positions", "result": {"steps": "many"}}')
     at = open_lab("positions")
     results = at.selectbox(key="lab_positions_result")
@@ -291,8 +291,8 @@ def test_an_unknown_job_in_the_link_is_explained():
 def test_budget_is_stated_before_the_run():
     at = open_lab("norm-position")
     budget = next(c.value for c in at.caption if "Budget" in str(c.value))
-    assert lab.NormPositionParams().budget().text in budget
-    assert math.isfinite(lab.NormPositionParams().budget().seconds)
+    assert lab.norm_position.NormPositionParams().budget().text in budget
+    assert math.isfinite(lab.norm_position.NormPositionParams().budget().seconds)
 
 
 def test_the_training_page_works_while_a_lab_job_holds_the_slot():

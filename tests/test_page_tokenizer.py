@@ -1,4 +1,4 @@
-"""The tokenizer playground: toygpt.playground's computations, and the page driven through AppTest.
+"""The tokenizer playground: toygpt.lessons.playground's computations, and the page driven through AppTest.
 
 Offline throughout: tiktoken's cache points at an empty folder and downloads are switched off,
 so the tiktoken choices must show as unavailable (never raise).
@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
-from toygpt import playground as pg
 from toygpt.data import load_corpus
+from toygpt.lessons import playground as pg
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, compare
 from toygpt.tokenizers import tiktoken_ as tiktoken_module
 
@@ -31,7 +31,7 @@ def toy_bpe() -> BPETokenizer:
 
 
 # ---------------------------------------------------------------------------------------------
-# toygpt.playground
+# toygpt.lessons.playground
 # ---------------------------------------------------------------------------------------------
 
 text_strategy = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)

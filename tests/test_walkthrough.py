@@ -10,13 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toygpt.formatting import human_bytes, human_count
 from toygpt.inspect import forward_trace, residual_stats
-from toygpt.model import GPT, GPTConfig, preset, total_parameters
-from toygpt.walkthrough import (
+from toygpt.lessons.walkthrough import (
     cosine_similarity_matrix,
     future_change,
-    human_bytes,
-    human_count,
     init_residual_comparison,
     memory_estimate,
     output_distribution,
@@ -33,6 +31,7 @@ from toygpt.walkthrough import (
     trace_table,
     tying_saving,
 )
+from toygpt.model import GPT, GPTConfig, preset, total_parameters
 
 TINY = dict(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
 VARIANTS = [

@@ -1,7 +1,8 @@
 """toygpt: a GPT-2 that a learner can take apart on a laptop CPU.
 
-Reading order (file order is teaching order):
-tokenizers → model → data → train → jobs/checkpoint → sample → inspect → viz.
+Reading order (file order is teaching order; README.md lists every module):
+tokenizers → model → sample → inspect → checkpoint → data → pretrained → distributed →
+status, formatting → train → runs → jobs → viz → lessons → lab → cli.
 
 This package never imports streamlit: the dashboard in ``app.py``/``pages/`` calls it.
 """

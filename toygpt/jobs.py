@@ -27,12 +27,13 @@ import torch
 
 from toygpt import data as corpora
 from toygpt.distributed import PLAIN, DistributedContext
+from toygpt.formatting import human_bytes
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, RunError, create_run, open_run
+from toygpt.status import ACTIVE, Status
+from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
 from toygpt.train import Event, TrainConfig, Trainer, estimate
 
-STATUSES = ("queued", "running", "stopping", "stopped", "finished", "diverged", "failed")
-ACTIVE = ("queued", "running", "stopping")
 DEFAULT_MAX_MEMORY = 2 * 2**30  # 2 GiB: a shared app runs every visitor's job in one process
 MAX_TAGS, MAX_TAG_CHARS = 20, 40
 
@@ -217,7 +218,7 @@ class BackgroundJob:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
-        self._status, self._message, self._detail = "queued", "", ""
+        self._status, self._message, self._detail = Status.QUEUED, "", ""
         self._run_id: str | None = None
 
     def start(self) -> BackgroundJob:
@@ -233,15 +234,15 @@ class BackgroundJob:
         if self.num_threads:
             torch.set_num_threads(self.num_threads)  # process-wide: the reason jobs are capped
         with self._lock:
-            if self._status == "queued":  # not if stop() came first: that stays "stopping"
-                self._status = "running"
+            if self._status == Status.QUEUED:  # not if stop() came first: that stays "stopping"
+                self._status = Status.RUNNING
         try:
             status, message = self.work()
             self._set(status=status, message=message)
         except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
-            self._set(status="failed", message=str(exc), detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=str(exc), detail=traceback.format_exc())
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
-            self._set(status="failed", message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
 
     def _set(self, status: str | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
@@ -258,8 +259,8 @@ class BackgroundJob:
         """Ask the job to stop at its next check (returns at once; see ``wait``)."""
         self._stop.set()
         with self._lock:
-            if self._status in ("queued", "running"):
-                self._status = "stopping"
+            if self._status in (Status.QUEUED, Status.RUNNING):
+                self._status = Status.STOPPING
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; True if it has."""
@@ -322,7 +323,7 @@ class TrainJob(BackgroundJob):
                 "job_id": self.id, "run_id": self._run_id, "status": self._status, "message": self._message,
                 "error_detail": self._detail, "step": step, "max_steps": config.max_steps,
                 "max_seconds": config.max_seconds,
-                "progress": 1.0 if self._status == "finished" else float(step_event.get("progress", 0.0)),
+                "progress": 1.0 if self._status == Status.FINISHED else float(step_event.get("progress", 0.0)),
                 "loss": step_event.get("loss"), "val_loss": eval_event.get("val_loss"),
                 "best_val_loss": end.get("best_val_loss", eval_event.get("best_val_loss")),
                 "tokens_per_s": step_event.get("tokens_per_s"), "eta": step_event.get("eta"),
@@ -348,25 +349,13 @@ def estimated_memory(spec: TrainSpec) -> int:
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
     else:
         model_config, config = spec.model_config, spec.train_config
-        vocab = _vocab_hint(spec.tokenizer)
+        try:
+            vocab = parse_tokenizer_name(spec.tokenizer).vocab_size  # None: char, or a saved file
+        except TokenizerError:
+            vocab = None  # an unknown name fails where the tokenizer is built, with its message
         if vocab:
             model_config = model_config.replace(vocab_size=vocab)
     return int(estimate(model_config, config)["total_memory_bytes"])
-
-
-def human_bytes(n: float) -> str:
-    """``1536 → '1.5 KiB'``, ``3 * 2**30 → '3.0 GiB'``."""
-    units, i = ("bytes", "KiB", "MiB", "GiB"), 0
-    while n >= 1024 and i < len(units) - 1:
-        n, i = n / 1024, i + 1
-    return f"{n:.0f} bytes" if i == 0 else f"{n:.1f} {units[i]}"
-
-
-def _vocab_hint(tokenizer_spec: str) -> int | None:
-    if tokenizer_spec.startswith("bpe-") and tokenizer_spec[4:].isdigit():
-        return int(tokenizer_spec[4:])
-    return {"byte": 256, "gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277,
-            "o200k_base": 200019}.get(tokenizer_spec)  # fmt: skip
 
 
 @dataclass
@@ -388,8 +377,8 @@ class JobRegistry:
             raise JobRefused(str(exc)) from None
         if need > self.max_memory_bytes:
             raise JobRefused(
-                f"this run needs about {human_bytes(need)} (weights, gradients, Adam and activations), "
-                f"above this app's limit of {human_bytes(self.max_memory_bytes)}; choose a smaller "
+                f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam and activations), "
+                f"above this app's limit of {human_bytes(self.max_memory_bytes, decimals=1)}; choose a smaller "
                 "preset, batch size or block size"
             )
         return self.start_job(TrainJob(spec, num_threads=self.num_threads))

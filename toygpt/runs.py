@@ -50,6 +50,7 @@ from toygpt.checkpoint import (
     write_json_atomic,
 )
 from toygpt.model import GPT, GPTConfig
+from toygpt.status import HAS_MODEL, Status
 from toygpt.train import Event, Trainer, TrainState, optimizer_tensors
 
 DEMO_RUN = "demo-shakespeare-char"
@@ -57,7 +58,9 @@ RUN_FILE, LATEST, BEST, OPTIMIZER = "run.json", "model.safetensors", "best.safet
 METRICS, SAMPLES, CORPUS, SNAPSHOTS = "metrics.jsonl", "samples.jsonl", "corpus.txt", "snapshots"
 RUN_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?")
 MAX_IMPORT_BYTES = 512 * 2**20  # a run zip above this (unpacked) is refused
-STATUSES = ("running", "stopped", "finished", "diverged", "failed")
+# A run whose weights are only a by-product of numbers kept beside them (e.g. the last of 8 depth
+# variants of a lab experiment): not a model to pick. Single-example learning keeps a real model.
+RESULT_ONLY_TAG = "lab:result-only"
 
 
 class RunError(ValueError):
@@ -293,7 +296,7 @@ class Run:
         elif kind in ("step", "eval", "log", "end", "start"):
             self._append(METRICS, {**event, "time": time.time()})
         if kind == "start":
-            self.update_info(status="running", message="")
+            self.update_info(status=Status.RUNNING, message="")
         elif kind == "end":
             self.update_info(status=event["status"], message=event["message"], step=event["step"],
                              best_val_loss=event["best_val_loss"], val_loss=event["val_loss"])  # fmt: skip
@@ -306,7 +309,7 @@ class Run:
 
     def mark_failed(self, message: str) -> None:
         if not self.read_only and (self.path / RUN_FILE).exists():
-            self.update_info(status="failed", message=message[:2000])
+            self.update_info(status=Status.FAILED, message=message[:2000])
 
     def truncate_after(self, step: int) -> None:
         """Drop logged rows past ``step`` (written after the checkpoint a resume starts from)."""
@@ -361,6 +364,16 @@ class Run:
             steps.add(latest)
         return sorted(steps)
 
+    def snapshot_path(self, step: int) -> Path:
+        """The file ``load_snapshot(step)`` reads: that step's snapshot, or the latest weights
+        for the latest step (a page keys its caches by this file's modification time)."""
+        path = self._snapshot_files().get(int(step))
+        if path is None and int(step) == self._latest_step():
+            path = self.path / LATEST
+        if path is None:
+            raise RunError(f"run {self.id} has no snapshot at step {step}; it has {self.list_snapshots()}")
+        return path
+
     def _snapshot_files(self) -> dict[int, Path]:
         folder = self.path / SNAPSHOTS
         files = {}
@@ -379,11 +392,9 @@ class Run:
     def load_snapshot(self, step: int) -> GPT:
         """The model as it was at ``step`` (float32, eval mode): a snapshot (stored as int8,
         dequantized here) or, for the latest step, the latest weights."""
-        path = self._snapshot_files().get(int(step))
-        if path is None:
-            if int(step) == self._latest_step():
-                return self.load_model("latest").model
-            raise RunError(f"run {self.id} has no snapshot at step {step}; it has {self.list_snapshots()}")
+        path = self.snapshot_path(step)
+        if path == self.path / LATEST:
+            return self.load_model("latest").model
         model = empty_model(self.model_config())
         weights = dequantize(load_tensors(path), model_tensors(model))
         copy_weights(model, check_weights_fit(model, weights, str(path)))
@@ -438,7 +449,7 @@ def create_run(
             "id": run.id, "name": clean_name(name) or run.id, "corpus": corpus, "corpus_seed": corpus_seed,
             "tokenizer": tokenizer_spec, "tags": list(tags), "init_from": init_from,
             "model_config": model.config.to_dict(), "train_config": train_config.to_dict(),
-            "status": "running", "message": "", "step": 0, "best_val_loss": None,
+            "status": Status.RUNNING, "message": "", "step": 0, "best_val_loss": None,
             "created": _now(), "updated": _now(),
         })  # fmt: skip
     except BaseException:
@@ -477,7 +488,7 @@ def _run_info(run: Run) -> RunInfo:
     try:
         info = run.info()
     except (CheckpointError, RunError) as exc:
-        return RunInfo(run.id, run.id, "?", "?", {}, {}, 0, None, "", "", (), "unreadable", str(exc), run.read_only, run.path)
+        return RunInfo(run.id, run.id, "?", "?", {}, {}, 0, None, "", "", (), Status.UNREADABLE, str(exc), run.read_only, run.path)
     best = info.get("best_val_loss")
     return RunInfo(
         id=run.id, name=str(info.get("name") or run.id), corpus=str(info.get("corpus", "?")),
@@ -488,6 +499,16 @@ def _run_info(run: Run) -> RunInfo:
         tags=tuple(str(t) for t in info.get("tags") or ()), status=str(info.get("status", "?")),
         message=str(info.get("message") or ""), read_only=run.read_only, path=run.path,
     )  # fmt: skip
+
+
+def usable_as_model(info: RunInfo) -> bool:
+    """Whether a run is a model to load and look at (the one rule every model picker uses):
+    its training ended with weights worth keeping (finished, stopped, or diverged with its last
+    good save: ``status.HAS_MODEL``), a weights file is there, and its weights are not only the
+    by-product of a lab result (``RESULT_ONLY_TAG``)."""
+    path = Path(info.path)
+    has_weights = (path / BEST).exists() or (path / LATEST).exists()
+    return info.status in HAS_MODEL and RESULT_ONLY_TAG not in info.tags and has_weights
 
 
 def list_runs(include_demo: bool = True) -> list[RunInfo]:
@@ -601,7 +622,7 @@ def pack_run(run_id: str, destination: str | os.PathLike[str], snapshots: list[i
     (target / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     if (run.path / SAMPLES).exists():
         shutil.copyfile(run.path / SAMPLES, target / SAMPLES)
-    packed = {**info, "step": step, "status": "finished", "packed_from": run.id, "weights_dtype": "float16"}
+    packed = {**info, "step": step, "status": Status.FINISHED, "packed_from": run.id, "weights_dtype": "float16"}
     write_json_atomic(target / RUN_FILE, packed)
     return target
 
@@ -699,5 +720,5 @@ def import_zip(data: bytes, name: str | None = None) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     status = info.get("status")
-    Run(final).update_info(id=final.name, status="stopped" if status == "running" else status)
+    Run(final).update_info(id=final.name, status=Status.STOPPED if status == Status.RUNNING else status)
     return final.name

@@ -41,6 +41,7 @@ import torch
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
+from toygpt.status import Status
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -497,7 +498,7 @@ class Trainer:
                 return reason
             if not self.train_step():
                 lr = learning_rate_at(self.config, self.state.step, self.state.elapsed)
-                return "diverged", (
+                return Status.DIVERGED, (
                     f"the loss became NaN/inf at step {self.state.step} (learning rate {lr:.2g}); "
                     f"try a lower learning rate, e.g. {self.config.learning_rate / 3:.2g}. "
                     "The last good checkpoint was kept."
@@ -523,13 +524,13 @@ class Trainer:
     def _stop_reason(self) -> tuple[str, str] | None:
         config, step = self.config, self.state.step
         if config.max_steps is not None and step >= config.max_steps:
-            return "finished", f"reached max_steps={config.max_steps}"
+            return Status.FINISHED, f"reached max_steps={config.max_steps}"
         out_of_time = config.max_seconds is not None and self._elapsed() >= config.max_seconds
         stop_requested = self.stop_event.is_set()
         if self.dist.any(out_of_time or stop_requested):
             if stop_requested or not out_of_time:
-                return "stopped", f"stopped at step {step} on request; resume to continue"
-            return "finished", f"used the time budget of {config.max_seconds:g} s"
+                return Status.STOPPED, f"stopped at step {step} on request; resume to continue"
+            return Status.FINISHED, f"used the time budget of {config.max_seconds:g} s"
         return None
 
     def _elapsed(self) -> float:
@@ -654,7 +655,7 @@ class Trainer:
 
     def _finish(self, status: str, message: str) -> Event:
         state = self.state
-        if status != "diverged":
+        if status != Status.DIVERGED:
             if state.step % self.config.eval_interval != 0:
                 self._evaluate()  # the final loss, unless it was just measured
             self._save_latest()

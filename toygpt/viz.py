@@ -31,6 +31,8 @@ PROBABILITY_SCALE = "Viridis"
 SIMILARITY_SCALE = "RdBu"
 BAR_COLOUR = "#636EFA"
 CHOSEN_COLOUR = "#EF553B"
+# One colour per run or variant, in order (plotly's default sequence), shared by every chart.
+PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880"]
 MAX_TICKS = 40  # more tick labels than this overlap; show every n-th
 MAX_CELL_TEXT = 1500  # heatmap cells with text written in them, at most
 
@@ -42,7 +44,8 @@ def token_labels(ids: Sequence[int], tokenizer: Any | None = None) -> list[str]:
     return [tokenizer.token_label(int(i)) for i in ids]
 
 
-def _base_layout(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
+def base_layout(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
+    """The layout every figure here shares: a title, a transparent background and tight margins."""
     fig.update_layout(
         title=title,
         paper_bgcolor="rgba(0,0,0,0)",
@@ -113,7 +116,7 @@ def attention_heatmap_figure(
     fig.update_xaxes(title="key (attended to)", **_ticks(names), side="top")
     fig.update_yaxes(title="query (attending)", **_ticks(names), autorange="reversed")
     title = "attention" if maps.dim() == 2 else f"attention: layer {layer}, head {head}"
-    return _base_layout(fig, title, height=max(350, min(900, 40 + 18 * T)))
+    return base_layout(fig, title, height=max(350, min(900, 40 + 18 * T)))
 
 
 def attention_grid_figure(
@@ -145,7 +148,7 @@ def attention_grid_figure(
     fig.update_xaxes(showticklabels=show_ticks, **_ticks(names))
     fig.update_yaxes(showticklabels=show_ticks, autorange="reversed", **_ticks(names))
     note = f" (last {keep} of {T} positions)" if keep < T else ""
-    return _base_layout(fig, f"attention of every head{note}", height=max(320, 200 * n_layer + 60))
+    return base_layout(fig, f"attention of every head{note}", height=max(320, 200 * n_layer + 60))
 
 
 def attention_distance_figure(distance: torch.Tensor) -> go.Figure:
@@ -164,7 +167,7 @@ def attention_distance_figure(distance: torch.Tensor) -> go.Figure:
     )
     fig.update_xaxes(title="head", dtick=1)
     fig.update_yaxes(title="layer", dtick=1, autorange="reversed")
-    return _base_layout(fig, "how far back each head looks (mean attention distance)")
+    return base_layout(fig, "how far back each head looks (mean attention distance)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ def sampling_stages_figure(
     fig.update_yaxes(range=[0, 1], title="p")
     cut = f"top-k kept {stages.top_k_kept}, top-p cut after rank {stages.top_p_cutoff_rank}"
     mark = f"; chosen: {names[tokens.index(chosen)]!s}" if chosen is not None else ""
-    return _base_layout(fig, f"sampling, stage by stage ({cut}{mark})", height=170 * len(stage_probs) + 80)
+    return base_layout(fig, f"sampling, stage by stage ({cut}{mark})", height=170 * len(stage_probs) + 80)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def logit_lens_figure(lens: LogitLens, labels: Sequence[str] | None = None, voca
     )  # fmt: skip
     fig.update_xaxes(title="input position (predicting the token after it)", **_ticks(names))
     fig.update_yaxes(tickmode="array", tickvals=list(range(n_points)), ticktext=lens.layer_names)
-    return _base_layout(fig, "logit lens: each layer's guess for the next token", height=max(300, 45 * n_points + 120))
+    return base_layout(fig, "logit lens: each layer's guess for the next token", height=max(300, 45 * n_points + 120))
 
 
 def _top_k_hover(lens: LogitLens, layer: int, pos: int, vocab_labels: Sequence[str] | None) -> str:
@@ -281,7 +284,7 @@ def surprisal_figure(surprisal: Surprisal, labels: Sequence[str] | None = None) 
     )  # fmt: skip
     fig.update_xaxes(**_ticks(names))
     fig.update_yaxes(title="surprisal (bits)")
-    return _base_layout(fig, f"surprisal per token (mean {surprisal.mean_nats / math.log(2):.2f} bits)")
+    return base_layout(fig, f"surprisal per token (mean {surprisal.mean_nats / math.log(2):.2f} bits)")
 
 
 def residual_stats_figure(stats: ResidualStats) -> go.Figure:
@@ -293,7 +296,7 @@ def residual_stats_figure(stats: ResidualStats) -> go.Figure:
     fig.update_xaxes(tickmode="array", tickvals=x, ticktext=stats.layer_names)
     fig.update_yaxes(title="mean ‖x‖", secondary_y=False)
     fig.update_yaxes(title="std", secondary_y=True)
-    return _base_layout(fig, "size of the residual stream, layer by layer")
+    return base_layout(fig, "size of the residual stream, layer by layer")
 
 
 def trace_figure(steps: Sequence[TraceStep]) -> go.Figure:
@@ -307,7 +310,7 @@ def trace_figure(steps: Sequence[TraceStep]) -> go.Figure:
     )  # fmt: skip
     fig.update_xaxes(**_ticks(names), tickangle=-60)
     fig.update_yaxes(title="std of values", type="log")
-    return _base_layout(fig, "the forward pass, step by step: how spread out the numbers are", height=450)
+    return base_layout(fig, "the forward pass, step by step: how spread out the numbers are", height=450)
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,10 +334,9 @@ def loss_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], log_y: b
 
     Each run keeps one colour; training loss is a solid line, validation loss dashed with dots.
     """
-    palette = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880"]
     fig = go.Figure()
     for i, (label, rows) in enumerate(runs.items()):
-        colour = palette[i % len(palette)]
+        colour = PALETTE[i % len(PALETTE)]
         for key, dash, mode in (("train_loss", "solid", "lines"), ("val_loss", "dash", "lines+markers")):
             steps, values = _series(rows, key)
             if steps:
@@ -342,7 +344,7 @@ def loss_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], log_y: b
                 fig.add_trace(go.Scatter(x=steps, y=values, name=name, mode=mode, line=dict(color=colour, dash=dash)))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss (nats per token)", type="log" if log_y else "linear")
-    return _base_layout(fig, "loss curves")
+    return base_layout(fig, "loss curves")
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,7 +368,7 @@ def embedding_figure(pca: EmbeddingPCA, labels: Sequence[str] | None = None, max
     share = [f"{100 * float(v):.0f}%" for v in pca.explained]
     fig.update_xaxes(title=f"PC 1 ({share[0]} of variance)")
     fig.update_yaxes(title=f"PC 2 ({share[1]} of variance)")
-    return _base_layout(fig, "token embeddings (PCA)", height=550)
+    return base_layout(fig, "token embeddings (PCA)", height=550)
 
 
 def nearest_tokens_figure(pairs: Sequence[tuple[int, float]], labels: Sequence[str] | None = None, token: str = "") -> go.Figure:
@@ -378,7 +380,7 @@ def nearest_tokens_figure(pairs: Sequence[tuple[int, float]], labels: Sequence[s
     )  # fmt: skip
     fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=list(range(len(pairs))), ticktext=names)
     fig.update_xaxes(title="cosine similarity", range=[-1, 1])
-    return _base_layout(fig, f"tokens nearest to {token}".strip())
+    return base_layout(fig, f"tokens nearest to {token}".strip())
 
 
 def position_similarity_figure(similarity: torch.Tensor, title: str = "position similarity") -> go.Figure:
@@ -393,7 +395,7 @@ def position_similarity_figure(similarity: torch.Tensor, title: str = "position 
     )  # fmt: skip
     fig.update_xaxes(title="position")
     fig.update_yaxes(title="position", autorange="reversed")
-    return _base_layout(fig, title, height=500)
+    return base_layout(fig, title, height=500)
 
 
 def generation_step_figure(step: GenerationStep, labels: Sequence[str] | None = None) -> go.Figure:
@@ -411,4 +413,4 @@ def generation_step_figure(step: GenerationStep, labels: Sequence[str] | None = 
     fig.update_xaxes(**_ticks(names))
     fig.update_yaxes(title="model probability", range=[0, 1])
     chosen = names[[i for i, _ in pairs].index(step.token_id)]
-    return _base_layout(fig, f"step {step.index}: chose {chosen} (rank {step.rank}, p={step.probability:.3f})")
+    return base_layout(fig, f"step {step.index}: chose {chosen} (rank {step.rank}, p={step.probability:.3f})")

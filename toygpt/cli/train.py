@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import signal
 import sys
 import threading
@@ -22,8 +21,10 @@ from typing import Any, TextIO
 
 from toygpt import distributed
 from toygpt.data import read_user_text
+from toygpt.formatting import clock
 from toygpt.model import PRESETS, preset
 from toygpt.runs import open_run
+from toygpt.status import Status
 from toygpt.train import TrainConfig
 
 # command-line flag → TrainConfig field (None: not given, keep the default or the saved value)
@@ -93,13 +94,6 @@ def spec_from(args: argparse.Namespace) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "--:--"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
-
-
 class Progress:
     """Draws events: a one-line bar redrawn in place on a terminal, plain lines elsewhere."""
 
@@ -130,7 +124,7 @@ class Progress:
         val = f" | val {self.val_loss:.3f}" if self.val_loss is not None else ""
         self.out.write(
             f"\r[{bar}] step {event['step']} | loss {event['loss']:.4f}{val} | "
-            f"{event['tokens_per_s'] / 1000:.1f}k tok/s | ETA {_clock(event['eta'])}  "
+            f"{event['tokens_per_s'] / 1000:.1f}k tok/s | ETA {clock(event['eta'], unknown='--:--')}  "
         )
         self.out.flush()
 
@@ -146,7 +140,7 @@ def summary(end: dict[str, Any], run_id: str | None) -> str:
     best = end.get("best_val_loss")
     lines = [
         f"{end['status']}: {end['message']}",
-        f"steps {end['step']}, {end['tokens_seen']:,} tokens in {_clock(end['elapsed'])}"
+        f"steps {end['step']}, {end['tokens_seen']:,} tokens in {clock(end['elapsed'], unknown='--:--')}"
         + (f", best val loss {best:.4f}" if best is not None else ""),
     ]
     if run_id:
@@ -204,7 +198,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         distributed.shutdown()
     if dist.is_main:
         print(("\n" if out.isatty() else "") + summary(end, run_ids[0] if run_ids else spec.resume), file=out)
-    return 0 if end["status"] in ("finished", "stopped") else 3
+    return 0 if end["status"] in (Status.FINISHED, Status.STOPPED) else 3
 
 
 def _with_threads(spec: Any, threads: int) -> Any:

@@ -28,8 +28,10 @@ from toygpt.tokenizers.bpe import (
 )
 from toygpt.tokenizers.byte import ByteTokenizer
 from toygpt.tokenizers.catalog import (
+    TokenizerName,
     get_tokenizer,
     load_tokenizer,
+    parse_tokenizer_name,
     save_tokenizer,
     tokenizer_from_dict,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "TiktokenTokenizer",
     "Tokenizer",
     "TokenizerError",
+    "TokenizerName",
     "TokenizerUnavailable",
     "UnknownCharactersError",
     "available_tokenizers",
@@ -61,6 +64,7 @@ __all__ = [
     "learn_merges",
     "learn_merges_textbook",
     "load_tokenizer",
+    "parse_tokenizer_name",
     "pre_tokenize",
     "save_tokenizer",
     "tokenizer_from_dict",

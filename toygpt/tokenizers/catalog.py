@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from toygpt.tokenizers.base import Tokenizer, TokenizerError
@@ -63,26 +64,67 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     return tokenizer_from_dict(data)
 
 
-def get_tokenizer(spec: str, corpus_text: str | None = None) -> Tokenizer:
-    """A tokenizer from its name (see the module docstring); ``corpus_text`` for char and bpe-N."""
+# Vocabulary sizes of OpenAI's encodings (``Encoding.n_vocab``), known without loading them.
+TIKTOKEN_VOCAB_SIZES = {"gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277,
+                        "o200k_base": 200019}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TokenizerName:
+    """A tokenizer name taken apart (``parse_tokenizer_name``): what kind of tokenizer, the
+    vocabulary size when the name fixes it (``byte`` 256, ``bpe-512`` 512, ``gpt2`` 50257; None
+    for ``char`` and a saved file, whose size depends on the text or the file), and a file path."""
+
+    spec: str
+    kind: str  # "char" | "byte" | "bpe" (trained on the corpus) | "bpe-file" | "tiktoken"
+    vocab_size: int | None = None
+    path: str | None = None
+
+    @property
+    def needs_corpus(self) -> bool:
+        """char and bpe-N are built from the corpus text; the others exist on their own."""
+        return self.kind in ("char", "bpe")
+
+
+def parse_tokenizer_name(spec: Any) -> TokenizerName:
+    """The one reading of a tokenizer name (see the module docstring); ``TokenizerError`` for
+    anything else, naming the forms that work.
+
+    >>> parse_tokenizer_name("bpe-512")
+    TokenizerName(spec='bpe-512', kind='bpe', vocab_size=512, path=None)
+    >>> parse_tokenizer_name("gpt2").vocab_size
+    50257
+    """
     if not isinstance(spec, str):
         raise TokenizerError(f"a tokenizer spec is a string such as 'char' or 'gpt2', got {spec!r}")
-    if spec == "byte":
-        return ByteTokenizer()
+    if spec in ("char", "byte"):
+        return TokenizerName(spec, spec, 256 if spec == "byte" else None)
     if spec in TIKTOKEN_NAMES:
-        return get_tiktoken(spec)
+        return TokenizerName(spec, "tiktoken", TIKTOKEN_VOCAB_SIZES.get(spec))
     if spec.startswith("bpe:"):
-        return load_tokenizer(spec[len("bpe:"):])
-    if spec == "char" or spec.startswith("bpe-"):
-        if corpus_text is None:
-            raise TokenizerError(f"the {spec!r} tokenizer is built from a corpus: pass corpus_text=")
-        if spec == "char":
-            return CharTokenizer.from_text(corpus_text)
-        return BPETokenizer.train(corpus_text, _vocab_size_of(spec))
+        return TokenizerName(spec, "bpe-file", path=spec[len("bpe:"):])
+    if spec.startswith("bpe-"):
+        return TokenizerName(spec, "bpe", _vocab_size_of(spec))
     raise TokenizerError(
         f"unknown tokenizer {spec!r}; use char, byte, bpe-<vocab size> (e.g. bpe-512), "
         f"bpe:<path to a saved tokenizer.json>, or one of {', '.join(TIKTOKEN_NAMES)}"
     )
+
+
+def get_tokenizer(spec: str, corpus_text: str | None = None) -> Tokenizer:
+    """A tokenizer from its name (see the module docstring); ``corpus_text`` for char and bpe-N."""
+    name = parse_tokenizer_name(spec)
+    if name.needs_corpus and corpus_text is None:
+        raise TokenizerError(f"the {spec!r} tokenizer is built from a corpus: pass corpus_text=")
+    if name.kind == "byte":
+        return ByteTokenizer()
+    if name.kind == "tiktoken":
+        return get_tiktoken(spec)
+    if name.kind == "bpe-file":
+        return load_tokenizer(name.path)
+    if name.kind == "char":
+        return CharTokenizer.from_text(corpus_text)
+    return BPETokenizer.train(corpus_text, name.vocab_size)
 
 
 def _vocab_size_of(spec: str) -> int:

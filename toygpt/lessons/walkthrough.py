@@ -101,26 +101,6 @@ def memory_estimate(config: GPTConfig, bytes_per_value: int = 4) -> MemoryEstima
     return MemoryEstimate(params, bytes_per_value, weights=size, grads=size, adam=2 * size)
 
 
-def human_bytes(n: int | float) -> str:
-    """``human_bytes(3_239_936) == '3.09 MiB'``: powers of 1024, three significant figures."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_count(n: int | float) -> str:
-    """``human_count(85_000_000) == '85 M'``: thousands, millions, billions, three figures."""
-    value = float(n)
-    for unit in ("", " k", " M", " G", " T"):
-        if abs(value) < 1000 or unit == " T":
-            return f"{value:.3g}{unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
 @dataclass(frozen=True)
 class TyingSaving:
     untied: int  # parameters with a separate lm_head matrix
