@@ -109,8 +109,16 @@ def _tokenizer_for(spec: TrainSpec, text: str, dist: DistributedContext) -> Any:
 
 
 def _fine_tune_source(run_id: str, text: str) -> tuple[GPT, Any]:
-    """The model and tokenizer of run ``run_id``, after checking the tokenizer can encode
-    the new text (a char vocabulary lacks characters it never saw)."""
+    """The model and tokenizer of run ``run_id`` (or of pretrained weights ``pretrained:NAME``),
+    after checking the tokenizer can encode the new text (a char vocabulary lacks characters it
+    never saw)."""
+    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, load_pretrained
+
+    if run_id.startswith(PRETRAINED_PREFIX):
+        try:
+            return load_pretrained(run_id.removeprefix(PRETRAINED_PREFIX))
+        except PretrainedUnavailable as exc:
+            raise ValueError(str(exc)) from None
     source = open_run(run_id)
     tokenizer = source.tokenizer()
     try:
@@ -344,7 +352,20 @@ class TrainJob(BackgroundJob):
 def estimated_memory(spec: TrainSpec) -> int:
     """Bytes a spec's run needs, roughly (``toygpt.train.estimate``); vocab from the spec's
     tokenizer name when it says (a char vocabulary is small; gpt2 has 50257)."""
-    if spec.resume or spec.init_from:
+    return sum(memory_parts(spec).values())
+
+
+def memory_parts(spec: TrainSpec) -> dict[str, int]:
+    """``estimated_memory`` by part: weights, gradients, adam (of what learns), activations."""
+    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, pretrained_config
+
+    if spec.init_from and spec.init_from.startswith(PRETRAINED_PREFIX):
+        try:
+            model_config = pretrained_config(spec.init_from.removeprefix(PRETRAINED_PREFIX))
+        except PretrainedUnavailable as exc:
+            raise ValueError(str(exc)) from None
+        config = spec.train_config
+    elif spec.resume or spec.init_from:
         model_config = open_run(spec.resume or spec.init_from).model_config()
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
     else:
@@ -355,7 +376,7 @@ def estimated_memory(spec: TrainSpec) -> int:
             vocab = None  # an unknown name fails where the tokenizer is built, with its message
         if vocab:
             model_config = model_config.replace(vocab_size=vocab)
-    return int(estimate(model_config, config)["total_memory_bytes"])
+    return {part: int(size) for part, size in estimate(model_config, config)["memory_bytes"].items()}
 
 
 @dataclass
@@ -379,7 +400,7 @@ class JobRegistry:
             raise JobRefused(
                 f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam and activations), "
                 f"above this app's limit of {human_bytes(self.max_memory_bytes, decimals=1)}; choose a smaller "
-                "preset, batch size or block size"
+                "preset, batch size or block size (or, fine-tuning, train fewer of the last blocks)"
             )
         return self.start_job(TrainJob(spec, num_threads=self.num_threads))
 

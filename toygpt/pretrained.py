@@ -535,6 +535,7 @@ def export_hf_zip(model: GPT, tokenizer: Tokenizer, name: str, about: Mapping[st
 # --------------------------------------------------------------------------------------------
 
 RECORD = "pretrained.json"  # what toygpt checked and recorded when the weights were added
+PRETRAINED_PREFIX = "pretrained:"  # how a run id field names weights of this cache (pretrained:gpt2)
 TOKENIZER_FILE = "tokenizer.json"  # toygpt's own format, as in a run folder
 MAX_WEIGHTS_BYTES = 8 << 30  # gpt2-xl in float32 is 6.4 GB
 COPY_CHUNK = 8 << 20  # bytes read at a time when copying: the file is never whole in memory
@@ -923,6 +924,14 @@ def verify_recorded_hash(info: PretrainedInfo) -> None:
             f"recorded {info.sha256[:12]}…): delete {info.folder} and add them again"
         )
     _verified_weights[str(path)] = (stat.st_size, stat.st_mtime_ns)
+
+
+def pretrained_config(name: str, cache_dir: str | Path | None = None) -> GPTConfig:
+    """The shape of cached weights ``name`` (from its config.json; the weights are not read)."""
+    folder = pretrained_dir(cache_dir) / check_pretrained_name(name)
+    if not is_cached(folder):
+        raise PretrainedUnavailable(f"no pretrained weights named {name!r}; `python -m toygpt pretrained` lists them")
+    return pretrained_info(folder).config
 
 
 def load_pretrained(name: str, cache_dir: str | Path | None = None) -> tuple[GPT, Tokenizer]:

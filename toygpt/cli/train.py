@@ -4,6 +4,8 @@
     python -m toygpt train --text my_notes.txt --preset nano --max-steps 500 --name notes
     python -m toygpt train --resume notes --max-steps 1000          # continue a run
     python -m toygpt train --init-from notes --corpus toy-english   # fine-tune into a new run
+    python -m toygpt train --init-from pretrained:gpt2 --corpus shakespeare --train-last-blocks 1 \
+        --block-size 128 --batch-size 4 --lr 3e-4 --max-steps 200        # fine-tune GPT-2 itself
     torchrun --nproc_per_node=2 -m toygpt train --corpus shakespeare --preset small
 
 Ctrl-C stops after the current step and saves, so the run can be resumed.
@@ -21,7 +23,7 @@ from typing import Any, TextIO
 
 from toygpt import distributed
 from toygpt.data import read_user_text
-from toygpt.formatting import clock
+from toygpt.formatting import clock, human_bytes
 from toygpt.model import PRESETS, preset
 from toygpt.runs import open_run
 from toygpt.status import Status
@@ -33,7 +35,7 @@ TRAIN_FLAGS = {
     "learning_rate": float, "min_lr": float, "warmup_steps": int, "weight_decay": float,
     "grad_clip": float, "eval_interval": int, "eval_batches": int, "sample_interval": int,
     "sample_tokens": int, "log_interval": int, "checkpoint_interval": int, "max_snapshots": int,
-    "seed": int, "device": str, "num_threads": int, "precision": str,
+    "seed": int, "device": str, "num_threads": int, "precision": str, "train_last_blocks": int,
 }  # fmt: skip
 MODEL_FLAGS = {"n_layer": int, "n_head": int, "n_embd": int, "dropout": float}
 
@@ -62,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--name", help="a name for the run (becomes its id, sanitised)")
     run.add_argument("--tag", action="append", default=[], help="a tag (repeat for several)")
     run.add_argument("--resume", metavar="RUN", help="continue run RUN from its latest checkpoint")
-    run.add_argument("--init-from", metavar="RUN", help="start from RUN's weights (fine-tuning) in a new run")
+    run.add_argument("--init-from", metavar="RUN",
+                     help="start from RUN's weights (fine-tuning) in a new run; pretrained:NAME for GPT-2 "
+                     "weights from `python -m toygpt pretrained`")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     parser.set_defaults(func=main)
 
@@ -188,6 +192,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if dist.active and spec.train_config.num_threads is None:
             spec = _with_threads(spec, distributed.threads_per_rank())
         progress = Progress(out, quiet=args.quiet or not dist.is_main)
+        if dist.is_main:
+            print(memory_line(spec), file=out)
         run_ids: list[str] = []
         with stop_on_ctrl_c(stop):
             end = run_training(spec, progress, stop, dist, on_run=lambda run: run_ids.append(run.id))
@@ -199,6 +205,34 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if dist.is_main:
         print(("\n" if out.isatty() else "") + summary(end, run_ids[0] if run_ids else spec.resume), file=out)
     return 0 if end["status"] in (Status.FINISHED, Status.STOPPED) else 3
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give a new process now (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_line(spec: Any) -> str:
+    """What the run will need, said before it starts; ValueError (with the numbers) when that is
+    more than this machine has available."""
+    from toygpt.jobs import memory_parts
+
+    parts = memory_parts(spec)
+    need = sum(parts.values())
+    detail = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in parts.items())
+    available = available_memory()
+    if available is not None and need > available:
+        raise ValueError(f"this run needs about {human_bytes(need, decimals=1)} of memory ({detail}) but "
+                         f"only {human_bytes(available, decimals=1)} is available; use a smaller batch or "
+                         "--block-size, or (fine-tuning) fewer --train-last-blocks")  # fmt: skip
+    return f"memory needed: about {human_bytes(need, decimals=1)} ({detail})"
 
 
 def _with_threads(spec: Any, threads: int) -> Any:
