@@ -227,3 +227,10 @@ def test_missing_weights_are_explained_with_the_size_and_the_upload(cache, monke
     message = pretrained.pretrained_status("gpt2")
     assert "weights" in message and "548 MB" in message and "pretrained add" in message and "upload" in message
     assert "tokenizer" not in message
+    for name, size in (("gpt2", "548 MB"), ("distilgpt2", "353 MB")):
+        with pytest.raises(PretrainedUnavailable) as error:
+            load_pretrained(name)
+        assert f"{name}'s weights are not on this machine" in str(error.value) and size in str(error.value)
+        assert "Add GPT-2 weights" in str(error.value)
+    with pytest.raises(PretrainedUnavailable, match="no pretrained weights named 'mine'.*pretrained add PATH"):
+        load_pretrained("mine")

@@ -926,11 +926,20 @@ def verify_recorded_hash(info: PretrainedInfo) -> None:
     _verified_weights[str(path)] = (stat.st_size, stat.st_mtime_ns)
 
 
+def missing_weights(name: str, cache_dir: str | Path | None = None) -> str:
+    """Why weights ``name`` cannot be used (they are not here), their size and how to add them."""
+    if name in HUB_MODELS:
+        return f"{name}'s weights are not on this machine. {how_to_get(name, pretrained_dir(cache_dir) / name)}"
+    return (f"no pretrained weights named {name!r} are on this machine (`python -m toygpt pretrained` lists "
+            "them); add a GPT-2-family model folder with `python -m toygpt pretrained add PATH` or the "
+            "explorer's \"Add GPT-2 weights\" upload")  # fmt: skip
+
+
 def pretrained_config(name: str, cache_dir: str | Path | None = None) -> GPTConfig:
     """The shape of cached weights ``name`` (from its config.json; the weights are not read)."""
     folder = pretrained_dir(cache_dir) / check_pretrained_name(name)
     if not is_cached(folder):
-        raise PretrainedUnavailable(f"no pretrained weights named {name!r}; `python -m toygpt pretrained` lists them")
+        raise PretrainedUnavailable(missing_weights(name, cache_dir))
     return pretrained_info(folder).config
 
 
@@ -941,8 +950,7 @@ def load_pretrained(name: str, cache_dir: str | Path | None = None) -> tuple[GPT
 
     folder = pretrained_dir(cache_dir) / check_pretrained_name(name)
     if not is_cached(folder):
-        raise PretrainedUnavailable(f"no pretrained weights named {name!r} in {pretrained_dir(cache_dir)}; "
-                                    "add them with `python -m toygpt pretrained add PATH` or the explorer's upload")  # fmt: skip
+        raise PretrainedUnavailable(missing_weights(name, cache_dir))
     try:
         info = pretrained_info(folder)
         verify_recorded_hash(info)
