@@ -53,6 +53,18 @@ def test_only_the_last_block_and_ln_f_learn(tiny_gpt2):
     assert resumed["status"] == "finished" and resumed["step"] == 4  # the same parameters learn again
 
 
+def test_the_fine_tuned_gpt2_goes_back_to_transformers_with_the_same_logits(tiny_gpt2, tmp_path):
+    from toygpt.runs import export_run_hf
+
+    run_training(TrainSpec(corpus="copy", init_from=tiny_gpt2, train=FINE_TUNE, name="ft"))
+    folder = export_run_hf("ft", tmp_path / "ft-hf", "latest")
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    ours = open_run("ft").load_model("latest").model
+    ids = transformers.GPT2TokenizerFast.from_pretrained(folder)("copy that", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert (ours(ids)[0] - theirs(ids).logits).abs().max().item() <= 1e-5
+
+
 def test_trainable_count_and_memory_estimate_known_answers():
     config = preset("gpt2")  # GPT-2 124M's shape
     model = GPT(GPTConfig(**{**config.to_dict(), "n_layer": 3, "block_size": 64}), seed=0)
