@@ -582,7 +582,8 @@ class PretrainedInfo:
     @property
     def label(self) -> str:
         c = self.config
-        return (f"{self.name} (pretrained GPT-2 family, {self.n_params / 1e6:.0f}M parameters, "
+        millions = f"{self.n_params / 1e6:.1f}" if self.n_params < 1e7 else f"{self.n_params / 1e6:.0f}"
+        return (f"{self.name} (pretrained GPT-2 family, {millions}M parameters, "
                 f"{c.n_layer}L/{c.n_head}H/{c.n_embd})")  # fmt: skip
 
 
