@@ -1,4 +1,4 @@
-"""UI helpers shared by every page: the sidebar, cached models, the job registry.
+"""UI helpers shared by every page: the sidebar, cached models, the job registry and the job panel.
 
 Pages stay thin: they draw widgets and call ``toygpt``. What more than one page needs (the active
 model, the seed, the one job registry, how an error is shown) lives here, once.
@@ -8,6 +8,8 @@ Not a page itself: ``app.py`` lists the pages explicitly, so this file is never 
 from __future__ import annotations
 
 import inspect
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,12 @@ from typing import Any
 import streamlit as st
 
 from toygpt.checkpoint import CheckpointError, load_checkpoint
+from toygpt.formatting import clock
+from toygpt.jobs import BackgroundJob, JobStatus
 from toygpt.model import GPT
+from toygpt.status import Status
 from toygpt.tokenizers import Tokenizer, tokenizer_from_dict
+from toygpt.viz import loss_curves_figure
 
 MAX_TEXT_CHARS = 100_000  # pastes beyond this are cut (the page says so): keeps every rerun fast
 
@@ -213,3 +219,138 @@ def show_source(fn: Any, label: str | None = None) -> None:
             st.code(inspect.getsource(target), language="python")
         except (OSError, TypeError):
             st.caption("Source not available for this step.")
+
+
+# --------------------------------------------------------------------------------------------
+# Background jobs: one panel for every page that starts them (training, the Concepts lab)
+# --------------------------------------------------------------------------------------------
+
+DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.info, Status.DIVERGED: st.error, Status.FAILED: st.error}
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """How one page shows its jobs through ``job_panel``: which jobs (``JobStatus.kind``), the
+    URL parameter that pins one (``?<param>=<job id>``, so a refresh finds it again), the prefix
+    of the panel's widget keys (``<key>_stop``, ``<key>_dismiss``, ``<key>_use``), and the
+    page's own words and parts."""
+
+    kind: str
+    param: str
+    key: str
+    unknown: str  # said when the pinned job is not known to this server
+    stop_note: str  # what Stop does to this kind of job
+    finished_note: str | None = None  # said instead of the job's message when it finished
+    watch_others: bool = False  # show a running job of this kind started elsewhere (no Stop)
+    offer_use: bool = False  # "Use this model" once done, when the sidebar can pick its run
+    curves_when_done: bool = True  # keep the live chart once done (False: the page draws the result)
+    details: Callable[[JobStatus], None] | None = None  # the page's own part, under the chart
+
+
+def pin_job(page: JobPage, job_id: str) -> None:
+    st.session_state[f"{page.key}_job"] = job_id
+    st.query_params[page.param] = job_id
+
+
+def unpin_job(page: JobPage) -> None:
+    st.session_state.pop(f"{page.key}_job", None)
+    if page.param in st.query_params:
+        del st.query_params[page.param]
+
+
+def pinned_job(page: JobPage) -> tuple[BackgroundJob | None, bool]:
+    """(job, ours): the job pinned in the URL or this session, else (``watch_others``) a running
+    job of this page's kind started elsewhere. Only "ours" may be stopped."""
+    registry = job_registry()
+    job_id = st.query_params.get(page.param) or st.session_state.get(f"{page.key}_job")
+    if job_id:
+        job = registry.get(job_id)
+        if job is not None and job.kind == page.kind:
+            pin_job(page, job.id)  # on every run: navigating back to the page drops the URL's query
+            return job, True
+        unpin_job(page)
+        st.info(page.unknown)
+    if page.watch_others:
+        active = [j for j in registry.active() if j.kind == page.kind]
+        if active:
+            return active[0], False
+    return None, False
+
+
+def describe_job(status: JobStatus) -> str:
+    """Who holds the job slot and when it ends, in one sentence (for a "one job at a time" refusal)."""
+    ends = "its end time is not known yet"
+    if status.eta is not None:
+        at = time.strftime("%H:%M", time.localtime(time.time() + status.eta))
+        ends = f"it ends in about {clock(status.eta)} (around {at})"
+    return f"{status.summary}; {ends}."
+
+
+def use_run(run_id: str) -> None:
+    """Callback: make ``run_id`` the sidebar's model (runs before the sidebar is drawn)."""
+    st.session_state["active_run"] = run_id
+    st.session_state["sidebar_model"] = run_id
+
+
+def _progress_ui(status: JobStatus, page: JobPage) -> None:
+    if status.done:
+        if status.status == Status.FINISHED and page.finished_note:
+            saved = f"; saved as run **{status.run_id}**" if status.run_id else ""
+            st.success(f"**{status.status}** in {clock(status.elapsed)}{saved}. {page.finished_note}")
+        else:
+            DONE_STYLE.get(status.status, st.info)(f"**{status.status}**: {status.message}")
+        if status.error_detail:
+            with st.expander("Details"):
+                st.code(status.error_detail, language=None)
+        return
+    left = f"about {clock(status.eta)} left" if status.eta is not None else "estimating the time left"
+    st.progress(min(1.0, max(0.0, status.progress)), text=f"{status.stage} · {clock(status.elapsed)} elapsed · {left}")
+
+
+def _actions_ui(job: BackgroundJob, status: JobStatus, page: JobPage, ours: bool) -> None:
+    if not ours:
+        st.caption("This job was started in another tab or session; only that page can stop it.")
+        return
+    # no help= on these buttons: Streamlit then draws each twice, and `.st-key-… button` must find one
+    if not status.done:
+        st.button("Stop", key=f"{page.key}_stop", on_click=job.stop)
+        st.caption(page.stop_note)
+        return
+    cols = st.columns([1, 1, 4])
+    if page.offer_use and status.run_id in model_choices():  # the sidebar can pick it
+        cols[0].button("Use this model", key=f"{page.key}_use", on_click=use_run, args=(status.run_id,))
+    cols[1].button("Dismiss", key=f"{page.key}_dismiss", on_click=unpin_job, args=(page,))
+
+
+def _draw_job(job: BackgroundJob, page: JobPage, ours: bool) -> None:
+    status = job.snapshot()
+    with st.container(border=True, key=f"{page.key}_job_box"):
+        st.subheader(status.title)
+        _progress_ui(status, page)
+        if status.curves and (page.curves_when_done or not status.done):
+            st.plotly_chart(loss_curves_figure(status.curves), width="stretch", key=f"{page.key}_live_chart")
+            st.caption("Solid: the loss on each logged training batch (noisy). Dashed: the loss on "
+                       "held-out validation text, measured every so often.")  # fmt: skip
+        if page.details:
+            page.details(status)
+        _actions_ui(job, status, page, ours)
+
+
+@st.fragment(run_every=1.0)
+def _live_job(job_id: str, page: JobPage, ours: bool) -> None:
+    """Redrawn every second on its own; when the job ends the whole page reruns."""
+    job = job_registry().get(job_id)
+    if job is None or job.done:
+        st.rerun(scope="app")
+    _draw_job(job, page, ours)
+
+
+def job_panel(page: JobPage, job: BackgroundJob | None, ours: bool) -> None:
+    """The job (from ``pinned_job``): progress live in a fragment while it runs, Stop for the
+    session that started it; once done its outcome, Dismiss and (``offer_use``) Use this model."""
+    if job is None:
+        return
+    if job.done:
+        _draw_job(job, page, ours)
+    else:
+        _live_job(job.id, page, ours)

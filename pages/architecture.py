@@ -9,7 +9,7 @@ import torch
 
 from pages._shared import active_model, capped_text, current_seed, show_source
 from toygpt.formatting import human_bytes, human_count
-from toygpt.inspect import (
+from toygpt.inspection import (
     embedding_pca,
     forward_trace,
     nearest_tokens,

@@ -2,7 +2,7 @@
 every sampling stage drawn), look at its attention and logit lens, colour any text by how
 surprised the model is, and watch a run's answers change across its training snapshots.
 
-UI only: every number comes from ``toygpt.sample``, ``toygpt.inspect`` and ``toygpt.lessons.explore``.
+UI only: every number comes from ``toygpt.sample``, ``toygpt.inspection`` and ``toygpt.lessons.explore``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from pages._shared import PRETRAINED, active_model, capped_text, current_seed, show_source
 from toygpt.checkpoint import CheckpointError
-from toygpt.inspect import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
+from toygpt.inspection import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
 from toygpt.lessons.explore import (
     MAX_INSPECT_TOKENS,
     GenerationTiming,

@@ -2,9 +2,9 @@
 
 UI only. Every experiment lives in ``toygpt.lab`` (parameters, a run function, a reading computed
 from the numbers, figures); this page draws the setup, starts a ``LabJob`` through the one global
-``job_registry()`` (the training launcher's registry, so one CPU-heavy job runs at a time), pins
-the job id in the URL (``?lab_job=...``), redraws its progress once a second in a fragment, and
-shows saved results (runs tagged ``lab:<experiment>``), newest first.
+``job_registry()`` (the training launcher's registry, so one CPU-heavy job runs at a time), shows
+it in the shared job panel (``pages/_shared.job_panel``, pinned as ``?lab_job=...``), and shows
+saved results (runs tagged ``lab:<experiment>``), newest first.
 """
 
 from __future__ import annotations
@@ -15,23 +15,36 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import capped_text, current_seed, job_registry, show_source
+from pages._shared import (
+    JobPage,
+    capped_text,
+    current_seed,
+    describe_job,
+    job_panel,
+    job_registry,
+    pin_job,
+    pinned_job,
+    show_source,
+)
 from toygpt import data as corpora
 from toygpt import lab
 from toygpt.checkpoint import CheckpointError
-from toygpt.formatting import clock
 from toygpt.jobs import JobRefused
 from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run, usable_as_model
 from toygpt.status import Status
 from toygpt.tokenizers import TokenizerError
-from toygpt.viz import loss_curves_figure
 
 JOB_PARAM = "lab_job"  # ?lab_job=<id>: navigation and refresh find the running experiment again
 NAMES = list(lab.EXPERIMENTS)
 PASTE, UPLOAD = "__paste__", "__upload__"
 TOKENIZER_CHOICES = ["char", "byte", "bpe-300", "bpe-512", "bpe-1024", "bpe-2048", "gpt2"]
 DEPTH_CHOICES = [1, 2, 3, 4, 6, 8, 12, 16]
-DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.info, Status.FAILED: st.error}
+JOBS = JobPage(
+    kind="lab", param=JOB_PARAM, key="lab", finished_note="The result is shown below.", curves_when_done=False,
+    unknown="The experiment in this link is not known to this server (was it restarted?). "
+            "Whatever finished was saved: pick it under **Result**.",
+    stop_note="Stop ends it after the current step; a stopped experiment saves nothing.",
+)  # fmt: skip
 
 
 def key_of(name: str) -> str:
@@ -239,30 +252,6 @@ def params_ui(name: str) -> Any | None:
 # --------------------------------------------------------------------------------------------
 
 
-def pinned_job() -> lab.LabJob | None:
-    job_id = st.query_params.get(JOB_PARAM) or st.session_state.get("lab_job")
-    job = job_registry().get(job_id) if job_id else None
-    if not isinstance(job, lab.LabJob):
-        if job_id:
-            st.info("The experiment in this link is not known to this server (was it restarted?). "
-                    "Whatever finished was saved: pick it under **Result**.")
-        unpin()
-        return None
-    pin(job.id)  # every run: navigating back here drops the URL's query
-    return job
-
-
-def pin(job_id: str) -> None:
-    st.session_state["lab_job"] = job_id
-    st.query_params[JOB_PARAM] = job_id
-
-
-def unpin() -> None:
-    st.session_state.pop("lab_job", None)
-    if JOB_PARAM in st.query_params:
-        del st.query_params[JOB_PARAM]
-
-
 def start(name: str, params: Any) -> None:
     registry = job_registry()
     try:
@@ -270,58 +259,20 @@ def start(name: str, params: Any) -> None:
     except JobRefused as exc:
         st.error(f"Not started: {exc}")
         for other in registry.active():
-            snap = other.snapshot()
-            what = snap.get("title") or f"training run {snap.get('run_id') or '(preparing)'}"
-            st.info(f"Running now: {what}, about {clock(snap.get('eta'))} left. Stop it on its page, or wait.")
+            st.info(describe_job(other.snapshot()) + " Stop it on its page, or wait.")
         return
-    pin(job.id)
+    pin_job(JOBS, job.id)
     st.rerun()
-
-
-def job_box(job: lab.LabJob) -> None:
-    snap = job.snapshot()
-    with st.container(border=True, key="lab_job_box"):
-        st.markdown(f"**{snap['title']}** · {snap['status']}")
-        if snap["done"]:
-            done_ui(snap)
-            return
-        left = f"about {clock(snap['eta'])} left" if snap["eta"] is not None else "estimating the time left"
-        st.progress(min(1.0, snap["progress"]), text=f"{snap['stage']} · {clock(snap['elapsed'])} elapsed · {left}")
-        curves = lab.live_curves(snap["metrics"])
-        if curves:
-            st.plotly_chart(loss_curves_figure(curves), width="stretch", key="lab_live_chart")
-        st.button("Stop", key="lab_stop", on_click=job.stop)
-        st.caption("Stop ends it after the current step; a stopped experiment saves nothing.")
-
-
-def done_ui(snap: dict[str, Any]) -> None:
-    if snap["status"] == Status.FINISHED:
-        st.success(f"Done in {clock(snap['elapsed'])}; saved as run **{snap['run_id']}**. The result is shown below.")
-    else:
-        DONE_STYLE.get(snap["status"], st.info)(f"{snap['status']}: {snap['message']}")
-        if snap["error_detail"]:
-            with st.expander("Details"):
-                st.code(snap["error_detail"], language=None)
-    st.button("Dismiss", key="lab_dismiss", on_click=unpin)
-
-
-@st.fragment(run_every=1.0)
-def live_job(job_id: str) -> None:
-    """Redrawn every second on its own; when the job ends the whole page reruns (result listed)."""
-    job = job_registry().get(job_id)
-    if job is None or job.done:
-        st.rerun(scope="app")
-    job_box(job)
 
 
 def show_new_result(job: lab.LabJob) -> None:
     """Once per finished job: make its saved run the result shown below (before that widget exists)."""
-    snap = job.snapshot()
+    status = job.snapshot()
     seen = st.session_state.setdefault("lab_seen_jobs", set())
-    if snap["status"] == Status.FINISHED and snap["run_id"] and job.id not in seen:
+    if status.status == Status.FINISHED and status.run_id and job.id not in seen:
         seen.add(job.id)
-        st.session_state["lab_experiment"] = snap["experiment"]
-        st.session_state[f"lab_{key_of(snap['experiment'])}_result"] = snap["run_id"]
+        st.session_state["lab_experiment"] = status.experiment
+        st.session_state[f"lab_{key_of(status.experiment)}_result"] = status.run_id
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +336,7 @@ st.title("Concepts lab")
 st.caption("Claims you read about transformers, each turned into an experiment you run here on a small "
            "model. Every number and every sentence below the charts is computed from your run.")
 
-job = pinned_job()
+job, ours = pinned_job(JOBS)
 if job is not None:
     show_new_result(job)
 
@@ -407,11 +358,7 @@ with st.container(border=True):
         start(name, params)
     st.caption("It runs in the background: you can leave the page and come back (the link keeps the job).")
 
-if job is not None:
-    if job.done:
-        job_box(job)
-    else:
-        live_job(job.id)
+job_panel(JOBS, job, ours)
 
 st.subheader("Result")
 results_ui(name)

@@ -1,8 +1,9 @@
 """Training: start a run, watch it learn live, then compare, resume, fine-tune, share or delete runs.
 
 UI only. Training runs on a background thread owned by ``toygpt.jobs`` (the one global
-``job_registry()``); this page starts a job, pins its id in the URL (``?job=...``) so navigation
-and a browser refresh find it again, and redraws ``job.snapshot()`` once a second in a fragment.
+``job_registry()``); this page starts a job and shows it in the shared job panel
+(``pages/_shared.job_panel``: pinned in the URL as ``?job=...`` so navigation and a browser
+refresh find it again, redrawn once a second, Stop), with its metrics and sample under the chart.
 Runs on disk come from ``toygpt.runs``; estimates from ``toygpt.train.estimate``; figures from
 ``toygpt.viz``. Layout: the current job (if any), "Start a run", then "Your runs".
 """
@@ -13,7 +14,6 @@ import functools
 import math
 import re
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,18 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import current_seed, job_registry, model_choices
+from pages._shared import (
+    JobPage,
+    current_seed,
+    describe_job,
+    job_panel,
+    job_registry,
+    pin_job,
+    pinned_job,
+)
 from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
-from toygpt.jobs import JobRefused, TrainJob, TrainSpec
+from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
     RunError,
@@ -61,7 +69,6 @@ TOKENIZERS = {
 }
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-DONE_STYLE = {Status.FINISHED: st.success, Status.STOPPED: st.warning, Status.DIVERGED: st.error, Status.FAILED: st.error}
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
 
 
@@ -80,17 +87,6 @@ def loss_text(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
 
 
-def pin(job_id: str) -> None:
-    st.session_state["train_job"] = job_id
-    st.query_params[JOB_PARAM] = job_id
-
-
-def unpin() -> None:
-    st.session_state.pop("train_job", None)
-    if JOB_PARAM in st.query_params:
-        del st.query_params[JOB_PARAM]
-
-
 def flash(kind: str, text: str) -> None:
     """A message shown after the next rerun (st.rerun would wipe one drawn now)."""
     st.session_state["train_flash"] = (kind, text)
@@ -102,90 +98,25 @@ def show_flash() -> None:
         getattr(st, kind)(text)
 
 
-def describe_job(snap: dict[str, Any]) -> str:
-    """Who is training and when it ends, in one sentence (for the "one job at a time" refusal)."""
-    if snap.get("kind") == "lab":  # a Concepts-lab experiment holds the same one-job slot
-        ends = f"it ends in about {clock(snap['eta'])}" if snap["eta"] else "its end time is not known yet"
-        return f"The Concepts lab is running **{snap['title']}**; {ends}."
-    who = f"run **{snap['run_id']}**" if snap["run_id"] else "a new run (still preparing)"
-    budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
-    eta = snap["eta"]
-    if eta is None and snap["max_seconds"]:
-        eta = max(0.0, snap["max_seconds"] - snap["elapsed"])
-    ends = "its end time is not known yet"
-    if eta is not None:
-        ends = f"it ends in about {clock(eta)} (around {time.strftime('%H:%M', time.localtime(time.time() + eta))})"
-    return (f"Training now: {who} on {plain(snap['corpus'])} ({snap['tokenizer']} tokenizer), "
-            f"step {snap['step']:,}{budget}; {ends}.")
-
-
 # --------------------------------------------------------------------------------------------
-# The current job: live in a fragment while it runs, a summary once it is done
+# The current job: the shared job panel, with this page's metrics and sample under its chart
 # --------------------------------------------------------------------------------------------
 
 
-def job_to_show() -> tuple[TrainJob | None, bool]:
-    """(job, ours): the job pinned in the URL or this session, else whichever job is running.
-
-    "ours" (pinned here) may stop it; a job started elsewhere is only watched."""
-    registry = job_registry()
-    job_id = st.query_params.get(JOB_PARAM) or st.session_state.get("train_job")
-    if job_id:
-        job = registry.get(job_id)
-        if job is not None:
-            pin(job.id)  # on every run: navigating back to this page drops the URL's query
-            return job, True
-        unpin()
-        st.info("The training job in this link is not known to this server (was it restarted?). "
-                "Whatever it saved is in **Your runs** below; a stopped run can be resumed.")
-    active = [j for j in registry.active() if isinstance(j, TrainJob)]  # lab jobs show on their own page
-    return (active[0], False) if active else (None, False)
-
-
-def curve_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Live curve: the loss of each logged training batch, and each validation measurement."""
-    rows = []
-    for row in metrics:
-        if row.get("type") == "step":
-            rows.append({"step": row["step"], "train_loss": row.get("loss")})
-        elif row.get("type") == "eval":
-            rows.append({"step": row["step"], "val_loss": row.get("val_loss")})
-    return rows
-
-
-def progress_ui(snap: dict[str, Any]) -> None:
-    if snap["done"]:
-        DONE_STYLE.get(snap["status"], st.info)(f"**{snap['status']}**: {plain(snap['message'])}")
-        return
-    if not snap["start"]:
-        st.progress(0.0, text="Preparing: loading the corpus, building the tokenizer, encoding the text…")
-        return
-    budget = f" of {snap['max_steps']:,}" if snap["max_steps"] else ""
-    if snap["status"] == Status.STOPPING:
-        label = "stopping after this step…"
-    elif snap["loss"] is None:  # no step logged yet: the first validation runs before step 1
-        label = "starting: measuring the untrained model's loss, then the first steps…"
-    else:
-        label = f"step {snap['step']:,}{budget} · {clock(snap['elapsed'])} elapsed"
-    st.progress(min(1.0, max(0.0, snap["progress"])), text=label)
-
-
-def metrics_ui(snap: dict[str, Any]) -> None:
+def metrics_ui(status: TrainStatus) -> None:
     cols = st.columns(5)
-    cols[0].metric("Step", f"{snap['step']:,}")
-    cols[1].metric("Train loss (batch)", loss_text(snap["loss"]))
-    cols[2].metric("Val loss", loss_text(snap["val_loss"]),
-                   help=f"best so far: {loss_text(snap['best_val_loss'])}")
-    speed = snap["tokens_per_s"]
-    cols[3].metric("Tokens / s", f"{speed:,.0f}" if speed else "–")
-    if snap["done"]:
-        cols[4].metric("Time", clock(snap["elapsed"]))
+    cols[0].metric("Step", f"{status.step:,}")
+    cols[1].metric("Train loss (batch)", loss_text(status.loss))
+    cols[2].metric("Val loss", loss_text(status.val_loss), help=f"best so far: {loss_text(status.best_val_loss)}")
+    cols[3].metric("Tokens / s", f"{status.tokens_per_s:,.0f}" if status.tokens_per_s else "–")
+    if status.done:
+        cols[4].metric("Time", clock(status.elapsed))
     else:
-        cols[4].metric("ETA", clock(snap["eta"]))
+        cols[4].metric("ETA", clock(status.eta))
 
 
-def sample_ui(snap: dict[str, Any], interval: int) -> None:
-    sample = snap["last_sample"]
+def sample_ui(status: TrainStatus) -> None:
+    sample, interval = status.last_sample, status.sample_interval
     if not sample:
         st.caption(f"No sample yet: the model writes one every {interval} steps." if interval else
                    "Samples are off for this run (sample every 0 steps).")
@@ -194,60 +125,18 @@ def sample_ui(snap: dict[str, Any], interval: int) -> None:
     st.code(sample["text"] or " ", language=None, wrap_lines=True)
 
 
-def use_run(run_id: str) -> None:
-    """Callback: make ``run_id`` the sidebar's model (runs before the sidebar is drawn)."""
-    st.session_state["active_run"] = run_id
-    st.session_state["sidebar_model"] = run_id
+def training_details(status: TrainStatus) -> None:
+    metrics_ui(status)
+    sample_ui(status)
 
 
-def job_actions_ui(job: TrainJob, snap: dict[str, Any], ours: bool) -> None:
-    if not ours:
-        st.caption("This job was started in another tab or session; only that page can stop it.")
-        return
-    cols = st.columns([1, 1, 4])
-    if not snap["done"]:
-        if cols[0].button("Stop", key="train_stop", help="Ends after the current step and saves, so it can be resumed."):
-            job.stop()
-        return
-    if snap["run_id"] in model_choices():  # the sidebar can pick it
-        cols[0].button("Use this model", key="train_use", on_click=use_run, args=(snap["run_id"],),
-                       help="Make it the sidebar's model, for sampling and looking inside it.")
-    cols[1].button("Dismiss", key="train_dismiss", on_click=unpin)
-
-
-def draw_job(job: TrainJob, ours: bool) -> None:
-    snap = job.snapshot()
-    with st.container(border=True):
-        st.subheader(f"Training {snap['run_id'] or '…'}")
-        progress_ui(snap)
-        metrics_ui(snap)
-        rows = curve_rows(snap["metrics"])
-        if rows:
-            st.plotly_chart(loss_curves_figure({snap["run_id"] or "this run": rows}), width="stretch",
-                            key="train_live_chart")
-            st.caption("Solid: the loss on each logged training batch (noisy). Dashed: the loss on "
-                       "held-out validation text, measured every few hundred steps.")
-        sample_ui(snap, job.spec.train_config.sample_interval)
-        job_actions_ui(job, snap, ours)
-
-
-@st.fragment(run_every=1.0)
-def live_job(job_id: str, ours: bool) -> None:
-    """Redrawn every second on its own; when the job ends the whole page reruns (new run listed)."""
-    job = job_registry().get(job_id)
-    if job is None or job.done:
-        st.rerun(scope="app")
-    draw_job(job, ours)
-
-
-def job_section() -> None:
-    job, ours = job_to_show()
-    if job is None:
-        return
-    if job.done:
-        draw_job(job, ours)
-    else:
-        live_job(job.id, ours)
+JOBS = JobPage(
+    kind="train", param=JOB_PARAM, key="train", watch_others=True, offer_use=True,
+    unknown="The training job in this link is not known to this server (was it restarted?). "
+            "Whatever it saved is in **Your runs** below; a stopped run can be resumed.",
+    stop_note="Stop ends it after the current step and saves, so it can be resumed.",
+    details=training_details,
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,9 +319,15 @@ def settings_ui(seed: int) -> TrainConfig | None:
         return None
 
 
-def estimate_ui(model_config: GPTConfig, config: TrainConfig) -> None:
-    """Parameters, memory and time before starting (and a warning when the app would refuse it)."""
+def estimate_ui(model_config: GPTConfig, spec: TrainSpec) -> None:
+    """Parameters, memory and time before starting (and a warning when the app would refuse it).
+    The memory is the number the job registry checks (``toygpt.jobs.memory_parts``)."""
+    config = spec.train_config
     est = estimate(model_config, config)
+    try:
+        memory = memory_parts(spec)
+    except ValueError:  # the source run is unreadable: Start says why; show the configs' estimate
+        memory = dict(est["memory_bytes"])
     limit = job_registry().max_memory_bytes
     cols = st.columns(3)
     learning = f"{est['trainable_params']:,} of them learn" if est["trainable_params"] < est["params"] else None
@@ -440,8 +335,8 @@ def estimate_ui(model_config: GPTConfig, config: TrainConfig) -> None:
     if learning:
         st.caption(f"Only the last {config.train_last_blocks} block(s) and ln_f learn: {learning}, so "
                    "gradients and AdamW's moments are kept for those alone.")  # fmt: skip
-    parts = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in est["memory_bytes"].items())
-    cols[1].metric("Memory", human_bytes(est["total_memory_bytes"], decimals=1), help=parts)
+    parts = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in memory.items() if size)
+    cols[1].metric("Memory", human_bytes(sum(memory.values()), decimals=1), help=parts)
     if config.max_seconds is not None:
         cols[2].metric("Steps in the budget", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
     else:
@@ -449,18 +344,18 @@ def estimate_ui(model_config: GPTConfig, config: TrainConfig) -> None:
     st.caption(
         f"Rough: memory is 4 bytes per parameter for the weights, 12 more per parameter that learns "
         "(gradients, AdamW's two moments), plus "
-        f"the activations of one batch ({parts}); time assumes {ASSUMED_FLOPS['cpu'] / 1e9:.0f} "
+        f"the activations of one batch and the corpus's token ids ({parts}); time assumes {ASSUMED_FLOPS['cpu'] / 1e9:.0f} "
         f"GFLOP/s, {est['tokens_per_step']:,} tokens and {est['flops_per_step'] / 1e9:,.2f} GFLOP "
         "per step. Building a BPE tokenizer and encoding the corpus come on top."
     )
-    if est["total_memory_bytes"] > limit:
+    if sum(memory.values()) > limit:
         st.warning(f"That is above this app's limit of {human_bytes(limit, decimals=1)} per run: pick a smaller preset, "
                    "batch or context, or train it with `python -m toygpt train`.")
 
 
 def training_now() -> set[str]:
     """Ids of the runs this server is training at this moment."""
-    return {job.snapshot()["run_id"] for job in job_registry().active()} - {None}
+    return {job.snapshot().run_id for job in job_registry().active()} - {None}
 
 
 def shown_status(info: RunInfo, busy: set[str]) -> str:
@@ -591,7 +486,7 @@ def start(spec: TrainSpec) -> None:
         for other in registry.active():
             st.info(describe_job(other.snapshot()))
         return
-    pin(job.id)
+    pin_job(JOBS, job.id)
     st.rerun()
 
 
@@ -614,7 +509,7 @@ def launcher_section(infos: list[RunInfo]) -> None:
         st.error(f"This cannot start: {exc}")
         spec, shape = None, None
     if spec is not None and shape is not None:
-        estimate_ui(shape, spec.train_config)
+        estimate_ui(shape, spec)
     if st.button("Start training", key="train_start", type="primary", disabled=spec is None) and spec is not None:
         start(spec)
     if spec is None:
@@ -810,6 +705,6 @@ try:
 except OSError as exc:
     st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
     all_runs = []
-job_section()
+job_panel(JOBS, *pinned_job(JOBS))
 launcher_section(all_runs)
 runs_section(all_runs)

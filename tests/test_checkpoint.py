@@ -31,7 +31,9 @@ from toygpt.checkpoint import (
 )
 from toygpt.model import GPT, GPTConfig
 
-TOKENIZER = {"type": "char", "chars": "\n !abc\u00e9\u4e2d\U0001f600\ud800"}  # odd Unicode too
+# odd Unicode too; a real tokenizer, since a load checks it fits the model (a lone surrogate in
+# JSON is tested with json_bytes below)
+TOKENIZER = {"type": "char", "chars": list("\n !abc\u00e9\u4e2d\U0001f600"), "unk": False}
 
 
 def logits_of(model: GPT, idx: torch.Tensor) -> torch.Tensor:
@@ -67,8 +69,9 @@ def rewrite_header(path, change) -> None:
 @pytest.mark.parametrize(
     "changes",
     [{}, dict(tie_embeddings=False), dict(pos_encoding="sinusoidal", norm_position="post"),
-     dict(pos_encoding="none", bias=False), dict(dropout=0.1)],
-    ids=["gpt2-like", "untied", "sinusoidal-post-LN", "no-positions-no-bias", "dropout"],
+     dict(pos_encoding="none", bias=False), dict(dropout=0.1), dict(pos_encoding="rope"),
+     dict(pos_encoding="alibi", norm_position="post")],
+    ids=["gpt2-like", "untied", "sinusoidal-post-LN", "no-positions-no-bias", "dropout", "rope", "alibi-post-LN"],
 )  # fmt: skip
 def test_round_trip_reproduces_logits_bit_for_bit(tmp_path, tiny_config, changes):
     config = tiny_config.replace(**changes)

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toygpt.inspect import attention_maps
+from toygpt.inspection import attention_maps
 from toygpt.lessons.explore import (
     GRID_GAP,
     attention_grid_lean_figure,

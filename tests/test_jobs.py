@@ -38,27 +38,27 @@ def test_job_runs_to_the_end_and_reports_everything(registry):
     job = registry.start(spec(name="bg"))
     assert job.wait(120)
     snap = job.snapshot()
-    assert snap["status"] == "finished" and snap["done"] and snap["progress"] == 1.0
-    assert snap["step"] == snap["max_steps"] == 30 and snap["run_id"] == "bg"
-    steps = [row for row in snap["metrics"] if row["type"] == "step"]
-    evals = [row for row in snap["metrics"] if row["type"] == "eval"]
+    assert snap.status == "finished" and snap.done and snap.progress == 1.0
+    assert snap.step == snap.max_steps == 30 and snap.run_id == "bg"
+    steps = [row for row in snap.metrics if row["type"] == "step"]
+    evals = [row for row in snap.metrics if row["type"] == "eval"]
     assert [row["step"] for row in steps] == list(range(1, 31)) and [e["step"] for e in evals] == [0, 10, 20, 30]
-    assert snap["best_val_loss"] == min(e["val_loss"] for e in evals)
-    assert snap["tokens_per_s"] > 0 and snap["eta"] == 0
+    assert snap.best_val_loss == min(e["val_loss"] for e in evals)
+    assert snap.tokens_per_s > 0 and snap.eta == 0
     on_disk = [r for r in runs.read_metrics("bg") if r["type"] in ("step", "eval")]
-    assert [(r["type"], r["step"]) for r in on_disk] == [(r["type"], r["step"]) for r in snap["metrics"]]
+    assert [(r["type"], r["step"]) for r in on_disk] == [(r["type"], r["step"]) for r in snap.metrics]
     assert registry.get(job.id) is job and registry.active() == []
 
 
 def test_stop_ends_the_job_and_keeps_a_resumable_run(registry):
     job = registry.start(spec(train=QUICK.replace(max_steps=100_000), name="stoppable"))
-    wait_for(lambda: job.snapshot()["step"] >= 3)
+    wait_for(lambda: job.snapshot().step >= 3)
     job.stop()
     assert job.status in ("stopping", "stopped")
     assert job.wait(60)
     snap = job.snapshot()
-    assert snap["status"] == "stopped" and snap["step"] < 100_000
-    assert runs.open_run("stoppable").training_state()[0].step == snap["step"]
+    assert snap.status == "stopped" and snap.step < 100_000
+    assert runs.open_run("stoppable").training_state()[0].step == snap.step
 
 
 def test_second_job_is_refused_while_one_runs(registry):
@@ -74,7 +74,7 @@ def test_second_job_is_refused_while_one_runs(registry):
 def test_memory_cap_refuses_with_a_reason():
     registry = JobRegistry(max_memory_bytes=50 * 2**20)
     big = spec(model=preset("gpt2"), tokenizer="gpt2")
-    with pytest.raises(JobRefused, match=r"needs about \d+\.\d GiB .* above this app's limit of 50\.0 MiB; choose a smaller"):
+    with pytest.raises(JobRefused, match=r"needs about \d+\.\d GiB .* above the 50\.0 MiB one job may use here; choose a smaller"):
         registry.start(big)
     assert registry.jobs() == []
 
@@ -88,19 +88,19 @@ def test_failures_are_reported_not_raised(registry):
     job = registry.start(spec(corpus="no-such-corpus"))
     assert job.wait(30)
     snap = job.snapshot()
-    assert snap["status"] == "failed" and "unknown corpus 'no-such-corpus'" in snap["message"]
-    assert snap["error_detail"]  # the traceback, for a "details" expander
+    assert snap.status == "failed" and "unknown corpus 'no-such-corpus'" in snap.message
+    assert snap.error_detail  # the traceback, for a "details" expander
 
 
 def test_block_size_too_long_for_text_fails_with_the_fix(registry):
     job = registry.start(spec(corpus_text="tiny text " * 20, corpus="mine"))
     assert job.wait(30)
-    assert job.status == "failed" and "Use block_size ≤" in job.snapshot()["message"]
+    assert job.status == "failed" and "Use block_size ≤" in job.snapshot().message
 
 
 def test_clear_stops_everything(registry):
     job = registry.start(spec(train=QUICK.replace(max_steps=100_000)))
-    wait_for(lambda: job.snapshot()["step"] >= 1)
+    wait_for(lambda: job.snapshot().step >= 1)
     registry.clear()
     assert job.done and registry.jobs() == []
 

@@ -345,26 +345,26 @@ def test_lab_job_shares_the_registry_cap_with_training():
             registry.start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=5)))
         with pytest.raises(JobRefused):
             registry.start_job(lab.LabJob("positions", lab.tiny_params("positions")))
-        assert registry.active() == [job] and job.snapshot()["kind"] == "lab"
+        assert registry.active() == [job] and job.snapshot().kind == "lab"
     finally:
         job.stop()
         assert job.wait(60)
-    assert job.status == "stopped" and job.snapshot()["run_id"] is None and lab.lab_runs() == []
+    assert job.status == "stopped" and job.snapshot().run_id is None and lab.lab_runs() == []
 
 
 def test_lab_job_finishes_and_saves(source_run):
     job = lab.LabJob("attention-range", lab.tiny_params("attention-range", run_id=source_run)).start()
     assert job.wait(60)
     snap = job.snapshot()
-    assert snap["status"] == "finished" and snap["progress"] == 1.0 and snap["done"]
-    assert lab.load_result(snap["run_id"]).source_run == source_run
-    assert snap["message"] == lab.reading(job.result)
+    assert snap.status == "finished" and snap.progress == 1.0 and snap.done
+    assert lab.load_result(snap.run_id).source_run == source_run
+    assert snap.message == lab.reading(job.result)
 
 
 def test_lab_job_failure_is_reported_not_raised():
     job = lab.LabJob("attention-range", lab.attention_range.AttentionRangeParams(run_id="no-such-run")).start()
     assert job.wait(30)
-    assert job.status == "failed" and "no-such-run" in job.snapshot()["message"]
+    assert job.status == "failed" and "no-such-run" in job.snapshot().message
 
 
 # --------------------------------------------------------------------------------------------

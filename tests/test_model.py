@@ -17,16 +17,21 @@ from torch.utils.flop_counter import FlopCounterMode
 import toygpt.model
 from toygpt.model import (
     GPT,
+    POS_ENCODINGS,
+    CausalSelfAttention,
     GPTConfig,
     KVCache,
+    alibi_slopes,
+    apply_rope,
     causal_mask,
     flops_per_token,
     parameter_counts,
     preset,
+    rope_angles,
     total_parameters,
 )
 
-VARIANTS = list(itertools.product(("pre", "post"), ("learned", "sinusoidal", "none")))
+VARIANTS = list(itertools.product(("pre", "post"), POS_ENCODINGS))
 VARIANT_IDS = [f"{norm}-LN/{pos}" for norm, pos in VARIANTS]
 
 
@@ -102,7 +107,7 @@ CONFIGS_TO_COUNT = [
               norm_position=norm, pos_encoding=pos, tie_embeddings=tie)
     for (vocab, block, layers, embd), bias, norm, pos, tie in itertools.product(
         [(32, 16, 1, 8), (65, 64, 3, 24)], [True, False], ["pre", "post"],
-        ["learned", "sinusoidal", "none"], [True, False],
+        POS_ENCODINGS, [True, False],
     )
 ]  # fmt: skip
 
@@ -192,10 +197,10 @@ def test_explicit_and_fused_attention_give_the_same_logits(norm_position, pos_en
 
 def test_attention_probabilities_sum_to_one_and_never_look_ahead(tiny_model):
     captured = []
-    for block in tiny_model.transformer.h:
-        block.attn.probe = captured.append
+    patterns = {f"blocks.{i}.attn.hook_pattern": lambda probs, name: captured.append(probs) for i in range(2)}
     idx = torch.randint(0, 32, (3, 10), generator=torch.Generator().manual_seed(0))
-    logits_of(tiny_model, idx)
+    with tiny_model.hook_points.attach(patterns):  # a hook on the pattern takes the explicit path
+        logits_of(tiny_model, idx)
     assert len(captured) == tiny_model.config.n_layer
     above_diagonal = ~causal_mask(10)
     for probs in captured:
@@ -208,8 +213,8 @@ def test_attention_probabilities_sum_to_one_and_never_look_ahead(tiny_model):
 def test_probe_sees_the_same_attention_as_the_fused_path_computes(tiny_model):
     idx = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(2))
     fused = logits_of(tiny_model, idx)
-    tiny_model.transformer.h[0].attn.probe = lambda probs: None  # forces the explicit path
-    torch.testing.assert_close(logits_of(tiny_model, idx), fused, rtol=0, atol=1e-5)
+    with tiny_model.hook_points.attach({"blocks.0.attn.hook_pattern": lambda probs, name: None}):  # explicit path
+        torch.testing.assert_close(logits_of(tiny_model, idx), fused, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunks", [[1] * 12, [5, 1, 3, 3], [12]], ids=["token-by-token", "chunks", "whole"])
@@ -268,7 +273,7 @@ def test_kv_cache_cannot_grow_past_block_size(tiny_model):
         (dict(vocab_size=2.5), "vocab_size=2.5"),
         (dict(dropout=1.0), "try 0.0"),
         (dict(norm_position="middle"), "('pre', 'post')"),
-        (dict(pos_encoding="rotary"), "('learned', 'sinusoidal', 'none')"),
+        (dict(pos_encoding="rotary"), "('learned', 'sinusoidal', 'none', 'rope', 'alibi')"),
         (dict(pos_encoding="sinusoidal", n_embd=15, n_head=1), "try n_embd=16"),
     ],
 )
@@ -289,3 +294,102 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys(tiny_config)
 def test_model_docstring_examples_hold():
     result = doctest.testmod(toygpt.model, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 2 and result.failed == 0
+
+
+# ---- RoPE and ALiBi, from first principles -------------------------------------------------
+
+
+def rope_attention(n_head: int = 2, n_embd: int = 16, block_size: int = 12) -> CausalSelfAttention:
+    model = GPT(GPTConfig(vocab_size=8, block_size=block_size, n_layer=1, n_head=n_head, n_embd=n_embd,
+                          pos_encoding="rope"), seed=0)  # fmt: skip
+    return model.transformer.h[0].attn
+
+
+@settings(max_examples=25, deadline=None)
+@given(offset=st.integers(1, 40), seed=st.integers(0, 10_000))
+def test_rope_scores_depend_only_on_the_distance(offset, seed):
+    """Shift every position by the same offset (past block_size too): q·k stays the same."""
+    attn = rope_attention()
+    generator = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 1, 2, 6, 8, generator=generator)
+    q0, k0 = attn.rotate(q, k, start=0)
+    q1, k1 = attn.rotate(q, k, start=offset)
+    torch.testing.assert_close(q1 @ k1.transpose(-2, -1), q0 @ k0.transpose(-2, -1), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(q1, q0, atol=1e-3)  # the vectors themselves did turn
+
+
+def test_rope_rotation_preserves_norms():
+    cos, sin = rope_angles(torch.arange(50), 8)
+    x = torch.randn(3, 2, 50, 8, generator=torch.Generator().manual_seed(0))
+    rotated = apply_rope(x, cos, sin)
+    torch.testing.assert_close(rotated.norm(dim=-1), x.norm(dim=-1))
+    pairs = lambda t: t[..., :4] ** 2 + t[..., 4:] ** 2  # noqa: E731 (each (i, i + hs/2) pair keeps its length)
+    torch.testing.assert_close(pairs(rotated), pairs(x))
+    torch.testing.assert_close(apply_rope(x, *rope_angles(torch.zeros(50), 8)), x)  # position 0: no turn
+
+
+def test_rope_matches_transformers_rotary_helper():
+    """The same inputs through Llama's rotary embedding in transformers (GPT-NeoX half split)."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    n_head, head_size, T = 4, 16, 40
+    attn = rope_attention(n_head=n_head, n_embd=n_head * head_size, block_size=24)  # 40 > 24: computed angles too
+    q, k = torch.randn(2, 2, n_head, T, head_size, generator=torch.Generator().manual_seed(3))
+    config = LlamaConfig(hidden_size=n_head * head_size, num_attention_heads=n_head, head_dim=head_size,
+                         max_position_embeddings=64, rope_theta=10000.0)  # fmt: skip
+    cos, sin = LlamaRotaryEmbedding(config)(q, torch.arange(T)[None].expand(2, T))
+    expected_q, expected_k = apply_rotary_pos_emb(q, k, cos, sin)
+    ours_q, ours_k = attn.rotate(q, k, start=0)
+    torch.testing.assert_close(ours_q, expected_q, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours_k, expected_k, rtol=0, atol=1e-6)
+
+
+def test_alibi_slopes_as_the_paper_lists_them():
+    assert alibi_slopes(8).tolist() == [1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32, 1 / 64, 1 / 128, 1 / 256]
+    assert alibi_slopes(1).tolist() == [1 / 256]
+    # 6 heads: the 4-head slopes 2^-2, 2^-4, 2^-6, 2^-8, then every other 8-head slope: 2^-1, 2^-3
+    assert alibi_slopes(6).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
+
+
+def test_alibi_adds_minus_slope_times_distance_to_each_score():
+    from toygpt.inspection import run_with_cache
+
+    config = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=8, n_embd=32, pos_encoding="alibi")
+    model = GPT(config, seed=1).eval()
+    _, cache = run_with_cache(model, list(range(1, 8)))
+    added = cache["blocks.0.attn.hook_masked"] - cache["blocks.0.attn.hook_scores"]  # (1, 8, 7, 7)
+    i, j = torch.arange(7)[:, None], torch.arange(7)[None, :]
+    for head, slope in enumerate([2.0**-n for n in range(1, 9)]):
+        allowed = j <= i
+        torch.testing.assert_close(added[0, head][allowed], (-slope * (i - j)).float()[allowed])
+        assert torch.isinf(added[0, head][~allowed]).all()  # the future stays hidden
+    assert cache["blocks.0.attn.hook_alibi"].shape == (8, 7, 7)
+
+
+@pytest.mark.parametrize("pos_encoding", ["sinusoidal", "none", "rope", "alibi"])
+def test_encodings_defined_everywhere_read_past_block_size(pos_encoding):
+    model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=2, n_head=2, n_embd=16, pos_encoding=pos_encoding),
+                seed=0).eval()  # fmt: skip
+    idx = torch.randint(0, 30, (2, 20), generator=torch.Generator().manual_seed(0))
+    long = logits_of(model, idx)
+    assert long.shape == (2, 20, 30) and torch.isfinite(long).all()
+    # causal: the first 8 positions are what the model computes on 8 tokens
+    torch.testing.assert_close(long[:, :8], logits_of(model, idx[:, :8]), rtol=0, atol=1e-5)
+    cache_, pieces = KVCache(2), []
+    with torch.no_grad():
+        for start in range(0, 20, 5):  # and the KV cache past block_size gives the same logits
+            pieces.append(model(idx[:, start : start + 5], kv_cache=cache_)[0])
+    torch.testing.assert_close(torch.cat(pieces, dim=1), long, rtol=0, atol=1e-5)
+
+
+def test_learned_positions_refuse_to_read_past_block_size():
+    model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0)
+    with pytest.raises(ValueError, match="9 tokens is longer than block_size=8, where learned positions"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_rope_needs_an_even_head_size():
+    with pytest.raises(ValueError, match="head_size = n_embd / n_head = 5 must be even; try n_embd=12"):
+        GPTConfig(n_embd=10, n_head=2, pos_encoding="rope")
+    GPTConfig(n_embd=12, n_head=2, pos_encoding="rope")  # the suggested fix works

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 import pages._shared as shared
 from toygpt.checkpoint import save_checkpoint
-from toygpt.inspect import forward_trace
+from toygpt.inspection import forward_trace
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.tokenizers import CharTokenizer
 

@@ -25,7 +25,7 @@ import toygpt.runs as runs_module
 import toygpt.tokenizers as tokenizers_module
 import toygpt.tokenizers.tiktoken_ as tiktoken_module
 from toygpt.checkpoint import save_tensors, write_json_atomic
-from toygpt.inspect import attention_maps
+from toygpt.inspection import attention_maps
 from toygpt.lessons.explore import GRID_GAP
 from toygpt.model import GPT, GPTConfig
 from toygpt.pretrained import config_to_hf, toygpt_to_hf_state_dict

@@ -63,7 +63,7 @@ def open_lab(experiment: str | None = None) -> AppTest:
     return at
 
 
-def run_tiny(at: AppTest, experiment: str) -> dict:
+def run_tiny(at: AppTest, experiment: str) -> lab.LabStatus:
     """Switch on the tiny setting, press Run, wait for the job, redraw; the job's snapshot."""
     key = experiment.replace("-", "_")
     at.toggle(key=f"lab_{key}_tiny").set_value(True).run()
@@ -76,7 +76,7 @@ def run_tiny(at: AppTest, experiment: str) -> dict:
     at.run()  # what the fragment's st.rerun(scope="app") does when the job ends
     assert not at.exception
     snap = job.snapshot()
-    assert snap["status"] == "finished", snap["message"] + snap["error_detail"]
+    assert snap.status == "finished", snap.message + snap.error_detail
     return snap
 
 
@@ -118,7 +118,7 @@ def test_renders_every_experiment_with_claim_and_budget():
 def test_norm_position_runs_and_its_reading_matches_the_curves():
     at = open_lab("norm-position")
     snap = run_tiny(at, "norm-position")
-    assert f"saved as run **{snap['run_id']}**" in texts(at.success)
+    assert f"saved as run **{snap.run_id}**" in texts(at.success)
     curves, norms, sweep = figures(at, "norm-position")
     reading = reading_of(at)
     for variant in ("pre-LN", "post-LN"):
@@ -182,9 +182,9 @@ def test_single_example_runs_on_a_copy_and_reading_matches():
         values = trace(probs, name)["y"]
         assert f"{sum(values) / len(values):.3f}" in reading
     assert (open_run(source).path / "model.safetensors").read_bytes() == before
-    assert open_run(snap["run_id"]).info()["init_from"] == source
+    assert open_run(snap.run_id).info()["init_from"] == source
     assert "Sample after" in texts(at.caption)
-    assert snap["run_id"] in model_choices()  # the changed copy is a model to use in the sidebar
+    assert snap.run_id in model_choices()  # the changed copy is a model to use in the sidebar
 
 
 def test_by_product_lab_runs_stay_out_of_the_model_pickers():

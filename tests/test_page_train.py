@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import job_registry
 from toygpt import data, runs
 from toygpt.checkpoint import save_checkpoint
-from toygpt.jobs import TrainSpec, run_training
+from toygpt.jobs import TrainSpec, TrainStatus, run_training
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer
@@ -91,7 +91,7 @@ def started_job(at: AppTest):
     return job
 
 
-def finish(at: AppTest, job) -> dict:
+def finish(at: AppTest, job) -> TrainStatus:
     assert job.wait(WAIT_S), "the job did not end in time"
     at.run()  # what the fragment's st.rerun(scope="app") does when the job ends
     assert not at.exception
@@ -166,8 +166,8 @@ def test_nano_run_started_here_finishes_and_is_listed():
     click(at, "train_start")
     job = started_job(at)
     snap = finish(at, job)
-    assert snap["status"] == "finished" and snap["step"] == 30
-    run_id = snap["run_id"]
+    assert snap.status == "finished" and snap.step == 30
+    run_id = snap.run_id
     assert "finished" in texts(at.success)
     row = table(at).loc[run_id]
     info = open_run(run_id).info()
@@ -201,8 +201,8 @@ def test_second_start_is_refused_and_stop_ends_the_job():
 
     click(at, "train_stop")
     snap = finish(at, job)
-    assert snap["status"] == "stopped"
-    assert table(at).loc[snap["run_id"], "status"] == "stopped"
+    assert snap.status == "stopped"
+    assert table(at).loc[snap.run_id, "status"] == "stopped"
     click(at, "train_dismiss")
     assert "job" not in at.query_params
     assert "Stop" not in [b.label for b in at.button]
@@ -229,7 +229,7 @@ def test_resume_continues_a_run_to_more_steps():
     at.number_input(key="train_more_steps").set_value(3).run()
     click(at, "train_start")
     snap = finish(at, started_job(at))
-    assert snap["status"] == "finished" and snap["run_id"] == run_id
+    assert snap.status == "finished" and snap.run_id == run_id
     assert open_run(run_id).info()["step"] == 5
     assert table(at).loc[run_id, "steps"] == 5
 
@@ -244,17 +244,17 @@ def test_fine_tune_needs_known_characters_then_makes_a_new_run():
     at.selectbox(key="train_finetune_corpus").set_value("addition").run()  # digits: unknown to a copy model
     click(at, "train_start")
     snap = finish(at, started_job(at))
-    assert snap["status"] == "failed" and "cannot encode this corpus" in texts(at.error)
+    assert snap.status == "failed" and "cannot encode this corpus" in texts(at.error)
 
     at.selectbox(key="train_finetune_corpus").set_value("__upload__").run()
     at.file_uploader(key="train_upload").set_value(("notes.txt", COPY_TEXT.encode(), "text/plain")).run()
     click(at, "train_start")
     snap = finish(at, started_job(at))
-    assert snap["status"] == "finished"
-    info = open_run(snap["run_id"]).info()
+    assert snap.status == "finished"
+    info = open_run(snap.run_id).info()
     assert info["init_from"] == source and info["corpus"] == "notes.txt"
-    assert (open_run(snap["run_id"]).path / "corpus.txt").read_text() == COPY_TEXT
-    assert {source, snap["run_id"]} <= set(table(at).index)
+    assert (open_run(snap.run_id).path / "corpus.txt").read_text() == COPY_TEXT
+    assert {source, snap.run_id} <= set(table(at).index)
 
 
 def test_fine_tune_gpt2_weights_with_only_the_last_block_learning(tmp_path, monkeypatch):
@@ -283,8 +283,8 @@ def test_fine_tune_gpt2_weights_with_only_the_last_block_learning(tmp_path, monk
     job_registry().max_memory_bytes = 2 * 2**30
     click(at, "train_start")
     snap = finish(at, started_job(at))
-    assert snap["status"] == "finished", texts(at.error)
-    run = open_run(snap["run_id"])
+    assert snap.status == "finished", texts(at.error)
+    run = open_run(snap.run_id)
     assert run.info()["init_from"] == "pretrained:tiny-gpt2" and run.info()["tokenizer"] == "gpt2"
     before = load_pretrained("tiny-gpt2")[0].state_dict()
     after = run.load_model("latest").model.state_dict()
@@ -415,7 +415,7 @@ def test_a_run_cut_off_mid_training_shows_as_interrupted_and_can_be_resumed():
     click(at, "train_resume")
     click(at, "train_start")  # it never saved an optimizer state: the job says so
     snap = finish(at, started_job(at))
-    assert snap["status"] == "failed" and "no optimizer state" in texts(at.error)
+    assert snap.status == "failed" and "no optimizer state" in texts(at.error)
 
 
 def test_gpt2_tokenizer_works_offline_from_the_pinned_package():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import threading
 
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toygpt.model import GPT, GPTConfig, KVCache
+from toygpt.model import GPT, POS_ENCODINGS, GPTConfig, KVCache
 from toygpt.sample import (
     SamplingConfig,
     apply_temperature,
@@ -127,6 +129,54 @@ def test_decode_step_equals_forward_with_cache_in_float32(tiny_model):
         cache = KVCache(tiny_model.config.n_layer)
         steps = [decode_step(tiny_model, int(t), cache) for t in ids[0]]
     torch.testing.assert_close(torch.stack(steps), full[0], rtol=1e-5, atol=1e-6)
+
+
+ALL_CONFIG_VARIANTS = list(itertools.product(("pre", "post"), POS_ENCODINGS, (True, False), (True, False)))
+
+
+@functools.cache
+def config_variant_model(norm_position: str, pos_encoding: str, tie: bool, bias: bool) -> GPT:
+    config = GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2, n_embd=16, norm_position=norm_position,
+                       pos_encoding=pos_encoding, tie_embeddings=tie, bias=bias)  # fmt: skip
+    model = GPT(config, seed=3).eval()
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # biases and LayerNorms all different, so using a wrong one would show
+        for weight in model.parameters():
+            weight.add_(0.3 * torch.randn(weight.shape, generator=generator))
+    return model
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    variant=st.sampled_from(ALL_CONFIG_VARIANTS),
+    ids=st.lists(st.integers(0, 39), min_size=1, max_size=12),
+    prefix=st.integers(0, 11),
+)
+def test_decode_step_equals_gpt_forward_for_every_config_variant(variant, ids, prefix):
+    """The one-token fast path is GPT.forward (pre/post-LN × every pos_encoding × tied/untied ×
+    bias on/off): after a prompt of ``prefix`` tokens run by the model, every further token
+    decoded by decode_step gives the logits of the full forward pass at that position."""
+    model = config_variant_model(*variant)
+    prefix = min(prefix, len(ids) - 1)
+    with torch.no_grad():
+        full, _ = model(torch.tensor([ids]))
+        cache = KVCache(model.config.n_layer)
+        pieces = [model(torch.tensor([ids[:prefix]]), kv_cache=cache)[0][0]] if prefix else []
+        pieces += [decode_step(model, t, cache)[None] for t in ids[prefix:]]
+    torch.testing.assert_close(torch.cat(pieces), full[0], rtol=1e-5, atol=1e-5)
+
+
+def test_generation_with_hooks_attached_runs_them_on_every_token(tiny_model):
+    """A hook attached in this thread applies to cached generation too (no fast path around it)."""
+    def favour_token_3(logits, name):
+        logits = logits.clone()
+        logits[..., 3] = 1e4
+        return logits
+
+    with tiny_model.hook_points.attach({"hook_logits": favour_token_3}):
+        steps = tokens(generate(tiny_model, [1, 2], 6, temperature=0))
+    assert steps == [3] * 6
+    assert tokens(generate(tiny_model, [1, 2], 6, temperature=0)) != [3] * 6  # detached again
 
 
 def test_decode_step_cannot_go_past_block_size(tiny_model):

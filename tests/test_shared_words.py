@@ -93,10 +93,11 @@ def test_a_run_without_weights_is_not_usable():
 
 def test_model_pickers_use_the_one_rule():
     """The sidebar, the lab's run picker and the Training page's "Use this model" button each had
-    their own rule; now they call runs.usable_as_model (the button through the sidebar's list)."""
+    their own rule; now they call runs.usable_as_model (the job panel's button through the
+    sidebar's list)."""
     sources = {name: (ROOT / "pages" / name).read_text(encoding="utf-8") for name in ("_shared.py", "lab.py", "train.py")}
     assert "usable_as_model(" in sources["_shared.py"] and "usable_as_model(" in sources["lab.py"]
-    assert "model_choices()" in sources["train.py"]
+    assert "status.run_id in model_choices()" in sources["_shared.py"]
     assert all("lab:result-only" not in text for text in sources.values())
 
 

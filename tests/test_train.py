@@ -10,9 +10,10 @@ import threading
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from toygpt import data
-from toygpt.model import GPT, preset, total_parameters
+from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import (
     TrainConfig,
@@ -21,6 +22,7 @@ from toygpt.train import (
     learn_from_example,
     learning_rate_at,
     load_optimizer_tensors,
+    loss_by_position,
     make_optimizer,
     optimizer_tensors,
     snapshot_steps_upto,
@@ -278,3 +280,29 @@ def test_malformed_saved_state_is_refused(bad):
     with pytest.raises(ValueError, match="trainer state"):
         TrainState.from_dict(bad)
     assert TrainState.from_dict({"step": 3, "elapsed": 1.5, "extra": "ignored"}).step == 3
+
+
+@pytest.mark.parametrize("pos_encoding", ["sinusoidal", "none", "rope", "alibi"])
+def test_loss_by_position_evaluates_past_block_size_where_positions_are_defined(pos_encoding):
+    config = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16, pos_encoding=pos_encoding)
+    model = GPT(config, seed=0).train()
+    windows = torch.randint(0, 20, (5, 33), generator=torch.Generator().manual_seed(0))
+    losses = loss_by_position(model, windows, chunk=2)  # length 32 = 4 × block_size
+    assert losses.shape == (32,) and torch.isfinite(losses).all()
+    with torch.no_grad():
+        logits, _ = model.eval()(windows[:, :-1])
+    expected = F.cross_entropy(logits.transpose(1, 2), windows[:, 1:], reduction="none").mean(0)
+    torch.testing.assert_close(losses, expected)
+    # the first block_size positions are the loss at the trained length
+    model.train()
+    torch.testing.assert_close(loss_by_position(model, windows[:, :9]), expected[:8])
+    assert model.training  # handed back in the mode it came in
+
+
+def test_loss_by_position_refuses_learned_positions_past_block_size():
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0).train()
+    windows = torch.zeros(2, 17, dtype=torch.long)
+    with pytest.raises(ValueError, match="learned positions stop at block_size=8, so this model cannot be evaluated at length 16"):
+        loss_by_position(model, windows)
+    assert model.training  # handed back as it came
+    assert loss_by_position(model, windows[:, :9]).shape == (8,) and model.training

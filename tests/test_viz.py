@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from toygpt import viz
-from toygpt.inspect import (
+from toygpt.inspection import (
     attention_maps,
     embedding_pca,
     forward_trace,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toygpt.formatting import human_bytes, human_count
-from toygpt.inspect import forward_trace, residual_stats
+from toygpt.inspection import forward_trace, residual_stats
 from toygpt.lessons.walkthrough import (
     cosine_similarity_matrix,
     future_change,
@@ -306,3 +306,10 @@ def test_treemap_figure_matches_the_tree():
     config = preset("small", vocab_size=65)
     trace = parameter_treemap_figure(config).data[0]
     assert trace.values[0] == total_parameters(config) and trace.branchvalues == "total"
+
+
+@pytest.mark.parametrize("pos_encoding,words", [("rope", "q and k are turned"), ("alibi", "−slope × distance")])
+def test_diagram_says_where_rope_and_alibi_act(pos_encoding, words):
+    dot = stack_dot(tiny(pos_encoding=pos_encoding))
+    assert words in dot and "sinusoidal positions" not in dot and "wpe: learned" not in dot
+    assert ("RoPE on q, k" in dot) == (pos_encoding == "rope") and ("ALiBi bias on scores" in dot) == (pos_encoding == "alibi")

@@ -1,7 +1,7 @@
 """toygpt: a GPT-2 that a learner can take apart on a laptop CPU.
 
 Reading order (file order is teaching order; README.md lists every module):
-tokenizers → model → sample → inspect → checkpoint → data → pretrained → distributed →
+tokenizers → model → sample → inspection → checkpoint → data → pretrained → distributed →
 status, formatting → train → runs → jobs → viz → lessons → lab → cli.
 
 This package never imports streamlit: the dashboard in ``app.py``/``pages/`` calls it.

@@ -12,12 +12,16 @@ wrote. A checkpoint shared by someone else must be *data*: safetensors and JSON 
 
 Every write goes to a temporary file beside its target, is flushed to disk (fsync) and then
 renamed over the target. A rename within one folder is atomic, so a crash or a full disk
-mid-save leaves the previous checkpoint exactly as it was. Every read checks what it gets and
+mid-save leaves the previous file exactly as it was. Several files that belong together (the
+weights, config.json and the optimizer state of one step) are committed as one unit through a
+small journal written between "all staged" and "all renamed" (``StagedFiles.commit``);
+``recover_commit`` finishes or drops an interrupted commit. Every read checks what it gets and
 raises ``CheckpointError`` naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,7 +39,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from toygpt import __version__
-from toygpt.model import GPT, GPTConfig, sinusoidal_positions
+from toygpt.limits import (
+    LOAD_SHARE,
+    LimitError,
+    MemoryBudgetError,
+    check_json_shape,
+    check_memory,
+    file_limit,
+    memory_budget,
+)
+from toygpt.model import GPT, GPTConfig, sinusoidal_positions, total_parameters
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -64,12 +77,22 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+JOURNAL_NAME = ".commit.json"  # present only while a multi-file commit is being renamed into place
+
+
 class StagedFiles:
     """Write several files so that either all of them replace their targets or none does.
 
     Each ``write`` goes to a hidden temp file in the target's folder (same filesystem, so the
     final rename is atomic) and is fsynced. Leaving the ``with`` block normally renames them all
     into place; an exception deletes the temp files and leaves the old files untouched.
+
+    A process killed between two renames would leave a mix of new and old files. So, for more
+    than one file, ``commit`` first writes a journal (``.commit.json``, itself written to a temp
+    file and renamed: it exists whole or not at all) listing every rename, then renames, then
+    deletes it. The journal is the commit point: ``recover_commit`` redoes the renames of a
+    journal it finds (every temp file was complete before the journal was written) and deletes
+    temp files that no journal names (a commit that never reached its commit point).
 
     >>> with StagedFiles() as files:                      # doctest: +SKIP
     ...     files.write(Path("run/a.json"), lambda tmp: tmp.write_text("{}"))
@@ -105,11 +128,29 @@ class StagedFiles:
         self.pending.clear()
 
     def commit(self) -> None:
+        journal = self._write_journal() if len(self.pending) > 1 else None
         for temp, path in self.pending:
             os.replace(temp, path)
         for folder in {path.parent for _, path in self.pending}:
             fsync_folder(folder)
+        if journal is not None:
+            journal.unlink()
+            fsync_folder(journal.parent)
         self.pending.clear()
+
+    def _write_journal(self) -> Path:
+        """The list of renames, relative to the first target's folder, made durable."""
+        home = self.pending[0][1].parent
+        renames = [[os.path.relpath(temp, home), os.path.relpath(path, home)] for temp, path in self.pending]
+        journal = home / JOURNAL_NAME
+        fd, name = tempfile.mkstemp(prefix=f".{JOURNAL_NAME}.", suffix=".tmp", dir=home)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            json.dump({"renames": renames}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, journal)
+        fsync_folder(home)
+        return journal
 
     def __enter__(self) -> StagedFiles:
         return self
@@ -122,6 +163,42 @@ class StagedFiles:
                 self.discard()  # only non-empty if a rename failed
         else:
             self.discard()
+
+
+def recover_commit(folder: str | Path, subfolders: tuple[str, ...] = ()) -> str | None:
+    """Finish or undo a commit that a crash interrupted in ``folder``; return what was done.
+
+    A journal (see ``StagedFiles``) means every new file was complete: its renames are redone.
+    Temp files that no journal names are from a commit that never reached that point (or from a
+    single-file write cut short): they are deleted, and the previous files stand. Run it before
+    reading a folder that no process is writing to (e.g. before resuming a run)."""
+    folder = Path(folder)
+    done = None
+    journal = folder / JOURNAL_NAME
+    if journal.is_file():
+        try:
+            renames = json.loads(journal.read_text(encoding="ascii"))["renames"]
+            pairs = [(folder / temp, folder / final) for temp, final in renames]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{JOURNAL_NAME}: an interrupted save's journal is unreadable ({exc})") from None
+        if not all(_inside(folder, p) for pair in pairs for p in pair):
+            raise CheckpointError(f"{JOURNAL_NAME}: names a file outside the run; delete it by hand")
+        for temp, final in pairs:
+            if temp.exists():
+                os.replace(temp, final)
+        fsync_folder(folder)
+        journal.unlink()
+        done = f"finished an interrupted save ({len(pairs)} files)"
+    leftovers = [p for sub in ("", *subfolders) for p in (folder / sub).glob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    if leftovers and done is None:
+        done = f"removed {len(leftovers)} unfinished file(s) of an interrupted save"
+    return done
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    return os.path.commonpath([folder.resolve(), path.resolve()]) == str(folder.resolve())
 
 
 def fsync_folder(folder: Path) -> None:
@@ -168,15 +245,23 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; anything wrong (missing, huge, not UTF-8, not JSON) is a CheckpointError."""
+    """Parse a JSON file; anything wrong (missing, huge, not UTF-8, not JSON) is a CheckpointError.
+
+    Its size and how many arrays/objects it holds are checked against the limits for its kind
+    of file (``toygpt.run_schema``: run.json, config.json, tokenizer.json ...) before parsing."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{path}: {size:,} bytes is too large for a JSON file here (limit {MAX_JSON_BYTES:,})")
+    limit = min(MAX_JSON_BYTES, file_limit(path.name) or MAX_JSON_BYTES)
+    if size > limit:
+        raise CheckpointError(f"{path}: {size:,} bytes is too large for a {path.name} (limit {limit:,})")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        raw = path.read_bytes()
+        check_json_shape(path.name, raw)  # before json.loads builds millions of lists
+        return json.loads(raw.decode("utf-8"))
+    except LimitError as exc:
+        raise CheckpointError(f"{path}: {str(exc).split(': ', 1)[-1]}") from None
     except UnicodeDecodeError as exc:
         raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
@@ -200,9 +285,13 @@ def check_tensor_name(name: Any) -> None:
 
 
 def save_tensors(
-    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str] | None = None,
+    staged: StagedFiles | None = None,
 ) -> None:
-    """Write tensors to a safetensors file, atomically.
+    """Write tensors to a safetensors file, atomically (or into ``staged``, committed with the
+    other files of that transaction).
 
     Tensors that share memory (a tied weight saved under two names) are copied, because the
     format stores each tensor's bytes separately."""
@@ -222,6 +311,9 @@ def save_tensors(
             tensor = tensor.clone()
         seen_storage.add(storage)
         prepared[name] = tensor
+    if staged is not None:
+        staged.write(path, lambda temp: save_file(prepared, temp, metadata=metadata))
+        return
     with StagedFiles() as files:
         files.write(path, lambda temp: save_file(prepared, temp, metadata=metadata))
 
@@ -247,7 +339,10 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             )
         raw = handle.read(header_len)
     try:
+        check_json_shape("safetensors header", raw)
         header = json.loads(raw.decode("utf-8"))
+    except LimitError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
@@ -312,6 +407,12 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    size, limit = path.stat().st_size, memory_budget() // 2
+    if size > limit:  # the largest file a run holds is AdamW's two moments: 2 × the weights
+        raise CheckpointError(
+            f"{path}: {size:,} bytes would be read into memory, above half of this server's memory "
+            f"budget ({limit:,} bytes; see toygpt.limits)"
+        )
     try:
         read_safetensors_header(path)
         # pread copies the bytes into memory: unlike mmap, a file changed later cannot crash us
@@ -383,6 +484,19 @@ def copy_weights(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
             target.copy_(tensors[name])
 
 
+def model_bytes(config: GPTConfig) -> int:
+    """Bytes a model of ``config`` takes once loaded for inference: float32 weights, plus the
+    sinusoid table when it has one. (Training adds gradients, AdamW and activations:
+    ``toygpt.train.estimate``.)"""
+    table = 4 * config.block_size * config.n_embd if config.pos_encoding == "sinusoidal" else 0
+    return 4 * total_parameters(config) + table
+
+
+def check_model_fits(config: GPTConfig, what: str = "this model") -> None:
+    """Refuse to build a model that would take more than a quarter of the budget."""
+    check_memory(model_bytes(config), what, LOAD_SHARE)
+
+
 def empty_model(config: GPTConfig) -> GPT:
     """A GPT whose weights are uninitialised memory, for a load to fill.
 
@@ -435,6 +549,32 @@ def check_tokenizer_dict(tokenizer: Any, source: str) -> None:
         raise CheckpointError(f"{source}: a tokenizer must be a JSON object with a \"type\" string (tokenizer.to_dict())")
 
 
+def check_tokenizer_fits(tokenizer: dict[str, Any], config: GPTConfig, source: str) -> Any:
+    """The tokenizer a ``tokenizer.json`` describes, after checking it rebuilds and its ids stay
+    inside the model's vocabulary: a 5,000-character tokenizer beside a 65-token model would
+    index past the embedding table at the first unusual character. Raises ``CheckpointError``.
+
+    A tiktoken encoding that cannot be fetched offline is checked by its known size and
+    returned as None (using it later says it is unavailable)."""
+    from toygpt.tokenizers import TokenizerError, TokenizerUnavailable, tokenizer_from_dict
+    from toygpt.tokenizers.catalog import TIKTOKEN_VOCAB_SIZES
+
+    built = None
+    try:
+        built = tokenizer_from_dict(tokenizer)
+        vocab_size = built.vocab_size
+    except TokenizerUnavailable:
+        vocab_size = TIKTOKEN_VOCAB_SIZES.get(str(tokenizer.get("encoding")), 0)
+    except TokenizerError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    if vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{source}: the tokenizer has {vocab_size:,} tokens but the model's vocabulary only "
+            f"{config.vocab_size:,}; tokenizer.json and the weights come from different runs"
+        )
+    return built
+
+
 def save_checkpoint(
     directory: str | Path,
     model: GPT,
@@ -444,8 +584,10 @@ def save_checkpoint(
     metrics: dict | None = None,
     extra: dict | None = None,
     weights_name: str = WEIGHTS_NAME,
+    staged: StagedFiles | None = None,
 ) -> Path:
-    """Save a run: weights, config.json and (if given) tokenizer.json, all or nothing.
+    """Save a run: weights, config.json and (if given) tokenizer.json, all or nothing (with
+    ``staged``: as part of that larger transaction, committed when it is).
 
     ``tokenizer=None`` leaves a tokenizer.json already in the folder alone. Weights with NaN or
     inf are refused: such a model cannot be loaded (and usually means training diverged).
@@ -475,7 +617,7 @@ def save_checkpoint(
     config_bytes = json_bytes(meta, "config.json")  # fail before writing anything
     tokenizer_bytes = None if tokenizer is None else json_bytes(tokenizer, "tokenizer.json")
     prepared = {name: t.cpu().contiguous() for name, t in tensors.items()}
-    with StagedFiles() as files:  # all files staged first, then renamed in a few microseconds
+    with contextlib.nullcontext(staged) if staged is not None else StagedFiles() as files:
         files.write(directory / weights_name, lambda temp: save_file(prepared, temp, metadata={"format": "pt"}))
         if tokenizer_bytes is not None:
             files.write(directory / TOKENIZER_NAME, lambda temp: temp.write_bytes(tokenizer_bytes))
@@ -534,10 +676,15 @@ def load_checkpoint(directory: str | Path, weights_name: str = WEIGHTS_NAME) -> 
         raise CheckpointError(f"{directory}: checkpoint folder not found")
     meta = read_meta(directory)
     config = read_model_config(directory, meta)
+    try:  # before a single weight is allocated
+        check_model_fits(config, "the model in config.json")
+    except MemoryBudgetError as exc:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from None
     tokenizer = None
     if (directory / TOKENIZER_NAME).exists():
         tokenizer = read_json(directory / TOKENIZER_NAME)
         check_tokenizer_dict(tokenizer, str(directory / TOKENIZER_NAME))
+        check_tokenizer_fits(tokenizer, config, str(directory / TOKENIZER_NAME))
     model = empty_model(config)
     load_weights_into(model, directory / weights_name)
     return LoadedCheckpoint(model=model.eval(), config=config, tokenizer=tokenizer, meta=meta)

@@ -2,12 +2,13 @@
 
 A page must never block on training: it starts a ``TrainJob`` (a daemon thread with a lock, a
 stop ``threading.Event`` and a status) through a ``JobRegistry`` and then only ever reads
-``job.snapshot()``, a plain dict with everything it draws. The thread never touches Streamlit
+``job.snapshot()``, a frozen ``JobStatus`` (a ``TrainStatus`` for training) with everything it
+draws. The thread never touches Streamlit
 (calls from a thread without a script context are silently lost).
 
     registry = JobRegistry(max_jobs=1)
     job = registry.start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=300)))
-    job.snapshot()["status"]   # queued → running → finished | stopped | diverged | failed
+    job.snapshot().status      # queued → running → finished | stopped | diverged | failed
     job.stop(); job.wait(5)
 
 ``build_training(spec)`` turns a spec into a ready ``Trainer`` and its ``Run`` (new run, fine-tune
@@ -16,10 +17,12 @@ from a run, or resume a run); ``run_training`` runs it. The CLI calls these dire
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import traceback
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +31,13 @@ import torch
 from toygpt import data as corpora
 from toygpt.distributed import PLAIN, DistributedContext
 from toygpt.formatting import human_bytes
+from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, RunError, create_run, open_run
-from toygpt.status import ACTIVE, Status
+from toygpt.status import Status, is_active
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
 from toygpt.train import Event, TrainConfig, Trainer, estimate
 
-DEFAULT_MAX_MEMORY = 2 * 2**30  # 2 GiB: a shared app runs every visitor's job in one process
 MAX_TAGS, MAX_TAG_CHARS = 20, 40
 
 
@@ -143,10 +146,13 @@ def build_training(
     text = corpus_text_of(spec)
     config = spec.train_config
     if spec.init_from:
+        check_job_memory(source_config(spec.init_from), config, text, f"fine-tuning {spec.init_from}")
         model, tokenizer = _fine_tune_source(spec.init_from, text)
     else:
         tokenizer = _tokenizer_for(spec, text, dist)
-        model = GPT(spec.model_config.replace(vocab_size=tokenizer.vocab_size), seed=config.seed)
+        model_config = spec.model_config.replace(vocab_size=tokenizer.vocab_size)
+        check_job_memory(model_config, config, text, "this run")  # before the model exists
+        model = GPT(model_config, seed=config.seed)
     token_data = corpora.prepare(text, tokenizer)
     token_data.check_block_size(config.block_size or model.config.block_size)
     run = None
@@ -173,8 +179,11 @@ def _build_resume(
     run = open_run(spec.resume)
     if run.read_only:
         raise RunError(f"{run.id} is read-only; fine-tune it with init_from={run.id!r} instead")
+    if dist.is_main:
+        run.recover()  # a save cut short by a crash: finish it, or fall back to the one before
     text = run.corpus_text()
     tokenizer = run.tokenizer()
+    check_job_memory(run.model_config(), spec.train or run.train_config(), text, f"resuming {run.id}")
     state, optimizer_state = run.training_state()
     model = run.load_model("latest").model
     config = spec.train or run.train_config()
@@ -212,11 +221,73 @@ def run_training(
 # --------------------------------------------------------------------------------------------
 
 
+def curve_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Trainer events → rows for ``toygpt.viz.loss_curves_figure``: ``{"step", "train_loss"}``
+    per logged step and ``{"step", "val_loss"}`` per evaluation (non-finite values dropped,
+    six significant digits: the rows are also saved as JSON, which has no NaN)."""
+    rows = []
+    for event in events:
+        key, source = {"step": ("train_loss", "loss"), "eval": ("val_loss", "val_loss")}.get(event.get("type"), (None, None))
+        value = event.get(source) if source else None
+        if key and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            rows.append({"step": int(event["step"]), key: float(f"{value:.6g}")})
+    return rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobStatus:
+    """What any background job reports, copied under its lock: all a job panel draws.
+
+    ``title`` says what the job is; ``summary`` says it in one sentence for a page that did not
+    start it ("Training now: run X on copy, step 120 of 300"); ``stage`` is what it does right
+    now; ``curves`` are its loss curves so far, ``{label: rows}`` for ``loss_curves_figure``."""
+
+    job_id: str
+    kind: str  # the job's class: "train" | "lab" (which page owns it)
+    title: str
+    summary: str
+    status: Status
+    message: str = ""
+    error_detail: str = ""  # the traceback of a failure, for a "details" expander
+    run_id: str | None = None  # the run it writes (None until it has one)
+    progress: float = 0.0  # 0..1
+    stage: str = ""
+    elapsed: float = 0.0  # seconds
+    eta: float | None = None  # seconds left, when known
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not is_active(self.status)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainStatus(JobStatus):
+    """A training job's status: the common fields plus the trainer's latest numbers."""
+
+    step: int = 0
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    loss: float | None = None  # the last logged training batch
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    tokens_per_s: float | None = None
+    started: bool = False  # the trainer's "start" event came: corpus, tokenizer and model are ready
+    metrics: list[Event] = field(default_factory=list)  # the step and eval events, in order
+    last_sample: Event | None = None
+    samples: list[Event] = field(default_factory=list)  # the last 20
+    sample_interval: int = 0
+    logs: str | None = None
+    corpus: str = ""
+    tokenizer: str = ""
+
+
 class BackgroundJob:
     """A daemon thread with a lock, a stop event and a status: what every background job shares
     (a training run here, a Concepts-lab experiment in ``toygpt.lab``). A subclass implements
-    ``work()``, which returns the final ``(status, message)`` or raises, and ``snapshot()``.
-    The thread never touches Streamlit: pages read ``snapshot()``."""
+    ``work()``, which returns the final ``(status, message)`` or raises, and ``snapshot()``, a
+    ``JobStatus`` (built on ``_common()``). The thread never touches Streamlit: pages read
+    ``snapshot()``."""
 
     kind = "job"
 
@@ -246,13 +317,13 @@ class BackgroundJob:
                 self._status = Status.RUNNING
         try:
             status, message = self.work()
-            self._set(status=status, message=message)
+            self._set(status=Status(status), message=message)
         except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
             self._set(status=Status.FAILED, message=str(exc), detail=traceback.format_exc())
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
             self._set(status=Status.FAILED, message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
 
-    def _set(self, status: str | None = None, message: str | None = None, detail: str | None = None) -> None:
+    def _set(self, status: Status | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
             if status is not None:
                 self._status = status
@@ -260,6 +331,11 @@ class BackgroundJob:
                 self._message = message
             if detail is not None:
                 self._detail = detail
+
+    def _common(self) -> dict[str, Any]:
+        """The fields every ``JobStatus`` has that this class keeps (call under the lock)."""
+        return dict(job_id=self.id, kind=self.kind, status=self._status, message=self._message,
+                    error_detail=self._detail, run_id=self._run_id)  # fmt: skip
 
     # ---- what pages call ---------------------------------------------------------------
 
@@ -278,21 +354,21 @@ class BackgroundJob:
         return not self._thread.is_alive()
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         with self._lock:
             return self._status
 
     @property
     def done(self) -> bool:
-        return self.status not in ACTIVE
+        return not is_active(self.status)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JobStatus:
         raise NotImplementedError
 
 
 class TrainJob(BackgroundJob):
-    """One background training run. Read it with ``snapshot()``; ``stop()`` asks it to end
-    after the current step (its weights are saved, so it can be resumed)."""
+    """One background training run. Read it with ``snapshot()`` (a ``TrainStatus``); ``stop()``
+    asks it to end after the current step (its weights are saved, so it can be resumed)."""
 
     kind = "train"
 
@@ -319,29 +395,46 @@ class TrainJob(BackgroundJob):
             elif event["type"] == "sample":
                 self._samples.append(event)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> TrainStatus:
         """Everything a page draws, as plain values (copied under the lock)."""
         with self._lock:
-            step_event = self._last.get("step", {})
-            eval_event = self._last.get("eval", {})
+            step_event, eval_event = self._last.get("step", {}), self._last.get("eval", {})
             end = self._last.get("end", {})
             config = self.spec.train or TrainConfig()
             step = end.get("step", step_event.get("step", 0))
-            return {
-                "job_id": self.id, "run_id": self._run_id, "status": self._status, "message": self._message,
-                "error_detail": self._detail, "step": step, "max_steps": config.max_steps,
-                "max_seconds": config.max_seconds,
-                "progress": 1.0 if self._status == Status.FINISHED else float(step_event.get("progress", 0.0)),
-                "loss": step_event.get("loss"), "val_loss": eval_event.get("val_loss"),
-                "best_val_loss": end.get("best_val_loss", eval_event.get("best_val_loss")),
-                "tokens_per_s": step_event.get("tokens_per_s"), "eta": step_event.get("eta"),
-                "elapsed": end.get("elapsed", step_event.get("elapsed", 0.0)),
-                "metrics": [dict(row) for row in self._metrics],
-                "last_sample": dict(self._samples[-1]) if self._samples else None,
-                "samples": [dict(s) for s in self._samples[-20:]],
-                "start": dict(self._last.get("start", {})), "logs": self._last.get("log", {}).get("message"),
-                "corpus": self.spec.corpus, "tokenizer": self.spec.tokenizer, "done": self._status not in ACTIVE,
-            }  # fmt: skip
+            elapsed = end.get("elapsed", step_event.get("elapsed", 0.0))
+            eta = step_event.get("eta")
+            if eta is None and config.max_seconds is not None and self._status in (Status.QUEUED, Status.RUNNING):
+                eta = max(0.0, config.max_seconds - elapsed)  # a time budget ends on time
+            label = self._run_id or "this run"
+            return TrainStatus(
+                **self._common(), title=f"Training {self._run_id or '…'}",
+                summary=self._summary(step, config), stage=self._stage(step, config, step_event),
+                progress=1.0 if self._status == Status.FINISHED else float(step_event.get("progress", 0.0)),
+                elapsed=elapsed, eta=eta, curves={label: curve_rows(self._metrics)} if self._metrics else {},
+                step=step, max_steps=config.max_steps, max_seconds=config.max_seconds,
+                loss=step_event.get("loss"), val_loss=eval_event.get("val_loss"),
+                best_val_loss=end.get("best_val_loss", eval_event.get("best_val_loss")),
+                tokens_per_s=step_event.get("tokens_per_s"), started="start" in self._last,
+                metrics=[dict(row) for row in self._metrics],
+                last_sample=dict(self._samples[-1]) if self._samples else None,
+                samples=[dict(s) for s in self._samples[-20:]], sample_interval=self.spec.train_config.sample_interval,
+                logs=self._last.get("log", {}).get("message"), corpus=self.spec.corpus, tokenizer=self.spec.tokenizer,
+            )  # fmt: skip
+
+    def _summary(self, step: int, config: TrainConfig) -> str:
+        who = f"run **{self._run_id}**" if self._run_id else "a new run (still preparing)"
+        budget = f" of {config.max_steps:,}" if config.max_steps else ""
+        return f"Training now: {who} on {self.spec.corpus} ({self.spec.tokenizer} tokenizer), step {step:,}{budget}"
+
+    def _stage(self, step: int, config: TrainConfig, step_event: Event) -> str:
+        if "start" not in self._last:
+            return "Preparing: loading the corpus, building the tokenizer, encoding the text…"
+        if self._status == Status.STOPPING:
+            return "stopping after this step…"
+        if not step_event:  # no step logged yet: the first validation runs before step 1
+            return "starting: measuring the untrained model's loss, then the first steps…"
+        return f"step {step:,}" + (f" of {config.max_steps:,}" if config.max_steps else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,24 +442,53 @@ class TrainJob(BackgroundJob):
 # --------------------------------------------------------------------------------------------
 
 
+def job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None = None) -> int:
+    """Bytes a training run needs: weights, gradients, AdamW and activations
+    (``toygpt.train.estimate``), plus the token ids of its corpus (int64, at most one per UTF-8
+    byte) when the text is known."""
+    return sum(job_memory_parts(model_config, config, text).values())
+
+
+def job_memory_parts(model_config: GPTConfig, config: TrainConfig, text: str | None = None) -> dict[str, int]:
+    """``job_memory`` by part: weights, gradients, adam, activations, token ids."""
+    parts = {part: int(size) for part, size in estimate(model_config, config)["memory_bytes"].items()}
+    parts["token ids"] = 8 * len(text.encode("utf-8", "replace")) if text is not None else 0
+    return parts
+
+
+def source_config(run_id: str) -> GPTConfig:
+    """The model shape of run ``run_id``, or of pretrained weights ``pretrained:NAME``."""
+    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, pretrained_config
+
+    if run_id.startswith(PRETRAINED_PREFIX):
+        try:
+            return pretrained_config(run_id.removeprefix(PRETRAINED_PREFIX))
+        except PretrainedUnavailable as exc:
+            raise ValueError(str(exc)) from None
+    return open_run(run_id).model_config()
+
+
+def check_job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None, what: str) -> None:
+    """Refuse a run that needs more than a training job's share of the server's memory budget."""
+    check_memory(job_memory(model_config, config, text), what, JOB_SHARE)
+
+
 def estimated_memory(spec: TrainSpec) -> int:
-    """Bytes a spec's run needs, roughly (``toygpt.train.estimate``); vocab from the spec's
-    tokenizer name when it says (a char vocabulary is small; gpt2 has 50257)."""
+    """Bytes a spec's run needs (``job_memory``), before anything is built. The vocabulary is
+    the real one where it can be known cheaply: a fine-tuned or resumed run's model (or the
+    pretrained weights it starts from), the distinct characters of your own text for the char
+    tokenizer (0.75 MB of Chinese has ~68,000, not the 65 of Shakespeare), the size a tokenizer
+    name states (bpe-N, gpt2)."""
     return sum(memory_parts(spec).values())
 
 
-def memory_parts(spec: TrainSpec) -> dict[str, int]:
-    """``estimated_memory`` by part: weights, gradients, adam (of what learns), activations."""
-    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, pretrained_config
-
-    if spec.init_from and spec.init_from.startswith(PRETRAINED_PREFIX):
-        try:
-            model_config = pretrained_config(spec.init_from.removeprefix(PRETRAINED_PREFIX))
-        except PretrainedUnavailable as exc:
-            raise ValueError(str(exc)) from None
-        config = spec.train_config
-    elif spec.resume or spec.init_from:
-        model_config = open_run(spec.resume or spec.init_from).model_config()
+def memory_parts(spec: TrainSpec, text: str | None = None) -> dict[str, int]:
+    """``estimated_memory`` by part (``job_memory_parts``): weights, gradients and AdamW's
+    moments (of the parameters that learn), activations, token ids (of ``text`` when given,
+    else of your own text when the spec has it)."""
+    text = spec.corpus_text if text is None else text
+    if spec.resume or spec.init_from:
+        model_config = source_config(spec.resume or spec.init_from)
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
     else:
         model_config, config = spec.model_config, spec.train_config
@@ -374,9 +496,11 @@ def memory_parts(spec: TrainSpec) -> dict[str, int]:
             vocab = parse_tokenizer_name(spec.tokenizer).vocab_size  # None: char, or a saved file
         except TokenizerError:
             vocab = None  # an unknown name fails where the tokenizer is built, with its message
+        if spec.tokenizer == "char" and text is not None:
+            vocab = len(set(text))  # one token per distinct character
         if vocab:
             model_config = model_config.replace(vocab_size=vocab)
-    return {part: int(size) for part, size in estimate(model_config, config)["memory_bytes"].items()}
+    return job_memory_parts(model_config, config, text)
 
 
 @dataclass
@@ -385,9 +509,9 @@ class JobRegistry:
     ``st.cache_resource`` so every session and every refresh sees the same jobs)."""
 
     max_jobs: int = 1
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY
+    max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.limits
     num_threads: int | None = None
-    _jobs: dict[str, TrainJob] = field(default_factory=dict, init=False, repr=False)
+    _jobs: dict[str, BackgroundJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def start(self, spec: TrainSpec) -> TrainJob:
@@ -397,17 +521,22 @@ class JobRegistry:
         except ValueError as exc:  # e.g. resume/init_from names a run that does not exist
             raise JobRefused(str(exc)) from None
         if need > self.max_memory_bytes:
+            budget = memory_budget()
+            whence = (f" (half of this server's memory budget of {human_bytes(budget, decimals=1)})"
+                      if self.max_memory_bytes == int(budget * JOB_SHARE) else "")  # fmt: skip
             raise JobRefused(
-                f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam and activations), "
-                f"above this app's limit of {human_bytes(self.max_memory_bytes, decimals=1)}; choose a smaller "
-                "preset, batch size or block size (or, fine-tuning, train fewer of the last blocks)"
+                f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam, activations "
+                f"and the token ids), above the {human_bytes(self.max_memory_bytes, decimals=1)} one job may use "
+                f"here{whence}; choose a smaller preset, batch size or block size (or, fine-tuning, train "
+                "fewer of the last blocks)"
             )
-        return self.start_job(TrainJob(spec, num_threads=self.num_threads))
+        job = TrainJob(spec, num_threads=self.num_threads)
+        self.start_job(job)
+        return job
 
-    def start_job(self, job: Any) -> Any:
-        """Register and start any job with ``TrainJob``'s interface (``id``, ``done``, ``start()``,
-        ``stop()``, ``wait()``, ``snapshot()``), e.g. a Concepts-lab experiment
-        (``toygpt.lab.LabJob``), under the same cap: one CPU-heavy job at a time, of any kind."""
+    def start_job(self, job: BackgroundJob) -> BackgroundJob:
+        """Register and start any ``BackgroundJob`` (a ``TrainJob``, a Concepts-lab
+        ``toygpt.lab.LabJob``) under the same cap: one CPU-heavy job at a time, of any kind."""
         with self._lock:
             running = [j for j in self._jobs.values() if not j.done]
             if len(running) >= self.max_jobs:
@@ -418,15 +547,15 @@ class JobRegistry:
             self._jobs[job.id] = job
         return job.start()
 
-    def get(self, job_id: str) -> TrainJob | None:
+    def get(self, job_id: str) -> BackgroundJob | None:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def active(self) -> list[TrainJob]:
+    def active(self) -> list[BackgroundJob]:
         with self._lock:
             return [j for j in self._jobs.values() if not j.done]
 
-    def jobs(self) -> list[TrainJob]:
+    def jobs(self) -> list[BackgroundJob]:
         with self._lock:
             return list(self._jobs.values())
 

@@ -11,13 +11,56 @@ real GPT-2 weights map onto this model by name (see ``toygpt/pretrained.py``).
 
 Knobs for the comparisons learners ask about, all in ``GPTConfig``:
 ``norm_position`` (pre-LN as GPT-2 / post-LN as the original Transformer), ``pos_encoding``
-(learned as GPT-2 / sinusoidal as the original / none), ``scale_residual_init`` (GPT-2's
+(learned as GPT-2 / sinusoidal as the original / none / rope: rotary, Su et al. 2021 / alibi:
+linear biases, Press et al. 2021), ``scale_residual_init`` (GPT-2's
 0.02/sqrt(2·n_layer) init of the residual projections) and ``tie_embeddings``.
+
+Hook points: every named value of the forward pass, in the order it is computed, can be read or
+replaced by a function attached for one call (``toygpt.inspection.run_with_cache`` /
+``run_with_hooks``; the names follow TransformerLens). ``B`` batch, ``T`` new positions,
+``T_k`` positions attended to (``T`` + cached ones), ``C`` n_embd, ``nh`` n_head, ``hs`` head_size,
+``V`` vocab_size; ``blocks.{i}`` is block ``i`` (the module ``transformer.h.{i}``).
+
+==================================  ================  ========================================
+name                                shape             value
+==================================  ================  ========================================
+``hook_embed``                      (B, T, C)         token embedding: rows of ``wte``
+``hook_embed_scaled``               (B, T, C)         ... × sqrt(C) (sinusoidal positions only)
+``hook_pos_embed``                  (T, C)            position vectors (learned, sinusoidal)
+``blocks.{i}.hook_resid_pre``       (B, T, C)         the residual stream entering block i
+``blocks.{i}.hook_ln_1``            (B, T, C)         ln_1 output (pre-LN: attention's input)
+``blocks.{i}.attn.hook_q/k/v``      (B, nh, T, hs)    queries, keys, values of the new positions
+``blocks.{i}.attn.hook_rot_q/k``    (B, nh, T, hs)    queries, keys turned by RoPE (rope only)
+``blocks.{i}.attn.hook_alibi``      (nh, T, T_k)      ALiBi's bias −slope·(i − j) (alibi only)
+``blocks.{i}.attn.hook_scores``     (B, nh, T, T_k)   q·kᵀ/sqrt(hs), before the mask
+``blocks.{i}.attn.hook_masked``     (B, nh, T, T_k)   scores (+ ALiBi bias), -inf on future keys
+``blocks.{i}.attn.hook_pattern``    (B, nh, T, T_k)   attention probabilities (rows sum to 1)
+``blocks.{i}.attn.hook_z``          (B, nh, T, hs)    each head's weighted sum of values
+``blocks.{i}.hook_attn_out``        (B, T, C)         attention output (c_proj), onto the stream
+``blocks.{i}.hook_resid_mid``       (B, T, C)         stream + attention output
+``blocks.{i}.hook_ln_2``            (B, T, C)         ln_2 output (pre-LN: the MLP's input)
+``blocks.{i}.mlp.hook_pre``         (B, T, 4C)        c_fc output, before GELU
+``blocks.{i}.mlp.hook_post``        (B, T, 4C)        after GELU
+``blocks.{i}.hook_mlp_out``         (B, T, C)         MLP output (c_proj), onto the stream
+``blocks.{i}.hook_resid_post``      (B, T, C)         stream + MLP output
+``hook_ln_f``                       (B, T, C)         ln_f output (identity for post-LN)
+``hook_logits``                     (B, T, V)         lm_head output: next-token scores
+==================================  ================  ========================================
+
+Post-LN blocks compute the same names in their own order: ``ln_1`` normalises ``resid_mid``
+and ``ln_2`` normalises ``resid_post``, so there the block's output is ``hook_ln_2``.
+``hook_scores``, ``hook_masked`` and ``hook_pattern`` exist only on the explicit attention
+path, which a block takes when a function is attached to one of them; every other point is on
+both paths. With nothing attached a hook point is one attribute read: training and generation
+pay nothing measurable for them (``bench/train_speed.py``, ``bench/generate.py``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -25,8 +68,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The largest shapes a config may ask for: far beyond anything that trains here (GPT-2 XL is
+# 48 layers × 1600 channels, block 1024), yet bounded, so a config read from a file cannot ask
+# for 200,000 layers. Whether a shape *fits in memory* is checked separately (toygpt.limits).
+SIZE_LIMITS = {"vocab_size": 2_000_000, "block_size": 65_536, "n_layer": 256, "n_head": 256, "n_embd": 32_768}
 NORM_POSITIONS = ("pre", "post")
-POS_ENCODINGS = ("learned", "sinusoidal", "none")
+POS_ENCODINGS = ("learned", "sinusoidal", "none", "rope", "alibi")
+ADDED_POSITIONS = ("learned", "sinusoidal")  # encodings added to the residual stream as vectors
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,15 +94,20 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
     norm_position: str = "pre"  # "pre" as GPT-2 | "post" as the original Transformer
-    pos_encoding: str = "learned"  # "learned" as GPT-2 | "sinusoidal" | "none"
+    pos_encoding: str = "learned"  # "learned" as GPT-2 | "sinusoidal" | "none" | "rope" | "alibi"
     scale_residual_init: bool = True  # GPT-2: residual projections init with 0.02/sqrt(2*n_layer)
     tie_embeddings: bool = True  # lm_head shares its weight with wte, as GPT-2
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name, high in SIZE_LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive whole number (try 1 or more)")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ValueError(f"{name}={value!r:.40} must be a whole number from 1 to {high:,}")
+        for name in ("bias", "scale_residual_init", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r:.40} must be true or false")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise ValueError(f"dropout={self.dropout!r:.40} must be a number in [0, 1); try 0.0 or 0.1")
         if self.n_embd % self.n_head:
             fit = self.n_head * max(1, round(self.n_embd / self.n_head))
             raise ValueError(
@@ -66,12 +119,25 @@ class GPTConfig:
                 f"sinusoidal positions pair sin/cos channels, so n_embd={self.n_embd} must be even; "
                 f"try n_embd={self.n_embd + 1}"
             )
+        if self.pos_encoding == "rope" and self.head_size % 2:
+            fit = self.n_head * (self.head_size + 1)
+            raise ValueError(
+                f"RoPE rotates pairs of channels in each head, so head_size = n_embd / n_head = "
+                f"{self.head_size} must be even; try n_embd={fit}"
+            )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1); try 0.0 or 0.1")
         if self.norm_position not in NORM_POSITIONS:
             raise ValueError(f"norm_position={self.norm_position!r}; choose one of {NORM_POSITIONS}")
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"pos_encoding={self.pos_encoding!r}; choose one of {POS_ENCODINGS}")
+
+    @property
+    def any_length(self) -> bool:
+        """True when the position encoding is defined at every position, so the model can read
+        more than ``block_size`` tokens (the length it trained on). Learned positions stop there:
+        ``wpe`` has ``block_size`` rows."""
+        return self.pos_encoding != "learned"
 
     @property
     def head_size(self) -> int:
@@ -134,6 +200,180 @@ def sinusoidal_positions(block_size: int, n_embd: int) -> torch.Tensor:
     return table
 
 
+def rope_angles(positions: torch.Tensor, head_size: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of RoPE's rotation angles, each (T, head_size), for ``positions`` (T,).
+
+    Rotary position embedding (Su et al. 2021, "RoFormer", eq. 34): channel pair i of a query or
+    key at position p is turned by the angle p·θ_i, θ_i = base^(−2i/head_size), so a query at
+    position m and a key at n meet at an angle that depends only on m − n. Pairs follow the
+    GPT-NeoX / Llama "half split": channel i is paired with channel i + head_size/2 (not the
+    paper's interleaved 2i, 2i+1); both columns of a pair get the same angle here.
+
+    >>> cos, sin = rope_angles(torch.tensor([0, 1]), 4)
+    >>> sin[1]  # θ = 1, 0.01 for the two pairs, each repeated for its second channel
+    tensor([0.8415, 0.0100, 0.8415, 0.0100])
+    """
+    theta = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+    angles = positions.float()[:, None] * theta[None, :]  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hs): pair i is channels i and i + hs/2
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) → (−x2, x1) on the two halves of the last dimension: a 90° turn of every pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate every channel pair of ``x`` (…, T, hs) by its angle: x·cos + rotate_half(x)·sin,
+    the 2-D rotation (a, b) → (a·cos − b·sin, b·cos + a·sin) of each pair. Norms are unchanged."""
+    return x * cos + rotate_half(x) * sin
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi's head slopes (Press et al. 2021, "Train Short, Test Long", section 3), (n_head,).
+
+    For n heads, n a power of two: the geometric sequence that starts at 2^(−8/n) with that same
+    ratio, so 8 heads get 1/2, 1/4, ..., 1/256. Other head counts (the authors' code): the slopes
+    of the largest power of two below n, then every other slope of twice that many heads.
+
+    >>> alibi_slopes(8).tolist()[:3], alibi_slopes(8).tolist()[-1]
+    ([0.5, 0.25, 0.125], 0.00390625)
+    """
+
+    def geometric(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    power = 2 ** math.floor(math.log2(n_head))
+    slopes = geometric(power) + geometric(2 * power)[0::2][: n_head - power]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+    """The bias ALiBi adds to the attention scores, (nh, T, T_k): −slope_h·(i − j) for a query
+    at position i and a key at j ≤ i, so each head prefers nearby keys, at its own rate; no
+    position vector is added anywhere. (Keys after the query get a positive number, then the
+    causal mask hides them.)
+
+    >>> alibi_bias(torch.tensor([0.5]), torch.arange(3), torch.arange(3))[0]
+    tensor([[ 0.0000,  0.5000,  1.0000],
+            [-0.5000,  0.0000,  0.5000],
+            [-1.0000, -0.5000,  0.0000]])
+    """
+    behind = (key_positions[None, :] - query_positions[:, None]).to(slopes.dtype)  # (T, T_k): j − i
+    return slopes[:, None, None] * behind  # = −slope·(i − j)
+
+
+# --------------------------------------------------------------------------------------------
+# Hook points: named values that a function can read or replace
+# --------------------------------------------------------------------------------------------
+
+# fn(value, name) -> None to only read the value, or a tensor of the same shape to replace it
+HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
+
+
+class HookPoints:
+    """The functions attached to one model's hook points, per thread.
+
+    A model cached for a web app is shared by every visitor's thread, so functions attached in
+    one thread are stored in a ``threading.local``: another thread's forward pass, running at the
+    same moment, never calls them and never has a value replaced. ``active`` counts attachments
+    in any thread; while it is 0 every hook point costs one attribute read (training and
+    generation run with it at 0).
+    """
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def attached_here(self) -> dict[str, list[HookFn]]:
+        """This thread's functions by hook name (empty when none)."""
+        return getattr(self._local, "hooks", None) or {}
+
+    def wants(self, *names: str) -> bool:
+        """True when this thread attached a function to one of ``names``."""
+        hooks = self.attached_here()
+        return any(name in hooks for name in names)
+
+    def run(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Pass ``value`` through this thread's functions for ``name``, in the order attached."""
+        for fn in self.attached_here().get(name, ()):
+            replaced = fn(value, name)
+            if replaced is not None:
+                if not isinstance(replaced, torch.Tensor) or replaced.shape != value.shape:
+                    shape = getattr(replaced, "shape", type(replaced).__name__)
+                    raise ValueError(
+                        f"the hook on {name} returned {shape}; return None to only read the value, "
+                        f"or a tensor of its shape {tuple(value.shape)} to replace it"
+                    )
+                value = replaced
+        return value
+
+    @contextmanager
+    def attach(self, hooks: Mapping[str, HookFn]) -> Iterator[None]:
+        """Within the block, this thread's forward passes call ``hooks`` (name → function);
+        blocks nest, and leaving one detaches exactly what it attached, also on an error."""
+        before = self.attached_here()
+        merged = {name: list(fns) for name, fns in before.items()}
+        for name, fn in hooks.items():
+            merged.setdefault(name, []).append(fn)
+        self._local.hooks = merged
+        with self._lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            self._local.hooks = before
+            with self._lock:
+                self.active -= 1
+
+    def __deepcopy__(self, memo: dict) -> HookPoints:
+        return HookPoints()  # a copied model starts with nothing attached (and a lock of its own)
+
+
+class Hooked(nn.Module):
+    """A module with hook points. ``GPT.__init__`` gives every such module of one model the same
+    ``hook_points`` and its name prefix (``"blocks.0.attn."``)."""
+
+    hook_points: HookPoints | None = None
+    hook_prefix: str = ""
+
+    def hook(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """The value at hook point ``name`` (relative to this module): as computed, or replaced."""
+        points = self.hook_points
+        if points is None or not points.active:
+            return value
+        return points.run(self.hook_prefix + name, value)
+
+    def hooks_want(self, *names: str) -> bool:
+        points = self.hook_points
+        return points is not None and points.active > 0 and points.wants(*(self.hook_prefix + n for n in names))
+
+
+def hook_names(config: GPTConfig) -> list[str]:
+    """Every hook point of a model of ``config``, in the order a forward pass reaches them on the
+    explicit attention path (the fused path skips the three attention-matrix points)."""
+    names = ["hook_embed"]
+    if config.pos_encoding == "sinusoidal":
+        names.append("hook_embed_scaled")
+    if config.pos_encoding in ADDED_POSITIONS:
+        names.append("hook_pos_embed")
+    attention = ["q", "k", "v"] + {"rope": ["rot_q", "rot_k"], "alibi": ["alibi"]}.get(config.pos_encoding, [])
+    attention = [f"attn.hook_{n}" for n in attention + ["scores", "masked", "pattern", "z"]]
+    if config.norm_position == "pre":
+        block = ["hook_resid_pre", "hook_ln_1", *attention, "hook_attn_out", "hook_resid_mid", "hook_ln_2",
+                 "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]  # fmt: skip
+    else:
+        block = ["hook_resid_pre", *attention, "hook_attn_out", "hook_resid_mid", "hook_ln_1",
+                 "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post", "hook_ln_2"]  # fmt: skip
+    for layer in range(config.n_layer):
+        names += [f"blocks.{layer}.{name}" for name in block]
+    return names + ["hook_ln_f", "hook_logits"]
+
+
 # --------------------------------------------------------------------------------------------
 # Attention
 # --------------------------------------------------------------------------------------------
@@ -169,6 +409,10 @@ class KVCache:
     def length(self) -> int:
         return 0 if self.keys[-1] is None else self.keys[-1].shape[2]
 
+    def cached(self, layer: int) -> int:
+        """How many positions ``layer`` holds: the position of its next new token."""
+        return 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's (B, nh, T_new, hs) keys/values; return all of them so far."""
         if self.keys[layer] is not None:
@@ -178,14 +422,20 @@ class KVCache:
         return k, v
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(Hooked):
     """Every position mixes in information from itself and earlier positions, all at once.
 
     Two paths with the same result:
     * fused (default): ``F.scaled_dot_product_attention``, fast, never materialises the T×T matrix.
     * explicit: scores → causal mask → softmax → weighted sum, written out so the attention
-      probabilities can be handed to a probe (``self.probe``) for inspection.
+      matrix has hook points (``hook_scores``, ``hook_masked``, ``hook_pattern``). A block takes
+      it when ``use_fused`` is False or a function is attached to one of those three.
+
+    Positions that live inside attention: ``rope`` turns queries and keys by their position
+    (``rotate``), ``alibi`` adds a distance penalty to the scores (``position_bias``).
     """
+
+    MATRIX_HOOKS = ("hook_scores", "hook_masked", "hook_pattern")
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -197,7 +447,13 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.use_fused = True
-        self.probe = None  # callable(attention_probs (B, nh, T, T_keys)); forces the explicit path
+        self.pos_encoding = config.pos_encoding
+        if config.pos_encoding == "rope":  # angles of the trained positions, computed once
+            cos, sin = rope_angles(torch.arange(config.block_size), config.head_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        elif config.pos_encoding == "alibi":
+            self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
@@ -205,37 +461,66 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        return q, k, v
+        return self.hook("hook_q", q), self.hook("hook_k", k), self.hook("hook_v", v)
 
-    def explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, T, T_keys)
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE: turn queries and keys (B, nh, T, hs) of positions ``start`` .. ``start + T − 1``
+        by their angles (``rope_angles``), so their dot products depend only on distance."""
+        T = q.shape[2]
+        if start + T <= self.rope_cos.shape[0]:
+            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, hs)
+        else:  # reading past block_size: these angles were never tabled, compute them
+            cos, sin = rope_angles(torch.arange(start, start + T, device=q.device), self.head_size)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        return self.hook("hook_rot_q", apply_rope(q, cos, sin)), self.hook("hook_rot_k", apply_rope(k, cos, sin))
+
+    def position_bias(self, start: int, T: int) -> torch.Tensor:
+        """ALiBi: the bias (nh, T, start + T) for the queries at ``start`` .. ``start + T − 1``
+        against every key up to the last of them (``alibi_bias``)."""
+        positions = torch.arange(start + T, device=self.slopes.device)
+        return self.hook("hook_alibi", alibi_bias(self.slopes, positions[start:], positions))
+
+    def explicit_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        scores = self.hook("hook_scores", q @ k.transpose(-2, -1) / math.sqrt(self.head_size))  # (B, nh, T, T_k)
+        if bias is not None:
+            scores = scores + bias.to(scores.dtype)  # ALiBi: the farther the key, the lower its score
         mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
-        scores = scores.masked_fill(~mask, float("-inf"))  # the future is hidden
-        attention_probs = F.softmax(scores, dim=-1)  # each row sums to 1
-        if self.probe is not None:
-            self.probe(attention_probs)
+        scores = self.hook("hook_masked", scores.masked_fill(~mask, float("-inf")))  # the future is hidden
+        attention_probs = self.hook("hook_pattern", F.softmax(scores, dim=-1))  # each row sums to 1
         attention_probs = self.attn_dropout(attention_probs)
         return attention_probs @ v  # (B, nh, T, hs): a weighted sum of values
+
+    def fused_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The same result as ``explicit_attention`` from one kernel (B, nh, T, hs)."""
+        dropout_p = self.dropout if self.training else 0.0
+        if bias is not None:  # ALiBi: the causal mask joins the bias as -inf
+            mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
+            bias = bias.to(q.dtype).masked_fill(~mask, float("-inf"))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+        is_causal = q.shape[2] > 1  # a single new query may see every key: no mask needed
+        if is_causal and k.shape[2] != q.shape[2]:  # several new queries after cached keys
+            mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.split_heads(x)
+        start = 0 if kv_cache is None else kv_cache.cached(layer)  # position of the first new token
+        if self.pos_encoding == "rope":
+            q, k = self.rotate(q, k, start)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
-        if self.use_fused and self.probe is None:
-            # With a cache and a single new query, that query may see every key: no mask needed.
-            is_causal = q.shape[2] > 1
-            if is_causal and k.shape[2] != q.shape[2]:
-                mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
-                y = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-                )
-            else:
-                y = F.scaled_dot_product_attention(
-                    q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-                )
+        bias = self.position_bias(start, T) if self.pos_encoding == "alibi" else None
+        if self.use_fused and not self.hooks_want(*self.MATRIX_HOOKS):
+            y = self.fused_attention(q, k, v, bias)
         else:
-            y = self.explicit_attention(q, k, v)
+            y = self.explicit_attention(q, k, v, bias)
+        y = self.hook("hook_z", y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -245,7 +530,7 @@ class CausalSelfAttention(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class MLP(nn.Module):
+class MLP(Hooked):
     """Per-position feed-forward network: widen 4×, GELU (tanh approximation, as GPT-2), narrow."""
 
     def __init__(self, config: GPTConfig) -> None:
@@ -256,10 +541,12 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.hook("hook_pre", self.c_fc(x))  # (B, T, 4C)
+        h = self.hook("hook_post", self.gelu(h))
+        return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
-class Block(nn.Module):
+class Block(Hooked):
     """One transformer block. Where the LayerNorm sits is the pre-LN / post-LN difference:
 
     pre-LN (GPT-2):       x = x + attn(ln_1(x));   x = x + mlp(ln_2(x))
@@ -278,14 +565,23 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
+    @property
+    def output_hook_name(self) -> str:
+        """The hook point holding this block's output: ``hook_resid_post`` (pre-LN) or
+        ``hook_ln_2`` (post-LN ends by normalising the stream)."""
+        return self.hook_prefix + ("hook_resid_post" if self.pre_norm else "hook_ln_2")
+
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        x = self.hook("hook_resid_pre", x)
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x), kv_cache, self.layer)
-            x = x + self.mlp(self.ln_2(x))
-        else:
-            x = self.ln_1(x + self.attn(x, kv_cache, self.layer))
-            x = self.ln_2(x + self.mlp(x))
-        return x
+            h = self.hook("hook_ln_1", self.ln_1(x))
+            x = self.hook("hook_resid_mid", x + self.hook("hook_attn_out", self.attn(h, kv_cache, self.layer)))
+            h = self.hook("hook_ln_2", self.ln_2(x))
+            return self.hook("hook_resid_post", x + self.hook("hook_mlp_out", self.mlp(h)))
+        x = self.hook("hook_resid_mid", x + self.hook("hook_attn_out", self.attn(x, kv_cache, self.layer)))
+        x = self.hook("hook_ln_1", self.ln_1(x))
+        x = self.hook("hook_resid_post", x + self.hook("hook_mlp_out", self.mlp(x)))
+        return self.hook("hook_ln_2", self.ln_2(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +589,7 @@ class Block(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class GPT(nn.Module):
+class GPT(Hooked):
     """A decoder-only transformer: only masked self-attention, no encoder, no cross-attention.
 
     ``forward(idx, targets=None)`` returns ``(logits, loss)``: logits for every position
@@ -326,6 +622,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens
+        self.hook_points = HookPoints()
+        for layer, block in enumerate(self.transformer.h):
+            for module, prefix in ((block, ""), (block.attn, "attn."), (block.mlp, "mlp.")):
+                module.hook_points, module.hook_prefix = self.hook_points, f"blocks.{layer}.{prefix}"
         self.reset_parameters(seed)
 
     # ---- initialisation -----------------------------------------------------------------
@@ -361,10 +661,11 @@ class GPT(nn.Module):
             raise ValueError(f"token ids must be integers (torch.long), got dtype {idx.dtype}")
         if idx.dim() != 2 or idx.shape[1] == 0:
             raise ValueError(f"idx must have shape (batch, time) with time ≥ 1, got {tuple(idx.shape)}")
-        if start + idx.shape[1] > self.config.block_size:
+        if start + idx.shape[1] > self.config.block_size and not self.config.any_length:
             raise ValueError(
                 f"sequence of {start + idx.shape[1]} tokens is longer than block_size="
-                f"{self.config.block_size}; crop to the last {self.config.block_size} tokens"
+                f"{self.config.block_size}, where learned positions (wpe) stop; crop to the last "
+                f"{self.config.block_size} tokens (sinusoidal, rope, alibi and none read any length)"
             )
         if torch.compiler.is_compiling():
             return  # reading values would split the compiled graph; the trainer's ids are checked data
@@ -373,12 +674,32 @@ class GPT(nn.Module):
             bad = low if low < 0 else high
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size - 1}]")
 
-    def position_encoding(self, start: int, T: int, device: torch.device) -> torch.Tensor | None:
+    def position_encoding(self, start: int, T: int) -> torch.Tensor | None:
+        """The encoding of positions ``start .. start + T - 1``: (T, C), or None for ``"none"``."""
         if self.config.pos_encoding == "learned":
-            return self.transformer.wpe(torch.arange(start, start + T, device=device))  # (T, C)
+            return self.transformer.wpe.weight[start : start + T]  # (T, C): rows of the learned table
         if self.config.pos_encoding == "sinusoidal":
-            return self.sinusoid[start : start + T]  # (T, C)
-        return None
+            if start + T > self.sinusoid.shape[0]:  # reading past block_size: extend the formula
+                return sinusoidal_positions(start + T, self.config.n_embd).to(self.sinusoid)[start:]
+            return self.sinusoid[start : start + T]  # (T, C): rows of the fixed table
+        return None  # none, rope, alibi: no vector is added (rope and alibi act inside attention)
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Token ids (B, T) → the residual stream entering block 0 (B, T, C): each token's row of
+        ``wte`` plus the encoding of its position (``start`` = tokens already in the KV cache)."""
+        x = self.hook("hook_embed", self.transformer.wte(idx))  # (B, T, C)
+        if self.token_scale != 1.0:
+            x = self.hook("hook_embed_scaled", x * self.token_scale)  # sinusoidal only (see __init__)
+        positions = self.position_encoding(start, idx.shape[1])
+        if positions is not None:
+            x = x + self.hook("hook_pos_embed", positions)  # (B, T, C) + (T, C) broadcasts over the batch
+        return self.transformer.drop(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream (…, C) → a score for every token of the vocabulary (…, vocab_size):
+        the final norm ``ln_f`` (pre-LN only; post-LN blocks already end in one), then ``lm_head``.
+        The logit lens reads any layer's stream through this same head."""
+        return self.lm_head(self.hook("hook_ln_f", self.transformer.ln_f(x)))
 
     def forward(
         self,
@@ -388,18 +709,10 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         start = 0 if kv_cache is None else kv_cache.length
         self.check_input(idx, start)
-        idx = idx.long()
-        x = self.transformer.wte(idx)  # (B, T, C)
-        if self.token_scale != 1.0:
-            x = x * self.token_scale  # sinusoidal positions only (see __init__)
-        positions = self.position_encoding(start, idx.shape[1], idx.device)
-        if positions is not None:
-            x = x + positions  # (B, T, C) + (T, C) broadcasts over the batch
-        x = self.transformer.drop(x)
+        x = self.embed(idx.long(), start)  # (B, T, C)
         for block in self.transformer.h:
             x = block(x, kv_cache)
-        x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, vocab_size): a score for every possible next token
+        logits = self.hook("hook_logits", self.head(x))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1).long(), ignore_index=-1)
@@ -456,7 +769,9 @@ def flops_per_token(config: GPTConfig, training: bool = True) -> int:
     Forward, per layer: 2·(the layer's matmul weights) = 2·12·C² (c_attn 3C², c_proj C², MLP 8C²),
     plus attention itself: QKᵀ and the weighted sum of V, 2·2·T·C with T = block_size (each token
     attends to ≤ T keys; the full T is counted, an upper bound). The head adds 2·C·V.
-    Embedding lookups and LayerNorm/softmax/GELU are element-wise and left out (≪ 1%).
+    Embedding lookups and LayerNorm/softmax/GELU are element-wise and left out (≪ 1%), and so
+    are RoPE's rotation (3 per query/key channel) and ALiBi's bias (1 per score): neither adds a
+    matmul or a parameter, so every pos_encoding costs the same here.
     Training (forward + backward) is 3× the forward: the backward pass costs two matmuls per one.
     """
     C, T, L, V = config.n_embd, config.block_size, config.n_layer, config.vocab_size

@@ -19,6 +19,7 @@ shakespeare-char``) appears as the read-only run ``DEMO_RUN``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -29,6 +30,7 @@ import tempfile
 import time
 import unicodedata
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,24 +40,33 @@ import torch
 from toygpt.checkpoint import (
     CheckpointError,
     LoadedCheckpoint,
+    StagedFiles,
+    check_tokenizer_fits,
     check_weights_fit,
     copy_weights,
     empty_model,
+    json_bytes,
     load_checkpoint,
     load_tensors,
     model_tensors,
     read_json,
+    read_meta,
+    read_model_config,
+    recover_commit,
     save_checkpoint,
     save_tensors,
     write_json_atomic,
 )
+from toygpt.limits import LOAD_SHARE, MAX_ROW_BYTES, check_json_shape, check_size, memory_budget
 from toygpt.model import GPT, GPTConfig
+from toygpt.run_schema import check_event_row, check_run_info
 from toygpt.status import HAS_MODEL, Status
 from toygpt.train import Event, Trainer, TrainState, optimizer_tensors
 
 DEMO_RUN = "demo-shakespeare-char"
 RUN_FILE, LATEST, BEST, OPTIMIZER = "run.json", "model.safetensors", "best.safetensors", "optimizer.safetensors"
 METRICS, SAMPLES, CORPUS, SNAPSHOTS = "metrics.jsonl", "samples.jsonl", "corpus.txt", "snapshots"
+MAX_EVAL_BATCHES = 10_000  # batches of 12 for Run.evaluate: 2.4 M windows is plenty for a mean
 RUN_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?")
 MAX_IMPORT_BYTES = 512 * 2**20  # a run zip above this (unpacked) is refused
 # A run whose weights are only a by-product of numbers kept beside them (e.g. the last of 8 depth
@@ -196,6 +207,28 @@ def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
+def inside_run(message: str, folder: Path, label: str) -> str:
+    """``message`` with the server's path of ``folder`` taken out: a file is named by where it
+    sits inside the run (``config.json: ...``), never by the server's disk."""
+    for prefix in {str(folder), str(folder.resolve())}:
+        message = message.replace(prefix + os.sep, "").replace(prefix, label)
+    return message
+
+
+@contextlib.contextmanager
+def reading(folder: Path, label: str) -> Iterator[None]:
+    """Turn whatever reading a run's files raises (bad JSON, wrong types, NaN, a file too big,
+    nesting that exhausts the parser) into a ``RunError`` (or ``CheckpointError``) whose
+    message names the file inside the run."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(inside_run(str(exc), folder, label)) from None
+    except (ValueError, TypeError, KeyError, RecursionError, OSError, UnicodeDecodeError) as exc:
+        text = str(exc) if isinstance(exc, ValueError | OSError) else f"{type(exc).__name__}: {exc}"
+        raise RunError(inside_run(text, folder, label)) from None
+
+
 class Run:
     """A run folder. As a ``RunSaver`` it stores what the trainer hands it; the reading side
     (``info``, ``load_model``, ``read_metrics``, snapshots) serves the explorer pages."""
@@ -210,11 +243,13 @@ class Run:
 
     # ---- run.json ------------------------------------------------------------------------
 
+    def _reading(self) -> contextlib.AbstractContextManager[None]:
+        return reading(self.path, f"run {self.id}")
+
     def info(self) -> dict[str, Any]:
-        data = read_json(self.path / RUN_FILE)
-        if not isinstance(data, dict):
-            raise RunError(f"{self.path / RUN_FILE} must be a JSON object")
-        return data
+        """run.json, checked field by field (``toygpt.run_schema``); ``RunError`` if it fails."""
+        with self._reading():
+            return check_run_info(read_json(self.path / RUN_FILE), RUN_FILE)
 
     def update_info(self, **changes: Any) -> dict[str, Any]:
         self._writable()
@@ -222,31 +257,45 @@ class Run:
         write_json_atomic(self.path / RUN_FILE, info)
         return info
 
+    def recover(self) -> str | None:
+        """Finish or drop a save that a crash interrupted (``toygpt.checkpoint.recover_commit``);
+        call it only when no process is training this run (resume does)."""
+        self._writable()
+        with self._reading():
+            return recover_commit(self.path, (SNAPSHOTS,))
+
     def _writable(self) -> None:
         if self.read_only:
             raise RunError(f"run {self.id} is read-only (the shipped demo); fine-tune it into a new run instead")
 
     def model_config(self) -> GPTConfig:
-        return GPTConfig.from_dict(read_json(self.path / "config.json")["model"])
+        with self._reading():
+            return read_model_config(self.path, read_meta(self.path))
 
     def train_config(self) -> Any:
         from toygpt.train import TrainConfig
 
-        return TrainConfig.from_dict(self.info()["train_config"])
+        return TrainConfig.from_dict(self.info()["train_config"])  # checked by info()
 
     def tokenizer(self) -> Any:
+        """The run's tokenizer, checked to fit its model (no id beyond the model's vocabulary)."""
         from toygpt.tokenizers import tokenizer_from_dict
 
-        return tokenizer_from_dict(read_json(self.path / "tokenizer.json"))
+        config = self.model_config()
+        with self._reading():
+            data = read_json(self.path / "tokenizer.json")
+            return check_tokenizer_fits(data, config, "tokenizer.json") or tokenizer_from_dict(data)
 
     def corpus_text(self) -> str:
         """The text this run trained on: its own copy (your text) or the named corpus."""
         from toygpt import data
 
-        if (self.path / CORPUS).exists():
-            return data.read_user_text(self.path / CORPUS)
-        info = self.info()
-        return data.load_corpus(str(info.get("corpus")), int(info.get("corpus_seed") or 0))
+        with self._reading():
+            if (self.path / CORPUS).exists():
+                check_size(CORPUS, (self.path / CORPUS).stat().st_size)
+                return data.read_user_text(self.path / CORPUS)
+            info = self.info()
+            return data.load_corpus(str(info.get("corpus")), int(info.get("corpus_seed") or 0))
 
     def evaluate(self, which: str = "latest", batches: int = 200, seed: int = 1234) -> dict[str, float]:
         """Train and val loss of the run's model on ``batches`` random batches of its own corpus
@@ -254,6 +303,8 @@ class Run:
         from toygpt import data
         from toygpt.train import estimate_loss
 
+        if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= MAX_EVAL_BATCHES:
+            raise RunError(f"batches={batches!r} must be a whole number from 1 to {MAX_EVAL_BATCHES:,}")
         model = self.load_model(which).model
         token_data = data.prepare(self.corpus_text(), self.tokenizer())
         return estimate_loss(model, token_data, 12, model.config.block_size, batches, seed)
@@ -261,15 +312,19 @@ class Run:
     # ---- saving (the RunSaver protocol of toygpt.train) ------------------------------------
 
     def save_latest(self, trainer: Trainer) -> None:
-        """Weights + optimizer + counters: everything resume needs. The optimizer goes first;
-        ``training_state`` refuses a pair whose steps disagree (a crash between the writes)."""
+        """Weights, optimizer state with the trainer's counters, config.json and run.json of one
+        step: everything resume needs, committed as one unit (``StagedFiles``' journal), so a
+        kill at any moment leaves this step's set or the previous one's, never a mix."""
         self._writable()
         state = trainer.state
         meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
-        save_tensors(self.path / OPTIMIZER, optimizer_tensors(trainer.model, trainer.optimizer), meta)
         metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
-        save_checkpoint(self.path, trainer.model, step=state.step, metrics=metrics, extra={"run_id": self.id})
-        self.update_info(step=state.step, best_val_loss=state.best_val_loss, elapsed=state.elapsed)
+        changes = {"step": state.step, "best_val_loss": _finite(state.best_val_loss), "elapsed": state.elapsed}
+        info = {**self.info(), **changes, "updated": _now()}
+        with StagedFiles() as files:
+            save_tensors(self.path / OPTIMIZER, optimizer_tensors(trainer.model, trainer.optimizer), meta, staged=files)
+            save_checkpoint(self.path, trainer.model, step=state.step, metrics=metrics, extra={"run_id": self.id}, staged=files)
+            files.write(self.path / RUN_FILE, lambda temp: temp.write_bytes(json_bytes(info, RUN_FILE)))
 
     def save_best(self, trainer: Trainer) -> None:
         self._writable()
@@ -314,7 +369,8 @@ class Run:
     def truncate_after(self, step: int) -> None:
         """Drop logged rows past ``step`` (written after the checkpoint a resume starts from)."""
         for name in (METRICS, SAMPLES):
-            rows = [r for r in read_jsonl(self.path / name) if r.get("step", 0) <= step and r.get("type") != "end"]
+            with self._reading():
+                rows = [r for r in read_jsonl(self.path / name) if r["step"] <= step and r["type"] != "end"]
             text = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
             if (self.path / name).exists():
                 from toygpt.checkpoint import atomic_write
@@ -329,19 +385,22 @@ class Run:
         if which not in ("best", "latest"):
             raise ValueError(f"which={which!r}; choose 'best' or 'latest'")
         name = BEST if which == "best" and (self.path / BEST).exists() else LATEST
-        return load_checkpoint(self.path, weights_name=name)
+        with self._reading():
+            return load_checkpoint(self.path, weights_name=name)
 
     def training_state(self) -> tuple[TrainState, dict[str, torch.Tensor]]:
         """The trainer counters and optimizer tensors saved with the latest weights."""
         path = self.path / OPTIMIZER
         if not path.exists():
             raise RunError(f"run {self.id} has no optimizer state, so it cannot be resumed; start a new run with init_from={self.id!r}")
-        tensors = load_tensors(path)
-        saved = _safetensors_metadata(path).get("trainer_state")
-        if saved is None:
-            raise RunError(f"{path} holds no trainer state; start a new run with init_from={self.id!r}")
-        state = TrainState.from_dict(json.loads(saved))
-        saved_step = read_json(self.path / "config.json").get("step")
+        with self._reading():
+            tensors = load_tensors(path)
+            saved = _safetensors_metadata(path).get("trainer_state")
+            if saved is None:
+                raise RunError(f"{OPTIMIZER} holds no trainer state; start a new run with init_from={self.id!r}")
+            check_json_shape("trainer state", saved.encode("utf-8"))
+            state = TrainState.from_dict(json.loads(saved))
+            saved_step = read_meta(self.path)["step"]
         if saved_step != state.step:
             raise RunError(
                 f"run {self.id}: the weights are from step {saved_step} but the optimizer state from "
@@ -350,10 +409,13 @@ class Run:
         return state, tensors
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / METRICS)
+        """Every event row of metrics.jsonl that passes its checks (see ``read_jsonl``)."""
+        with self._reading():
+            return read_jsonl(self.path / METRICS)
 
     def read_samples(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / SAMPLES)
+        with self._reading():
+            return read_jsonl(self.path / SAMPLES)
 
     def list_snapshots(self) -> list[int]:
         """Steps whose weights can be loaded: the log-spaced snapshots, then the latest weights
@@ -386,8 +448,8 @@ class Run:
     def _latest_step(self) -> int | None:
         if not (self.path / LATEST).exists() or not (self.path / "config.json").exists():
             return None
-        step = read_json(self.path / "config.json").get("step")
-        return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+        with self._reading():
+            return read_meta(self.path)["step"]
 
     def load_snapshot(self, step: int) -> GPT:
         """The model as it was at ``step`` (float32, eval mode): a snapshot (stored as int8,
@@ -396,8 +458,9 @@ class Run:
         if path == self.path / LATEST:
             return self.load_model("latest").model
         model = empty_model(self.model_config())
-        weights = dequantize(load_tensors(path), model_tensors(model))
-        copy_weights(model, check_weights_fit(model, weights, str(path)))
+        with self._reading():
+            weights = dequantize(load_tensors(path), model_tensors(model))
+            copy_weights(model, check_weights_fit(model, weights, str(path)))
         return model.eval()
 
 
@@ -407,19 +470,29 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
     return read_safetensors_header(path).get("__metadata__", {})
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every JSON object in a .jsonl file; a line cut short by a crash is skipped."""
+def read_jsonl(path: Path, strict: bool = False) -> list[dict[str, Any]]:
+    """Every event row of a .jsonl file (``toygpt.run_schema.check_event_row``).
+
+    The file's size is checked before reading. A line that is not a valid row (cut short by a
+    crash, a wrong type, nesting that exhausts the parser) is skipped, so a page always gets
+    clean rows; ``strict=True`` (import) refuses the file instead, except for an unfinished
+    last line, which is what a crash mid-write leaves.
+    """
     if not path.exists():
         return []
+    check_size(path.name, path.stat().st_size)
     rows = []
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+                if len(line) > MAX_ROW_BYTES:
+                    raise ValueError(f"{len(line):,} characters is longer than a row may be ({MAX_ROW_BYTES:,})")
+                check_json_shape("log row", line.encode("utf-8", "replace"))  # before json.loads
+                rows.append(check_event_row(json.loads(line)))
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+                if strict and line.endswith("\n"):
+                    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+                    raise RunError(f"{path.name} line {number}: {reason}") from None
     return rows
 
 
@@ -485,9 +558,11 @@ class RunInfo:
 
 
 def _run_info(run: Run) -> RunInfo:
+    """The listing's row for ``run``; a run whose run.json fails its checks is listed with the
+    status "unreadable" and the reason (so it can be seen and deleted), never raised."""
     try:
         info = run.info()
-    except (CheckpointError, RunError) as exc:
+    except (ValueError, OSError) as exc:  # RunError, CheckpointError
         return RunInfo(run.id, run.id, "?", "?", {}, {}, 0, None, "", "", (), Status.UNREADABLE, str(exc), run.read_only, run.path)
     best = info.get("best_val_loss")
     return RunInfo(
@@ -525,11 +600,11 @@ def open_run(run_id: str) -> Run:
     """The run ``run_id`` (``DEMO_RUN`` gives the shipped checkpoint, read-only)."""
     if run_id == DEMO_RUN:
         if not (demo_run_dir() / RUN_FILE).exists():
-            raise RunError(f"the demo model is missing from {demo_run_dir()}; reinstall toygpt or train your own run")
+            raise RunError("the demo model is missing (checkpoints/shakespeare-char); reinstall toygpt or train your own run")
         return Run(demo_run_dir(), read_only=True)
     path = runs_dir() / check_run_id(run_id)
     if not (path / RUN_FILE).exists():
-        raise RunError(f"no run {run_id!r} in {runs_dir()}; `python -m toygpt runs` lists them")
+        raise RunError(f"there is no run {run_id!r}; `python -m toygpt runs` lists them")
     return Run(path)
 
 
@@ -598,6 +673,8 @@ def pack_run(run_id: str, destination: str | os.PathLike[str], snapshots: list[i
     (step rows thinned to every ``metrics_every`` steps). No optimizer state: a packed run is
     opened, sampled and inspected, never resumed.
     """
+    if isinstance(metrics_every, bool) or not isinstance(metrics_every, int) or metrics_every < 1:
+        raise RunError(f"metrics_every={metrics_every!r} must be a whole number ≥ 1 (keep every Nth step row)")
     run = open_run(run_id)
     target = Path(destination)
     if target.exists() and any(target.iterdir()):
@@ -618,7 +695,7 @@ def pack_run(run_id: str, destination: str | os.PathLike[str], snapshots: list[i
     for s in chosen:
         (target / SNAPSHOTS).mkdir(exist_ok=True)
         shutil.copyfile(files[s], target / SNAPSHOTS / snapshot_name(s))
-    rows = [r for r in run.read_metrics() if r.get("type") != "step" or r.get("step", 0) % metrics_every == 0]
+    rows = [r for r in run.read_metrics() if r["type"] != "step" or r["step"] % metrics_every == 0]
     (target / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     if (run.path / SAMPLES).exists():
         shutil.copyfile(run.path / SAMPLES, target / SAMPLES)
@@ -654,49 +731,102 @@ def _member_names(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         if not ALLOWED_MEMBER.fullmatch(name):
             raise RunError(f"unexpected file {info.filename!r} in the zip; a toygpt run holds only run.json, config.json, weights and logs")
         members[name] = info
+        _check_member_size(name, info.file_size)
     if sum(i.file_size for i in members.values()) > MAX_IMPORT_BYTES:
         raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
     return members
 
 
+def _check_member_size(name: str, size: int) -> None:
+    """Each file's size, from the zip's directory, before anything is unpacked: the logs and
+    JSON files have their own limits (``toygpt.run_schema``), weights a quarter of the server's
+    memory budget (float32 weights are loaded as they are), optimizer state half (two moments)."""
+    if name.endswith(".safetensors"):
+        share = 2 * LOAD_SHARE if name == OPTIMIZER else LOAD_SHARE
+        limit = int(memory_budget() * share)
+        if size > limit:
+            raise RunError(f"{name}: {size:,} bytes is above the {limit:,} bytes this server can load for it "
+                           "(a share of its memory budget; see the deploy notes)")  # fmt: skip
+    else:
+        check_size(name, size)
+
+
 def _extract(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], folder: Path) -> None:
-    """Copy members out with a byte budget: sizes in a zip header can lie."""
+    """Copy members out with a byte budget, overall and per file: sizes in a zip header can lie."""
     budget = MAX_IMPORT_BYTES
     for name, info in members.items():
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
         with archive.open(info) as source, open(target, "wb") as out:
             while chunk := source.read(1 << 20):
                 budget -= len(chunk)
+                written += len(chunk)
                 if budget < 0:
                     raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
+                _check_member_size(name, written)
                 out.write(chunk)
 
 
 def _validate_import(folder: Path) -> dict[str, Any]:
-    """Everything in an unpacked run must load: run.json, the checkpoint, the tokenizer, the
-    best weights and snapshots if present."""
-    from toygpt.tokenizers import tokenizer_from_dict
+    """Every file of an unpacked run must pass the checks its reader makes: run.json against
+    its schema, the checkpoint, a tokenizer that fits the model, best weights, snapshots, the
+    optimizer state with its counters, every line of the logs, the corpus and a lab result.
 
+    One weights file is held at a time (the shapes to check against come from a model on
+    torch's "meta" device, which allocates nothing), so the peak is about two copies of the
+    weights: what was loaded and what it is compared with."""
     run = Run(folder)
+    run.id = "upload"  # messages say "run upload: ...", not the staging folder's name
     info = run.info()
-    checkpoint = load_checkpoint(folder)
+    checkpoint = run.load_model("latest")
     if checkpoint.tokenizer is None:
         raise RunError("the run has no tokenizer.json")
-    tokenizer_from_dict(checkpoint.tokenizer)
+    if info["model_config"] != checkpoint.config.to_dict():
+        raise RunError("run.json's model_config differs from config.json's model; the files come from different runs")
+    with torch.device("meta"):
+        shapes = GPT(checkpoint.config)
+    del checkpoint
     if (folder / BEST).exists():
-        check_weights_fit(checkpoint.model, load_tensors(folder / BEST), BEST)
+        with run._reading():
+            check_weights_fit(shapes, load_tensors(folder / BEST), BEST)
     for step in run._snapshot_files():
         run.load_snapshot(step)
+    if (folder / OPTIMIZER).exists():
+        _, tensors = run.training_state()
+        check_optimizer_tensors(shapes, tensors)
+        del tensors
+    for name in (METRICS, SAMPLES):
+        with run._reading():
+            read_jsonl(folder / name, strict=True)
+    if (folder / CORPUS).exists():
+        run.corpus_text()
+    if (folder / "lab.json").exists():
+        with run._reading():
+            read_json(folder / "lab.json")  # its numbers are checked by toygpt.lab when opened
     return info
+
+
+def check_optimizer_tensors(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
+    """AdamW state as ``toygpt.train.optimizer_tensors`` writes it: ``<param>.step`` (1 number),
+    ``<param>.exp_avg`` and ``.exp_avg_sq`` (the parameter's shape), all finite floats."""
+    params = dict(model.named_parameters())
+    for name, tensor in tensors.items():
+        param, _, key = name.rpartition(".")
+        if param not in params or key not in ("step", "exp_avg", "exp_avg_sq"):
+            raise RunError(f"{OPTIMIZER}: unexpected tensor {name} (not AdamW state of this model)")
+        shape = (1,) if key == "step" else tuple(params[param].shape)
+        if tuple(tensor.shape) != shape or not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+            raise RunError(f"{OPTIMIZER}: tensor {name} must be finite floats of shape {shape}")
 
 
 def import_zip(data: bytes, name: str | None = None) -> str:
     """Unpack a run exported by ``export_zip`` into a new run folder; return its id.
 
     The zip is checked before anything becomes a run: only known file names (no paths that
-    leave the folder, no links), a size budget, and every file must load. A bad zip raises
-    ``RunError`` with the reason and leaves nothing behind.
+    leave the folder, no links), a size budget, and every file must pass its reader's checks.
+    A bad zip raises ``RunError`` with the reason (naming files inside the run, never the
+    server's folders) and leaves nothing behind.
     """
     if len(data) > MAX_IMPORT_BYTES:
         raise RunError(f"the file is {len(data):,} bytes, above the {MAX_IMPORT_BYTES:,}-byte limit")
@@ -706,19 +836,25 @@ def import_zip(data: bytes, name: str | None = None) -> str:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             _extract(archive, _member_names(archive), staging)
-        info = _validate_import(staging)
+        try:
+            info = _validate_import(staging)
+        except (ValueError, KeyError, TypeError, OSError, RuntimeError, RecursionError) as exc:  # CheckpointError is a ValueError
+            raise RunError(f"the zip is not a usable run: {exc}") from None
         wanted = name or info.get("name") or info.get("id") or "imported"
         final = _unique_folder(slugify(str(wanted)) or "imported")
-        final.rmdir()
-        os.replace(staging, final)
+        try:
+            status = info.get("status")  # a run exported mid-training is not running here
+            Run(staging).update_info(id=final.name, status="stopped" if status == "running" else status)
+            final.rmdir()
+            os.replace(staging, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                final.rmdir()
+            raise
     except zipfile.BadZipFile as exc:
         raise RunError(f"not a zip file ({exc}); export a run with `python -m toygpt runs export`") from None
-    except RunError:
-        raise
-    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:  # CheckpointError is a ValueError
-        raise RunError(f"the zip is not a usable run: {exc}") from None
+    except (ValueError, OSError) as exc:  # RunError, CheckpointError; the message names no server folder
+        raise RunError(inside_run(str(exc), staging, "the run")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    status = info.get("status")
-    Run(final).update_info(id=final.name, status=Status.STOPPED if status == Status.RUNNING else status)
     return final.name

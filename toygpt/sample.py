@@ -298,27 +298,29 @@ def decode_step(
 ) -> torch.Tensor:
     """Logits (vocab_size,) for what follows ``token_id``, read at position ``cache.length``.
 
-    The same maths as ``GPT.forward`` on one new token with a cache, written out for speed: at
-    one token per step the arithmetic is tiny and the cost is the number of small operations
-    and Python calls (≈10–15 µs per operation on a laptop CPU). So the token is looked up with
-    plain indexing (no id tensor, no range check: the sampler only produces valid ids), weights
-    come from ``step_parameters``, and the single query needs no causal mask (it may see every
-    cached key). Dropout is off, as in ``model.eval()``; attention probes are not called.
-    Tests check it against ``GPT.forward`` token for token.
+    ``GPT.forward`` on one new token with a cache, its blocks written out for speed: at one
+    token per step the arithmetic is tiny and the cost is Python — ~50 ``nn.Module`` calls,
+    ~100 attribute walks, dropout layers that do nothing in eval — so this runs the blocks as
+    plain functions on ``step_parameters`` and the single query needs no causal mask (it may
+    see every cached key). ``bench/generate.py`` measures both ways in one run ("cache" vs
+    "cache, model forward"); the embedding (``GPT.position_encoding``) and the head
+    (``GPT.head``) are the model's own. Dropout is off, as in ``model.eval()``; hook points
+    inside the blocks are not called (``generate`` takes ``GPT.forward`` when this thread has
+    hooks attached). A hypothesis test checks it against ``GPT.forward`` for every variant.
     """
     params = step_parameters(model) if params is None else params
     config, position = model.config, cache.length
-    x = model.transformer.wte.weight[token_id]  # (C,)
+    if position >= config.block_size and not config.any_length:
+        raise IndexError(f"position {position} is past block_size={config.block_size}; move the window (window_start)")
+    x = model.transformer.wte.weight[token_id].view(1, -1)  # (T=1, C): 2-D input is cheaper for linear layers
     if model.token_scale != 1.0:
-        x = x * model.token_scale  # sinusoidal positions: as GPT.forward
-    if config.pos_encoding == "learned":
-        x = x + model.transformer.wpe.weight[position]
-    elif config.pos_encoding == "sinusoidal":
-        x = x + model.sinusoid[position]
-    x = x.view(1, -1)  # (T=1, C): one row; linear layers cost less on 2-D input than on 3-D
-    for layer, p in enumerate(params):
-        x = _block_step(p, x, cache, layer, config)
-    return model.lm_head(model.transformer.ln_f(x)).view(-1)
+        x = x * model.token_scale  # sinusoidal positions: as GPT.embed
+    positions = model.position_encoding(position, 1)  # (1, C) or None
+    if positions is not None:
+        x = x + positions
+    for layer, (block, p) in enumerate(zip(model.transformer.h, params, strict=True)):
+        x = _block_step(p, x, cache, layer, block)
+    return model.head(x).view(-1)
 
 
 def _norm(x: torch.Tensor, p: dict[str, torch.Tensor], name: str) -> torch.Tensor:
@@ -329,21 +331,28 @@ def _linear(x: torch.Tensor, p: dict[str, torch.Tensor], name: str) -> torch.Ten
     return F.linear(x, p[name + ".weight"], p.get(name + ".bias"))
 
 
-def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, config: Any) -> torch.Tensor:
+def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, block: Any) -> torch.Tensor:
     """``Block.forward`` for one token (pre-LN as GPT-2, or post-LN)."""
-    if config.norm_position == "pre":
-        x = x + _attention_step(p, _norm(x, p, "ln_1"), cache, layer, config)
+    if block.pre_norm:
+        x = x + _attention_step(p, _norm(x, p, "ln_1"), cache, layer, block.attn)
         return x + _mlp_step(p, _norm(x, p, "ln_2"))
-    x = _norm(x + _attention_step(p, x, cache, layer, config), p, "ln_1")
+    x = _norm(x + _attention_step(p, x, cache, layer, block.attn), p, "ln_1")
     return _norm(x + _mlp_step(p, x), p, "ln_2")
 
 
-def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, config: Any) -> torch.Tensor:
-    """``CausalSelfAttention.forward`` for one token: its query against every cached key."""
+def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, attn: Any) -> torch.Tensor:
+    """``CausalSelfAttention.forward`` for one token: its query against every cached key. RoPE
+    and ALiBi are the attention module's own ``rotate`` and ``position_bias``."""
     qkv = _linear(x, p, "attn.c_attn")  # (1, 3C): q, k, v side by side, each head after head
-    q, k, v = qkv.view(3, 1, config.n_head, 1, config.head_size).unbind(0)  # 3 × (B=1, nh, T=1, hs)
+    q, k, v = qkv.view(3, 1, attn.n_head, 1, attn.head_size).unbind(0)  # 3 × (B=1, nh, T=1, hs)
+    start = cache.cached(layer)
+    if attn.pos_encoding == "rope":
+        q, k = attn.rotate(q, k, start)
     k, v = cache.update(layer, k, v)  # (1, nh, T_so_far, hs)
-    y = F.scaled_dot_product_attention(q, k, v)  # (1, nh, 1, hs)
+    if attn.pos_encoding == "alibi":  # (nh, 1, T_so_far): one query may see every key, no mask
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.position_bias(start, 1).to(q.dtype))
+    else:
+        y = F.scaled_dot_product_attention(q, k, v)  # (1, nh, 1, hs)
     return _linear(y.reshape(1, -1), p, "attn.c_proj")
 
 
@@ -392,6 +401,9 @@ class _Decoder:
     def next_logits(self, tokens: list[int], start: int) -> tuple[torch.Tensor, bool]:
         """(logits (vocab_size,), whether the whole window was run through the model)."""
         if self.use_cache and self.cache is not None and start == self.cache_start:
+            if self.model.hook_points.attached_here():  # this thread's hooks apply to every token
+                last = torch.tensor([tokens[-1:]], device=self.device)
+                return self.model(last, kv_cache=self.cache)[0][0, -1], False
             return decode_step(self.model, tokens[-1], self.cache, self.params), False
         window = torch.tensor([tokens[start:]], device=self.device)  # (1, T)
         self.cache = KVCache(self.model.config.n_layer) if self.use_cache else None

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
@@ -412,6 +413,39 @@ def estimate_loss(
         losses[split] = total / batches
     model.train(was_training)
     return losses
+
+
+@torch.no_grad()
+def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """Mean cross-entropy in nats at each position of ``windows`` (B, L + 1) of token ids, (L,):
+    position t predicts token t + 1 from the t + 1 tokens up to it, so a falling curve means
+    the model uses its context. Read ``chunk`` windows at a time (big vocabularies make big
+    logits), in eval mode (the model is handed back in the mode it came in).
+
+    Evaluate at length L: L may exceed ``block_size`` (the length the model trained on) when its
+    position encoding is defined at every position (``config.any_length``: sinusoidal, rope,
+    alibi, none) — whether its loss holds up past ``block_size`` is what "extrapolates" means.
+    A learned-position model has no position vectors there and raises ValueError.
+    """
+    if windows.dim() != 2 or windows.shape[1] < 2:
+        raise ValueError(f"windows must be (batch, length + 1) token ids, got shape {tuple(windows.shape)}")
+    length, config = windows.shape[1] - 1, model.config
+    if length > config.block_size and not config.any_length:
+        raise ValueError(
+            f"learned positions stop at block_size={config.block_size}, so this model cannot be evaluated "
+            f"at length {length}; evaluate at {config.block_size} or less, or train with pos_encoding="
+            f"'sinusoidal', 'rope', 'alibi' or 'none' (defined at every position)"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        total = torch.zeros(length)
+        for part in windows.split(chunk):
+            logits, _ = model(part[:, :-1])
+            total += F.cross_entropy(logits.float().transpose(1, 2), part[:, 1:], reduction="none").sum(0).cpu()
+        return total / len(windows)
+    finally:
+        model.train(was_training)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Plotly figures of the results of ``toygpt.sample`` and ``toygpt.inspect``.
+"""Plotly figures of the results of ``toygpt.sample`` and ``toygpt.inspection``.
 
 Every ``*_figure`` function takes a result and returns a ``plotly.graph_objects.Figure``, so it
 works in the dashboard (``st.plotly_chart(fig, width="stretch")``) and in a notebook alike.
@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from toygpt.inspect import EmbeddingPCA, LogitLens, ResidualStats, Surprisal, TraceStep
+from toygpt.inspection import EmbeddingPCA, LogitLens, ResidualStats, Surprisal, TraceStep
 from toygpt.model import causal_mask
 from toygpt.sample import GenerationStep, SamplingStages
 

@@ -207,32 +207,15 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0 if end["status"] in (Status.FINISHED, Status.STOPPED) else 3
 
 
-def available_memory() -> int | None:
-    """Bytes the system can give a new process now (Linux's MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def memory_line(spec: Any) -> str:
-    """What the run will need, said before it starts; ValueError (with the numbers) when that is
-    more than this machine has available."""
-    from toygpt.jobs import memory_parts
+    """What the run will need, said before it starts (``toygpt.jobs.memory_parts``); a run over
+    the memory budget is then refused where it is built (``toygpt.limits``), with the numbers."""
+    from toygpt.jobs import corpus_text_of, memory_parts
 
-    parts = memory_parts(spec)
-    need = sum(parts.values())
-    detail = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in parts.items())
-    available = available_memory()
-    if available is not None and need > available:
-        raise ValueError(f"this run needs about {human_bytes(need, decimals=1)} of memory ({detail}) but "
-                         f"only {human_bytes(available, decimals=1)} is available; use a smaller batch or "
-                         "--block-size, or (fine-tuning) fewer --train-last-blocks")  # fmt: skip
-    return f"memory needed: about {human_bytes(need, decimals=1)} ({detail})"
+    text = open_run(spec.resume).corpus_text() if spec.resume else corpus_text_of(spec)
+    parts = memory_parts(spec, text)
+    detail = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in parts.items() if size)
+    return f"memory needed: about {human_bytes(sum(parts.values()), decimals=1)} ({detail})"
 
 
 def _with_threads(spec: Any, threads: int) -> Any:

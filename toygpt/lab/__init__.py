@@ -41,7 +41,7 @@ from toygpt.lab import (
     single_example,
     tokenization,
 )
-from toygpt.lab.job import LabJob, live_curves
+from toygpt.lab.job import LabJob, LabStatus, live_curves
 from toygpt.lab.registry import (
     EXPERIMENTS,
     experiment_of,
@@ -71,7 +71,7 @@ from toygpt.lab.storage import (
 
 __all__ = [
     "EXPERIMENTS", "LAB_FILE", "MAX_STEPS", "RESULT_ONLY_TAG", "TAG_PREFIX", "TRAIN_PRESETS",
-    "ExperimentSpec", "ExperimentStopped", "LabError", "LabJob", "TrainingSetup",
+    "ExperimentSpec", "ExperimentStopped", "LabError", "LabJob", "LabStatus", "TrainingSetup",
     "attention_range", "experiment_of", "figures", "is_lab_run", "lab_runs", "live_curves",
     "load_result", "norm_position", "positions", "reading", "residual_scaling", "result_to_dict",
     "run_experiment", "save_result", "single_example", "tiny_params", "tokenization",

@@ -11,18 +11,16 @@ from typing import Any
 
 import plotly.graph_objects as go
 import torch
-import torch.nn.functional as F
 
 from toygpt import data as corpora
 from toygpt.formatting import about
-from toygpt.inspect import attention_distance, attention_maps
+from toygpt.inspection import attention_distance, attention_maps
 from toygpt.lab.budget import Budget, step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn, check_whole, plain, rounded
 from toygpt.lab.variants import Artifacts, load_source, source_config, val_windows
-from toygpt.model import GPT
 from toygpt.runs import DEMO_RUN
-from toygpt.train import TrainConfig
+from toygpt.train import TrainConfig, loss_by_position
 from toygpt.viz import PALETTE, attention_distance_figure, base_layout
 
 
@@ -81,19 +79,6 @@ def weight_by_distance(maps: torch.Tensor) -> torch.Tensor:
     return shares.mean(1) / T  # (n_layer, T)
 
 
-@torch.no_grad()
-def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> list[float]:
-    """Mean cross-entropy at each position of ``windows`` (B, block_size + 1): position t predicts
-    its next token from t + 1 tokens of context, so a falling curve means the context is used.
-    (Read ``chunk`` windows at a time: a GPT-2-sized vocabulary makes big logits.)"""
-    total = None
-    for part in windows.split(chunk):
-        logits, _ = model.eval()(part[:, :-1])
-        losses = F.cross_entropy(logits.transpose(1, 2), part[:, 1:], reduction="none").sum(0)  # (T,)
-        total = losses if total is None else total + losses
-    return [rounded(v) for v in (total / len(windows)).tolist()]
-
-
 def tail_mean(values: Sequence[float], share: float = 0.25) -> tuple[float, int]:
     """Mean of the last ``share`` of ``values`` (at least one), and how many that was."""
     n = max(1, int(len(values) * share))
@@ -126,7 +111,8 @@ def run(
         params=params.to_dict(), source_run=run.id, block_size=block, n_layer=model.config.n_layer,
         n_embd=model.config.n_embd, distance=plain(attention_distance(mean_maps)),
         weight_by_distance=plain(by_distance), far_share=rounded(float(by_distance[:, params.far :].sum(-1).mean())),
-        loss_by_position=loss_by_position(model, val_windows(data, block, params.loss_windows, params.seed + 1)),
+        loss_by_position=[rounded(v) for v in loss_by_position(model, val_windows(data, block, params.loss_windows,
+                                                                                  params.seed + 1)).tolist()],
         elapsed=rounded(time.perf_counter() - started),
     )  # fmt: skip
     info = run.info()

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from toygpt.jobs import BackgroundJob
+from toygpt.jobs import BackgroundJob, JobStatus
 from toygpt.lab.registry import EXPERIMENTS, reading, run_experiment
 from toygpt.lab.setup import ExperimentStopped, LabError
 from toygpt.lab.storage import save_result
-from toygpt.status import Status, is_active
+from toygpt.status import Status
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabStatus(JobStatus):
+    """A lab job's status: the common fields (its curves are one per variant) and which experiment."""
+
+    experiment: str
 
 
 class LabJob(BackgroundJob):
     """One experiment on a daemon thread, a ``toygpt.jobs.BackgroundJob`` like ``TrainJob``, so
     the same ``JobRegistry`` runs it under the same one-job-at-a-time cap. The thread never
-    touches Streamlit; on success the result is saved as a run (``snapshot()["run_id"]``)."""
+    touches Streamlit; on success the result is saved as a run (``snapshot().run_id``)."""
 
     kind = "lab"
 
@@ -25,7 +33,6 @@ class LabJob(BackgroundJob):
             raise LabError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENTS)}")
         super().__init__(num_threads)
         self.name, self.params, self.save = name, params, save
-        self.spec = None  # TrainJob has a TrainSpec here; a lab job has none
         self._fraction, self._stage, self._started = 0.0, "", time.perf_counter()
         self._metrics: list[dict[str, Any]] = []
         self.result: Any = None
@@ -52,23 +59,18 @@ class LabJob(BackgroundJob):
             elif event["type"] == "metric":
                 self._metrics.append(dict(event))
 
-    def snapshot(self) -> dict[str, Any]:
-        """What a page draws, as plain values; the keys of ``TrainJob.snapshot`` plus
-        ``kind="lab"``, ``experiment``, ``stage`` and per-variant ``metrics``."""
+    def snapshot(self) -> LabStatus:
+        """What a page draws, as plain values (copied under the lock)."""
         with self._lock:
             elapsed = time.perf_counter() - self._started
             fraction = self._fraction
-            eta = elapsed * (1 - fraction) / fraction if 0.02 < fraction < 1 else None
-            return {
-                "kind": "lab", "experiment": self.name, "title": EXPERIMENTS[self.name].title,
-                "job_id": self.id, "run_id": self._run_id, "status": self._status, "message": self._message,
-                "error_detail": self._detail, "stage": self._stage, "progress": fraction, "eta": eta,
-                "elapsed": elapsed, "metrics": [dict(m) for m in self._metrics],
-                "done": not is_active(self._status),
-                "step": 0, "max_steps": None, "max_seconds": None, "loss": None, "val_loss": None,
-                "best_val_loss": None, "tokens_per_s": None, "last_sample": None, "samples": [], "start": {},
-                "logs": None, "corpus": getattr(self.params, "corpus", None), "tokenizer": None,
-            }  # fmt: skip
+            title = EXPERIMENTS[self.name].title
+            return LabStatus(
+                **self._common(), title=title, summary=f"The Concepts lab is running **{title}**",
+                experiment=self.name, stage=self._stage, progress=fraction, elapsed=elapsed,
+                eta=elapsed * (1 - fraction) / fraction if 0.02 < fraction < 1 else None,
+                curves=live_curves(self._metrics),
+            )  # fmt: skip
 
 
 def live_curves(metrics: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

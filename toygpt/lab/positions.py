@@ -14,7 +14,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from toygpt.formatting import about
-from toygpt.inspect import position_similarity, position_vectors
+from toygpt.inspection import position_similarity, position_vectors
 from toygpt.lab.budget import Budget, training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from toygpt.jobs import curve_rows
 from toygpt.lab.setup import ExperimentStopped, ProgressFn
 from toygpt.train import Event
 
@@ -41,6 +42,5 @@ class Reporter:
         """Forward a ``Trainer`` event: steps move the bar, steps and evals feed the live curves."""
         if event.get("type") == "step":
             self.at(event.get("progress", 0.0), f"{self.label}: step {event['step']}")
-            self.callback({"type": "metric", "variant": variant, "step": event["step"], "train_loss": event["loss"]})
-        elif event.get("type") == "eval":
-            self.callback({"type": "metric", "variant": variant, "step": event["step"], "val_loss": event["val_loss"]})
+        for row in curve_rows([event]):
+            self.callback({"type": "metric", "variant": variant, **row})

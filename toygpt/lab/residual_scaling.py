@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import torch
 
 from toygpt.formatting import about
-from toygpt.inspect import residual_stats
+from toygpt.inspection import residual_stats
 from toygpt.lab.budget import Budget, training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (

@@ -4,15 +4,15 @@ experiment reads, and the model a fresh result carries with it (``Artifacts``)."
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from toygpt import data as corpora
+from toygpt.jobs import curve_rows
 from toygpt.lab.reporter import Reporter
-from toygpt.lab.setup import ExperimentStopped, LabError, rounded
+from toygpt.lab.setup import ExperimentStopped, LabError
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, open_run
 from toygpt.status import Status
@@ -56,18 +56,6 @@ class VariantRun:
     def final_loss(self) -> float | None:
         value = self.end.get("val_loss")
         return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
-def curve_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Trainer events → rows for ``toygpt.viz.loss_curves_figure``: ``{"step", "train_loss"}``
-    per logged step and ``{"step", "val_loss"}`` per evaluation (non-finite values dropped)."""
-    rows = []
-    for event in events:
-        key, source = {"step": ("train_loss", "loss"), "eval": ("val_loss", "val_loss")}.get(event.get("type"), (None, None))
-        value = event.get(source) if source else None
-        if key and isinstance(value, int | float) and math.isfinite(value):
-            rows.append({"step": int(event["step"]), key: rounded(value)})
-    return rows
 
 
 def train_variant(label: str, model: GPT, data: corpora.TokenData, config: TrainConfig, reporter: Reporter) -> VariantRun:

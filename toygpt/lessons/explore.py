@@ -1,8 +1,8 @@
-"""What the sampling & attention explorer computes that ``sample`` and ``inspect`` do not:
+"""What the sampling & attention explorer computes that ``sample`` and ``inspection`` do not:
 the prompt as the model reads it, generation timed token by token (KV cache on and off), a
 lean attention grid, attention drawn over the text, and one snapshot of a run seen whole.
 
-Read after ``toygpt.sample`` and ``toygpt.inspect``: everything here calls them and adds only
+Read after ``toygpt.sample`` and ``toygpt.inspection``: everything here calls them and adds only
 bookkeeping (timing, cropping, labels) and two drawings that ``toygpt.viz`` does not have.
 Nothing here imports streamlit, so a notebook can use it too::
 
@@ -25,7 +25,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from toygpt.inspect import attention_maps
+from toygpt.inspection import attention_maps
 from toygpt.model import GPT, causal_mask
 from toygpt.sample import GenerationStep, crop_context, encode_prompt, generate
 

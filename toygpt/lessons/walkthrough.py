@@ -1,4 +1,4 @@
-"""What the architecture walkthrough computes that ``model`` and ``inspect`` do not already.
+"""What the architecture walkthrough computes that ``model`` and ``inspection`` do not already.
 
 Read with the Architecture page open: every function here feeds one part of it.
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
 from toygpt.checkpoint import empty_model
-from toygpt.inspect import ResidualStats, TraceStep, residual_stats, token_tensor
+from toygpt.inspection import ResidualStats, TraceStep, residual_stats, token_tensor
 from toygpt.model import GPT, GPTConfig, parameter_counts, sinusoidal_positions, total_parameters
 from toygpt.sample import next_token_distribution
 
@@ -150,6 +150,7 @@ def _block_dot(config: GPTConfig, layer: int, entry: str) -> tuple[list[str], st
     """
     p = f"b{layer}_"
     attention = f"causal self-attention\\n{config.n_head} heads × {config.head_size}"
+    attention += {"rope": "\\n(RoPE on q, k)", "alibi": "\\n(ALiBi bias on scores)"}.get(config.pos_encoding, "")
     mlp = f"MLP {config.n_embd} → {4 * config.n_embd} → {config.n_embd}\\n(GELU)"
     lines = [f"  subgraph cluster_{layer} {{", f'  label="block {layer}"; style="rounded"; color="#999999";']
     lines += [_node(p + "ln1", "LayerNorm ln_1", "norm"), _node(p + "attn", attention, "attn"),
@@ -171,8 +172,13 @@ def _embedding_dot(config: GPTConfig) -> tuple[list[str], str]:
     C, T, V = config.n_embd, config.block_size, config.vocab_size
     lines = [_node("ids", f"token ids\\n(B, T ≤ {T})", "io"), _node("wte", f"wte: token embedding\\n{V:,} × {C}", "embed")]
     lines.append(_edge("ids", "wte"))
-    if config.pos_encoding == "none":
-        lines.append(_node("nopos", "no position encoding:\\norder only shows through the causal mask", "io", "note"))
+    inside = {
+        "none": "no position encoding:\\norder only shows through the causal mask",
+        "rope": "RoPE: no position vector;\\nq and k are turned by their position in every attention layer",
+        "alibi": "ALiBi: no position vector;\\nevery head's scores get −slope × distance",
+    }
+    if config.pos_encoding in inside:
+        lines.append(_node("nopos", inside[config.pos_encoding], "io", "note"))
         lines.append(_edge("nopos", "wte", style="invis"))
         return lines, "wte"
     if config.pos_encoding == "learned":

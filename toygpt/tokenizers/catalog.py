@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toygpt.limits import MAX_FILE_BYTES, LimitError, check_json_shape
 from toygpt.tokenizers.base import Tokenizer, TokenizerError
 from toygpt.tokenizers.bpe import BPETokenizer
 from toygpt.tokenizers.byte import ByteTokenizer
@@ -26,7 +27,7 @@ from toygpt.tokenizers.tiktoken_ import TIKTOKEN_NAMES, TiktokenTokenizer, get_t
 TOKENIZER_TYPES: dict[str, type[Tokenizer]] = {
     cls.type_name: cls for cls in (CharTokenizer, ByteTokenizer, BPETokenizer, TiktokenTokenizer)
 }
-MAX_TOKENIZER_FILE_BYTES = 64 << 20
+MAX_TOKENIZER_FILE_BYTES = MAX_FILE_BYTES["tokenizer.json"]
 
 
 def tokenizer_from_dict(data: Any) -> Tokenizer:
@@ -55,8 +56,14 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     try:
         if os.path.getsize(path) > MAX_TOKENIZER_FILE_BYTES:
             raise TokenizerError(f"{path} is larger than {MAX_TOKENIZER_FILE_BYTES:,} bytes")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TOKENIZER_FILE_BYTES + 1)  # a device such as /dev/zero has no size
+        if len(raw) > MAX_TOKENIZER_FILE_BYTES:
+            raise TokenizerError(f"{path} is larger than {MAX_TOKENIZER_FILE_BYTES:,} bytes")
+        check_json_shape("tokenizer.json", raw)  # before json.loads builds millions of lists
+        data = json.loads(raw.decode("utf-8"))
+    except LimitError as exc:
+        raise TokenizerError(f"{path}: {exc}") from None
     except OSError as exc:
         raise TokenizerError(f"cannot read tokenizer file {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect as std_inspect
 import math
 import threading
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toygpt.inspect import (
+from toygpt.inspection import (
     MAX_SURPRISAL_TOKENS,
     attention_distance,
     attention_maps,
@@ -22,9 +23,11 @@ from toygpt.inspect import (
     nearest_tokens,
     position_similarity,
     residual_stats,
+    run_with_cache,
+    run_with_hooks,
     surprisal,
 )
-from toygpt.model import GPT, GPTConfig, causal_mask
+from toygpt.model import GPT, GPTConfig, causal_mask, hook_names
 
 VARIANTS = [
     dict(),
@@ -93,10 +96,10 @@ def test_probes_leave_the_model_as_it_was():
     with torch.no_grad():
         before, _ = model(ids)
     attention_maps(model, ids)
-    assert all(block.attn.probe is None for block in model.transformer.h)
+    assert model.hook_points.active == 0 and not model.hook_points.attached_here()  # nothing left attached
     with pytest.raises(RuntimeError, match="boom"), attention_probes(model):
         raise RuntimeError("boom")
-    assert all(block.attn.probe is None for block in model.transformer.h)
+    assert model.hook_points.active == 0 and not model.hook_points.attached_here()  # nothing left attached
     with torch.no_grad():
         after, _ = model(ids)
     torch.testing.assert_close(after, before)
@@ -127,7 +130,7 @@ def test_probes_ignore_other_threads():
 
 
 def test_probes_and_hooks_nest_in_one_thread():
-    from toygpt.inspect import residual_stream_hooks
+    from toygpt.inspection import residual_stream_hooks
 
     model = make_model()
     with torch.no_grad(), attention_probes(model) as maps, residual_stream_hooks(model) as stream:
@@ -380,3 +383,159 @@ def test_inputs_are_checked():
         logit_lens(model, [1], k=0)
     with pytest.raises(ValueError, match="encode it first"):
         residual_stats(model, "text")
+
+
+# --------------------------------------------------------------------------------------------
+# Hook points: one forward pass read (run_with_cache) or changed (run_with_hooks)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_cache_has_every_hook_point_in_the_order_computed(variant):
+    model = make_model(**variant)
+    _, cache = run_with_cache(model, some_ids(7))
+    assert list(cache) == hook_names(model.config)
+    T, c = 7, model.config
+    assert cache["hook_embed"].shape == (1, T, c.n_embd)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (1, c.n_head, T, T)
+    assert cache["blocks.0.mlp.hook_pre"].shape == (1, T, 4 * c.n_embd)
+    assert cache["hook_logits"].shape == (1, T, c.vocab_size)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_trace_logits_cache_and_model_are_identical(variant):
+    """One forward pass serves all: the trace's values ARE the cache's, which ARE model(idx)."""
+    model = make_model(**variant)
+    ids = some_ids(13)
+    idx = torch.tensor([ids])
+    steps = {s.name: s for s in forward_trace(model, ids, keep_values=True)}
+    logits, cache = run_with_cache(model, ids)
+    assert torch.equal(steps["logits"].value, cache["hook_logits"])
+    assert torch.equal(logits, cache["hook_logits"])
+    assert torch.equal(steps["block 1: softmax"].value, cache["blocks.1.attn.hook_pattern"])
+    assert torch.equal(steps["block 0: MLP up"].value, cache["blocks.0.mlp.hook_pre"])
+    with torch.no_grad():
+        model.set_attention(fused=False)  # the path a cache of the attention matrix takes
+        try:
+            explicit, _ = model(idx)
+        finally:
+            model.set_attention(fused=True)
+        fused, _ = model(idx)
+    assert torch.equal(logits, explicit)
+    # a cache that needs no attention matrix leaves the model on its fused path: the same bits
+    stream_logits, stream = run_with_cache(model, ids, ["blocks.0.hook_resid_pre", "hook_ln_f"])
+    assert list(stream) == ["blocks.0.hook_resid_pre", "hook_ln_f"]
+    assert torch.equal(stream_logits, fused)
+
+
+def test_replacing_one_heads_pattern_changes_the_logits():
+    model = make_model()
+    ids = some_ids(10)
+    plain, cache = run_with_cache(model, ids)
+    seen = {}
+
+    def look_only_at_itself(pattern: torch.Tensor, name: str) -> torch.Tensor:
+        pattern = pattern.clone()
+        pattern[:, 1] = torch.eye(pattern.shape[-1])  # head 1 attends to its own position only
+        return pattern
+
+    def keep(value: torch.Tensor, name: str) -> None:
+        seen[name] = value
+
+    hooked = run_with_hooks(model, ids, {"blocks.0.attn.hook_pattern": look_only_at_itself,
+                                         "blocks.0.attn.hook_v": keep, "blocks.0.attn.hook_z": keep})  # fmt: skip
+    assert (hooked - plain).abs().max() > 1e-3  # the replacement reached the logits
+    # and it is what the model used: head 1's output is now each position's own value vector
+    torch.testing.assert_close(seen["blocks.0.attn.hook_z"][:, 1], seen["blocks.0.attn.hook_v"][:, 1])
+    torch.testing.assert_close(seen["blocks.0.attn.hook_z"][:, 0], cache["blocks.0.attn.hook_z"][:, 0])
+    # replacing a value with itself changes nothing
+    itself = {f"blocks.{i}.attn.hook_pattern": lambda p, name: p.clone() for i in range(model.config.n_layer)}
+    same = run_with_hooks(model, ids, itself)
+    assert torch.equal(same, plain)
+    with torch.no_grad():
+        assert torch.equal(model(torch.tensor([ids]))[0], model(torch.tensor([ids]))[0])
+    assert model.hook_points.active == 0
+
+
+def test_a_hook_in_one_thread_is_not_seen_by_another():
+    """A shared cached model: my hooks neither run in, nor change, another visitor's pass."""
+    model = make_model()
+    idx = torch.tensor([some_ids(9)])
+    with torch.no_grad():
+        expected, _ = model(idx)
+    calls, other = [], {}
+    attached, other_done = threading.Event(), threading.Event()
+
+    def ablate(value: torch.Tensor, name: str) -> torch.Tensor:
+        calls.append(threading.get_ident())
+        return torch.zeros_like(value)
+
+    def visitor() -> None:
+        attached.wait(10)
+        with torch.no_grad():
+            other["logits"], _ = model(idx)
+        other["explicit path"] = model.transformer.h[0].attn.hooks_want("hook_pattern")  # as this thread sees it
+        other_done.set()
+
+    thread = threading.Thread(target=visitor)
+    thread.start()
+    with model.hook_points.attach({"blocks.0.attn.hook_pattern": ablate, "hook_logits": ablate}):
+        attached.set()
+        assert other_done.wait(10)
+        with torch.no_grad():
+            mine, _ = model(idx)
+    thread.join()
+    assert torch.equal(other["logits"], expected)  # bit for bit: the other thread kept the fused path
+    assert other["explicit path"] is False
+    assert calls == [threading.get_ident()] * 2  # only my own pass called my functions
+    assert torch.equal(mine, torch.zeros_like(mine))
+    assert model.hook_points.active == 0
+
+
+def test_hook_errors_name_the_fix():
+    model = make_model()
+    with pytest.raises(ValueError, match="no hook point named 'blocks.9.hook_resid_pre'"):
+        run_with_cache(model, some_ids(3), ["blocks.9.hook_resid_pre"])
+    with pytest.raises(ValueError, match="no hook point named 'blocks.0.attn.hook_pattern_'"):
+        run_with_hooks(model, some_ids(3), {"blocks.0.attn.hook_pattern_": lambda v, n: None})
+    with pytest.raises(ValueError, match=r"return None to only read the value, or a tensor of its shape \(1, 3, 16\)"):
+        run_with_hooks(model, some_ids(3), {"hook_embed": lambda v, n: v[:, :1]})
+    assert model.hook_points.active == 0 and not model.hook_points.attached_here()
+
+
+def test_a_copied_model_has_its_own_hook_points():
+    model = make_model()
+    with model.hook_points.attach({"hook_logits": lambda v, n: torch.zeros_like(v)}):
+        twin = copy.deepcopy(model)
+        with torch.no_grad():
+            assert twin(torch.tensor([[1, 2]]))[0].abs().max() > 0
+    assert twin.transformer.h[1].attn.hook_points is twin.hook_points is not model.hook_points
+
+
+@pytest.mark.parametrize("pos_encoding", ["rope", "alibi"])
+def test_trace_shows_rope_and_alibi_as_named_steps_with_the_models_values(pos_encoding):
+    model = make_model(pos_encoding=pos_encoding)
+    ids = some_ids(6)
+    steps = forward_trace(model, ids, keep_values=True)
+    names = [s.name for s in steps]
+    _, cache = run_with_cache(model, ids)
+    assert "position embedding" not in names and "add" not in names  # nothing added to the stream
+    block_0 = [n.removeprefix("block 0: ") for n in names if n.startswith("block 0: ")]
+    by_name = {s.name: s for s in steps}
+    if pos_encoding == "rope":
+        assert block_0[:3] == ["ln_1", "q/k/v split", "rotate q, k (RoPE)"]
+        step = by_name["block 1: rotate q, k (RoPE)"]
+        assert step.shape == (2, 1, 2, 6, 8) and step.dims == "(2, B, nh, T, hs)"
+        assert torch.equal(step.value[1], cache["blocks.1.attn.hook_rot_k"])
+        # a rotation: each query keeps its length
+        torch.testing.assert_close(step.value[0].norm(dim=-1), cache["blocks.1.attn.hook_q"].norm(dim=-1))
+    else:
+        assert block_0[:4] == ["ln_1", "q/k/v split", "ALiBi bias", "scores"]
+        step = by_name["block 0: ALiBi bias"]
+        assert step.shape == (2, 6, 6) and step.dims == "(nh, T, T)"
+        assert step.value[0, 5, 0] == -5 * 2**-4 and step.value[1, 5, 0] == -5 * 2**-8  # 2 heads: 1/16, 1/256
+        assert "ALiBi" in by_name["block 0: causal mask"].note
+    for step in steps:
+        assert callable(step.source) and std_inspect.getsource(step.source)
+    with pytest.raises(ValueError, match=f"pos_encoding='{pos_encoding}' adds no position vectors"):
+        position_similarity(model)

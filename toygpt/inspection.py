@@ -1,22 +1,21 @@
 """Look inside one forward pass: attention maps, the logit lens, per-token surprisal, a named
 trace of every step with its shape, the size of the residual stream, and the embeddings.
 
-Nothing here adds a flag to the model. Attention probabilities come from each attention
-module's ``probe`` (a callable the explicit attention path hands its probabilities to), and the
-residual stream from PyTorch forward hooks on the blocks. The training path never pays for
-either: with no probe and no hook, the model runs exactly as in training.
+Everything here reads the model's own hook points (the table in ``toygpt.model``): one forward
+pass of ``GPT.forward`` serves every tool, so what a page shows is what the model computed,
+not a copy of its maths. ``run_with_cache`` keeps the values at chosen hook points;
+``run_with_hooks`` lets a function read or *replace* a value (ablation, activation patching).
 
-A model cached for a web app is shared by every visitor, so probes and hooks (1) are installed
-under a lock, one inspection at a time, and (2) keep only what *this* thread computes: another
-visitor's forward pass that runs meanwhile still gives the right answer (the explicit path
-computes the same attention), and its tensors are ignored.
+A model cached for a web app is shared by every visitor: the functions attached for one call
+belong to the calling thread only (``HookPoints`` keeps them in a ``threading.local``), so
+another visitor's forward pass meanwhile neither calls them nor sees a value they replace, and
+keeps the fast fused attention path.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +23,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from toygpt.model import GPT, MLP, Block, CausalSelfAttention, causal_mask, sinusoidal_positions
+from toygpt.model import (
+    ADDED_POSITIONS,
+    GPT,
+    MLP,
+    Block,
+    CausalSelfAttention,
+    HookFn,
+    KVCache,
+    causal_mask,
+    hook_names,
+    sinusoidal_positions,
+)
 from toygpt.sample import as_token_list
 
 # Longest text whose surprisal we compute (in tokens): a guard against pasting a whole book.
 MAX_SURPRISAL_TOKENS = 20_000
-
-_INSTALL_LOCK = threading.RLock()  # re-entrant: probes and hooks may be nested in one thread
 
 
 def token_tensor(model: GPT, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -47,32 +55,85 @@ def token_tensor(model: GPT, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return torch.tensor([tokens], device=model.transformer.wte.weight.device)
 
 
+def _as_batch(model: GPT, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """A (B, T) tensor passes as it is (``GPT.forward`` checks it); one sequence → (1, T)."""
+    if isinstance(ids, torch.Tensor) and ids.dim() == 2 and ids.shape[0] > 1:
+        return ids
+    return token_tensor(model, ids)
+
+
 # --------------------------------------------------------------------------------------------
-# Capturing internals: attention probes and residual-stream hooks
+# One forward pass, its named values read or replaced
 # --------------------------------------------------------------------------------------------
+
+
+def check_hook_names(model: GPT, names: Iterable[str]) -> list[str]:
+    """``names`` as a list, each one a hook point of this model (else a ValueError naming them)."""
+    if isinstance(names, str):
+        names = [names]
+    names, known = list(names), hook_names(model.config)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"no hook point named {unknown[0]!r} in this model; its hook points are "
+            f"{', '.join(known[:12])}, ... (toygpt.model.hook_names(config) lists all {len(known)})"
+        )
+    return names
+
+
+def run_with_hooks(
+    model: GPT,
+    ids: Sequence[int] | torch.Tensor,
+    hooks: Mapping[str, HookFn],
+    kv_cache: KVCache | None = None,
+) -> torch.Tensor:
+    """Logits (B, T, vocab_size) of one forward pass with ``hooks`` attached: name → ``fn(value,
+    name)``; ``fn`` returns None to only read the value, or a tensor of the same shape to
+    replace it downstream. Only this thread's pass sees them; they are detached afterwards.
+
+    >>> def zero_head_0(pattern, name):  # ablate head 0 of block 1
+    ...     pattern = pattern.clone(); pattern[:, 0] = 0; return pattern
+    >>> run_with_hooks(model, ids, {"blocks.1.attn.hook_pattern": zero_head_0})  # doctest: +SKIP
+    """
+    check_hook_names(model, hooks)
+    idx = _as_batch(model, ids)
+    with torch.no_grad(), model.hook_points.attach(hooks):
+        logits, _ = model(idx, kv_cache=kv_cache)
+    return logits
+
+
+def run_with_cache(
+    model: GPT, ids: Sequence[int] | torch.Tensor, names: Iterable[str] | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and the values at hook points ``names`` (default: all of ``hook_names``) of ONE
+    forward pass, as ``{name: tensor}`` in the order they were computed (detached).
+
+    Asking for ``attn.hook_scores``/``hook_masked``/``hook_pattern`` makes those blocks use the
+    explicit attention path; otherwise the pass is the model's usual one.
+    """
+    wanted = hook_names(model.config) if names is None else check_hook_names(model, names)
+    cache: dict[str, torch.Tensor] = {}
+
+    def keep(value: torch.Tensor, name: str) -> None:
+        cache[name] = value.detach()
+
+    logits = run_with_hooks(model, ids, dict.fromkeys(wanted, keep))
+    return logits, cache
 
 
 @contextmanager
 def attention_probes(model: GPT) -> Iterator[list[torch.Tensor]]:
     """Within the block, every forward pass of this thread appends each layer's attention
-    probabilities (B, nh, T, T_keys) to the yielded list, in layer order."""
+    probabilities (B, nh, T, T_keys) (``attn.hook_pattern``) to the yielded list, in layer order."""
     captured: list[torch.Tensor] = []
-    owner = threading.get_ident()
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.config.n_layer)]
+    with model.hook_points.attach(dict.fromkeys(names, lambda value, name: captured.append(value.detach()))):
+        yield captured
 
-    def probe(attention_probs: torch.Tensor) -> None:
-        if threading.get_ident() == owner:
-            captured.append(attention_probs.detach())
 
-    attentions = [block.attn for block in model.transformer.h]
-    with _INSTALL_LOCK:
-        previous = [attn.probe for attn in attentions]
-        for attn in attentions:
-            attn.probe = probe  # forces the explicit path, which calls the probe
-        try:
-            yield captured
-        finally:
-            for attn, old in zip(attentions, previous, strict=True):
-                attn.probe = old
+def residual_stream_names(model: GPT) -> list[str]:
+    """The hook points of the residual stream after the embeddings and after every block."""
+    return ["blocks.0.hook_resid_pre"] + [block.output_hook_name for block in model.transformer.h]
 
 
 @contextmanager
@@ -80,21 +141,9 @@ def residual_stream_hooks(model: GPT) -> Iterator[list[torch.Tensor]]:
     """Within the block, a forward pass of this thread appends the residual stream (B, T, C)
     after the embeddings and after every block: ``n_layer + 1`` tensors per pass."""
     captured: list[torch.Tensor] = []
-    owner = threading.get_ident()
-
-    def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        if threading.get_ident() == owner:
-            captured.append(output.detach())
-
-    # transformer.drop's output is the embedding sum that enters block 0 (dropout is off in eval)
-    modules = [model.transformer.drop, *model.transformer.h]
-    with _INSTALL_LOCK:
-        handles = [module.register_forward_hook(hook) for module in modules]
-        try:
-            yield captured
-        finally:
-            for handle in handles:
-                handle.remove()
+    names = residual_stream_names(model)
+    with model.hook_points.attach(dict.fromkeys(names, lambda value, name: captured.append(value.detach()))):
+        yield captured
 
 
 def layer_names(model: GPT) -> list[str]:
@@ -109,12 +158,12 @@ def layer_names(model: GPT) -> list[str]:
 
 def attention_maps(model: GPT, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """Attention probabilities of every layer and head, (n_layer, n_head, T, T), from one
-    forward pass. Row i of a map says how much query position i takes from each position j ≤ i;
-    every row sums to 1 and everything above the diagonal is 0 (the future is hidden)."""
-    idx = token_tensor(model, ids)
-    with torch.no_grad(), attention_probes(model) as captured:
-        model(idx)
-    return torch.stack([probs[0] for probs in captured])  # (n_layer, nh, T, T)
+    forward pass (``blocks.{i}.attn.hook_pattern``). Row i of a map says how much query position
+    i takes from each position j ≤ i; every row sums to 1 and everything above the diagonal is
+    0 (the future is hidden)."""
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.config.n_layer)]
+    _, cache = run_with_cache(model, token_tensor(model, ids), names)
+    return torch.stack([cache[name][0] for name in names])  # (n_layer, nh, T, T)
 
 
 def attention_distance(maps: torch.Tensor) -> torch.Tensor:
@@ -141,11 +190,11 @@ def mean_attention_distance(model: GPT, ids: Sequence[int] | torch.Tensor) -> to
 
 
 def residual_stream(model: GPT, ids: Sequence[int] | torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The residual stream (T, C) at every point of ``layer_names(model)``, and the logits (T, V)."""
-    idx = token_tensor(model, ids)
-    with torch.no_grad(), residual_stream_hooks(model) as captured:
-        logits, _ = model(idx)
-    return [x[0] for x in captured], logits[0]
+    """The residual stream (T, C) at every point of ``layer_names(model)`` (the hook points
+    ``residual_stream_names(model)``), and the logits (T, V), from one forward pass."""
+    names = residual_stream_names(model)
+    logits, cache = run_with_cache(model, token_tensor(model, ids), names)
+    return [cache[name][0] for name in names], logits[0]
 
 
 @dataclass(frozen=True)
@@ -179,7 +228,7 @@ def logit_lens(model: GPT, ids: Sequence[int] | torch.Tensor, k: int = 5) -> Log
     top_ids, top_probs, next_probs = [], [], []
     with torch.no_grad():
         for x in stream:
-            probs = F.softmax(model.lm_head(model.transformer.ln_f(x)), dim=-1)  # (T, V)
+            probs = F.softmax(model.head(x), dim=-1)  # (T, V): through the model's own head
             values, indices = probs.topk(k, dim=-1)
             top_ids.append(indices)
             top_probs.append(values)
@@ -313,108 +362,126 @@ def summarize(tensor: torch.Tensor) -> dict[str, float]:
     }
 
 
-class _Trace:
-    def __init__(self, keep_values: bool) -> None:
-        self.keep_values = keep_values
-        self.steps: list[TraceStep] = []
-        self.layer: int | None = None
+@dataclass(frozen=True)
+class _StepInfo:
+    """How a hook point appears in the trace: its step name, shape letters, the code computing it."""
 
-    def record(self, name: str, tensor: torch.Tensor, dims: str, source: Callable[..., Any], note: str) -> torch.Tensor:
-        label = name if self.layer is None else f"block {self.layer}: {name}"
-        sample = tensor.detach().float().reshape(-1, tensor.shape[-1])[-1, :8].tolist()
-        value = tensor.detach().clone() if self.keep_values else None
-        self.steps.append(
-            TraceStep(label, tuple(tensor.shape), dims, summarize(tensor), sample, source, self.layer, note, value)
-        )
-        return tensor
+    name: str
+    dims: str
+    source: Callable[..., Any]
+    note: str
+
+
+def _trace_steps(model: GPT) -> dict[str, _StepInfo]:
+    """Hook point (without ``blocks.{i}.``) → its trace step; points not listed are not shown
+    (``hook_q``/``hook_k`` are shown together with ``hook_v`` as one q/k/v step)."""
+    pre = model.config.norm_position == "pre"
+    alibi = model.config.pos_encoding == "alibi"
+    learned = model.config.pos_encoding == "learned"
+    return {
+        "hook_embed": _StepInfo("token embedding lookup", "(B, T, C)", GPT.embed,
+                                "row idx of the wte table: a learned vector per token id"),
+        "hook_embed_scaled": _StepInfo("scale by sqrt(n_embd)", "(B, T, C)", GPT.embed,
+                                       "as the original Transformer, so ±1 sinusoids do not drown the tokens"),
+        "hook_pos_embed": _StepInfo("position embedding", "(T, C)",
+                                    GPT.position_encoding if learned else sinusoidal_positions,
+                                    "one vector per position ("
+                                    + ("learned wpe rows" if learned else "fixed sin/cos table") + ")"),
+        "hook_resid_pre": _StepInfo("add", "(B, T, C)", GPT.embed, "token + position, broadcast over the batch"),
+        "hook_ln_1": _StepInfo("ln_1", "(B, T, C)", Block.forward,
+                               "normalise each position (pre-LN)" if pre else "post-LN: normalise the sum"),
+        "attn.hook_v": _StepInfo("q/k/v split", "(3, B, nh, T, hs)", CausalSelfAttention.split_heads,
+                                 "c_attn makes query, key, value at once; each is cut into nh heads of hs channels"),
+        "attn.hook_rot_k": _StepInfo("rotate q, k (RoPE)", "(2, B, nh, T, hs)", CausalSelfAttention.rotate,
+                                     "each channel pair of q and k turned by its position's angle"),
+        "attn.hook_alibi": _StepInfo("ALiBi bias", "(nh, T, T)", CausalSelfAttention.position_bias,
+                                     "−slope·distance: each head's penalty for looking far back"),
+        "attn.hook_scores": _StepInfo("scores", "(B, nh, T, T)", CausalSelfAttention.explicit_attention,
+                                      "q·k / sqrt(hs): how well each query matches each key"),
+        "attn.hook_masked": _StepInfo("causal mask", "(B, nh, T, T)", causal_mask,
+                                      ("scores + ALiBi bias; " if alibi else "")
+                                      + "-inf above the diagonal: no looking at later tokens"),
+        "attn.hook_pattern": _StepInfo("softmax", "(B, nh, T, T)", CausalSelfAttention.explicit_attention,
+                                       "each row becomes weights that sum to 1"),
+        "attn.hook_z": _StepInfo("weighted sum", "(B, nh, T, hs)", CausalSelfAttention.explicit_attention,
+                                 "each position's new vector: the values, mixed by its attention weights"),
+        "hook_attn_out": _StepInfo("c_proj", "(B, T, C)", CausalSelfAttention.forward,
+                                   "a linear layer mixes the heads back onto the residual stream"),
+        "hook_resid_mid": _StepInfo("residual add", "(B, T, C)", Block.forward,
+                                    "the attention output is added to the residual stream" if pre
+                                    else "post-LN: attention reads the raw stream; its output is added"),
+        "hook_ln_2": _StepInfo("ln_2", "(B, T, C)", Block.forward,
+                               "normalise again before the MLP" if pre else "post-LN: normalise the sum"),
+        "mlp.hook_pre": _StepInfo("MLP up", "(B, T, 4C)", MLP.forward, "widen each position 4×"),
+        "mlp.hook_post": _StepInfo("GELU", "(B, T, 4C)", MLP.forward,
+                                   "a smooth ReLU: the only non-linearity here"),
+        "hook_mlp_out": _StepInfo("MLP down", "(B, T, C)", MLP.forward, "narrow back to C channels"),
+        "hook_resid_post": _StepInfo("residual add", "(B, T, C)", Block.forward,
+                                     "the MLP output is added to the residual stream" if pre
+                                     else "the MLP output is added"),
+        "hook_ln_f": _StepInfo("ln_f", "(B, T, C)", GPT.head, "a final norm (pre-LN only)"),
+        "hook_logits": _StepInfo("logits", "(B, T, vocab)", GPT.head,
+                                 "lm_head: a score for every token of the vocabulary, at every position"),
+    }  # fmt: skip
+
+
+def _make_step(info: _StepInfo, tensor: torch.Tensor, layer: int | None, keep_values: bool) -> TraceStep:
+    label = info.name if layer is None else f"block {layer}: {info.name}"
+    sample = tensor.detach().float().reshape(-1, tensor.shape[-1])[-1, :8].tolist()
+    value = tensor.detach().clone() if keep_values else None
+    return TraceStep(label, tuple(tensor.shape), info.dims, summarize(tensor), sample, info.source, layer, info.note,
+                     value)  # fmt: skip
 
 
 def forward_trace(model: GPT, ids: Sequence[int] | torch.Tensor, keep_values: bool = False) -> list[TraceStep]:
     """Every named step of one forward pass of ``ids``, in order, for the architecture walkthrough.
 
-    The steps are computed here from the model's own modules, one operation at a time, so each
-    can be recorded; dropout is skipped (as in ``model.eval()``). Tests check that the final
-    logits equal ``model(idx)``. ``keep_values=True`` keeps every tensor (memory: all of them).
+    The values are the model's own, read at its hook points (``run_with_cache``) in the order
+    ``GPT.forward`` computed them, on the explicit attention path so the attention matrix is
+    there to see; each step's ``source`` is the model's function that computed it. Steps that
+    only rearrange a hook point's value: ``q/k/v split`` stacks ``hook_q/k/v``, ``merge heads``
+    lays ``hook_z``'s heads side by side (as ``CausalSelfAttention.forward`` does), the last
+    ``softmax`` turns the logits into probabilities. ``keep_values=True`` keeps every tensor.
+    A model with dropout must be in eval mode (``model.eval()``): a trace shows no random drops.
     """
+    if model.training and model.config.dropout > 0:
+        raise ValueError("the model is in training mode with dropout on; call model.eval() before tracing it")
     idx = token_tensor(model, ids)
-    trace = _Trace(keep_values)
-    with torch.no_grad():
-        x = _trace_embeddings(model, idx, trace)
-        for block in model.transformer.h:
-            trace.layer = block.layer
-            x = _trace_block(block, x, trace)
-        trace.layer = None
-        _trace_head(model, x, trace)
-    return trace.steps
+    logits, cache = run_with_cache(model, idx)
+    steps_by_point, steps = _trace_steps(model), []
+    steps.append(_make_step(_StepInfo("token ids", "(B, T)", GPT.check_input, "the text as integers, one per token"),
+                            idx, None, keep_values))  # fmt: skip
+    for name, value in cache.items():
+        layer, point = _split_hook_name(name)
+        if point == "hook_resid_pre" and (layer != 0 or model.config.pos_encoding not in ADDED_POSITIONS):
+            continue  # block i's input is block i-1's output, already shown; "add" only with positions
+        if point == "hook_ln_f" and model.config.norm_position != "pre":
+            continue  # post-LN: ln_f is the identity
+        info = steps_by_point.get(point)
+        if info is None:
+            continue
+        if point == "attn.hook_v":
+            value = torch.stack([cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"], value])
+        if point == "attn.hook_rot_k":
+            value = torch.stack([cache[f"blocks.{layer}.attn.hook_rot_q"], value])
+        steps.append(_make_step(info, value, None if point == "hook_resid_pre" else layer, keep_values))
+        if point == "attn.hook_z":
+            B, nh, T, hs = value.shape
+            merged = value.transpose(1, 2).reshape(B, T, nh * hs)
+            steps.append(_make_step(_StepInfo("merge heads", "(B, T, C)", CausalSelfAttention.forward,
+                                              "the heads' outputs side by side again"), merged, layer, keep_values))  # fmt: skip
+    probs = F.softmax(logits, dim=-1)
+    steps.append(_make_step(_StepInfo("softmax", "(B, T, vocab)", F.softmax, "scores → probabilities of the next token"),
+                            probs, None, keep_values))  # fmt: skip
+    return steps
 
 
-def _trace_embeddings(model: GPT, idx: torch.Tensor, trace: _Trace) -> torch.Tensor:
-    trace.record("token ids", idx, "(B, T)", GPT.check_input, "the text as integers, one per token")
-    x = trace.record(
-        "token embedding lookup", model.transformer.wte(idx), "(B, T, C)", GPT.forward,
-        "row idx of the wte table: a learned vector per token id",
-    )  # fmt: skip
-    if model.token_scale != 1.0:
-        x = trace.record("scale by sqrt(n_embd)", x * model.token_scale, "(B, T, C)", GPT.__init__,
-                         "as the original Transformer, so ±1 sinusoids do not drown the tokens")
-    positions = model.position_encoding(0, idx.shape[1], idx.device)
-    if positions is None:  # pos_encoding="none": order is only visible through the causal mask
-        return x
-    source = GPT.position_encoding if model.config.pos_encoding == "learned" else sinusoidal_positions
-    kind = "learned wpe rows" if model.config.pos_encoding == "learned" else "fixed sin/cos table"
-    trace.record("position embedding", positions, "(T, C)", source, f"one vector per position ({kind})")
-    return trace.record("add", x + positions, "(B, T, C)", GPT.forward, "token + position, broadcast over the batch")
-
-
-def _trace_block(block: Block, x: torch.Tensor, trace: _Trace) -> torch.Tensor:
-    """Pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Post-LN: ln_1(x + attn(x)), ln_2(x + mlp(x))."""
-    if block.pre_norm:
-        h = trace.record("ln_1", block.ln_1(x), "(B, T, C)", Block.forward, "normalise each position (pre-LN)")
-        x = trace.record("residual add", x + _trace_attention(block.attn, h, trace), "(B, T, C)", Block.forward,
-                         "the attention output is added to the residual stream")  # fmt: skip
-        h = trace.record("ln_2", block.ln_2(x), "(B, T, C)", Block.forward, "normalise again before the MLP")
-        return trace.record("residual add", x + _trace_mlp(block.mlp, h, trace), "(B, T, C)", Block.forward,
-                            "the MLP output is added to the residual stream")  # fmt: skip
-    x = trace.record("residual add", x + _trace_attention(block.attn, x, trace), "(B, T, C)", Block.forward,
-                     "post-LN: attention reads the raw stream; its output is added")  # fmt: skip
-    x = trace.record("ln_1", block.ln_1(x), "(B, T, C)", Block.forward, "post-LN: normalise the sum")
-    x = trace.record("residual add", x + _trace_mlp(block.mlp, x, trace), "(B, T, C)", Block.forward,
-                     "the MLP output is added")  # fmt: skip
-    return trace.record("ln_2", block.ln_2(x), "(B, T, C)", Block.forward, "post-LN: normalise the sum")
-
-
-def _trace_attention(attn: CausalSelfAttention, x: torch.Tensor, trace: _Trace) -> torch.Tensor:
-    B, T, C = x.shape
-    q, k, v = attn.split_heads(x)  # 3 × (B, nh, T, hs)
-    trace.record("q/k/v split", torch.stack([q, k, v]), "(3, B, nh, T, hs)", CausalSelfAttention.split_heads,
-                 "c_attn makes query, key, value at once; each is cut into nh heads of hs channels")  # fmt: skip
-    scores = trace.record("scores", q @ k.transpose(-2, -1) / math.sqrt(attn.head_size), "(B, nh, T, T)",
-                          CausalSelfAttention.explicit_attention, "q·k / sqrt(hs): how well each query matches each key")  # fmt: skip
-    masked = trace.record("causal mask", scores.masked_fill(~causal_mask(T, device=x.device), float("-inf")),
-                          "(B, nh, T, T)", causal_mask, "-inf above the diagonal: no looking at later tokens")  # fmt: skip
-    probs = trace.record("softmax", F.softmax(masked, dim=-1), "(B, nh, T, T)",
-                         CausalSelfAttention.explicit_attention, "each row becomes weights that sum to 1")  # fmt: skip
-    y = trace.record("weighted sum", probs @ v, "(B, nh, T, hs)", CausalSelfAttention.explicit_attention,
-                     "each position's new vector: the values, mixed by its attention weights")  # fmt: skip
-    y = trace.record("merge heads", y.transpose(1, 2).reshape(B, T, C), "(B, T, C)", CausalSelfAttention.forward,
-                     "the heads' outputs side by side again")  # fmt: skip
-    return trace.record("c_proj", attn.c_proj(y), "(B, T, C)", CausalSelfAttention.forward,
-                        "a linear layer mixes the heads back onto the residual stream")  # fmt: skip
-
-
-def _trace_mlp(mlp: MLP, x: torch.Tensor, trace: _Trace) -> torch.Tensor:
-    h = trace.record("MLP up", mlp.c_fc(x), "(B, T, 4C)", MLP.forward, "widen each position 4×")
-    h = trace.record("GELU", mlp.gelu(h), "(B, T, 4C)", MLP.forward, "a smooth ReLU: the only non-linearity here")
-    return trace.record("MLP down", mlp.c_proj(h), "(B, T, C)", MLP.forward, "narrow back to C channels")
-
-
-def _trace_head(model: GPT, x: torch.Tensor, trace: _Trace) -> None:
-    if model.config.norm_position == "pre":
-        x = trace.record("ln_f", model.transformer.ln_f(x), "(B, T, C)", GPT.forward, "a final norm (pre-LN only)")
-    logits = trace.record("logits", model.lm_head(x), "(B, T, vocab)", GPT.forward,
-                          "lm_head: a score for every token of the vocabulary, at every position")  # fmt: skip
-    trace.record("softmax", F.softmax(logits, dim=-1), "(B, T, vocab)", F.softmax,
-                 "scores → probabilities of the next token")  # fmt: skip
+def _split_hook_name(name: str) -> tuple[int | None, str]:
+    """``"blocks.3.attn.hook_z"`` → ``(3, "attn.hook_z")``; ``"hook_logits"`` → ``(None, "hook_logits")``."""
+    if not name.startswith("blocks."):
+        return None, name
+    _, layer, point = name.split(".", 2)
+    return int(layer), point
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,6 +548,10 @@ def position_vectors(model: GPT) -> torch.Tensor:
     encoding = model.config.pos_encoding
     if encoding == "none":
         raise ValueError("this model has no position encoding (pos_encoding='none'), so there is nothing to compare")
+    if encoding not in ADDED_POSITIONS:
+        where = "turns queries and keys" if encoding == "rope" else "biases the attention scores"
+        raise ValueError(f"pos_encoding={encoding!r} adds no position vectors: it {where} inside attention "
+                         "(see the trace's attention steps)")
     with torch.no_grad():
         table = model.transformer.wpe.weight if encoding == "learned" else model.sinusoid
         return table.detach().float().clone()
