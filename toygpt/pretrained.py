@@ -99,8 +99,8 @@ def gpt2_format_problems(config: GPTConfig) -> list[str]:
     if config.pos_encoding != "learned":
         problems.append(
             f"pos_encoding={config.pos_encoding!r}: GPT-2 adds a learned position table (wpe) "
-            "that transformers trains like any weight; fixed or absent positions have no place "
-            "in its format (set pos_encoding='learned')"
+            "that transformers trains like any weight; other position schemes (sinusoidal, none, "
+            "RoPE, ALiBi) have no place in its format (set pos_encoding='learned')"
         )
     if not config.bias:
         problems.append("bias=False: GPT-2 has biases in every linear layer and LayerNorm (set bias=True)")
