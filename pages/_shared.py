@@ -8,6 +8,7 @@ Not a page itself: ``app.py`` lists the pages explicitly, so this file is never 
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,7 +124,7 @@ def model_choices() -> dict[str, tuple[str, Path]]:
     for info in infos:
         if not usable_as_model(info):
             continue
-        loss = f", val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
+        loss = f", best val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
         choices[info.id] = (f"{info.id} ({info.corpus}{loss})", Path(info.path))
     for weights in list_pretrained():
         choices[PRETRAINED + weights.name] = (weights.label, weights.folder)
@@ -148,6 +149,18 @@ def load_active(run_id: str, path: Path, label: str) -> ActiveModel:
     return ActiveModel(run_id, label, path, model, tokenizer, meta, f"{run_id}|{path}|{name}|{stamp}")
 
 
+def keep_selection(key: str, options: list[Any], fallback: Any = None) -> None:
+    """Make the widget ``key`` hold one of ``options`` before it is drawn.
+
+    A remembered value that is no longer an option (a deleted run, another model's layer) is
+    *replaced* (by ``fallback`` when it is an option, else the first option), never just dropped:
+    dropping it lets the browser keep showing the old choice while the page acts on another.
+    Assigning through session state makes Streamlit send the new value to the browser."""
+    if not options or st.session_state.get(key) in options:
+        return
+    st.session_state[key] = fallback if fallback in options else options[0]
+
+
 def sidebar() -> None:
     """The shared sidebar: which model the pages look at, and the seed for everything random."""
     with st.sidebar:
@@ -161,10 +174,11 @@ def sidebar() -> None:
             st.session_state["sidebar_model"] = st.session_state["active_run"] = st.session_state.pop("sidebar_pick")
         if choices:
             ids = list(choices)
-            current = st.session_state.get("active_run")
-            index = ids.index(current) if current in ids else 0
+            # The widget's own state is the one truth (no index=: a default *and* a value set
+            # through session state is a Streamlit warning); active_run mirrors it for the pages.
+            keep_selection("sidebar_model", ids, st.session_state.get("active_run"))
             picked = st.selectbox(
-                "Model", ids, index=index, format_func=lambda i: choices[i][0], key="sidebar_model",
+                "Model", ids, format_func=lambda i: choices[i][0], key="sidebar_model",
                 help="The shipped demo model, any finished run, or GPT-2-family weights you added. "
                 "Pages that sample or look inside a model use this one.",
             )
@@ -219,6 +233,78 @@ def show_source(fn: Any, label: str | None = None) -> None:
             st.code(inspect.getsource(target), language="python")
         except (OSError, TypeError):
             st.caption("Source not available for this step.")
+
+
+# --------------------------------------------------------------------------------------------
+# Messages in the app's own terms, and the one way every page gets a missing corpus
+# --------------------------------------------------------------------------------------------
+
+
+def in_app_words(error: Exception | str) -> str:
+    """An error (or a job's message) for a page, with nothing to type into Python or a shell:
+    the library's messages end with code for its own users (``CharTokenizer.from_text(…,
+    unk=True)``, ``python -m toygpt data add …``); a page says what to do in the app instead.
+
+    >>> in_app_words("1 character(s) are not in this character vocabulary: 'é' (U+00E9). Remove them "
+    ...              "from the text, build the vocabulary from a corpus that contains them, or use "
+    ...              "CharTokenizer.from_text(corpus, unk=True) to map them to a visible <unk>.")
+    "1 character(s) are not in this character vocabulary: 'é' (U+00E9). Remove them from the text, or pick (or train, on the Training page) a model whose corpus has them."
+    """
+    from toygpt import data as corpora
+
+    text = str(error)
+    text = re.sub(r"Remove them from the text, build the vocabulary from a corpus that contains them, or use "
+                  r"CharTokenizer\.from_text\(corpus, unk=True\) to map them to a visible \S+\.",
+                  "Remove them from the text, or pick (or train, on the Training page) a model whose corpus has them.",
+                  text)  # fmt: skip
+    for name in corpora.DOWNLOADS:
+        text = text.replace(corpora.how_to_provide(name), "Upload the file here instead (the app checks it).")
+    return text
+
+
+def corpus_missing_ui(name: str, key: str) -> None:
+    """A downloadable corpus that is not cached: a Download button (never on a rerun: offline,
+    every rerun would wait for a timeout) and an upload of the file, checked against its
+    sha256. The same on every page that needs a corpus; the page reruns once it is here."""
+    from toygpt import data as corpora
+
+    info = corpora.DOWNLOADS[name]
+    st.warning(f"**{name}** ({info.size / 1e6:.1f} MB) is not on this machine yet: download it, or upload "
+               "the file if you have it.")
+    if st.button(f"Download {name} now", key=f"{key}_download"):
+        with st.spinner(f"Downloading {name} (gives up after a few seconds offline)…"):
+            try:
+                corpora.download_corpus(name)
+            except corpora.CorpusError as exc:
+                st.session_state[f"{key}_error"] = in_app_words(exc)
+            else:
+                st.session_state.pop(f"{key}_error", None)
+                st.rerun()
+    if st.session_state.get(f"{key}_error"):
+        st.error(st.session_state[f"{key}_error"])
+    upload = st.file_uploader(f"Have the file ({info.url.rsplit('/', 1)[-1]})? Upload it here", type=["txt"],
+                              key=f"{key}_file")
+    if upload is not None:
+        try:
+            store_corpus_upload(name, upload.getvalue())
+        except corpora.CorpusError as exc:
+            st.error(in_app_words(exc))
+        else:
+            st.session_state.pop(f"{key}_error", None)
+            st.rerun()
+
+
+def store_corpus_upload(name: str, data: bytes) -> None:
+    """Check uploaded bytes against the corpus's sha256 and cache them (through a temporary
+    file: ``toygpt.data.add_corpus_file`` takes a path)."""
+    import tempfile
+
+    from toygpt import data as corpora
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{name}.txt"
+        path.write_bytes(data)
+        corpora.add_corpus_file(name, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +373,7 @@ def describe_job(status: JobStatus) -> str:
 
 
 def use_run(run_id: str) -> None:
-    """Callback: make ``run_id`` the sidebar's model (runs before the sidebar is drawn)."""
+    """Callback: make ``run_id`` the sidebar's model (callbacks run before the sidebar is drawn)."""
     st.session_state["active_run"] = run_id
     st.session_state["sidebar_model"] = run_id
 
@@ -298,7 +384,7 @@ def _progress_ui(status: JobStatus, page: JobPage) -> None:
             saved = f"; saved as run **{status.run_id}**" if status.run_id else ""
             st.success(f"**{status.status}** in {clock(status.elapsed)}{saved}. {page.finished_note}")
         else:
-            DONE_STYLE.get(status.status, st.info)(f"**{status.status}**: {status.message}")
+            DONE_STYLE.get(status.status, st.info)(f"**{status.status}**: {in_app_words(status.message)}")
         if status.error_detail:
             with st.expander("Details"):
                 st.code(status.error_detail, language=None)
@@ -308,8 +394,10 @@ def _progress_ui(status: JobStatus, page: JobPage) -> None:
 
 
 def _actions_ui(job: BackgroundJob, status: JobStatus, page: JobPage, ours: bool) -> None:
-    if not ours:
-        st.caption("This job was started in another tab or session; only that page can stop it.")
+    if not ours:  # any session holding the job's link may stop it: offer the link
+        st.caption(f"This job was started in another tab or session. Its link (`?{page.param}={job.id}`) "
+                   "brings its controls, Stop included, to any tab that opens it.")
+        st.button("Show its controls here", key=f"{page.key}_adopt", on_click=pin_job, args=(page, job.id))
         return
     # no help= on these buttons: Streamlit then draws each twice, and `.st-key-… button` must find one
     if not status.done:

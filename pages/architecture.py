@@ -3,11 +3,20 @@ active model step by step, and try each idea of the architecture on a live compu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import streamlit as st
 import torch
 
-from pages._shared import active_model, capped_text, current_seed, show_source
+from pages._shared import (
+    active_model,
+    capped_text,
+    current_seed,
+    in_app_words,
+    keep_selection,
+    show_source,
+)
 from toygpt.formatting import human_bytes, human_count
 from toygpt.inspection import (
     embedding_pca,
@@ -45,7 +54,9 @@ from toygpt.model import (
     flops_per_token,
     parameter_counts,
     preset,
+    total_parameters,
 )
+from toygpt.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
 from toygpt.viz import (
     embedding_figure,
     nearest_tokens_figure,
@@ -55,6 +66,9 @@ from toygpt.viz import (
 )
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"
+CUSTOM = "custom"  # the Preset box once the values match no preset
+SHAPED, SIDEBAR = "shaped", "sidebar"  # what the trace follows
+UNTRAINED_TRACE_LIMIT = 200_000_000  # parameters: beyond this an untrained copy is too big to build here
 MAX_TRACE_TOKENS = 64  # a short prompt: every step gets a readable heatmap
 DEFAULT_VOCAB = 65  # the characters of tiny shakespeare (the demo model's vocabulary)
 CONFIG_KEYS = {
@@ -92,6 +106,69 @@ def cached_step_figures(model_key: str, ids: tuple[int, ...], part: str, head: i
     return part_figures(_steps, part, head)
 
 
+@st.cache_resource(max_entries=2, show_spinner="Initialising an untrained model of this shape…")
+def untrained_model(config: GPTConfig, seed: int) -> GPT:
+    """A freshly initialised model of the shaped config (shared by sessions: only read)."""
+    return GPT(config, seed=seed).eval()
+
+
+@dataclass(frozen=True)
+class Traced:
+    """The model the trace follows, and the tokenizer that turns the prompt into its ids."""
+
+    key: str  # names the weights, for the caches above
+    label: str
+    model: GPT
+    tokenizer: Tokenizer
+
+
+def shaped_tokenizer(config: GPTConfig, active, text: str) -> tuple[Tokenizer | None, str]:
+    """A tokenizer whose ids fit ``config.vocab_size``: the sidebar model's when they fit, else
+    bytes (V ≥ 256), else the prompt's own characters; or None and why not."""
+    if active is not None and active.tokenizer.vocab_size <= config.vocab_size:
+        return active.tokenizer, f"the sidebar model's {active.tokenizer.name} tokenizer"
+    if config.vocab_size >= 256:
+        return ByteTokenizer(), "the byte tokenizer (256 ids)"
+    try:
+        chars = CharTokenizer.from_text(text)
+    except ValueError as exc:
+        return None, str(exc)
+    if chars.vocab_size > config.vocab_size:
+        return None, (f"vocab_size {config.vocab_size} is fewer than the prompt's {chars.vocab_size} distinct "
+                      "characters; raise vocab_size (256 reads any text as bytes)")
+    return chars, f"a char tokenizer of the prompt's {chars.vocab_size} characters"
+
+
+def trace_target_ui(config: GPTConfig | None, active, text: str) -> Traced | None:
+    """The visible choice of what to trace; None (with the reason) when it cannot be traced."""
+    labels = {SHAPED: "the shaped config above (untrained, seeded)",
+              SIDEBAR: f"the sidebar model: {active.label} (trained)" if active else "the sidebar model (none picked)"}  # fmt: skip
+    st.session_state.setdefault("arch_trace_source", SIDEBAR if active is not None else SHAPED)
+    source = st.radio("Trace", [SHAPED, SIDEBAR], key="arch_trace_source", format_func=labels.get, horizontal=True)
+    if source == SIDEBAR:
+        if active is None:
+            st.info("No model is active: pick one in the sidebar (or train one on the Training page), "
+                    "or trace the shaped config.")  # fmt: skip
+            return None
+        return Traced(active.key, f"**{active.label}** (trained)", active.model, active.tokenizer)
+    if config is None:
+        st.info("The config above is not valid yet: fix it to trace it.")
+        return None
+    if total_parameters(config) > UNTRAINED_TRACE_LIMIT:
+        st.info(f"{total_parameters(config):,} parameters is too big to build here for a trace; shrink the config.")
+        return None
+    tokenizer, which = shaped_tokenizer(config, active, text)
+    if tokenizer is None:
+        st.warning(f"The shaped config cannot read this prompt: {which}.")
+        return None
+    seed = current_seed()
+    label = (f"an **untrained** model of the shaped config ({config.n_layer} blocks × {config.n_head} heads × "
+             f"{config.n_embd}, {config.norm_position}-LN, {config.pos_encoding} positions; seed {seed}; "
+             f"prompt read by {which})")  # fmt: skip
+    key = f"untrained|{config.to_dict()}|seed {seed}"
+    return Traced(key, label, untrained_model(config, seed), tokenizer)
+
+
 # --------------------------------------------------------------------------------------------
 # 1. Shape the model
 # --------------------------------------------------------------------------------------------
@@ -107,28 +184,43 @@ def apply_values(values: dict) -> None:
         st.session_state[key] = values[field]
 
 
+def shaped() -> None:
+    """Callback of every knob: the Preset box names the preset these values are (else
+    "custom"), and the trace below follows the shape just changed."""
+    values = {field: st.session_state[key] for field, key in CONFIG_KEYS.items()}
+    same = [name for name in PRESETS if preset_values(name) == values]
+    st.session_state["arch_preset"] = same[0] if same else CUSTOM
+    st.session_state["arch_trace_source"] = SHAPED
+
+
+def preset_chosen() -> None:
+    if st.session_state["arch_preset"] != CUSTOM:
+        apply_values(preset_values(st.session_state["arch_preset"]))
+    st.session_state["arch_trace_source"] = SHAPED
+
+
 def config_ui() -> GPTConfig | None:
     """Preset + every knob; returns the config, or None after explaining why it is invalid."""
     if "arch_preset" not in st.session_state:
         st.session_state["arch_preset"] = "small"
         apply_values(preset_values("small"))
-    st.selectbox("Preset", list(PRESETS), key="arch_preset",
-                 on_change=lambda: apply_values(preset_values(st.session_state["arch_preset"])),
-                 help="nano/small/medium train on a laptop CPU; gpt2 is the shape of the real 124M GPT-2.")  # fmt: skip
+    st.selectbox("Preset", [*PRESETS, CUSTOM], key="arch_preset", on_change=preset_chosen,
+                 help="nano/small/medium train on a laptop CPU; gpt2 is the shape of the real 124M GPT-2. "
+                 "It says custom once a value below differs from every preset.")  # fmt: skip
     cols = st.columns(5)
-    cols[0].number_input("n_layer (blocks)", 1, 96, key="arch_n_layer")
-    cols[1].number_input("n_head (heads per block)", 1, 128, key="arch_n_head")
-    cols[2].number_input("n_embd (width C)", 1, 12288, key="arch_n_embd")
-    cols[3].number_input("block_size (context T)", 1, 32768, key="arch_block_size")
-    cols[4].number_input("vocab_size (V)", 1, 300_000, key="arch_vocab_size",
+    cols[0].number_input("n_layer (blocks)", 1, 96, key="arch_n_layer", on_change=shaped)
+    cols[1].number_input("n_head (heads per block)", 1, 128, key="arch_n_head", on_change=shaped)
+    cols[2].number_input("n_embd (width C)", 1, 12288, key="arch_n_embd", on_change=shaped)
+    cols[3].number_input("block_size (context T)", 1, 32768, key="arch_block_size", on_change=shaped)
+    cols[4].number_input("vocab_size (V)", 1, 300_000, key="arch_vocab_size", on_change=shaped,
                          help="65 = the characters of tiny shakespeare; 50257 = GPT-2's BPE")  # fmt: skip
     cols = st.columns(4)
-    cols[0].radio("LayerNorm position", NORM_POSITIONS, key="arch_norm_position", horizontal=True,
+    cols[0].radio("LayerNorm position", NORM_POSITIONS, key="arch_norm_position", horizontal=True, on_change=shaped,
                   help="pre: before each sub-layer, as GPT-2; post: after the residual add, as the original Transformer")  # fmt: skip
-    cols[1].selectbox("Position encoding", POS_ENCODINGS, key="arch_pos_encoding")
-    cols[2].checkbox("Scaled residual init", key="arch_scale_init",
+    cols[1].selectbox("Position encoding", POS_ENCODINGS, key="arch_pos_encoding", on_change=shaped)
+    cols[2].checkbox("Scaled residual init", key="arch_scale_init", on_change=shaped,
                      help="GPT-2: the residual projections start with std 0.02/√(2·n_layer) instead of 0.02")  # fmt: skip
-    cols[3].checkbox("Tie lm_head to wte", key="arch_tie")
+    cols[3].checkbox("Tie lm_head to wte", key="arch_tie", on_change=shaped)
     values = {field: st.session_state[key] for field, key in CONFIG_KEYS.items()}
     try:
         return GPTConfig(**{k: int(v) if isinstance(v, float) else v for k, v in values.items()})
@@ -171,16 +263,15 @@ def size_and_cost(config: GPTConfig) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def prompt_ids_ui(active) -> list[int] | None:
-    """The prompt, encoded by the active model's tokenizer and cut to a traceable length."""
-    text = capped_text(st.text_area("Prompt", DEFAULT_PROMPT, key="arch_prompt", height=80))
+def prompt_ids_ui(active, text: str) -> list[int] | None:
+    """The prompt, encoded by ``active``'s tokenizer and cut to a traceable length."""
     if not text:
         st.warning("Type a prompt: the trace needs at least one token.")
         return None
     try:
         ids = active.tokenizer.encode(text)
     except ValueError as exc:  # TokenizerError (unknown characters, lone surrogates) is a ValueError
-        st.error(f"The active model's tokenizer cannot encode this text: {exc}")
+        st.error(f"The traced model's tokenizer cannot encode this text: {in_app_words(exc)}")
         return None
     limit = min(active.model.config.block_size, MAX_TRACE_TOKENS)
     if not ids:
@@ -208,9 +299,9 @@ def step_ui(index: int, step, figure) -> None:
         right.plotly_chart(figure, width="stretch", key=f"arch_step_{index}")
 
 
-def trace_ui(active, ids: list[int]):
-    steps = cached_trace(active.key, tuple(ids), active.model)
-    st.markdown(f"One forward pass of **{active.label}** on your {len(ids)} tokens: "
+def trace_ui(traced: Traced, ids: list[int]):
+    steps = cached_trace(traced.key, tuple(ids), traced.model)
+    st.markdown(f"One forward pass of {traced.label} on your {len(ids)} tokens: "
                 f"{len(steps)} steps, in the order the model computes them.")  # fmt: skip
     with st.expander("Every step with its shape", expanded=False):
         st.dataframe(pd.DataFrame(trace_table(steps)), hide_index=True, width="stretch", key="arch_trace_table")
@@ -220,8 +311,10 @@ def trace_ui(active, ids: list[int]):
     cols = st.columns([3, 1])
     part = cols[0].radio("Part of the model", names, key="arch_trace_part", horizontal=True)
     part = part if part in names else names[0]
-    head = cols[1].selectbox("Head", range(active.model.config.n_head), key="arch_trace_head")
-    figures = cached_step_figures(active.key, tuple(ids), part, head, steps)
+    heads = list(range(traced.model.config.n_head))
+    keep_selection("arch_trace_head", heads)  # another model may have fewer heads
+    head = cols[1].selectbox("Head", heads, key="arch_trace_head")
+    figures = cached_step_figures(traced.key, tuple(ids), part, head, steps)
     if "attention" in figures:
         st.plotly_chart(figures["attention"], width="stretch", key="arch_attention_stages")
     for index in dict(parts)[part]:
@@ -284,7 +377,7 @@ def masked_attention_card(active, ids) -> None:
         with torch.inference_mode():
             result = future_change(active.model, ids, position, new_ids[0])
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(in_app_words(exc))
         return
     labels = [active.tokenizer.token_label(i) for i in ids]
     st.plotly_chart(future_change_figure(result, labels), width="stretch", key="arch_future_change")
@@ -379,7 +472,7 @@ def embeddings_card(active, ids) -> None:
             shown = None if model.config.vocab_size <= 300 else sorted({*ids, token_ids[0], *(i for i, _ in near)})
             pca = embedding_pca(model, shown)
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(in_app_words(exc))
         return
     wanted = set(pca.ids) | {i for i, _ in near} | {token_ids[0]}
     labels = {i: tokenizer.token_label(i) for i in wanted}
@@ -461,16 +554,20 @@ config = config_ui()
 if config is not None:
     size_and_cost(config)
 
-st.header("Follow your text through the model")
+st.header("Follow your text through a model")
 active = active_model()
-ids = None
-if active is None:
-    st.info("No model is active, so there is nothing to trace yet. Pick one in the sidebar "
-            "(or train one on the Training page). The config above works without a model.")  # fmt: skip
-else:
-    ids = prompt_ids_ui(active)
-    if ids:
-        trace_ui(active, ids)
+prompt = capped_text(st.text_area("Prompt", DEFAULT_PROMPT, key="arch_prompt", height=80))
+traced = trace_target_ui(config, active, prompt)
+traced_ids = prompt_ids_ui(traced, prompt) if traced is not None else None
+if traced_ids:
+    trace_ui(traced, traced_ids)
+# The concept cards look at the sidebar's trained model, with the prompt in its own tokens.
+ids = traced_ids if traced is not None and active is not None and traced.model is active.model else None
+if active is not None and ids is None and prompt:
+    try:
+        ids = active.tokenizer.encode(prompt)[: min(active.model.config.block_size, MAX_TRACE_TOKENS)] or None
+    except ValueError:
+        ids = None
 
 st.header("Concepts, each computed live")
 concept_cards(config, active, ids)

@@ -1,6 +1,7 @@
 """Sampling & attention explorer: generate from a model (streamed, or one token at a time with
 every sampling stage drawn), look at its attention and logit lens, colour any text by how
-surprised the model is, and watch a run's answers change across its training snapshots.
+surprised the model is, watch a run's answers change across its training snapshots, and change
+the model to see what breaks (interventions: head ablation, activation patching, induction heads).
 
 UI only: every number comes from ``toygpt.sample``, ``toygpt.inspection`` and ``toygpt.lessons.explore``.
 """
@@ -16,7 +17,16 @@ from typing import Any
 import streamlit as st
 import torch
 
-from pages._shared import PRETRAINED, active_model, capped_text, current_seed, show_source
+from pages._interventions import interventions_view
+from pages._shared import (
+    PRETRAINED,
+    active_model,
+    capped_text,
+    current_seed,
+    in_app_words,
+    keep_selection,
+    show_source,
+)
 from toygpt.checkpoint import CheckpointError
 from toygpt.inspection import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
 from toygpt.lessons.explore import (
@@ -64,7 +74,7 @@ from toygpt.viz import (
     surprisal_html,
 )
 
-VIEWS = ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn"]
+VIEWS = ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn", "Interventions"]
 DEFAULT_PROMPT = "ROMEO:\n"
 DEFAULT_SURPRISAL_TEXT = (
     "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
@@ -218,10 +228,10 @@ def prompt_ui(explored: Explored) -> tuple[str, PromptTokens | None]:
     try:
         tokens = prompt_tokens(explored.tokenizer, prompt, limit)
     except ValueError as exc:  # UnknownCharactersError, TokenizerError (odd Unicode) are ValueErrors
-        st.error(f"This model's tokenizer cannot read the prompt: {exc}")
+        st.error(f"This model's tokenizer cannot read the prompt: {in_app_words(exc)}")
         return prompt, None
     if not tokens.ids:
-        start = explored.tokenizer.token_label(encode_prompt(explored.tokenizer, "")[0])
+        start = explored.tokenizer.token_label(encode_prompt(explored.tokenizer, "", explored.model)[0])
         st.info(
             f"The prompt is empty: generation starts from the start token ‹{start}›. The step, "
             "attention and logit-lens views need some text: type a prompt."
@@ -300,16 +310,10 @@ def cached_snapshot_view(
     return snapshot_view(_model, _tokenizer, prompt, n_tokens, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p)
 
 
-def forget_if_invalid(key: str, options: list[Any]) -> None:
-    """Drop a widget's remembered value when it is no longer an option (another model or prompt)."""
-    if key in st.session_state and st.session_state[key] not in options:
-        del st.session_state[key]
-
-
 def layer_head_ui(model: GPT, prefix: str) -> tuple[int, int]:
     layers, heads = list(range(model.config.n_layer)), list(range(model.config.n_head))
-    forget_if_invalid(f"{prefix}_layer", layers)
-    forget_if_invalid(f"{prefix}_head", heads)
+    keep_selection(f"{prefix}_layer", layers)
+    keep_selection(f"{prefix}_head", heads)
     cols = st.columns(2)
     layer = cols[0].selectbox("Layer", layers, key=f"{prefix}_layer")
     head = cols[1].selectbox("Head", heads, key=f"{prefix}_head")
@@ -335,7 +339,7 @@ def stream_generation(explored: Explored, prompt: str, config: SamplingConfig, m
                       use_cache: bool, output: Any) -> Generated:  # fmt: skip
     """Generate into ``output`` (an ``st.empty``) as the tokens arrive; time only the model."""
     tokenizer, shown = explored.tokenizer, prompt_tail(prompt)
-    steps = generate(explored.model, encode_prompt(tokenizer, prompt), max_tokens, seed=current_seed(),
+    steps = generate(explored.model, encode_prompt(tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
                      use_cache=use_cache, tokenizer=tokenizer, **sampling_kwargs(config))  # fmt: skip
     records, pieces, last_draw = [], [], 0.0
     for step, seconds in timed_steps(steps):
@@ -367,7 +371,7 @@ def kv_comparison_ui(explored: Explored, prompt: str, config: SamplingConfig, ma
     n = min(max_tokens, KV_TIMING_TOKENS[1] if large else KV_TIMING_TOKENS[0])
     if st.button(f"Time {n} tokens with and without the KV cache", key="explore_kv_compare"):
         with st.spinner("Generating the same tokens twice…"):
-            ids = encode_prompt(explored.tokenizer, prompt)
+            ids = encode_prompt(explored.tokenizer, prompt, explored.model)
             timings = compare_kv_cache(explored.model, ids, n, seed=current_seed(), **sampling_kwargs(config))
             st.session_state["explore_kv_timing"] = (explored.label, *timings)
     if "explore_kv_timing" not in st.session_state:
@@ -416,7 +420,7 @@ def generate_view(explored: Explored, prompt: str, config: SamplingConfig | None
 def start_stepping(explored: Explored, prompt: str, config: SamplingConfig, max_tokens: int, key: tuple) -> None:
     st.session_state["explore_step_key"] = key
     st.session_state["explore_step_iter"] = generate(
-        explored.model, encode_prompt(explored.tokenizer, prompt), max_tokens, seed=current_seed(),
+        explored.model, encode_prompt(explored.tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
         tokenizer=explored.tokenizer, record_stages=True, n_candidates=10, **sampling_kwargs(config),
     )  # fmt: skip
     st.session_state["explore_step_records"] = []
@@ -486,17 +490,18 @@ def attention_view(explored: Explored, tokens: PromptTokens) -> None:
     st.caption(f"Attention maps: layers × heads × T × T = {n_layer} × {n_head} × {T} × {T}. "
                "Row = the token reading (query), column = the token read (key).")  # fmt: skip
     grid_col, one_col = st.columns(2)
-    with grid_col:
-        st.plotly_chart(attention_grid_lean_figure(maps, tokens.labels), width="stretch", key="explore_grid_chart")
     with one_col:
         layer, head = layer_head_ui(explored.model, "explore")
         st.plotly_chart(attention_heatmap_figure(maps, tokens.labels, layer, head), width="stretch",
                         key="explore_head_chart")  # fmt: skip
+    with grid_col:  # drawn after the picker: it outlines the head picked there
+        st.plotly_chart(attention_grid_lean_figure(maps, tokens.labels, selected=(layer, head)), width="stretch",
+                        key="explore_grid_chart")  # fmt: skip
     query = T - 1
     if T > 1:
         positions = list(range(T))
-        forget_if_invalid("explore_query", positions)
-        query = st.select_slider("Where does this token look?", positions, value=T - 1, key="explore_query",
+        keep_selection("explore_query", positions, T - 1)
+        query = st.select_slider("Where does this token look?", positions, key="explore_query",
                                  format_func=lambda i: f"{i}: {tokens.labels[i]}")  # fmt: skip
     st.html(attention_text_html(tokens.pieces, maps[layer, head, query], query))
     st.caption(f"Layer {layer}, head {head}: darker = more attention from the outlined token; "
@@ -509,7 +514,9 @@ def logit_lens_view(explored: Explored, tokens: PromptTokens) -> None:
     labels = cached_vocab_labels(explored.key, explored.tokenizer)
     st.caption("Each row reads the residual stream after one layer through the final norm and the "
                "output head, as if the model stopped there: its best guess for the next token, coloured "
-               "by its probability. The last row is the model's real prediction.")  # fmt: skip
+               f"by its probability. Rows run top to bottom through the model: the top row reads the "
+               f"{lens.layer_names[0]}, the bottom row ({lens.layer_names[-1]}, the last) is the model's "
+               "real prediction.")  # fmt: skip
     st.plotly_chart(logit_lens_figure(lens, tokens.labels, labels), width="stretch", key="explore_lens_chart")
     show_source(logit_lens)
 
@@ -524,7 +531,7 @@ def surprisal_view(explored: Explored) -> None:
         ids, spans = explored.tokenizer.encode_with_spans(text)
         result = cached_surprisal(explored.key, tuple(ids), explored.model)
     except ValueError as exc:  # unknown characters, lone surrogates, too many tokens
-        st.error(f"This text cannot be scored: {exc}")
+        st.error(f"This text cannot be scored: {in_app_words(exc)}")
         return
     cols = st.columns(3)
     cols[0].metric("Tokens", len(ids))
@@ -576,8 +583,8 @@ def learn_view(explored: Explored, prompt: str, config: SamplingConfig | None, m
         if steps:
             st.warning("Fix the sampling settings above to sample from the snapshots.")
         return
-    forget_if_invalid("explore_snapshot_step", steps)
-    step = st.select_slider("Training step", steps, value=steps[-1], key="explore_snapshot_step",
+    keep_selection("explore_snapshot_step", steps, steps[-1])
+    step = st.select_slider("Training step", steps, key="explore_snapshot_step",
                             help="Weights saved during training, at roughly log-spaced steps.")  # fmt: skip
     loaded = snapshot_model(explored.run_id, step)
     if loaded is None:
@@ -588,7 +595,7 @@ def learn_view(explored: Explored, prompt: str, config: SamplingConfig | None, m
     try:
         view = cached_snapshot_view(snapshot_key, prompt, sampling, n_tokens, current_seed(), model, explored.tokenizer)
     except ValueError as exc:
-        st.error(f"This snapshot cannot read the prompt: {exc}")
+        st.error(f"This snapshot cannot read the prompt: {in_app_words(exc)}")
         return
     draw_snapshot(explored, view, prompt, step)
 
@@ -634,6 +641,8 @@ def main() -> None:
     view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="explore_view")
     if view == "Surprisal":
         surprisal_view(explored)  # scores its own text, not the prompt
+    elif view == "Interventions":
+        interventions_view(explored, tokens, DEFAULT_SURPRISAL_TEXT)  # only patching uses the prompt
     elif tokens is None:
         st.warning("Fix the prompt above (see the message) to use this view.")
     elif view == "Generate":

@@ -57,8 +57,13 @@ else:
         cols[1].metric("Tokenizer", str(info.get("tokenizer", "?")))
         cols[2].metric("Parameters", f"{total_parameters(config):,}")
         best = info.get("best_val_loss")
-        cols[3].metric("Best val loss", f"{best:.3f}" if isinstance(best, int | float) else "—",
-                       help="Mean cross-entropy per character on the held-out last 10% of the corpus.")
+        batches = (info.get("train_config") or {}).get("eval_batches", "?")
+        cols[3].metric(
+            f"Best val loss ({batches} batches, in training)", f"{best:.3f}" if isinstance(best, int | float) else "—",
+            help=f"Mean cross-entropy per character on {batches} random batches of the held-out last 10% "
+            f"of the corpus, measured while it trained (best at step {info.get('best_step', '?')}). "
+            "`python -m toygpt runs eval` measures the same weights on 200 batches: the README "
+            "quotes that figure, labelled so.")
         st.caption(f"{model_summary(config)} · trained {info.get('step', '?')} steps. "
                    "It is the sidebar's default model; any run you train joins the list.")
 

@@ -18,10 +18,13 @@ import streamlit as st
 from pages._shared import (
     JobPage,
     capped_text,
+    corpus_missing_ui,
     current_seed,
     describe_job,
+    in_app_words,
     job_panel,
     job_registry,
+    keep_selection,
     pin_job,
     pinned_job,
     show_source,
@@ -33,6 +36,7 @@ from toygpt.jobs import JobRefused
 from toygpt.runs import DEMO_RUN, RunError, list_runs, open_run, usable_as_model
 from toygpt.status import Status
 from toygpt.tokenizers import TokenizerError
+from toygpt.viz import tidy_log_axes
 
 JOB_PARAM = "lab_job"  # ?lab_job=<id>: navigation and refresh find the running experiment again
 NAMES = list(lab.EXPERIMENTS)
@@ -41,6 +45,7 @@ TOKENIZER_CHOICES = ["char", "byte", "bpe-300", "bpe-512", "bpe-1024", "bpe-2048
 DEPTH_CHOICES = [1, 2, 3, 4, 6, 8, 12, 16]
 JOBS = JobPage(
     kind="lab", param=JOB_PARAM, key="lab", finished_note="The result is shown below.", curves_when_done=False,
+    watch_others=True,  # another tab sees a running experiment, and is offered its link (and Stop)
     unknown="The experiment in this link is not known to this server (was it restarted?). "
             "Whatever finished was saved: pick it under **Result**.",
     stop_note="Stop ends it after the current step; a stopped experiment saves nothing.",
@@ -78,13 +83,13 @@ def all_corpora() -> list[str]:
     return list(corpora.BUILTIN) + list(corpora.DOWNLOADS)
 
 
-def corpus_ready(name: str) -> bool:
+def corpus_ready(name: str, key: str) -> bool:
     """Built-in corpora always are; a downloadable one only once it is in the cache (a job must
-    not start only to fail on the download): otherwise say how to provide it."""
+    not start only to fail on the download): otherwise the same download-or-upload as the
+    Training and Tokenizer pages."""
     if name not in corpora.DOWNLOADS or corpora.cached_corpus_path(name).is_file():
         return True
-    st.warning(f"**{name}** is not on this machine yet. Download it on the Training page, or: "
-               f"{corpora.how_to_provide(name)}")
+    corpus_missing_ui(name, f"lab_{key}_corpus_missing")
     return False
 
 
@@ -98,7 +103,7 @@ def norm_position_ui(key: str, seed: int) -> lab.norm_position.NormPositionParam
                              "each, stopping at the first that breaks one of them.")  # fmt: skip
     sweep_steps = int(cols[1].number_input("Steps per sweep training", 1, lab.MAX_STEPS, d.sweep_steps, step=25,
                                            key=f"lab_{key}_sweep_steps", disabled=not sweep))  # fmt: skip
-    if not corpus_ready(chosen["corpus"]):
+    if not corpus_ready(chosen["corpus"], key):
         return None
     return lab.norm_position.NormPositionParams(**chosen, lr_sweep=sweep, sweep_steps=sweep_steps, seed=seed)
 
@@ -109,7 +114,7 @@ def residual_scaling_ui(key: str, seed: int) -> lab.residual_scaling.ResidualSca
     depths = st.multiselect("Depths (layers)", DEPTH_CHOICES, default=list(d.depths), key=f"lab_{key}_depths",
                             help="Each depth is trained twice: with and without the scaling. Width and heads "
                             "come from the preset.")  # fmt: skip
-    if not corpus_ready(chosen["corpus"]):
+    if not corpus_ready(chosen["corpus"], key):
         return None
     return lab.residual_scaling.ResidualScalingParams(**chosen, depths=tuple(depths), seed=seed)
 
@@ -141,7 +146,7 @@ def text_source_ui(key: str) -> tuple[str, str | None] | None:
         except corpora.CorpusError as exc:
             st.error(f"That file cannot be used: {exc}")
             return None
-    return (source, None) if corpus_ready(source) else None
+    return (source, None) if corpus_ready(source, key) else None
 
 
 def _no_text(message: str) -> None:
@@ -178,6 +183,7 @@ def run_picker_ui(key: str) -> str | None:
     if not ids:
         st.info("No trained model yet (the demo model is missing too): train one on the Training page first.")
         return None
+    keep_selection(f"lab_{key}_run_id", ids)  # a deleted run is replaced, in the browser too
     return st.selectbox("Trained run", ids, key=f"lab_{key}_run_id",
                         help="The sidebar's model comes first. It is only read: the experiment works on a copy.")
 
@@ -205,7 +211,7 @@ def sentence_fits(run_id: str, sentence: str) -> bool:
     try:
         open_run(run_id).tokenizer().encode(sentence)
     except (TokenizerError, RunError, CheckpointError) as exc:
-        st.error(f"{run_id}'s tokenizer cannot read this sentence: {exc}")
+        st.error(f"{run_id}'s tokenizer cannot read this sentence: {in_app_words(exc)}")
         return False
     return True
 
@@ -219,6 +225,66 @@ def attention_range_ui(key: str, seed: int) -> lab.attention_range.AttentionRang
     return None if run_id is None else lab.attention_range.AttentionRangeParams(run_id=run_id, windows=windows, far=far, seed=seed)
 
 
+def extrapolation_ui(key: str, seed: int) -> lab.extrapolation.ExtrapolationParams | None:
+    d = lab.extrapolation.ExtrapolationParams()
+    chosen = training_ui(key, d, all_corpora())
+    cols = st.columns([1, 3])
+    block = int(cols[0].number_input("Training context T (tokens)", 8, 256, d.block_size, step=8, key=f"lab_{key}_block",
+                                     help="Each model trains on windows of T tokens, then reads windows of 4T."))  # fmt: skip
+    encodings = cols[1].multiselect("Position encodings", lab.extrapolation.ENCODINGS, default=list(d.encodings),
+                                    key=f"lab_{key}_encodings")  # fmt: skip
+    if not corpus_ready(chosen["corpus"], key):
+        return None
+    return lab.extrapolation.ExtrapolationParams(**chosen, block_size=block, encodings=tuple(encodings), seed=seed)
+
+
+def recurrence_ui(key: str, seed: int) -> lab.recurrence.RecurrenceParams | None:
+    d = lab.recurrence.RecurrenceParams()
+    chosen = training_ui(key, d, all_corpora())
+    cols = st.columns(2)
+    layers = int(cols[0].number_input("LSTM layers", 1, 8, d.lstm_layers, key=f"lab_{key}_layers",
+                                      help="Its width is then chosen so that its parameter count matches the preset's."))  # fmt: skip
+    prompt = cols[1].text_input("Sample prompt", d.sample_prompt, key=f"lab_{key}_prompt", max_chars=200)
+    st.caption("The LSTM lives in the lab only: the saved run keeps the transformer's weights, so the sidebar and "
+               "the explorer (whose views are attention maps, which an LSTM does not have: it carries one state "
+               "of h and c vectors per layer instead) never offer it.")  # fmt: skip
+    if not corpus_ready(chosen["corpus"], key):
+        return None
+    return lab.recurrence.RecurrenceParams(**chosen, lstm_layers=layers, sample_prompt=prompt, seed=seed)
+
+
+def weight_tying_ui(key: str, seed: int) -> lab.weight_tying.WeightTyingParams | None:
+    chosen = training_ui(key, lab.weight_tying.WeightTyingParams(), all_corpora())
+    return lab.weight_tying.WeightTyingParams(**chosen, seed=seed) if corpus_ready(chosen["corpus"], key) else None
+
+
+def induction_ui(key: str, seed: int) -> lab.induction.InductionParams:
+    d = lab.induction.InductionParams()
+    cols = st.columns(3)
+    steps = int(cols[0].number_input("Training steps", 10, 20_000, d.steps, step=100, key=f"lab_{key}_steps"))
+    vocab = int(cols[1].number_input("Alphabet (random letters)", 8, len(lab.induction.ALPHABET), d.vocab,
+                                     key=f"lab_{key}_vocab"))  # fmt: skip
+    length = int(cols[2].number_input("Window (tokens)", 8, 128, d.length, step=8, key=f"lab_{key}_length"))
+    return lab.induction.InductionParams(steps=steps, vocab=vocab, length=length, seed=seed)
+
+
+def scaling_ui(key: str, seed: int) -> lab.scaling.ScalingParams | None:
+    d = lab.scaling.ScalingParams()
+    names = all_corpora()
+    cols = st.columns(3)
+    corpus = cols[0].selectbox("Corpus", names, index=names.index(d.corpus), key=f"lab_{key}_corpus")
+    sizes = cols[1].multiselect("Sizes (layers x width x heads)", lab.scaling.LADDER, default=list(d.sizes),
+                                key=f"lab_{key}_sizes")  # fmt: skip
+    compute = float(cols[2].select_slider("Largest budget (training FLOPs)", [2.5e10, 5e10, 1e11, 2e11, 4e11, 8e11],
+                                          value=d.max_compute, key=f"lab_{key}_compute", format_func=lambda c: f"{c:.2g}"))  # fmt: skip
+    st.caption("Longer budgets and larger sizes: `python -m toygpt lab scaling --max-compute 1e13 --sizes ...` "
+               "(on a GPU with `--device cuda`); its result appears below like any other.")  # fmt: skip
+    if not corpus_ready(corpus, key):
+        return None
+    ordered = tuple(size for size in lab.scaling.LADDER if size in sizes)
+    return lab.scaling.ScalingParams(corpus=corpus, sizes=ordered, max_compute=compute, seed=seed)
+
+
 SETUPS = {
     "norm-position": norm_position_ui,
     "residual-scaling": residual_scaling_ui,
@@ -226,6 +292,11 @@ SETUPS = {
     "tokenization": tokenization_ui,
     "single-example": single_example_ui,
     "attention-range": attention_range_ui,
+    "extrapolation": extrapolation_ui,
+    "recurrence": recurrence_ui,
+    "weight-tying": weight_tying_ui,
+    "induction-heads": induction_ui,
+    "scaling": scaling_ui,
 }
 
 
@@ -287,8 +358,7 @@ def results_ui(name: str) -> None:
         st.caption("No results yet: press **Run** (or try the quick look first).")
         return
     ids = [info.id for info in saved]
-    if st.session_state.get(f"lab_{key}_result") not in ids:
-        st.session_state[f"lab_{key}_result"] = ids[0]
+    keep_selection(f"lab_{key}_result", ids)
     run_id = st.selectbox("Result", ids, key=f"lab_{key}_result",
                           help="Every run of this experiment is saved as a run tagged "
                           f"{lab.TAG_PREFIX}{name}; pick one to reopen it.")  # fmt: skip
@@ -300,7 +370,7 @@ def results_ui(name: str) -> None:
     with st.container(key=f"lab_{key}_charts"):
         st.markdown(f"**What this run showed.** {lab.reading(result)}")
         for i, fig in enumerate(lab.figures(result)):
-            st.plotly_chart(fig, width="stretch", key=f"lab_{key}_fig_{i}")
+            st.plotly_chart(tidy_log_axes(fig), width="stretch", key=f"lab_{key}_fig_{i}")
         EXTRAS.get(name, lambda r: None)(result)
 
 
@@ -325,7 +395,16 @@ def single_example_extras(result: lab.single_example.SingleExampleResult) -> Non
     st.caption(f"The changed copy is kept in this result's run; {result.source_run} itself was only read.")
 
 
-EXTRAS = {"norm-position": norm_extras, "tokenization": tokenization_extras, "single-example": single_example_extras}
+def recurrence_extras(result: lab.recurrence.RecurrenceResult) -> None:
+    cols = st.columns(2)
+    for col, (name, text) in zip(cols, result.samples.items(), strict=False):
+        col.caption(f"Sample from the {name} (prompt {result.params['sample_prompt']!r}, seed {result.params['seed']}):")
+        col.code(text or " ", language=None, wrap_lines=True)
+    st.caption("Only the transformer's weights are kept in this result's run; the LSTM is lab-only.")
+
+
+EXTRAS = {"norm-position": norm_extras, "tokenization": tokenization_extras, "single-example": single_example_extras,
+          "recurrence": recurrence_extras}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

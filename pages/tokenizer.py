@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from pages._shared import active_model, capped_text, current_seed, show_source
+from pages._shared import (
+    active_model,
+    capped_text,
+    corpus_missing_ui,
+    current_seed,
+    in_app_words,
+    show_source,
+)
 from toygpt.data import CorpusError, cached_corpus_path, list_corpora, load_corpus, read_user_text
 from toygpt.lessons import playground as pg
 from toygpt.tokenizers import (
@@ -31,6 +38,7 @@ from toygpt.tokenizers import (
 )
 from toygpt.tokenizers.base import visible_char
 from toygpt.tokenizers.bpe import bpe_merge_steps
+from toygpt.viz import tidy_log_axes
 
 TIKTOKEN_CHOICES = ("gpt2", "cl100k_base", "o200k_base")
 CHOICES = ("char", "byte", "bpe", "run", *TIKTOKEN_CHOICES)
@@ -112,7 +120,7 @@ def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], Drawing, s
     st.session_state.setdefault("tok_choice", default)
     chosen = st.multiselect("Tokenizers", CHOICES, key="tok_choice", persist_state=KEEP,
                             format_func=lambda c: choice_label(c, unavailable))
-    left, mid, right = st.columns([1, 1.2, 1.6], vertical_alignment="center")
+    left, mid, right = st.columns([1.5, 1.2, 1.6], vertical_alignment="center")  # room for its label at 800 px
     show_ws = left.toggle("Show whitespace", value=True, key="tok_show_ws",
                           persist_state=KEEP,
                           help="· space, ↵ newline, ⇥ tab, <U+200D> invisible characters")
@@ -149,7 +157,7 @@ def corpus_ui(text: str) -> tuple[str | None, str]:
     try:
         return corpus_text(name, current_seed()), f"{name} (seed {current_seed()})"
     except CorpusError as exc:
-        st.error(str(exc))
+        st.error(in_app_words(exc))
         return None, name
 
 
@@ -161,23 +169,13 @@ def upload_ui() -> tuple[str | None, str]:
     try:
         return read_user_text(upload.getvalue(), max_bytes=MAX_UPLOAD_BYTES), upload.name
     except CorpusError as exc:
-        st.error(str(exc))
+        st.error(in_app_words(exc))
         return None, upload.name
 
 
 def download_ui(name: str) -> tuple[str | None, str]:
-    """A corpus that is not cached yet is fetched only when asked: offline, every rerun would
-    otherwise wait for the download to time out."""
-    st.warning(f"**{name}** is not on this machine yet. Download it (needs internet), or pick a "
-               "built-in corpus.")
-    if st.button(f"Download {name}", key="tok_fetch_corpus"):
-        try:
-            with st.spinner(f"Downloading {name}…"):
-                corpus_text(name, 0)
-        except CorpusError as exc:
-            st.error(str(exc))
-            return None, name
-        st.rerun()  # the cached corpus is found on the next run
+    """A corpus not cached yet: the same Download-or-upload as every page that needs one."""
+    corpus_missing_ui(name, "tok_corpus_missing")
     return None, name
 
 
@@ -256,7 +254,7 @@ def run_tokenizer(text: str) -> tuple[str, Tokenizer | None]:
     try:
         tok.encode(text)
     except UnknownCharactersError as exc:
-        st.warning(f"This model could not read the whole text: {exc} They are drawn as <unk> here.")
+        st.warning(f"This model could not read the whole text: {in_app_words(exc)} They are drawn as <unk> here.")
         return title, pg.with_unknowns_shown(tok)
     except TokenizerError as exc:
         st.warning(str(exc))
@@ -288,7 +286,7 @@ def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
     try:
         result = pg.tokenize(tok, text)
     except TokenizerError as exc:
-        st.warning(f"{title} cannot encode this text: {exc}")
+        st.warning(f"{title} cannot encode this text: {in_app_words(exc)}")
         return
     st.markdown(
         f"**{result.n_tokens:,} tokens** · {result.n_chars:,} characters · {result.n_bytes:,} bytes"
@@ -308,7 +306,7 @@ def comparison_ui(text: str, tokenizers: dict[str, Tokenizer]) -> None:
     if table["error"].isna().all():
         table = table.drop(columns="error")
     st.dataframe(table, hide_index=True, width="stretch", key="tok_compare_table")
-    st.plotly_chart(pg.comparison_figure(rows), width="stretch", key="tok_compare_chart")
+    st.plotly_chart(tidy_log_axes(pg.comparison_figure(rows)), width="stretch", key="tok_compare_chart")
     st.caption(
         "A bigger vocabulary buys fewer, longer tokens — more text fits in a model's block_size "
         "(chars_per_block: how much of this text fits in 64 tokens) — at the price of a bigger "

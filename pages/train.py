@@ -13,9 +13,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-import tempfile
+import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,16 +22,20 @@ import streamlit as st
 
 from pages._shared import (
     JobPage,
+    corpus_missing_ui,
     current_seed,
     describe_job,
+    in_app_words,
     job_panel,
     job_registry,
+    keep_selection,
     pin_job,
     pinned_job,
 )
 from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
+from toygpt.lab import is_lab_run
 from toygpt.model import PRESETS, GPTConfig, total_parameters
 from toygpt.runs import (
     RunError,
@@ -44,6 +47,8 @@ from toygpt.runs import (
     list_runs,
     open_run,
     read_metrics,
+    resume_config,
+    status_now,
 )
 from toygpt.status import Status
 from toygpt.tokenizers import (
@@ -54,7 +59,13 @@ from toygpt.tokenizers import (
     get_tiktoken,
     parse_tokenizer_name,
 )
-from toygpt.train import ASSUMED_FLOPS, TrainConfig, estimate
+from toygpt.train import (
+    ASSUMED_FLOPS,
+    TrainConfig,
+    estimate,
+    measure_step_seconds,
+    recent_step_seconds,
+)
 from toygpt.viz import loss_curves_figure
 
 JOB_PARAM = "job"  # ?job=<id> in the URL: a refresh (a new session) finds the running job again
@@ -69,6 +80,7 @@ TOKENIZERS = {
 }
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+PROBE_MAX_PARAMS = 30_000_000  # above this a 3-step timing probe takes too long for a page: guessed instead
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
 
 
@@ -103,16 +115,36 @@ def show_flash() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def steps_per_second(metrics: list[dict[str, Any]]) -> float | None:
+    """The measured pace of the latest logged step (the trainer's median of its recent steps)."""
+    ms = next((row.get("ms_per_step") for row in reversed(metrics) if row.get("type") == "step"), None)
+    return 1000 / ms if isinstance(ms, int | float) and ms > 0 else None
+
+
 def metrics_ui(status: TrainStatus) -> None:
-    cols = st.columns(5)
+    """The live figures; speeds are measured (the median of the recent steps)."""
+    cols = st.columns(6)
     cols[0].metric("Step", f"{status.step:,}")
     cols[1].metric("Train loss (batch)", loss_text(status.loss))
     cols[2].metric("Val loss", loss_text(status.val_loss), help=f"best so far: {loss_text(status.best_val_loss)}")
-    cols[3].metric("Tokens / s", f"{status.tokens_per_s:,.0f}" if status.tokens_per_s else "–")
+    pace = steps_per_second(status.metrics)
+    cols[3].metric("Steps / s", f"{pace:,.1f}" if pace else "–", help="Measured: the median of the recent steps.")
+    cols[4].metric("Tokens / s", f"{status.tokens_per_s:,.0f}" if status.tokens_per_s else "–",
+                   help="Measured: the median of the recent steps.")
     if status.done:
-        cols[4].metric("Time", clock(status.elapsed))
+        cols[5].metric("Time", clock(status.elapsed))
     else:
-        cols[4].metric("ETA", clock(status.eta))
+        cols[5].metric("ETA", clock(status.eta), help="From the measured pace of the recent steps.")
+
+
+def guess_vs_actual(status: TrainStatus) -> None:
+    """Once a run ends: the estimate shown before it started, beside what it did."""
+    guess = st.session_state.get("train_guesses", {}).get(status.job_id)
+    if guess is None or not status.done:
+        return
+    how = "measured pace" if guess["measured"] else "a FLOP-count guess"
+    st.caption(f"Estimated before starting ({how}): ≈ {guess['steps']:,} steps in ≈ {clock(guess['seconds'])}. "
+               f"It did {status.step:,} steps in {clock(status.elapsed)}.")
 
 
 def sample_ui(status: TrainStatus) -> None:
@@ -127,6 +159,7 @@ def sample_ui(status: TrainStatus) -> None:
 
 def training_details(status: TrainStatus) -> None:
     metrics_ui(status)
+    guess_vs_actual(status)
     sample_ui(status)
 
 
@@ -185,43 +218,6 @@ def upload_ui() -> Corpus:
     return Corpus(upload.name, text, True)
 
 
-def store_shakespeare(data: bytes) -> None:
-    """Check uploaded bytes against tiny shakespeare's sha256 and cache them (via a temp file,
-    the path ``toygpt.data.add_corpus_file`` takes)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "input.txt"
-        path.write_bytes(data)
-        corpora.add_corpus_file("shakespeare", path)
-
-
-def shakespeare_missing_ui() -> None:
-    """Tiny shakespeare is not cached: download on request (never on a rerun: offline, every
-    rerun would wait for a timeout), or take the file as an upload."""
-    st.warning("Tiny shakespeare (1.1 MB) is not on this machine yet.")
-    if st.button("Download it now", key="train_shakespeare_download"):
-        with st.spinner("Downloading tiny shakespeare (gives up after a few seconds offline)…"):
-            try:
-                corpora.download_corpus("shakespeare")
-            except corpora.CorpusError as exc:
-                st.session_state["train_shakespeare_error"] = str(exc)
-            else:
-                st.session_state.pop("train_shakespeare_error", None)
-                st.rerun()
-    error = st.session_state.get("train_shakespeare_error")
-    if error:
-        st.error(error)
-        st.caption("Or upload the file below, or choose **your own .txt** as the corpus.")
-    upload = st.file_uploader("Have the file (input.txt)? Upload it here", type=["txt"], key="train_shakespeare_file")
-    if upload is not None:
-        try:
-            store_shakespeare(upload.getvalue())
-        except corpora.CorpusError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state.pop("train_shakespeare_error", None)
-            st.rerun()
-
-
 def corpus_ui(key: str) -> Corpus:
     infos = {info.name: info for info in corpora.list_corpora()}
     st.session_state.setdefault(key, "shakespeare" if corpora.cached_corpus_path("shakespeare").is_file() else "copy")
@@ -231,7 +227,7 @@ def corpus_ui(key: str) -> Corpus:
         return upload_ui()
     st.caption(infos[name].description)
     if infos[name].kind == "download" and not corpora.cached_corpus_path(name).is_file():
-        shakespeare_missing_ui()
+        corpus_missing_ui(name, "train_corpus_missing")
         return Corpus(name, None, False)
     try:
         return Corpus(name, corpus_text(name, 0), False)
@@ -319,11 +315,37 @@ def settings_ui(seed: int) -> TrainConfig | None:
         return None
 
 
-def estimate_ui(model_config: GPTConfig, spec: TrainSpec) -> None:
-    """Parameters, memory and time before starting (and a warning when the app would refuse it).
-    The memory is the number the job registry checks (``toygpt.jobs.memory_parts``)."""
-    config = spec.train_config
-    est = estimate(model_config, config)
+@st.cache_resource(max_entries=16, ttl=600, show_spinner="Timing three training steps of this model here…")
+def probe_step_seconds(model_config: GPTConfig, config: TrainConfig, threads: int | None) -> float:
+    """Seconds per step measured here (kept ten minutes: the machine's load changes)."""
+    return measure_step_seconds(model_config, config, num_threads=threads)
+
+
+def pace_of(model_config: GPTConfig, config: TrainConfig, resume: str | None) -> tuple[float | None, str]:
+    """(seconds per step, where that figure comes from): a resumed run's own recent pace, else a
+    timed probe of this shape; None for models too big to probe (the estimate then says so)."""
+    if resume:
+        try:
+            own = recent_step_seconds(read_metrics(resume))
+        except (RunError, OSError):
+            own = None
+        if own:
+            return own, f"{resume}'s own pace over its last logged steps ({1 / own:,.1f} steps/s)"
+    if total_parameters(model_config) > PROBE_MAX_PARAMS:
+        return None, ""
+    threads = job_registry().num_threads
+    seconds = probe_step_seconds(model_config, config.replace(max_steps=1, max_seconds=None), threads)
+    return seconds, (f"3 training steps of this model timed here just now, on the {threads or 'default'} "
+                     f"thread{'s' if threads != 1 else ''} a job gets ({1 / seconds:,.1f} steps/s)")
+
+
+def estimate_ui(model_config: GPTConfig, spec: TrainSpec) -> dict[str, Any]:
+    """Parameters, memory and time before starting (and a warning when the app would refuse it);
+    the estimate, to be shown again beside what the run took. The memory is the number the job
+    registry checks (``toygpt.jobs.memory_parts``)."""
+    config, resume = spec.train_config, spec.resume
+    pace, source = pace_of(model_config, config, resume)
+    est = estimate(model_config, config, seconds_per_step=pace)
     try:
         memory = memory_parts(spec)
     except ValueError:  # the source run is unreadable: Start says why; show the configs' estimate
@@ -337,43 +359,37 @@ def estimate_ui(model_config: GPTConfig, spec: TrainSpec) -> None:
                    "gradients and AdamW's moments are kept for those alone.")  # fmt: skip
     parts = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in memory.items() if size)
     cols[1].metric("Memory", human_bytes(sum(memory.values()), decimals=1), help=parts)
+    guess = "" if est["measured"] else " (a guess)"
     if config.max_seconds is not None:
-        cols[2].metric("Steps in the budget", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
+        cols[2].metric(f"Steps in the budget{guess}", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
     else:
-        cols[2].metric("Time", f"≈ {clock(est['seconds'])}", help=f"{est['steps']:,} steps")
+        cols[2].metric(f"Time{guess}", f"≈ {clock(est['seconds'])}", help=f"{est['steps']:,} steps")
+    if est["measured"]:
+        timing = f"time comes from {source}, plus the validations"
+    else:
+        timing = (f"time is a guess: this model is too big to time here, so it assumes "
+                  f"{ASSUMED_FLOPS['cpu'] / 1e9:.0f} GFLOP/s for {est['flops_per_step'] / 1e9:,.2f} GFLOP per step")
     st.caption(
-        f"Rough: memory is 4 bytes per parameter for the weights, 12 more per parameter that learns "
-        "(gradients, AdamW's two moments), plus "
-        f"the activations of one batch and the corpus's token ids ({parts}); time assumes {ASSUMED_FLOPS['cpu'] / 1e9:.0f} "
-        f"GFLOP/s, {est['tokens_per_step']:,} tokens and {est['flops_per_step'] / 1e9:,.2f} GFLOP "
-        "per step. Building a BPE tokenizer and encoding the corpus come on top."
+        f"Memory is 4 bytes per parameter for the weights, 12 more per parameter that learns "
+        f"(gradients, AdamW's two moments), plus the activations of one batch and the corpus's "
+        f"token ids ({parts}); {timing}. Building a BPE tokenizer and encoding the "
+        "corpus come on top, and another job or page using the CPU slows it down."
     )
     if sum(memory.values()) > limit:
         st.warning(f"That is above this app's limit of {human_bytes(limit, decimals=1)} per run: pick a smaller preset, "
                    "batch or context, or train it with `python -m toygpt train`.")
+    return {"steps": est["steps"], "seconds": est["seconds"], "measured": est["measured"], "source": source}
 
 
 def training_now() -> set[str]:
     """Ids of the runs this server is training at this moment."""
-    return {job.snapshot().run_id for job in job_registry().active()} - {None}
-
-
-def shown_status(info: RunInfo, busy: set[str]) -> str:
-    """A run.json still saying "running" that no job here trains was cut off (server stopped,
-    crash; or it trains in another process, e.g. the CLI): it can be resumed from its last save."""
-    return Status.INTERRUPTED if info.status == Status.RUNNING and info.id not in busy else info.status
+    return job_registry().training_runs()
 
 
 def run_choices(infos: list[RunInfo], writable: bool) -> list[str]:
     """Runs a new job can start from: not being trained right now (and not the demo, to resume)."""
     busy = training_now()
-    return [i.id for i in infos if i.id not in busy and i.status != "unreadable" and not (writable and i.read_only)]
-
-
-def keep_choice(key: str, options: list[str]) -> None:
-    """Drop a remembered selection whose run is gone (a deleted run must not break the widget)."""
-    if st.session_state.get(key) not in options:
-        st.session_state.pop(key, None)
+    return [i.id for i in infos if i.id not in busy and i.status != Status.UNREADABLE and not (writable and i.read_only)]
 
 
 def new_model_ui(name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConfig | None]:
@@ -401,7 +417,7 @@ def finetune_ui(infos: list[RunInfo], name: str | None, seed: int) -> tuple[Trai
         st.info("No finished run to fine-tune yet: train a new model first (or add GPT-2 weights on the "
                 "Sampling & attention page).")  # fmt: skip
         return None, None
-    keep_choice("train_finetune_run", options)
+    keep_selection("train_finetune_run", options)
     labels = {key: p.label for key, p in pretrained.items()}
     left, right = st.columns(2)
     with left:
@@ -454,23 +470,22 @@ def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]
     if not options:
         st.info("No run to resume yet (the shipped demo is read-only: fine-tune it instead).")
         return None, None
-    keep_choice("train_resume_run", options)
+    keep_selection("train_resume_run", options)
     cols = st.columns(2)
     run_id = cols[0].selectbox("Run", options, key="train_resume_run")
     more = cols[1].number_input("More steps", 1, 1_000_000, value=500, key="train_more_steps")
     info = next(i for i in infos if i.id == run_id)
     run = open_run(run_id)
-    saved = run.train_config()
-    # The run's own settings, with a new end: its step counter, schedule and batches continue.
-    config = saved.replace(max_steps=info.steps + int(more), max_seconds=None)
-    st.caption(f"{run_id} is at step {info.steps:,} ({shown_status(info, training_now())}); it continues to step "
+    saved, config = run.train_config(), resume_config(run, int(more))
+    st.caption(f"{run_id} is at step {info.steps:,} ({status_now(info, training_now())}); it continues to step "
                f"{config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
                f"batch {saved.batch_size}); the learning-rate schedule stretches to the new end.")
     return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=config, resume=run_id), run.model_config()
 
 
-def start(spec: TrainSpec) -> None:
-    """Start the job, or say why not (one job at a time: who is running, and when it ends)."""
+def start(spec: TrainSpec, guess: dict[str, Any] | None = None) -> None:
+    """Start the job, or say why not (one job at a time: who is running, and when it ends).
+    ``guess`` (the estimate shown) is kept, to be shown beside what the run took."""
     registry = job_registry()
     if spec.tokenizer in TIKTOKEN_NAMES and not spec.resume and not spec.init_from:
         try:
@@ -486,6 +501,8 @@ def start(spec: TrainSpec) -> None:
         for other in registry.active():
             st.info(describe_job(other.snapshot()))
         return
+    if guess is not None:
+        st.session_state.setdefault("train_guesses", {})[job.id] = guess
     pin_job(JOBS, job.id)
     st.rerun()
 
@@ -506,12 +523,13 @@ def launcher_section(infos: list[RunInfo]) -> None:
         else:
             spec, shape = resume_ui(infos)
     except (ValueError, OSError) as exc:  # RunError, CheckpointError, CorpusError are ValueErrors
-        st.error(f"This cannot start: {exc}")
+        st.error(f"This cannot start: {in_app_words(exc)}")
         spec, shape = None, None
+    guess = None
     if spec is not None and shape is not None:
-        estimate_ui(shape, spec)
+        guess = estimate_ui(shape, spec)
     if st.button("Start training", key="train_start", type="primary", disabled=spec is None) and spec is not None:
-        start(spec)
+        start(spec, guess)
     if spec is None:
         st.caption("Start is enabled once the corpus, the model and the settings above are usable.")
     elif mode != "resume":
@@ -545,29 +563,63 @@ def training_time(info: RunInfo) -> float | None:
     return float(elapsed) if isinstance(elapsed, int | float) else None
 
 
+def live_snapshots() -> dict[str, TrainStatus]:
+    """run id -> the snapshot of the job training it now (its run.json lags: saved at checkpoints)."""
+    snaps = (job.snapshot() for job in job_registry().active())
+    return {snap.run_id: snap for snap in snaps if isinstance(snap, TrainStatus) and snap.run_id}
+
+
 def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
-    """One row per run; numbers stay numbers (missing ones are nulls, not text)."""
-    busy = training_now()
-    return pd.DataFrame([{
-        "run": i.id, "status": shown_status(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
-        "model": shape_text(i.model_config), "parameters": parameters_of(i.model_config), "steps": i.steps,
-        "best val loss": i.best_val_loss, "training time": clock(training_time(i)), "created": i.created,
-    } for i in infos]).astype({"parameters": "Int64", "best val loss": "float64"})  # fmt: skip
+    """One row per run; numbers stay numbers (missing ones are nulls, not text). A run being
+    trained shows its job's step, best val loss and time as of this redraw, and says so."""
+    live = live_snapshots()
+    busy = set(live)
+    rows = []
+    for i in infos:
+        snap = live.get(i.id)
+        rows.append({
+            "run": i.id, "status": f"{status_now(i, busy)} (as of {time.strftime('%H:%M:%S')}; live above)"
+            if snap else status_now(i, busy), "corpus": i.corpus, "tokenizer": i.tokenizer,
+            "model": shape_text(i.model_config), "parameters": parameters_of(i.model_config),
+            "steps": snap.step if snap else i.steps,
+            "best val loss": snap.best_val_loss if snap else i.best_val_loss,
+            "training time": clock(snap.elapsed if snap else training_time(i)), "created": i.created,
+        })  # fmt: skip
+    return pd.DataFrame(rows).astype({"parameters": "Int64", "best val loss": "float64"})
+
+
+def eval_rows(run_id: str) -> list[dict[str, Any]]:
+    """A run's validation measurements (an "end" row repeats the last *batch* loss as train_loss)."""
+    return [row for row in read_metrics(run_id) if row.get("type") == "eval"]
+
+
+def with_curves(ids: list[str], wanted: int) -> list[str]:
+    """The first ``wanted`` of ``ids`` that have a loss curve to draw (a lab result may have none)."""
+    found = []
+    for run_id in ids:
+        try:
+            if eval_rows(run_id):
+                found.append(run_id)
+        except (RunError, OSError):
+            continue
+        if len(found) == wanted:
+            break
+    return found
 
 
 def compare_ui(infos: list[RunInfo]) -> None:
-    ids = [i.id for i in infos if i.status != "unreadable"]
+    ids = [i.id for i in infos if i.status != Status.UNREADABLE]
     if "train_compare" in st.session_state:
         st.session_state["train_compare"] = [r for r in st.session_state["train_compare"] if r in ids]
     else:
-        st.session_state["train_compare"] = ids[:3]
-    cols = st.columns([4, 1], vertical_alignment="bottom")
+        st.session_state["train_compare"] = with_curves(ids, 3)
+    cols = st.columns([3, 1], vertical_alignment="bottom")  # room for "Log scale" at 800 px
     chosen = cols[0].multiselect("Compare the loss curves of", ids, key="train_compare")
     log_y = cols[1].toggle("Log scale", key="train_compare_log")
     curves = {}
     for run_id in chosen:
-        try:  # validation rows only: an "end" row repeats the last *batch* loss as train_loss
-            curves[run_id] = [row for row in read_metrics(run_id) if row.get("type") == "eval"]
+        try:
+            curves[run_id] = eval_rows(run_id)
         except (RunError, OSError) as exc:
             st.warning(f"{run_id}: {exc}")
     if not any(curves.values()):
@@ -590,30 +642,44 @@ def delete_ui(info: RunInfo) -> None:
     why = ("the shipped demo model cannot be deleted" if info.read_only else
            "it is training right now: stop it first" if busy else None)
     if st.session_state.get("train_confirm_delete") != info.id:
-        st.button("Delete…", key="train_delete", disabled=why is not None, help=why,
+        st.button(f"Delete {info.id}…", key="train_delete", disabled=why is not None, help=why,
                   on_click=lambda: st.session_state.update(train_confirm_delete=info.id))
         return
     st.warning(f"Delete **{info.id}** and all its files for good?")
     yes, no = st.columns(2)
-    if yes.button("Yes, delete it", key="train_delete_yes", type="primary"):
+    if yes.button(f"Yes, delete {info.id}", key="train_delete_yes", type="primary"):
         st.session_state.pop("train_confirm_delete", None)
+        after = neighbour(info.id)
         try:
             delete_run(info.id)
         except (RunError, OSError) as exc:
             st.error(f"Not deleted: {exc}")
             return
         flash("success", f"Deleted {info.id}.")
+        st.session_state["train_manage_next"] = after
         st.rerun()
     no.button("Cancel", key="train_delete_no", on_click=lambda: st.session_state.pop("train_confirm_delete", None))
 
 
+def neighbour(run_id: str) -> str | None:
+    """The run listed after ``run_id`` (else before it): what Manage shows once it is deleted."""
+    ids = [i.id for i in list_runs()]
+    if run_id not in ids or len(ids) < 2:
+        return None
+    at = ids.index(run_id)
+    return ids[at + 1] if at + 1 < len(ids) else ids[at - 1]
+
+
 def manage_ui(infos: list[RunInfo]) -> None:
     ids = [i.id for i in infos]
-    keep_choice("train_manage_run", ids)
+    wanted = st.session_state.pop("train_manage_next", None)  # a run just imported, or deleted's neighbour
+    if wanted in ids:
+        st.session_state["train_manage_run"] = wanted
+    keep_selection("train_manage_run", ids)
     run_id = st.selectbox("Run", ids, key="train_manage_run")
     info = next(i for i in infos if i.id == run_id)
     busy = training_now()
-    status = shown_status(info, busy)
+    status = status_now(info, busy)
     if status == Status.INTERRUPTED:
         st.caption("interrupted: this server is not training it (stopped or crashed mid-run, or it "
                    "trains in another process such as the CLI). Resume continues from its last save.")
@@ -662,6 +728,7 @@ def import_ui() -> None:
         try:
             run_id = import_zip(upload.getvalue())
             done[upload.file_id] = ("success", f"Imported {plain(upload.name)} as the run **{run_id}**.")
+            st.session_state["train_manage_next"] = run_id  # Manage shows the run just imported
         except RunError as exc:  # the reason may quote the zip's member names: shown literally
             done[upload.file_id] = ("error", f"{plain(upload.name)} was rejected: {plain(str(exc))}")
         st.session_state["train_imported"] = done
@@ -671,12 +738,26 @@ def import_ui() -> None:
     getattr(st, kind)(text)
 
 
+def lab_filter_ui(infos: list[RunInfo]) -> list[RunInfo]:
+    """The learner's own runs; the Concepts lab's results only when asked (they live in the lab)."""
+    from_lab = [i for i in infos if is_lab_run(i)]
+    if not from_lab:
+        return infos
+    shown = st.toggle(f"Also list the Concepts lab's runs ({len(from_lab)})", key="train_show_lab",
+                      help="Each lab experiment saves its result as a run; the lab page shows them.")
+    return infos if shown else [i for i in infos if not is_lab_run(i)]
+
+
 def runs_section(infos: list[RunInfo]) -> None:
     st.header("Your runs")
     show_flash()
+    infos = lab_filter_ui(infos)
     if infos:
         st.dataframe(runs_table(infos), hide_index=True, width="stretch", key="train_runs_table",
-                     column_config={"best val loss": st.column_config.NumberColumn(format="%.3f"),
+                     column_config={"best val loss": st.column_config.NumberColumn(
+                         format="%.3f", help="The lowest validation loss measured while it trained "
+                         "(each measurement: the run's eval batches of held-out text; Home and the "
+                         "sidebar show this same figure)."),
                                     "parameters": st.column_config.NumberColumn(format="localized")})
         compare_ui(infos)
     else:

@@ -287,7 +287,8 @@ def test_every_damaged_checkpoint_is_a_checkpoint_error_naming_the_file(saved, c
     filename, words = DAMAGE[case]
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(run)
-    assert str(run / filename) in str(error.value)
+    assert str(error.value).startswith(f"{filename}: ")  # the file inside the run ...
+    assert str(run) not in str(error.value)  # ... never the server's folder (issue 11)
     assert words in str(error.value)
 
 

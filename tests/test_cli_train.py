@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from toygpt import runs
 from toygpt.__main__ import main
 
@@ -58,8 +60,9 @@ def test_own_text_and_its_errors(tmp_path, capsys):
     latin.write_bytes("café ".encode("latin-1") * 100)
     assert main(["train", "--text", str(latin), "--preset", "nano"]) == 1
     assert "not UTF-8 text" in capsys.readouterr().err
-    assert main(["train", "--corpus", "copy", "--preset", "nano", "--lr", "-1"]) == 1
-    assert "learning_rate=-1.0 must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused while parsing, in one line
+        main(["train", "--corpus", "copy", "--preset", "nano", "--lr", "-1"])
+    assert exit_.value.code == 2 and "argument --lr: -1 is not in [1e-09, 10]" in capsys.readouterr().err
 
 
 def test_diverged_run_exits_nonzero(capsys):

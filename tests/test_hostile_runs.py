@@ -333,3 +333,109 @@ def test_the_explorer_says_a_mismatched_run_cannot_be_loaded(exported, monkeypat
     at.switch_page("pages/explore.py").run()
     assert not at.exception
     assert any("the tokenizer has 5,000 tokens" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# --------------------------------------------------------------------------------------------
+# Kind 3: every setting has a range; Stop ends every long loop within ~2 s
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [({"eval_batches": 10**9}, "eval_batches=1000000000 must be a whole number ≥ 1 and ≤ 10,000"),
+     ({"sample_tokens": 10**9}, "sample_tokens=1000000000 must be a whole number ≥ 1 and ≤ 10,000"),
+     ({"batch_size": 10**9}, "batch_size=1000000000 must be a whole number ≥ 1 and ≤ 4,096"),
+     ({"max_seconds": 1e12}, "max_seconds=1000000000000.0 must be a number in"),
+     ({"max_snapshots": 10**6}, "max_snapshots=1000000 must be a whole number ≥ 0 and ≤ 1,000")],
+)  # fmt: skip
+def test_out_of_range_train_settings_are_refused_in_code_and_in_an_upload(exported, changes, reason):
+    with pytest.raises(ValueError, match=reason):
+        CONFIG.replace(**changes)
+    info = json.loads(exported["source/run.json"])
+    with pytest.raises(RunError, match=reason):
+        runs.import_zip(make_zip(with_info(exported, train_config={**info["train_config"], **changes})))
+
+
+def letters_without_spaces(n: int = 2_000_000) -> str:
+    import random
+
+    return "".join(random.Random(0).choices("abcdefghijklmnopqrstuvwxyz", k=n))
+
+
+def stop_after(job, seconds: float) -> float:
+    """Let ``job`` work for ``seconds``, press Stop, return how long it took to end."""
+    import time
+
+    time.sleep(seconds)
+    assert not job.done, f"the job ended by itself before Stop: {job.snapshot().message}"
+    pressed = time.perf_counter()
+    job.stop()
+    assert job.wait(30), "the job ignored Stop for 30 s"
+    return time.perf_counter() - pressed
+
+
+@pytest.mark.parametrize(
+    "work",
+    ["a 10,000-batch evaluation", "a 10,000-token sample", "bpe-2048 on 2 MB without spaces"],
+)
+def test_stop_ends_every_long_loop_within_two_seconds(work):
+    from toygpt.jobs import TrainJob
+
+    quick = CONFIG.replace(max_steps=1000, eval_interval=1000, eval_batches=1)
+    spec = {
+        "a 10,000-batch evaluation": TrainSpec(corpus="copy", model=preset("small"), train=quick.replace(eval_batches=10_000)),
+        "a 10,000-token sample": TrainSpec(corpus="copy", model=preset("nano"),
+                                           train=quick.replace(sample_interval=1, sample_tokens=10_000)),
+        "bpe-2048 on 2 MB without spaces": TrainSpec(corpus="mine", corpus_text=letters_without_spaces(),
+                                                     tokenizer="bpe-2048", model=preset("nano"), train=quick),
+    }[work]  # fmt: skip
+    job = TrainJob(spec, num_threads=1).start()
+    took = stop_after(job, 3.0)
+    snap = job.snapshot()
+    assert snap.status == "stopped", snap.message
+    assert took < 2.5, f"Stop took {took:.1f} s during {work}"
+    if work.startswith("bpe"):
+        assert "preparing the data" in snap.message and runs.list_runs(include_demo=False) == []
+    else:  # stopped mid-evaluation/sample, the run is saved and can be resumed
+        (info,) = runs.list_runs(include_demo=False)
+        assert runs.open_run(info.id).training_state()[0].step == snap.step
+
+
+def test_a_job_that_cannot_finish_in_the_stated_time_is_refused_before_it_starts():
+    from toygpt.jobs import JobRefused, JobRegistry
+
+    registry = JobRegistry(max_seconds=60)
+    endless_eval = TrainSpec(corpus="copy", model=preset("small"),
+                             train=CONFIG.replace(max_steps=10_000, eval_interval=1, eval_batches=10_000))  # fmt: skip
+    with pytest.raises(JobRefused, match=r"this run would take about [\d:]+ \(.*evaluation [\d:]+.*\), longer than the 1:00 one job may hold"):
+        registry.start(endless_eval)
+    slow_bpe = TrainSpec(corpus="mine", corpus_text=letters_without_spaces(), tokenizer="bpe-2048",
+                         model=preset("nano"), train=CONFIG)  # fmt: skip
+    with pytest.raises(JobRefused, match=r"tokenizer [\d:]+"):
+        registry.start(slow_bpe)
+    assert registry.jobs() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Kind 7: messages name the file inside the run, never the server's folders
+# --------------------------------------------------------------------------------------------
+
+
+def test_no_message_names_the_servers_folders(exported):
+    from toygpt.checkpoint import CheckpointError, load_checkpoint
+    from toygpt.jobs import TrainJob
+
+    root = str(runs.runs_dir())
+    folder = unpack_as_run({**exported, "source/config.json": b'{"format_version": 1, "step": -1}'}, "broken")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(folder)  # what the pages' model cache calls
+    assert str(caught.value).startswith("config.json: step must be") and root not in str(caught.value)
+    with pytest.raises(RunError) as caught:
+        runs.open_run("nothing-here")
+    assert root not in str(caught.value)
+    torn = unpack_as_run({**exported, "source/model.safetensors": b"\x08" + bytes(20)}, "torn")
+    assert torn.is_dir()
+    job = TrainJob(TrainSpec(resume="torn", train=CONFIG.replace(max_steps=5))).start()
+    assert job.wait(60)
+    snap = job.snapshot()
+    assert snap.status == "failed" and "model.safetensors" in snap.message and root not in snap.message, snap.message

@@ -390,7 +390,10 @@ def test_inputs_are_checked():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+INSIDE_ATTENTION = [dict(pos_encoding="rope"), dict(pos_encoding="alibi", norm_position="post")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS + INSIDE_ATTENTION, ids=variant_id)
 def test_cache_has_every_hook_point_in_the_order_computed(variant):
     model = make_model(**variant)
     _, cache = run_with_cache(model, some_ids(7))
@@ -402,7 +405,7 @@ def test_cache_has_every_hook_point_in_the_order_computed(variant):
     assert cache["hook_logits"].shape == (1, T, c.vocab_size)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize("variant", VARIANTS + INSIDE_ATTENTION, ids=variant_id)
 def test_trace_logits_cache_and_model_are_identical(variant):
     """One forward pass serves all: the trace's values ARE the cache's, which ARE model(idx)."""
     model = make_model(**variant)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
+import time
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -79,3 +80,11 @@ def test_no_page_branches_on_a_jobs_kind():
     for name in ("train.py", "lab.py", "_shared.py"):
         source = (ROOT / "pages" / name).read_text(encoding="utf-8")
         assert 'get("kind")' not in source and '["kind"]' not in source and "isinstance(j" not in source, name
+
+
+def test_a_finished_jobs_clock_stops():
+    job = lab.LabJob("positions", lab.tiny_params("positions", steps=2), save=False).start()
+    assert job.wait(120)
+    first = job.snapshot().elapsed
+    time.sleep(0.05)
+    assert job.snapshot().elapsed == first > 0

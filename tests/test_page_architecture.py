@@ -71,8 +71,39 @@ def test_renders_without_a_model_and_explains(no_models):
     at = open_page()
     assert metric(at, "Parameters") == f"{total_parameters(preset('small', vocab_size=65)):,}"
     assert at.get("graphviz_chart"), "the stack diagram is drawn"
-    assert any("No model is active" in info.value for info in at.info)
-    assert not at.text_area, "no prompt without a model"
+    # no trained model: the trace follows an untrained model of the config, and says so
+    assert at.radio(key="arch_trace_source").value == "shaped"
+    assert any("an **untrained** model of the shaped config (4 blocks" in m.value for m in at.markdown)
+
+
+def trace_table(at: AppTest):
+    return next(df.value for df in at.dataframe if "dims" in df.value.columns)
+
+
+def test_the_trace_follows_the_shaped_config_and_the_preset_box_says_custom(tiny_run):
+    """Case 2 (issue 13): after shaping 6 layers × 8 heads × 256, post-LN, the trace still
+    showed the sidebar model and the Preset box still said "small"."""
+    path, tokenizer, config = tiny_run
+    at = open_page({"active_run": "tiny-arch"})
+    assert at.radio(key="arch_trace_source").value == "sidebar"  # a trained model is active
+    for key, value in (("arch_n_layer", 6), ("arch_n_head", 8), ("arch_n_embd", 256)):
+        at.number_input(key=key).set_value(value).run()
+    at.radio(key="arch_norm_position").set_value("post").run()
+    assert not at.exception
+    assert at.selectbox(key="arch_preset").value == "custom"
+    assert at.radio(key="arch_trace_source").value == "shaped"  # it follows what was just shaped
+    shaped = preset("small", vocab_size=65).replace(n_layer=6, n_head=8, n_embd=256, norm_position="post")
+    ids = tokenizer.encode(at.text_area(key="arch_prompt").value)  # the sidebar model's tokenizer fits V=65
+    expected = forward_trace(GPT(shaped, seed=0).eval(), ids)
+    table = trace_table(at)
+    assert list(table["name"]) == [step.name for step in expected]
+    assert list(table["shape"]) == [" × ".join(map(str, step.shape)) for step in expected]
+    assert any("untrained** model of the shaped config (6 blocks × 8 heads × 256, post-LN" in m.value
+               for m in at.markdown)  # fmt: skip
+    at.radio(key="arch_trace_source").set_value("sidebar").run()  # the other choice, visible
+    assert list(trace_table(at)["name"]) == [s.name for s in forward_trace(GPT(config, seed=0).eval(), ids)]
+    at.selectbox(key="arch_preset").select("nano").run()
+    assert at.selectbox(key="arch_preset").value == "nano" and at.number_input(key="arch_n_layer").value == 2
 
 
 def test_changing_the_config_updates_the_counts():
@@ -162,3 +193,12 @@ def test_output_head_card_is_a_distribution(tiny_run):
     at = open_page({"active_run": "tiny-arch", "arch_card": "Output head"})
     assert abs(float(metric(at, "Sum of all probabilities")) - 1.0) < 1e-5
     assert metric(at, "A uniform guess") == f"{torch.log(torch.tensor(float(tiny_run[2].vocab_size))):.2f} nats"
+
+
+@pytest.mark.parametrize("encoding", ["rope", "alibi"])
+def test_rope_and_alibi_can_be_chosen_and_counted(no_models, encoding):
+    at = open_page()
+    before = metric(at, "Parameters")
+    at.selectbox(key="arch_pos_encoding").select(encoding).run()
+    assert not at.exception and not at.error
+    assert metric(at, "Parameters") != before  # no wpe table: fewer parameters than learned positions

@@ -24,6 +24,7 @@ import toygpt.pretrained as pretrained_module
 import toygpt.runs as runs_module
 import toygpt.tokenizers as tokenizers_module
 import toygpt.tokenizers.tiktoken_ as tiktoken_module
+from toygpt import viz
 from toygpt.checkpoint import save_tensors, write_json_atomic
 from toygpt.inspection import attention_maps
 from toygpt.lessons.explore import GRID_GAP
@@ -106,7 +107,7 @@ def messages(at: AppTest) -> str:
 def test_every_view_renders_without_exception_or_error(run_id):
     at = open_explorer(run_id)
     at.number_input(key="explore_max_tokens").set_value(20).run()  # keeps the snapshot sample short
-    for view in ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn"]:
+    for view in ["Generate", "Step by step", "Attention", "Logit lens", "Surprisal", "Watch it learn", "Interventions"]:
         at.segmented_control(key="explore_view").set_value(view).run()
         assert not at.exception, view
         assert not at.error, (view, [e.value for e in at.error])
@@ -314,6 +315,73 @@ def test_a_failed_gpt2_download_is_an_error_message(run_id, monkeypatch, fresh_c
     at.button(key="explore_gpt2_download").click().run()
     assert not at.exception
     assert "GPT-2 could not be downloaded: no network in this test" in messages(at)
+
+
+def test_logit_lens_caption_names_the_rows_as_drawn(run_id):
+    """Case 3 (issue 13): the caption said "the last row is the model's real prediction" while
+    the chart drew the last block at the top. Now the rows run top to bottom through the model
+    and the caption names the bottom row, which is the model's own prediction."""
+    at = open_explorer(run_id, "Logit lens")
+    at.text_area(key="explore_prompt").input("ROMEO: hi").run()
+    lens_chart = figure(at.get("plotly_chart")[0])
+    yaxis = lens_chart["layout"]["yaxis"]
+    assert yaxis["autorange"] == "reversed"  # index 0 (the embedding) drawn on top
+    assert yaxis["ticktext"] == ["embedding", "block 0", "block 1"]
+    caption = "\n".join(c.value for c in at.caption)
+    assert "the top row reads the embedding" in caption and "bottom row (block 1, the last)" in caption
+    model, tokenizer = run_model(run_id)
+    with torch.inference_mode():
+        real = model(torch.tensor([tokenizer.encode("ROMEO: hi")]))[0][0].argmax(-1).tolist()
+    bottom = lens_chart["data"][0]["text"][-1]  # the bottom row's labels: the real prediction
+    assert bottom == [tokenizer.token_label(i) for i in real]
+
+
+def test_watch_it_learn_title_quotes_the_probability_its_bars_draw(run_id):
+    """Case 3 (issue 13): the title quoted the probability after top-k/top-p above bars of the
+    model's own probability. Title and bars now name one quantity."""
+    at = open_explorer(run_id, "Watch it learn")
+    at.number_input(key="explore_top_k").set_value(3).run()
+    bars = figure(at.get("plotly_chart")[0])
+    title = bars["layout"]["title"]["text"]
+    chosen = [c for c in bars["data"][0]["marker"]["color"]].index(viz.CHOSEN_COLOUR)
+    drawn = bars["data"][0]["y"][chosen]
+    assert bars["layout"]["yaxis"]["title"]["text"] == "model probability"
+    assert f"model p={drawn:.3f}" in title
+    assert "after the sampling settings" in title  # top-k=3 renormalised it: said, and named
+
+
+def test_the_attention_grid_outlines_the_head_drawn_large(run_id):
+    """Case 7 (issue 13): the grid did not mark which layer/head the big heatmap shows."""
+    at = open_explorer(run_id, "Attention")
+    at.text_area(key="explore_prompt").input("ROMEO: hi").run()
+    at.selectbox(key="explore_layer").select(1).run()
+    at.selectbox(key="explore_head").select(0).run()
+    grid = figure(at.get("plotly_chart")[0])
+    T = len(run_model(run_id)[1].encode("ROMEO: hi"))
+    (box,) = grid["layout"]["shapes"]
+    step = T + GRID_GAP
+    assert (box["x0"], box["y0"]) == (0 * step - 0.5, 1 * step - 0.5)  # head 0 across, layer 1 down
+    assert (box["x1"] - box["x0"], box["y1"] - box["y0"]) == (T, T)
+    assert "outlined: layer 1, head 0" in grid["layout"]["title"]["text"]
+
+
+def test_long_unbroken_samples_wrap_inside_their_column():
+    """Case 7 (issue 13): an untrained model's line without spaces ran over the attention grid."""
+    from toygpt.lessons.explore import attention_text_html, continuation_html
+
+    assert "overflow-wrap: anywhere" in continuation_html("p", "x" * 500)
+    assert "overflow-wrap: anywhere" in attention_text_html(["x" * 500], [1.0], 0)
+    assert "overflow-wrap: anywhere" in viz.surprisal_html(["x" * 500, "y"], [float("nan"), 1.0])
+
+
+def test_an_unknown_character_is_explained_without_python(run_id):
+    """Case 8 (issue 13): the warning told the learner to call CharTokenizer.from_text(…)."""
+    at = open_explorer(run_id, "Generate")
+    at.text_area(key="explore_prompt").input("ROMEO: ☃").run()
+    text = messages(at)
+    assert "not in this character vocabulary" in text and "U+2603" in text
+    assert "CharTokenizer" not in text and "unk=True" not in text
+    assert "pick (or train, on the Training page) a model" in text
 
 
 # ---- weights the learner brings, through the page's control ---------------------------------

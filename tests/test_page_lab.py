@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -17,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import job_registry, model_choices
 from toygpt import data as corpora
 from toygpt import lab
-from toygpt.model import GPT, GPTConfig
+from toygpt.jobs import TrainSpec
+from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import create_run, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig
@@ -112,6 +114,7 @@ def test_renders_every_experiment_with_claim_and_budget():
         assert not at.exception, name
         assert spec.claim in texts(at.markdown)
         assert "No results yet" in texts(at.caption)
+    at.segmented_control(key="lab_experiment").set_value("attention-range").run()
     assert at.button(key="lab_attention_range_run").disabled  # no trained run to look inside yet
 
 
@@ -119,6 +122,10 @@ def test_norm_position_runs_and_its_reading_matches_the_curves():
     at = open_lab("norm-position")
     snap = run_tiny(at, "norm-position")
     assert f"saved as run **{snap.run_id}**" in texts(at.success)
+    done = next(line for line in texts(at.success).splitlines() if "finished** in" in line)
+    time.sleep(1.2)  # case 2 (issue 13): the "Done in" clock kept counting on later reruns
+    at.run()
+    assert done in texts(at.success)
     curves, norms, sweep = figures(at, "norm-position")
     reading = reading_of(at)
     for variant in ("pre-LN", "post-LN"):
@@ -126,6 +133,17 @@ def test_norm_position_runs_and_its_reading_matches_the_curves():
     ratio = trace(norms, "post-LN · at init")["y"][0] / trace(norms, "post-LN · at init")["y"][-1]
     assert f"{ratio:.2f}×" in reading
     assert f"{sweep['data'][0]['x'][-1]:g}" in reading  # the learning rate where the sweep stopped
+    assert_log_axes_labelled_plainly([curves, norms, sweep])
+
+
+def assert_log_axes_labelled_plainly(charts: list[dict]) -> None:
+    """Case 7 (issue 13): log axes carried every minor tick label ("5 4 3 2 100 9 8 7 6 5").
+    Each log axis now has its own ticks at 1, 2, 5 × 10^k (or 3 plain ones on a narrow range)."""
+    logs = [axis for fig in charts for name, axis in fig["layout"].items()
+            if name.startswith(("xaxis", "yaxis")) and axis.get("type") == "log"]  # fmt: skip
+    assert logs, "expected a log-scale chart (the gradient norms, the sweep)"
+    for axis in logs:
+        assert axis.get("tickmode") == "array" and 1 <= len(axis["tickvals"]) <= 12, axis
 
 
 def test_residual_scaling_reading_matches_the_stream_sizes():
@@ -212,6 +230,60 @@ def test_attention_range_reading_matches_the_charts():
     assert f"{int(memory['data'][0]['y'][-1]):,} cached key/value numbers" in reading
 
 
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def test_extrapolation_reading_matches_the_curves_by_position_and_the_length_bars():
+    at = open_lab("extrapolation")
+    run_tiny(at, "extrapolation")
+    by_position, lengths, _ = figures(at, "extrapolation")
+    reading = reading_of(at)
+    T = lab.tiny_params("extrapolation").block_size
+    assert any(shape.get("x0") == T - 0.5 for shape in by_position["layout"]["shapes"])  # the training length, marked
+    learned = trace(by_position, "learned")["y"]
+    assert len(learned) == T and "learned cannot be read past T at all" in reading  # not silently cropped
+    for name in ("sinusoidal", "rope", "alibi", "none"):
+        y = trace(by_position, name)["y"]
+        assert len(y) == 4 * T
+        assert f"{name} {mean(y[T // 2 : T]):.2f} → {mean(y[T:]):.2f}" in reading
+        bars = trace(lengths, name)["y"]
+        assert f"{name} " + " / ".join(f"{v:.2f}" for v in bars) in reading
+    assert f"learned {trace(lengths, 'learned')['y'][0]:.2f} / n/a / n/a" in reading
+    assert "standard errors over" in reading and ("kept" in reading or "lost" in reading or "too close to call" in reading)
+
+
+def test_recurrence_reading_matches_the_curves_speed_and_positions():
+    at = open_lab("recurrence")
+    run_tiny(at, "recurrence")
+    steps, clock, speed, position = figures(at, "recurrence")
+    reading = reading_of(at)
+    for name in ("transformer", "LSTM"):
+        assert f"{name} {trace(steps, f'{name} · val')['y'][-1]:.2f}" in reading
+        assert trace(clock, name)["y"][-1] == trace(steps, f"{name} · val")["y"][-1]  # one number, two charts
+        assert f"{name} {trace(position, name)['y'][0]:.2f} at position 0" in reading
+    rates = dict(zip(speed["data"][0]["x"], speed["data"][0]["y"], strict=True))
+    assert f"transformer {rates['transformer']:,.0f} tokens/s, LSTM {rates['LSTM']:,.0f} tokens/s" in reading
+    assert "too close to call" in reading or "stands at this budget" in reading
+    assert "LSTM is lab-only" in texts(at.caption)
+    assert len(at.code) >= 2  # a sample from each
+
+
+def test_weight_tying_reading_matches_the_parameters_losses_and_similarities():
+    at = open_lab("weight-tying")
+    run_tiny(at, "weight-tying")
+    curves, cosines, sizes = figures(at, "weight-tying")
+    reading = reading_of(at)
+    counts = dict(zip(sizes["data"][0]["x"], sizes["data"][0]["y"], strict=True))
+    assert f"the tied model has {counts['tied']:,}, the untied {counts['untied']:,}" in reading
+    assert f"Tying saved {counts['untied'] - counts['tied']:,} parameters" in reading
+    for name in ("tied", "untied"):
+        assert f"{name} {trace(curves, f'{name} · val')['y'][-1]:.2f}" in reading
+    assert f"ended at {mean(trace(cosines, 'after training')['y']):.3f}" in reading
+    assert f"began unrelated (mean cosine {mean(trace(cosines, 'at initialisation')['y']):.3f})" in reading
+    assert "too close to call" in reading or "stands at this budget" in reading
+
+
 # --------------------------------------------------------------------------------------------
 # Jobs: one at a time, Stop, and saved results that reopen (or are refused)
 # --------------------------------------------------------------------------------------------
@@ -221,11 +293,16 @@ def test_a_second_job_is_refused_with_who_is_running():
     other = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
     at = open_lab("norm-position")
     at.toggle(key="lab_norm_position_tiny").set_value(True).run()
+    # another tab's experiment is shown here (with its link), and Run waits for it
+    assert "Positional encodings" in texts(at.subheader) and at.button(key="lab_norm_position_run").disabled
+    other.stop()
+    assert other.wait(WAIT_S)
+    trainer = job_registry().start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=5000)))
+    at.run()  # a training job holds the one slot: Run is refused, saying who is running
     at.button(key="lab_norm_position_run").click().run()
     assert not at.exception
-    assert "already running" in texts(at.error)
-    assert "Positional encodings" in texts(at.info)
-    assert other.status == "running" and len(job_registry().jobs()) == 1
+    assert "already running" in texts(at.error) and "Training now" in texts(at.info)
+    assert trainer.status == "running" and len(job_registry().active()) == 1
 
 
 def test_stop_ends_a_long_experiment_and_saves_nothing():
@@ -275,7 +352,9 @@ def test_bad_text_and_impossible_settings_are_explained():
     at.multiselect(key="lab_residual_scaling_depths").set_value([]).run()
     assert "1 to 6 layer counts" in texts(at.error)
     at.selectbox(key="lab_residual_scaling_corpus").set_value("shakespeare").run()
-    assert "python -m toygpt data add shakespeare" in texts(at.warning)
+    assert "not on this machine yet" in texts(at.warning)  # case 8: the same download-or-upload
+    assert at.file_uploader(key="lab_residual_scaling_corpus_missing_file") is not None
+    assert at.button(key="lab_residual_scaling_corpus_missing_download") is not None
     assert not at.exception and job_registry().jobs() == []
 
 
@@ -306,3 +385,15 @@ def test_the_training_page_works_while_a_lab_job_holds_the_slot():
     assert "already running" in texts(at.error)
     assert "The Concepts lab is running **Positional encodings**" in texts(at.info)
     assert job.status == "running"
+
+
+def test_any_tab_can_take_a_running_experiments_link_and_stop_it():
+    """Case 8 (issue 13): Stop worked only in the tab that started the job, and another tab was
+    told "only that page can stop it" without the link that brings Stop back."""
+    job = job_registry().start_job(lab.LabJob("positions", lab.tiny_params("positions", steps=5000)))
+    at = open_lab()  # a tab without the link
+    assert f"?lab_job={job.id}" in texts(at.caption) and "lab_stop" not in [b.key for b in at.button]
+    at.button(key="lab_adopt").click().run()
+    assert at.query_params["lab_job"] == job.id
+    at.button(key="lab_stop").click().run()
+    assert job.wait(WAIT_S) and job.snapshot().status == "stopped"

@@ -313,9 +313,24 @@ def test_a_corpus_not_downloaded_is_fetched_only_on_request(offline, monkeypatch
     assert not at.exception and calls == []  # drawing the page never reaches for the network
     assert any("not on this machine" in w.value for w in at.warning)
     assert any("Choose a training corpus" in i.value for i in at.info)  # the BPE card waits
-    at.button(key="tok_fetch_corpus").click().run()
+    at.button(key="tok_corpus_missing_download").click().run()
     assert not at.exception and calls == ["shakespeare"]
     assert any("test: offline" in e.value for e in at.error)
+
+
+def test_a_missing_corpus_can_be_uploaded_here_as_on_the_training_page(offline, shakespeare_path):
+    """Case 8 (issue 13): the playground offered only "Download shakespeare" (and, offline, a CLI
+    command); every page that needs a corpus now offers the same checked upload."""
+    at = open_page()
+    at.selectbox(key="tok_corpus").select("shakespeare").run()
+    upload = at.file_uploader(key="tok_corpus_missing_file")
+    upload.set_value(("input.txt", b"not it", "text/plain")).run()
+    assert any("not the expected shakespeare file" in e.value for e in at.error)
+    assert not any("python -m" in e.value for e in at.error)
+    at.file_uploader(key="tok_corpus_missing_file").set_value(
+        ("input.txt", shakespeare_path.read_bytes(), "text/plain")).run()
+    assert not at.exception
+    assert any(c.value.startswith("Trained on shakespeare") for c in at.caption)
 
 
 def test_training_on_the_text_itself(offline):

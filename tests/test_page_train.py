@@ -12,6 +12,7 @@ import io
 import json
 import math
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from toygpt.jobs import TrainSpec, TrainStatus, run_training
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer
-from toygpt.train import TrainConfig
+from toygpt.train import TrainConfig, estimate
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +131,26 @@ def saved_run(name: str = "saved run") -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def test_the_estimate_comes_from_steps_timed_here(monkeypatch):
+    """Case 6 (issue 13): "≈1,362 steps" from a FLOP count, 367 done. The estimate now comes
+    from training steps of the chosen shape timed on this machine, and says so; afterwards the
+    job shows its measured steps/s and the estimate beside what it did."""
+    import streamlit as st
+
+    import toygpt.train
+
+    st.cache_resource.clear()
+    timed = []
+    monkeypatch.setattr(toygpt.train, "measure_step_seconds", lambda m, c, **kw: timed.append(m) or 0.05)
+    at = open_page()
+    nano_settings(at, seconds=30)
+    config = TrainConfig(max_seconds=30.0, batch_size=4, eval_interval=200)  # the page's defaults
+    assert timed and timed[-1].n_layer == 2  # the nano shape was timed
+    expected = estimate(timed[-1], config, seconds_per_step=0.05)["steps"]
+    assert {m.label: m.value for m in at.metric}["Steps in the budget"] == f"≈ {expected:,}"
+    assert "timed here just now" in texts(at.caption) and "20.0 steps/s" in texts(at.caption)
+
+
 def test_renders_with_the_estimate_of_the_chosen_model():
     at = open_page()
     assert at.selectbox(key="train_corpus").value == "copy"  # tiny shakespeare is not cached here
@@ -195,11 +216,13 @@ def test_second_start_is_refused_and_stop_ends_the_job():
 
     refreshed = open_page({"job": job.id})  # a browser refresh: a new session, the same URL
     assert refreshed.button(key="train_stop")
-    elsewhere = open_page()  # another tab without the link sees the job but cannot stop it
+    elsewhere = open_page()  # another tab without the link sees the job, and is offered the link
     assert "train_stop" not in [b.key for b in elsewhere.button]
-    assert "another tab" in texts(elsewhere.caption)
+    assert "another tab" in texts(elsewhere.caption) and f"?job={job.id}" in texts(elsewhere.caption)
+    click(elsewhere, "train_adopt")  # case 8 (issue 13): any session holding the link can stop it
+    assert elsewhere.query_params["job"] == job.id and elsewhere.button(key="train_stop")
 
-    click(at, "train_stop")
+    click(elsewhere, "train_stop")
     snap = finish(at, job)
     assert snap.status == "stopped"
     assert table(at).loc[snap.run_id, "status"] == "stopped"
@@ -311,13 +334,14 @@ def test_non_utf8_upload_is_explained():
 
 
 def test_shakespeare_offline_says_how_to_provide_it():
+    """Case 8 (issue 13): the way to provide it is in the app (an upload), not a command."""
     at = open_page()
     at.selectbox(key="train_corpus").set_value("shakespeare").run()
     assert "not on this machine yet" in texts(at.warning)
     assert at.button(key="train_start").disabled
-    click(at, "train_shakespeare_download")
-    assert "python -m toygpt data add shakespeare" in texts(at.error)
-    at.file_uploader(key="train_shakespeare_file").set_value(("input.txt", b"not shakespeare", "text/plain")).run()
+    click(at, "train_corpus_missing_download")
+    assert "Upload the file here instead" in texts(at.error) and "python -m" not in texts(at.error)
+    at.file_uploader(key="train_corpus_missing_file").set_value(("input.txt", b"not shakespeare", "text/plain")).run()
     assert "not the expected shakespeare file" in texts(at.error)
     assert not data.cached_corpus_path("shakespeare").exists()
 
@@ -325,7 +349,7 @@ def test_shakespeare_offline_says_how_to_provide_it():
 def test_shakespeare_upload_is_checked_and_cached(shakespeare_path):
     at = open_page()
     at.selectbox(key="train_corpus").set_value("shakespeare").run()
-    at.file_uploader(key="train_shakespeare_file").set_value(("input.txt", shakespeare_path.read_bytes(), "text/plain")).run()
+    at.file_uploader(key="train_corpus_missing_file").set_value(("input.txt", shakespeare_path.read_bytes(), "text/plain")).run()
     assert not at.exception and not at.warning
     assert data.cached_corpus_path("shakespeare").read_bytes() == shakespeare_path.read_bytes()
     vocab = {m.label: m.value for m in at.metric}["Parameters"]
@@ -436,3 +460,119 @@ def test_gpt2_tokenizer_without_its_files_is_refused_before_a_job_starts(monkeyp
     click(at, "train_start")
     assert "Not started" in texts(at.error)
     assert job_registry().jobs() == []
+
+
+def test_after_a_delete_the_selection_label_description_and_action_name_one_existing_run():
+    """Case 1 (issue 13): deleting the selected run left the box showing it while the page
+    described, and Delete… offered, another run. Now every selection names a run that exists."""
+    first, doomed, last = saved_run("alpha"), saved_run("bravo"), saved_run("charlie")
+    for run_id in (first, last):
+        open_run(run_id).update_info(status="finished", message=f"{run_id}'s own message")
+    at = open_page()
+    at.selectbox(key="train_manage_run").set_value(doomed).run()
+    click(at, "train_delete")
+    click(at, "train_delete_yes")
+    existing = {r.id for r in list_runs(include_demo=False)}
+    assert existing == {first, last}
+    shown = at.selectbox(key="train_manage_run")
+    assert shown.value in existing  # a neighbour in the list, whichever order it has
+    # the browser keeps showing its last choice unless the page sends the new one: it must
+    assert shown.proto.set_value and shown.proto.raw_value == shown.value
+    click(at, "train_delete")
+    warning = texts(at.warning)
+    assert f"Delete **{shown.value}**" in warning and doomed not in warning
+    assert f"{shown.value}'s own message" in texts(at.caption)  # the description is that run's too
+
+
+def test_an_imported_run_becomes_the_one_managed():
+    """Case 1 (import): Manage shows the run just imported, in the browser too."""
+    saved_run("alpha")
+    exported = export_zip(saved_run("bravo"))
+    at = open_page()
+    at.file_uploader(key="train_import").set_value(("b.zip", exported, "application/zip")).run()
+    imported = (set(table(at).index) - {"alpha", "bravo"}).pop()
+    shown = at.selectbox(key="train_manage_run")
+    assert shown.value == imported and shown.proto.set_value and shown.proto.raw_value == imported
+
+
+@pytest.fixture
+def duplication_warnings(monkeypatch) -> list[str]:
+    """Streamlit's "created with a default value but also had its value set via the Session
+    State API" check, which AppTest skips (no runtime) and a server logs once per process
+    (its logger does not propagate, so the messages are collected here)."""
+    from types import SimpleNamespace
+
+    from streamlit.elements.lib import policies
+
+    logged: list[str] = []
+    monkeypatch.setattr(policies, "runtime", SimpleNamespace(exists=lambda: True))
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies, "_LOGGER", SimpleNamespace(
+        warning=lambda message, *args, **_: logged.append(message % args)))
+    return logged
+
+
+def test_use_this_model_leaves_no_widget_warning_and_the_sidebar_shows_it(duplication_warnings):
+    """Case 10 (issue 13): "Use this model" set the sidebar's model through session state while
+    the box also had index=: Streamlit warned in the server log on every use."""
+    first, second = saved_run("alpha"), saved_run("bravo")
+    at = AppTest.from_function(sidebar_and_use_buttons, default_timeout=30).run()
+    shown = at.selectbox(key="sidebar_model").value
+    assert shown in (first, second)
+    other = first if shown == second else second
+    click(at, f"use_{other}")  # pages._shared.use_run, the callback of "Use this model"
+    assert at.selectbox(key="sidebar_model").value == other == at.session_state["active_run"]
+    assert duplication_warnings == []
+
+
+def sidebar_and_use_buttons() -> None:
+    """The shared sidebar and one "use" button per run (app.py's tree in AppTest keeps the
+    sidebar on its first run only)."""
+    import streamlit as st
+
+    from pages._shared import sidebar, use_run
+    from toygpt.runs import list_runs
+
+    for info in list_runs():
+        st.button(f"Use {info.id}", key=f"use_{info.id}", on_click=use_run, args=(info.id,))
+    sidebar()
+
+
+def test_the_runs_table_shows_a_running_jobs_own_step():
+    """Case 2 (issue 13): the table said "steps 0" for the job at step 320 (run.json is written
+    at checkpoints only). A run in training shows its job's figures, saying when they are from."""
+    at = open_page()
+    nano_settings(at, seconds=600)
+    click(at, "train_start")
+    job = started_job(at)
+    deadline = time.monotonic() + WAIT_S
+    while job.snapshot().step < 15 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = job.snapshot().step
+    assert before >= 15, "the job did not get going"
+    at.run()
+    after = job.snapshot().step
+    row = table(at).loc[job.snapshot().run_id]
+    assert before <= row["steps"] <= after
+    assert row["status"].startswith("running (as of ") and "live above" in row["status"]
+    job.stop()
+    finish(at, job)
+
+
+def test_lab_runs_stay_in_the_lab_and_comparisons_start_with_curves():
+    """Case 9 (issue 13): lab results crowded "Your runs" and the comparison defaulted to two lab
+    runs, one without a curve."""
+    mine = trained_run(steps=2)  # has validation measurements
+    bare = saved_run("no curve yet")  # weights, no metrics
+    tokenizer = CharTokenizer.from_text(COPY_TEXT)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8)
+    lab_run = create_run(name="lab-norm-position", corpus="copy", tokenizer_spec="char", tokenizer=tokenizer,
+                         model=GPT(config, seed=0), train_config=TrainConfig(max_steps=1),
+                         tags=("lab:norm-position", runs.RESULT_ONLY_TAG))  # fmt: skip
+    lab_run.update_info(status="finished")
+    at = open_page()
+    assert set(table(at).index) == {mine, bare}
+    assert at.multiselect(key="train_compare").value == [mine]  # only the run with a curve
+    assert lab_run.id not in at.selectbox(key="train_manage_run").options
+    at.toggle(key="train_show_lab").set_value(True).run()
+    assert set(table(at).index) == {mine, bare, lab_run.id}

@@ -143,7 +143,8 @@ GPT2_124M_CONFIG_JSON = {  # the hub's openai-community/gpt2 config.json, abridg
 
 
 def test_config_from_hf_reads_the_real_gpt2_config():
-    assert config_from_hf(GPT2_124M_CONFIG_JSON) == preset("gpt2", dropout=0.0)
+    # GPT-2 starts a text after <|endoftext|> (its bos_token_id), the separator of its training data
+    assert config_from_hf(GPT2_124M_CONFIG_JSON) == preset("gpt2", dropout=0.0, bos_token_id=50256)
     assert config_from_hf(config_to_hf(CONFIG)) == CONFIG
     assert config_from_hf(config_to_hf(CONFIG.replace(tie_embeddings=False))).tie_embeddings is False
 

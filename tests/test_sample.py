@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from toygpt.model import GPT, POS_ENCODINGS, GPTConfig, KVCache
@@ -322,6 +322,100 @@ def test_sample_from_never_draws_past_the_end():
 
 
 # --------------------------------------------------------------------------------------------
+# Numerics at the limits: every stage is a distribution for any accepted setting and any
+# finite-or-−inf logits; temperature → 0 is greedy and top_p → 0 keeps exactly the top token
+# --------------------------------------------------------------------------------------------
+
+NEG_INF = float("-inf")
+ANY_FLOAT32 = st.floats(allow_nan=False, allow_infinity=False, width=32)  # ±3.4e38 and subnormals
+
+
+@st.composite
+def finite_or_neg_inf_logits(draw, max_size: int = 50) -> torch.Tensor:
+    """Logits anywhere in float32's range, some of them -inf, at least one finite."""
+    values = draw(st.lists(st.one_of(ANY_FLOAT32, st.just(NEG_INF)), min_size=1, max_size=max_size))
+    values[draw(st.integers(0, len(values) - 1))] = draw(ANY_FLOAT32)
+    return torch.tensor(values, dtype=draw(st.sampled_from([torch.float32, torch.float64])))
+
+
+ANY_TEMPERATURE = st.one_of(st.just(0.0), st.floats(0, 1e300, exclude_min=True), st.sampled_from([1e-50, 5e-324, 1e38]))
+ANY_TOP_P = st.one_of(st.none(), st.floats(0, 1, exclude_min=True), st.just(5e-324))
+
+
+@settings(max_examples=300, deadline=None)
+@given(logits=finite_or_neg_inf_logits(), temperature=ANY_TEMPERATURE,
+       top_k=st.one_of(st.none(), st.integers(1, 60)), top_p=ANY_TOP_P, seed=st.integers(0, 2**31 - 1))  # fmt: skip
+def test_every_stage_is_a_distribution_at_any_setting(logits, temperature, top_k, top_p, seed):
+    stages = stages_from_logits(logits, SamplingConfig(temperature, top_k, top_p))
+    removed = torch.isneginf(logits)
+    for name, probs in stages.stage_probs().items():
+        assert bool(torch.isfinite(probs).all()) and bool((probs >= 0).all()), (name, probs)
+        assert float(probs.sum()) == pytest.approx(1.0, abs=1e-5), name
+        assert not bool(probs[removed].any()), name  # a -inf logit is never revived
+    token = sample_from(stages.probs, torch.Generator().manual_seed(seed))
+    assert stages.probs[token] > 0  # the draw lands on a token the last stage allows
+    assert 1 <= int((stages.probs > 0).sum()) <= stages.top_p_cutoff_rank <= stages.top_k_kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(logits=finite_or_neg_inf_logits(), fraction=st.floats(0, 1e-3, exclude_min=True))
+def test_temperature_to_zero_is_greedy(logits, fraction):
+    """Below a thousandth of the smallest gap between the best logit and another, every other
+    token is ≥ 1000 nats behind: exp(-1000) is 0 even in float64, so the distribution is the
+    greedy one (split evenly between exactly tied best tokens)."""
+    gaps = (logits - logits.max()).double()
+    behind = gaps[(gaps < 0) & torch.isfinite(gaps)]
+    temperature = float(behind.max().abs()) * fraction if behind.numel() else fraction
+    assume(temperature > 0)
+    probs = stages_from_logits(logits, SamplingConfig(temperature)).probs
+    best = logits == logits.max()
+    assert probs.tolist() == (best.to(probs.dtype) / best.sum()).tolist()
+    if int(best.sum()) == 1:
+        assert probs.tolist() == stages_from_logits(logits, SamplingConfig(0)).probs.tolist()
+
+
+def test_temperature_1e_minus_50_is_greedy_not_nan():
+    """1e-50 rounds to 0.0 in float32: the best token's 0 / 0 used to be NaN (issue 10)."""
+    probs = stages_from_logits(torch.tensor([1.0, 3.0, 2.0]), SamplingConfig(temperature=1e-50)).probs
+    assert probs.tolist() == [0.0, 1.0, 0.0]
+    model = make_model(dtype=torch.float32)
+    cold = list(generate(model, [1, 2], 5, temperature=1e-50, seed=0))
+    assert tokens(cold) == tokens(generate(model, [1, 2], 5, temperature=0))
+    assert [step.probability for step in cold] == [1.0] * 5
+
+
+def test_temperature_falls_continuously_to_greedy():
+    logits = torch.tensor([0.3, 2.0, 1.999, -1.0])
+    temperatures = [10.0, 1.0, 0.1, 1e-3, 1e-4, 1e-10, 1e-40, 1e-50, 1e-300, 5e-324, 0.0]
+    best = [float(stages_from_logits(logits, SamplingConfig(t)).probs[1]) for t in temperatures]
+    assert best == sorted(best) and best[3] < 0.75 < best[4] and best[5:] == [1.0] * 6
+
+
+def test_huge_temperature_keeps_removed_tokens_removed():
+    """1e300 is inf in float32: -inf / inf used to be NaN."""
+    probs = stages_from_logits(torch.tensor([1.0, NEG_INF, 2.0]), SamplingConfig(1e300)).probs
+    assert probs.tolist() == [0.5, 0.0, 0.5]
+
+
+@settings(max_examples=200, deadline=None)
+@given(logits=finite_or_neg_inf_logits(), top_p=st.floats(0, 1e-300, exclude_min=True))
+def test_top_p_to_zero_keeps_exactly_the_top_token(logits, top_p):
+    filtered, n_kept = apply_top_p(logits, top_p)
+    assert n_kept == 1
+    assert torch.isfinite(filtered).nonzero().flatten().tolist() == [int(logits.argmax())]
+
+
+@pytest.mark.parametrize("logits, message", [
+    ([1.0, float("nan")], "NaN or \\+inf"),
+    ([1.0, float("inf")], "NaN or \\+inf"),
+    ([NEG_INF, NEG_INF], "every logit is -inf"),
+])  # fmt: skip
+def test_logits_without_a_distribution_are_refused(logits, message):
+    with pytest.raises(ValueError, match=message):
+        stages_from_logits(torch.tensor(logits), SamplingConfig())
+
+
+# --------------------------------------------------------------------------------------------
 # Step records
 # --------------------------------------------------------------------------------------------
 
@@ -385,7 +479,8 @@ def test_empty_prompt_starts_from_the_documented_start_token():
     assert start_token_id(None) == 0
     eot = FakeTokenizer()
     eot.special_tokens = {"<|endoftext|>": 3}
-    assert start_token_id(eot) == 3
+    assert start_token_id(eot) == 26  # a newline still: toygpt's training data has no <|endoftext|>
+    assert start_token_id(eot, make_model(vocab_size=27, bos_token_id=3)) == 3  # unless the model says so
     model = make_model(vocab_size=27)
     assert tokens(generate(model, [], 5, temperature=0)) == tokens(generate(model, [0], 5, temperature=0))
     greedy = generate_text(model, tok, "", max_new_tokens=5, temperature=0)
@@ -439,6 +534,8 @@ def test_stop_string_ends_generation():
         (dict(top_p=float("nan")), r"\(0, 1\]"),
         (dict(temperature=-0.1), "≥ 0"),
         (dict(temperature=float("inf")), "≥ 0"),
+        (dict(temperature=10**400), "≥ 0"),  # an int no float can hold: OverflowError before
+        (dict(top_p=10**400), r"\(0, 1\]"),
         (dict(top_k=0), "≥ 1"),
         (dict(top_k=2.5), "≥ 1"),
         (dict(top_k=True), "≥ 1"),
@@ -526,12 +623,17 @@ def saved_run(isolated_dirs):
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
+    import contextlib
     import io
 
     from toygpt.__main__ import build_parser
 
-    args = build_parser(["sample"]).parse_args(["sample", *argv])
     out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):  # a bad argument: one line from argparse, exit 2
+            args = build_parser(["sample"]).parse_args(["sample", *argv])
+    except SystemExit as exit_:
+        return exit_.code, "", err.getvalue()
     code = args.func(args, out=out, err=err)
     return code, out.getvalue(), err.getvalue()
 
@@ -564,15 +666,19 @@ def test_cli_tells_about_a_cropped_prompt(saved_run):
         (["--run", "no-such-run"], "no run 'no-such-run'"),
         (["--run", "../tiny-run"], "no such run folder"),
         (["--run", "tiny-run", "--prompt", "xyz"], "'x'"),
-        (["--run", "tiny-run", "--top-p", "1.5"], r"(0, 1]"),
-        (["--run", "tiny-run", "--temperature", "-1"], "≥ 0"),
-        (["--run", "tiny-run", "--top-k", "0"], "≥ 1"),
-        (["--run", "tiny-run", "--max-tokens", "-3"], "max_new_tokens"),
+        (["--run", "tiny-run", "--top-p", "1.5"], "argument --top-p: 1.5 is not in (0, 1]"),
+        (["--run", "tiny-run", "--temperature", "-1"], "argument --temperature: -1 is not in [0, 100]"),
+        (["--run", "tiny-run", "--top-k", "0"], "argument --top-k: 0 is not in [1, "),
+        (["--run", "tiny-run", "--max-tokens", "-3"], "argument --max-tokens: -3 is not in [0, "),
     ],
 )
 def test_cli_explains_bad_input(saved_run, argv, message):
     code, out, err = run_cli(*argv)
-    assert code == 1 and err.startswith("error: ") and message in err
+    if message.startswith("argument"):  # refused while parsing: one line, argparse's status 2
+        assert code == 2 and err.startswith("python -m toygpt sample: error: ") and message in err
+        assert len(err.strip().splitlines()) == 1
+    else:
+        assert code == 1 and err.startswith("error: ") and message in err
 
 
 def test_cli_refuses_a_run_without_tokenizer(saved_run):
@@ -598,3 +704,15 @@ def test_cli_samples_the_shipped_demo_by_its_id():
         pytest.skip("the demo checkpoint is not in this checkout")
     code, out, err = run_cli("--run", DEMO_RUN, "--prompt", "ROMEO:", "--max-tokens", "20", "--seed", "1")
     assert code == 0 and out.startswith("ROMEO:") and len(out) > len("ROMEO:") + 5, err
+
+
+def test_cli_temperature_1e_minus_50_is_greedy_on_the_demo():
+    """Issue 10: this printed ROMEO:zzzz… (the last id, drawn from NaN probabilities) and exited 0."""
+    from toygpt.runs import DEMO_RUN, demo_run_dir
+
+    if not (demo_run_dir() / "model.safetensors").exists():
+        pytest.skip("the demo checkpoint is not in this checkout")
+    argv = ("--run", DEMO_RUN, "--prompt", "ROMEO:", "--max-tokens", "30", "--seed", "1")
+    cold = run_cli(*argv, "--temperature", "1e-50")
+    assert cold == run_cli(*argv, "--temperature", "0")
+    assert cold[0] == 0 and "zzzz" not in cold[1], cold

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import doctest
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,17 @@ import toygpt.formatting
 import toygpt.tokenizers.catalog
 from toygpt import lab
 from toygpt.formatting import about, clock, human_bytes, human_count
-from toygpt.jobs import TrainSpec, estimated_memory
-from toygpt.model import GPT, GPTConfig
-from toygpt.runs import RESULT_ONLY_TAG, create_run, list_runs, open_run, usable_as_model
+from toygpt.jobs import JobRegistry, TrainSpec, estimated_memory
+from toygpt.model import GPT, GPTConfig, preset
+from toygpt.runs import (
+    RESULT_ONLY_TAG,
+    create_run,
+    list_runs,
+    open_run,
+    resume_config,
+    status_now,
+    usable_as_model,
+)
 from toygpt.status import ACTIVE, HAS_MODEL, Status, is_active
 from toygpt.tokenizers import CharTokenizer, TokenizerError, get_tokenizer, parse_tokenizer_name
 from toygpt.train import TrainConfig
@@ -60,6 +69,25 @@ def test_one_status_vocabulary_no_module_keeps_its_own_tuple():
                 if len(words & {s.value for s in Status}) >= 2:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_no_module_compares_a_status_with_a_string_of_its_own():
+    """Status members, not string literals, wherever a status is compared, set or returned."""
+    words = {s.value for s in Status}
+    found = []
+    for path in [*ROOT.glob("toygpt/**/*.py"), *ROOT.glob("pages/*.py")]:
+        if path.name == "status.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                literals = [c for c in (node.left, *node.comparators) if isinstance(c, ast.Constant)]
+            elif isinstance(node, ast.keyword) and node.arg == "status":
+                literals = [node.value] if isinstance(node.value, ast.Constant) else []
+            else:
+                continue
+            if any(c.value in words for c in literals):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
 
 
 # ---- the rule for a run usable as a model ---------------------------------------------------
@@ -167,3 +195,43 @@ def test_snapshot_paths_come_from_the_runs_api():
         run.snapshot_path(12345)
     pages = [(ROOT / "pages" / p).read_text(encoding="utf-8") for p in ("explore.py", "train.py", "lab.py")]
     assert all("step-{" not in text and '"snapshots"' not in text for text in pages)
+
+
+# ---- rules the Training page used to decide for itself ----------------------------------------
+
+
+def test_a_running_run_nothing_here_trains_is_interrupted():
+    run_id = _run("running")
+    (info,) = list_runs()
+    assert status_now(info, training=set()) == Status.INTERRUPTED
+    assert status_now(info, training={run_id}) == Status.RUNNING
+    open_run(run_id).update_info(status=Status.STOPPED)
+    (info,) = list_runs()
+    assert status_now(info, training=set()) == Status.STOPPED
+
+
+def test_resume_adds_steps_to_where_the_run_is_and_drops_the_time_budget():
+    run = open_run(_run("stopped"))
+    run.update_info(step=120)
+    config = resume_config(run, 500)
+    assert config.max_steps == 620 and config.max_seconds is None
+    assert config.learning_rate == run.train_config().learning_rate  # its own settings continue
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="whole number of steps"):
+            resume_config(run, bad)
+
+
+def test_the_registry_says_which_runs_it_is_training():
+    registry = JobRegistry(max_jobs=1, num_threads=1)
+    try:
+        job = registry.start(TrainSpec(corpus="copy", model=preset("nano"), name="busy",
+                                       train=TrainConfig(max_steps=100_000, eval_interval=1000, log_interval=1)))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while job.snapshot().run_id is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert registry.training_runs() == {"busy"}
+    finally:
+        registry.clear()
+    assert registry.training_runs() == set()
+    source = (ROOT / "pages" / "train.py").read_text(encoding="utf-8")
+    assert "def shown_status" not in source and "max_steps=info.steps" not in source

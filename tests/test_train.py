@@ -11,6 +11,8 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toygpt import data
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
@@ -94,6 +96,65 @@ def test_time_budget_decays_with_the_clock():
     assert learning_rate_at(config, 10, elapsed=100) == pytest.approx(0.0)
 
 
+SEAM = dict(warmup_steps=30, learning_rate=1.0, min_lr=0.0)
+
+
+@pytest.mark.parametrize("budget", [dict(max_steps=100), dict(max_steps=100, max_seconds=1e6)], ids=["steps", "steps+time"])
+def test_lr_is_continuous_at_the_end_of_warmup(budget):
+    """Issue 10: with a time budget as well the cosine measured progress from step 0, so the
+    rate fell from 1.0 to 0.794 between steps 29 and 30."""
+    config = TrainConfig(**SEAM, **budget)
+    lrs = [learning_rate_at(config, s, 0.0) for s in (29, 30, 31)]
+    assert lrs == pytest.approx([1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 70))], abs=1e-12)
+    assert learning_rate_at(config, 65, 0.0) == pytest.approx(0.5)  # halfway through the 70 after warmup
+
+
+def test_lr_is_continuous_at_the_end_of_warmup_in_time_mode():
+    """A 60 s budget whose warmup took 15 s: the cosine runs over the 45 s that remain (it fell
+    to 0.854 at once when progress was measured from 0 s)."""
+    config = TrainConfig(**SEAM, max_steps=None, max_seconds=60)
+    for warmup_elapsed in (15.0, None):  # recorded by the trainer, or estimated from the pace
+        lr = [learning_rate_at(config, s, 0.5 * s, warmup_elapsed) for s in (29, 30)]
+        assert lr == [1.0, 1.0]
+    assert learning_rate_at(config, 50, 37.5, warmup_elapsed=15.0) == pytest.approx(0.5)
+    assert learning_rate_at(config, 90, 60.0, warmup_elapsed=15.0) == pytest.approx(0.0)
+    assert learning_rate_at(config, 31, 15.5, warmup_elapsed=15.0) == pytest.approx(1.0, abs=1e-3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(warmup=st.integers(1, 500), extra=st.integers(1, 5000), seconds=st.floats(1.0, 1e5),
+       warmup_share=st.floats(0.0, 0.99), with_steps=st.booleans())  # fmt: skip
+def test_lr_seam_property(warmup, extra, seconds, warmup_share, with_steps):
+    """At the end of warmup the rate is the peak in every mode, and one step later it has moved
+    by at most the cosine's steepest slope over one step's share of what remains."""
+    config = TrainConfig(max_steps=warmup + extra if with_steps else None, max_seconds=seconds,
+                         warmup_steps=warmup, learning_rate=1.0, min_lr=0.0)  # fmt: skip
+    warmup_elapsed = warmup_share * seconds
+    per_step = warmup_elapsed / warmup
+    assert learning_rate_at(config, warmup - 1, warmup_elapsed - per_step, warmup_elapsed) == 1.0
+    assert learning_rate_at(config, warmup, warmup_elapsed, warmup_elapsed) == 1.0
+    after = learning_rate_at(config, warmup + 1, warmup_elapsed + per_step, warmup_elapsed)
+    share = max(1 / extra if with_steps else 0.0, per_step / (seconds - warmup_elapsed))
+    assert 1.0 - after <= math.pi / 2 * min(1.0, share) + 1e-12
+
+
+def test_trainer_records_where_warmup_ended_and_starts_the_cosine_there():
+    token_data, tokenizer = corpus()
+    stop, lrs = threading.Event(), {}
+
+    def on_event(event):
+        if event["type"] == "step":
+            lrs[event["step"]] = event["lr"]
+            stop.set() if event["step"] == 6 else None
+
+    config = TrainConfig(max_steps=None, max_seconds=30, warmup_steps=3, learning_rate=1e-3, min_lr=0.0, **QUICK)
+    trainer = Trainer(nano(tokenizer.vocab_size), token_data, config, on_event=on_event, stop_event=stop)
+    trainer.run()
+    assert 0 < trainer.state.warmup_elapsed < trainer.state.elapsed
+    assert lrs[3] == pytest.approx(1e-3) and lrs[4] == 1e-3  # the step at warmup_steps: the peak, exactly
+    assert lrs[4] >= lrs[5] >= lrs[6]
+
+
 def test_snapshot_schedule_is_log_spaced_and_thinned():
     assert snapshot_steps_upto(5000) == [0, 50, 200, 800, 3200]
     assert thin_snapshots([0, 50, 200, 800, 3200, 5000], keep=4) == [200, 3200]
@@ -112,20 +173,67 @@ def test_snapshot_schedule_is_log_spaced_and_thinned():
 def test_loss_decreases_on_every_builtin_corpus(name):
     token_data, tokenizer = corpus(name)
     events = []
-    config = TrainConfig(max_steps=300, batch_size=16, warmup_steps=20, eval_interval=300, eval_batches=8, max_snapshots=0)
+    config = TrainConfig(max_steps=300, batch_size=16, warmup_steps=20, eval_interval=300, eval_batches=8, max_snapshots=0,
+                         precision="fp32")  # a threshold on trained losses: the same numerics on every CPU
     end = train(nano(tokenizer.vocab_size), token_data, config, on_event=events.append)
     first, last = [e["val_loss"] for e in events if e["type"] == "eval"]
     assert first == pytest.approx(math.log(tokenizer.vocab_size), abs=0.3)  # a fresh model knows nothing
     assert end["status"] == "finished" and last < 0.95 * first, (first, last)
 
 
-def test_overfits_one_batch():
+@pytest.mark.parametrize(("precision", "below"), [("fp32", 0.05), ("bf16", 0.3)])
+def test_overfits_one_batch(precision, below):
+    """Each precision on purpose (bf16 autocast runs on any x86 CPU, emulated where the CPU has
+    no AVX-512 BF16): fp32 memorises one batch to 0.05 nats; bf16's 8-bit mantissa is held to
+    what it reaches on either kind of CPU (0.3), far below the 3.0 it starts from."""
     torch.manual_seed(0)
     ids = torch.randint(0, 20, (66,), generator=torch.Generator().manual_seed(0))
     one_window = data.TokenData(ids, vocab_size=20, val_fraction=0.5)  # 33 tokens = one block of 32
-    config = TrainConfig(max_steps=150, batch_size=4, learning_rate=3e-3, warmup_steps=10, weight_decay=0.0, **QUICK)
-    end = train(nano(20), one_window, config)
-    assert end["train_loss"] < 0.05, end
+    config = TrainConfig(max_steps=150, batch_size=4, learning_rate=3e-3, warmup_steps=10, weight_decay=0.0,
+                         precision=precision, **QUICK)  # fmt: skip
+    events = []
+    end = train(nano(20), one_window, config, on_event=events.append)
+    assert events[0]["precision"] == {"fp32": "fp32", "bf16": "bf16 autocast"}[precision]
+    assert end["train_loss"] < below, end
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_matmuls_run_in_the_chosen_precision(precision):
+    """bf16 autocast: the linear layers compute in bfloat16 while the weights, their gradients
+    and the optimizer stay float32 (mixed precision); fp32: float32 throughout."""
+    token_data, tokenizer = corpus()
+    model = nano(tokenizer.vocab_size)
+    seen = set()
+
+    def record(module, inputs, output) -> None:  # training steps only: evaluation runs in float32
+        if module.training:
+            seen.add(output.dtype)
+
+    hook = model.transformer.h[0].attn.c_attn.register_forward_hook(record)
+    train(model, token_data, TrainConfig(max_steps=2, precision=precision, **QUICK))
+    hook.remove()
+    assert seen == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_auto_precision_follows_the_hardware_unless_the_environment_forces_one(monkeypatch):
+    from toygpt import train as train_module
+    from toygpt.train import autocast_dtype
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("TOYGPT_PRECISION", raising=False)
+    for fast, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert autocast_dtype("auto", cpu) is expected
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setenv("TOYGPT_PRECISION", "bf16")  # a CPU without fast bf16 (the stub above)
+    assert autocast_dtype("auto", cpu) is torch.bfloat16 and autocast_dtype("fp32", cpu) is None
+    monkeypatch.setenv("TOYGPT_PRECISION", "fp32")
+    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: True)
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setenv("TOYGPT_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="TOYGPT_PRECISION='fp16'; set it to fp32 or bf16"):
+        autocast_dtype("auto", cpu)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,16 +378,49 @@ def test_estimate_counts_what_it_says():
     assert result["total_memory_bytes"] == sum(result["memory_bytes"].values())
     bigger = estimate(small, config.replace(batch_size=48))
     assert bigger["memory_bytes"]["activations"] == 4 * result["memory_bytes"]["activations"]
-    assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"])
+    validations = 2 * config.eval_batches / (3 * config.eval_interval)  # forward-only batches per step
+    assert result["seconds"] == pytest.approx(100 * result["seconds_per_step"] * (1 + validations))
+    assert result["measured"] is False
 
 
-@pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"}])
+def test_an_estimate_from_a_measured_pace_uses_it():
+    """Case 6 (issue 13): estimates come from speed measured here, not a FLOP count."""
+    small = preset("small", vocab_size=65)
+    config = TrainConfig(batch_size=12, max_seconds=90, eval_interval=100, eval_batches=30)
+    result = estimate(small, config, seconds_per_step=0.05)
+    assert result["measured"] and result["seconds_per_step"] == 0.05
+    assert result["steps"] == int(90 / (0.05 * 1.2))  # each step plus 2·30/(3·100) of a validation
+
+
+def test_measure_step_seconds_times_real_steps_of_the_shape():
+    from toygpt.model import GPTConfig
+    from toygpt.train import measure_step_seconds, recent_step_seconds
+
+    tiny = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    seconds = measure_step_seconds(tiny, TrainConfig(batch_size=2, max_steps=1), steps=2, num_threads=1)
+    assert 0 < seconds < 5
+    events = [{"type": "step", "ms_per_step": ms} for ms in (30, 10, 20, 500)] + [{"type": "eval"}]
+    assert recent_step_seconds(events, last=3) == 0.02  # the median of the last three
+    assert recent_step_seconds([{"type": "eval"}]) is None
+
+
+@pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"},
+                                 {"step": 1, "warmup_elapsed": "5"}])
 def test_malformed_saved_state_is_refused(bad):
     from toygpt.train import TrainState
 
     with pytest.raises(ValueError, match="trainer state"):
         TrainState.from_dict(bad)
     assert TrainState.from_dict({"step": 3, "elapsed": 1.5, "extra": "ignored"}).step == 3
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import toygpt.train
+
+    result = doctest.testmod(toygpt.train)
+    assert result.attempted >= 4 and result.failed == 0
 
 
 @pytest.mark.parametrize("pos_encoding", ["sinusoidal", "none", "rope", "alibi"])

@@ -168,3 +168,21 @@ def test_the_masked_future_is_blank_not_zero(model):
     z = fig["data"][0]["z"]
     assert z[0][1] is None and z[0][2] is None and z[1][2] is None
     assert z[0][0] == pytest.approx(1.0) and all(v is not None for v in z[2])
+
+
+def test_log_ticks_label_one_two_five_per_decade_or_plain_ends():
+    """Case 7 (issue 13): no cluttered minor labels on log axes."""
+    assert viz.log_ticks([0.3, 4.0])["ticktext"] == ["0.2", "0.5", "1", "2", "5"]
+    assert viz.log_ticks([1e-5, 10])["ticktext"] == ["1e-05", "0.0001", "0.001", "0.01", "0.1", "1", "10"]
+    assert viz.log_ticks([1.5, 1.7])["ticktext"] == ["1.5", "1.6", "1.7"]  # inside one step
+    assert viz.log_ticks([0.0, float("nan")]) == {}
+
+
+def test_tidy_log_axes_ticks_each_log_axis_from_its_own_data():
+    fig = go.Figure([go.Bar(x=[0, 1], y=[0.5, 40.0]), go.Scatter(x=[1, 2], y=[3.0, 4.0], yaxis="y2")])
+    fig.update_layout(yaxis=dict(type="log"), yaxis2=dict(type="log", overlaying="y", side="right"),
+                      xaxis=dict(type="linear"))
+    viz.tidy_log_axes(fig)
+    assert list(fig.layout.yaxis.tickvals) == [0.5, 1, 2, 5, 10, 20, 50]
+    assert list(fig.layout.yaxis2.ticktext) == ["3", "3.5", "4"]
+    assert fig.layout.xaxis.tickvals is None  # linear axes are left alone

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from toygpt.cli.options import Parser, run_command
+
 # command name -> module under toygpt.cli that registers it
 COMMANDS = {
     "tokenize": "toygpt.cli.tokenize",
@@ -18,12 +20,13 @@ COMMANDS = {
     "train": "toygpt.cli.train",
     "runs": "toygpt.cli.runs",
     "sample": "toygpt.cli.sample",
+    "lab": "toygpt.cli.lab",
     "pretrained": "toygpt.cli.pretrained",
 }
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m toygpt", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m toygpt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
     for name in wanted:
@@ -34,11 +37,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a bad argument: one line and exit status 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return run_command(args.func, args)  # an error: one line and exit status 1 (TOYGPT_DEBUG=1: traceback)
 
 
 if __name__ == "__main__":

@@ -486,9 +486,14 @@ def copy_weights(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
 
 def model_bytes(config: GPTConfig) -> int:
     """Bytes a model of ``config`` takes once loaded for inference: float32 weights, plus the
-    sinusoid table when it has one. (Training adds gradients, AdamW and activations:
-    ``toygpt.train.estimate``.)"""
-    table = 4 * config.block_size * config.n_embd if config.pos_encoding == "sinusoidal" else 0
+    position tables it computes (sinusoid: block × n_embd; RoPE: cos and sin of block × head
+    size in every layer, counted in full). Training adds gradients, AdamW and activations:
+    ``toygpt.train.estimate``."""
+    table = 0
+    if config.pos_encoding == "sinusoidal":
+        table = 4 * config.block_size * config.n_embd
+    elif config.pos_encoding == "rope":
+        table = 4 * 2 * config.n_layer * config.block_size * config.head_size
     return 4 * total_parameters(config) + table
 
 
@@ -550,9 +555,10 @@ def check_tokenizer_dict(tokenizer: Any, source: str) -> None:
 
 
 def check_tokenizer_fits(tokenizer: dict[str, Any], config: GPTConfig, source: str) -> Any:
-    """The tokenizer a ``tokenizer.json`` describes, after checking it rebuilds and its ids stay
-    inside the model's vocabulary: a 5,000-character tokenizer beside a 65-token model would
-    index past the embedding table at the first unusual character. Raises ``CheckpointError``.
+    """The tokenizer a ``tokenizer.json`` describes, after checking it rebuilds and has exactly
+    the model's vocabulary size: a 5,000-character tokenizer beside a 65-token model would index
+    past the embedding table at the first unusual character, and a model larger than its
+    tokenizer would emit ids that have no text. Raises ``CheckpointError``.
 
     A tiktoken encoding that cannot be fetched offline is checked by its known size and
     returned as None (using it later says it is unavailable)."""
@@ -567,9 +573,10 @@ def check_tokenizer_fits(tokenizer: dict[str, Any], config: GPTConfig, source: s
         vocab_size = TIKTOKEN_VOCAB_SIZES.get(str(tokenizer.get("encoding")), 0)
     except TokenizerError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    if vocab_size > config.vocab_size:
+    if vocab_size and vocab_size != config.vocab_size:  # a larger model would emit ids without text
+        relation = "only" if vocab_size > config.vocab_size else "has"
         raise CheckpointError(
-            f"{source}: the tokenizer has {vocab_size:,} tokens but the model's vocabulary only "
+            f"{source}: the tokenizer has {vocab_size:,} tokens but the model's vocabulary {relation} "
             f"{config.vocab_size:,}; tokenizer.json and the weights come from different runs"
         )
     return built
@@ -669,8 +676,24 @@ def read_model_config(directory: Path, meta: dict[str, Any]) -> GPTConfig:
 
 
 def load_checkpoint(directory: str | Path, weights_name: str = WEIGHTS_NAME) -> LoadedCheckpoint:
-    """Load a run saved by ``save_checkpoint``; the model comes back in eval mode."""
-    directory = Path(directory)
+    """Load a run saved by ``save_checkpoint``; the model comes back in eval mode.
+
+    A ``CheckpointError`` names the file inside ``directory`` (``config.json: ...``), never the
+    folder's place on disk: the message may be shown to a visitor of a shared server."""
+    try:
+        return _load_checkpoint(Path(directory), weights_name)
+    except CheckpointError as exc:
+        raise CheckpointError(strip_folder(str(exc), Path(directory))) from None
+
+
+def strip_folder(message: str, folder: Path) -> str:
+    """``message`` without the path of ``folder`` (``/srv/runs/x/config.json: ...`` → ``config.json: ...``)."""
+    for prefix in {str(folder), str(folder.resolve())}:
+        message = message.replace(prefix + os.sep, "").replace(prefix, "the checkpoint folder")
+    return message
+
+
+def _load_checkpoint(directory: Path, weights_name: str) -> LoadedCheckpoint:
     check_weights_name(weights_name)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint folder not found")

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from toygpt.checkpoint import atomic_write
+from toygpt.stopping import check_stop
 
 DEFAULT_MAX_BYTES = 20_000_000  # user text above this is refused: ~20 M characters is plenty here
 BUILTIN_SIZE = 200_000  # characters in a generated corpus: a few hundred nano steps see most of it
@@ -447,6 +449,31 @@ def _store_ids(path: Path, ids: torch.Tensor, vocab_size: int) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+ENCODE_PIECE_CHARS = 1 << 20
+PIECE_END = re.compile(r"\n(?=\S)")  # a newline before a visible character
+
+
+def encode_stoppable(text: str, tokenizer: Any) -> list[int]:
+    """``tokenizer.encode(text)``, checking for Stop (``toygpt.stopping``) between pieces of
+    about a million characters. A piece ends at a newline followed by a visible character,
+    where the split patterns of GPT-2/GPT-4-style BPE always cut (and char/byte tokenizers cut
+    everywhere), so the ids equal one call's; a BPE without a split pattern, or a text with
+    no such newline, is encoded in one call."""
+    if getattr(tokenizer, "split_pattern", "") is None:
+        check_stop()
+        return tokenizer.encode(text)
+    ids: list[int] = []
+    start = 0
+    while start < len(text):
+        check_stop()
+        found = PIECE_END.search(text, start + ENCODE_PIECE_CHARS)
+        end = found.end() if found else len(text)
+        ids += tokenizer.encode(text[start:end])
+        start = end
+    check_stop()
+    return ids
+
+
 def encode_cached(text: str, tokenizer: Any, cache: bool = True) -> torch.Tensor:
     """``tokenizer.encode(text)`` as a 1-D int64 tensor, cached on disk by (text, tokenizer)."""
     path = data_dir() / "tokens" / f"{_cache_key(text, tokenizer)}.npy"
@@ -454,7 +481,7 @@ def encode_cached(text: str, tokenizer: Any, cache: bool = True) -> torch.Tensor
         cached = _load_cached_ids(path, tokenizer.vocab_size)
         if cached is not None:
             return cached
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    ids = torch.tensor(encode_stoppable(text, tokenizer), dtype=torch.long)
     if cache and len(ids) >= 2:
         _store_ids(path, ids, tokenizer.vocab_size)
     return ids
@@ -465,6 +492,28 @@ def prepare(text: str, tokenizer: Any, cache: bool = True, val_fraction: float =
     if not isinstance(text, str) or not text:
         raise CorpusError("the corpus is empty; give some text to train on")
     return TokenData(encode_cached(text, tokenizer, cache), tokenizer.vocab_size, val_fraction)
+
+
+def start_token_for(token_data: TokenData, tokenizer: Any) -> int:
+    r"""The token a model trained on ``token_data`` should start generating from: a newline when
+    it is one token that occurs in the training split (every corpus here starts its lines,
+    examples and speeches after one), else the training split's most frequent token. Either
+    way a context the model has seen many times — unlike ``<|endoftext|>``, which ``prepare``
+    never puts into the data. Runs record it as ``GPTConfig.bos_token_id``.
+
+    >>> from toygpt.tokenizers import CharTokenizer
+    >>> tok = CharTokenizer.from_text("ab\nba\n")
+    >>> tok.decode([start_token_for(prepare("ab\nba\n" * 10, tok, cache=False), tok)])
+    '\n'
+    """
+    train = token_data.split("train")
+    try:
+        newline = tokenizer.encode("\n")
+    except ValueError:  # a char vocabulary without "\n"
+        newline = []
+    if len(newline) == 1 and bool((train == newline[0]).any()):
+        return int(newline[0])
+    return int(torch.bincount(train, minlength=token_data.vocab_size).argmax())
 
 
 def clear_token_cache() -> int:

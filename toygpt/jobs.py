@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import shutil
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -30,11 +31,12 @@ import torch
 
 from toygpt import data as corpora
 from toygpt.distributed import PLAIN, DistributedContext
-from toygpt.formatting import human_bytes
+from toygpt.formatting import clock, human_bytes
 from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
-from toygpt.runs import Run, RunError, create_run, open_run
+from toygpt.runs import Run, RunError, create_run, open_run, without_server_paths
 from toygpt.status import Status, is_active
+from toygpt.stopping import StopRequested, stop_scope
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
 from toygpt.train import Event, TrainConfig, Trainer, estimate
 
@@ -152,8 +154,10 @@ def build_training(
         tokenizer = _tokenizer_for(spec, text, dist)
         model_config = spec.model_config.replace(vocab_size=tokenizer.vocab_size)
         check_job_memory(model_config, config, text, "this run")  # before the model exists
-        model = GPT(model_config, seed=config.seed)
     token_data = corpora.prepare(text, tokenizer)
+    if not spec.init_from:  # the run records where its samples start: a context its data has
+        start = corpora.start_token_for(token_data, tokenizer)
+        model = GPT(model_config.replace(bos_token_id=start), seed=config.seed)
     token_data.check_block_size(config.block_size or model.config.block_size)
     run = None
     if dist.is_main:
@@ -204,8 +208,16 @@ def run_training(
     on_run: Any = None,
 ) -> Event:
     """Build and run; the run is marked failed if training raises. ``on_run(run)`` is called
-    once the run folder exists (the job uses it to learn the run id early)."""
-    trainer, run = build_training(spec, on_event, stop_event, dist)
+    once the run folder exists (the job uses it to learn the run id early).
+
+    Stop (``stop_event``) is honoured while the data is prepared too (building a BPE
+    tokenizer, encoding the corpus: ``toygpt.stopping``); stopped then, no run is made and the
+    "end" event says so."""
+    try:
+        with stop_scope(stop_event):
+            trainer, run = build_training(spec, on_event, stop_event, dist)
+    except StopRequested:
+        return stopped_before_training()
     if on_run is not None and run is not None:
         on_run(run)
     try:
@@ -214,6 +226,14 @@ def run_training(
         if run is not None:
             run.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def stopped_before_training() -> Event:
+    """The "end" event of a run stopped while its data was being prepared (nothing saved)."""
+    return {
+        "type": "end", "status": Status.STOPPED, "message": "stopped while preparing the data; nothing was saved",
+        "step": 0, "elapsed": 0.0, "tokens_seen": 0, "val_loss": None, "best_val_loss": None, "train_loss": None,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,8 +319,10 @@ class BackgroundJob:
         self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
         self._status, self._message, self._detail = Status.QUEUED, "", ""
         self._run_id: str | None = None
+        self._started, self._ended = time.perf_counter(), None  # perf_counter seconds
 
     def start(self) -> BackgroundJob:
+        self._started = time.perf_counter()
         self._thread.start()
         return self
 
@@ -316,12 +338,23 @@ class BackgroundJob:
             if self._status == Status.QUEUED:  # not if stop() came first: that stays "stopping"
                 self._status = Status.RUNNING
         try:
-            status, message = self.work()
+            with stop_scope(self._stop):  # every long loop inside ends on Stop (toygpt.stopping)
+                status, message = self.work()
             self._set(status=Status(status), message=message)
+        except StopRequested:
+            self._set(status=Status.STOPPED, message="stopped on request")
         except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
-            self._set(status=Status.FAILED, message=str(exc), detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=without_server_paths(str(exc)), detail=traceback.format_exc())
         except Exception as exc:  # anything else is a bug; keep the traceback for the page
-            self._set(status=Status.FAILED, message=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+            self._set(status=Status.FAILED, message=without_server_paths(f"{type(exc).__name__}: {exc}"),
+                      detail=traceback.format_exc())
+        finally:
+            with self._lock:
+                self._ended = time.perf_counter()  # the clock stops when the work does
+
+    def _elapsed(self) -> float:
+        """Seconds since ``start()``, frozen once the work ended (call under the lock)."""
+        return (self._ended or time.perf_counter()) - self._started
 
     def _set(self, status: Status | None = None, message: str | None = None, detail: str | None = None) -> None:
         with self._lock:
@@ -503,6 +536,41 @@ def memory_parts(spec: TrainSpec, text: str | None = None) -> dict[str, int]:
     return job_memory_parts(model_config, config, text)
 
 
+MAX_JOB_SECONDS = 2 * 3600.0  # the longest job this server starts: one job holds the only slot
+SECONDS_PER_SAMPLED_TOKEN = 5e-4  # generation's per-token overhead here (~2,000 tokens/s, KV cache)
+BPE_SECONDS_PER_BYTE_MERGE = 9e-8  # a merge rescans each chunk holding its pair (bench/bpe_train.py)
+
+
+def estimated_seconds(spec: TrainSpec) -> dict[str, float]:
+    """Rough seconds of each part of a run before it starts, from the configs alone
+    (``toygpt.train.estimate``'s assumed throughput): training steps, evaluations (two splits of
+    ``eval_batches`` forward passes each), samples (``sample_tokens`` each) and, for ``bpe-N``
+    on your own text, learning the merges (each rescans the longest pre-tokenized chunk: a text
+    without spaces is one chunk)."""
+    model_config, config = spec.model_config, spec.train_config
+    if spec.resume or spec.init_from:
+        model_config = source_config(spec.resume or spec.init_from)
+        config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
+    est = estimate(model_config, config)
+    steps = est["steps"] or 0
+    forward = est["seconds_per_step"] / 3  # training is forward + backward ≈ 3 forwards
+    evals = steps // config.eval_interval + 2
+    samples = steps // config.sample_interval if config.sample_interval else 0
+    parts = {
+        "training": float(est["seconds"]),
+        "evaluation": evals * 2 * config.eval_batches * forward,
+        "sampling": samples * config.sample_tokens * SECONDS_PER_SAMPLED_TOKEN,
+        "tokenizer": 0.0,
+    }
+    name = parse_tokenizer_name(spec.tokenizer) if not (spec.resume or spec.init_from) else None
+    if name is not None and name.kind == "bpe" and spec.corpus_text is not None:
+        from toygpt.tokenizers.bpe import pre_tokenize
+
+        longest = max((len(c.encode("utf-8")) for c in pre_tokenize(spec.corpus_text)), default=0)
+        parts["tokenizer"] = (name.vocab_size or 0) * longest * BPE_SECONDS_PER_BYTE_MERGE
+    return parts
+
+
 @dataclass
 class JobRegistry:
     """Starts jobs and finds them again. One registry per process (a page keeps it in
@@ -510,6 +578,7 @@ class JobRegistry:
 
     max_jobs: int = 1
     max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.limits
+    max_seconds: float = MAX_JOB_SECONDS
     num_threads: int | None = None
     _jobs: dict[str, BackgroundJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -530,9 +599,26 @@ class JobRegistry:
                 f"here{whence}; choose a smaller preset, batch size or block size (or, fine-tuning, train "
                 "fewer of the last blocks)"
             )
+        self._check_time(spec)
         job = TrainJob(spec, num_threads=self.num_threads)
         self.start_job(job)
         return job
+
+    def _check_time(self, spec: TrainSpec) -> None:
+        """Refuse a job whose settings cannot finish within ``max_seconds`` (whatever its budget
+        of steps or seconds says, evaluation and sampling come on top)."""
+        try:
+            parts = estimated_seconds(spec)
+        except ValueError as exc:
+            raise JobRefused(str(exc)) from None
+        total = sum(parts.values())
+        if total > self.max_seconds:
+            detail = ", ".join(f"{k} {clock(v)}" for k, v in parts.items() if v >= 1)
+            raise JobRefused(
+                f"this run would take about {clock(total)} ({detail}), longer than the "
+                f"{clock(self.max_seconds)} one job may hold this server; lower the steps, "
+                "eval batches, sample length or vocabulary size"
+            )
 
     def start_job(self, job: BackgroundJob) -> BackgroundJob:
         """Register and start any ``BackgroundJob`` (a ``TrainJob``, a Concepts-lab
@@ -558,6 +644,10 @@ class JobRegistry:
     def jobs(self) -> list[BackgroundJob]:
         with self._lock:
             return list(self._jobs.values())
+
+    def training_runs(self) -> set[str]:
+        """Ids of the runs the active jobs are writing right now."""
+        return {job.snapshot().run_id for job in self.active()} - {None}
 
     def clear(self, timeout: float = 30.0) -> None:
         """Stop every job, wait for them (up to ``timeout`` s each) and forget them all."""

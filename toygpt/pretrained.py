@@ -145,6 +145,12 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
         dropout=0.0,
         tie_embeddings=bool(get("tie_word_embeddings", True)),
     )
+    # where generation starts: GPT-2 after <|endoftext|>, its training data's separator; a model
+    # toygpt exported keeps its own start token (its data had no <|endoftext|>)
+    about = get("toygpt") if isinstance(get("toygpt"), Mapping) else {}
+    bos = about["bos_token_id"] if "bos_token_id" in about else get("bos_token_id", 50256)
+    if isinstance(bos, int) and not isinstance(bos, bool) and 0 <= bos < config.vocab_size:
+        config = config.replace(bos_token_id=bos)
     if get("n_inner") not in (None, 4 * config.n_embd):
         raise ValueError(f"n_inner={get('n_inner')!r}: toygpt's MLP is 4·n_embd = {4 * config.n_embd} wide")
     return config
@@ -411,7 +417,8 @@ def hf_config_json(model: GPT, tokenizer: Tokenizer, about: Mapping[str, Any]) -
         "bos_token_id": end_of_text,
         "eos_token_id": end_of_text,
         "torch_dtype": "float32",
-        "toygpt": {"exported_by": "toygpt (python -m toygpt runs export-hf)", **about},
+        "toygpt": {"exported_by": "toygpt (python -m toygpt runs export-hf)", **about,
+                   "bos_token_id": model.config.bos_token_id},  # where toygpt starts generating
     }
 
 

@@ -208,10 +208,23 @@ def _finite(value: Any) -> Any:
 
 
 def inside_run(message: str, folder: Path, label: str) -> str:
-    """``message`` with the server's path of ``folder`` taken out: a file is named by where it
-    sits inside the run (``config.json: ...``), never by the server's disk."""
+    """``message`` with the server's path of ``folder`` (and of the runs folder) taken out: a
+    file is named by where it sits inside the run (``config.json: ...``), never by the disk."""
     for prefix in {str(folder), str(folder.resolve())}:
         message = message.replace(prefix + os.sep, "").replace(prefix, label)
+    for prefix in {str(runs_dir()), str(runs_dir().resolve())}:
+        message = message.replace(prefix + os.sep, "").replace(prefix, "the runs folder")
+    return message
+
+
+def without_server_paths(message: str) -> str:
+    """``message`` with the runs folder's and the data folder's place on disk taken out (a job's
+    error is shown to every visitor of a shared server)."""
+    from toygpt.data import data_dir
+
+    for folder, label in ((runs_dir(), "runs"), (data_dir(), "data")):
+        for prefix in {str(folder), str(folder.resolve())}:
+            message = message.replace(prefix + os.sep, f"{label}/").replace(prefix, f"the {label} folder")
     return message
 
 
@@ -576,6 +589,24 @@ def _run_info(run: Run) -> RunInfo:
     )  # fmt: skip
 
 
+def status_now(info: RunInfo, training: set[str]) -> str:
+    """A run's status as of now, given the ids this process is ``training``: a run.json still
+    saying "running" that nothing here trains was cut off (server stopped, crash; or it trains
+    in another process, e.g. the CLI) and is ``interrupted``: it can resume from its last save."""
+    return Status.INTERRUPTED if info.status == Status.RUNNING and info.id not in training else info.status
+
+
+def resume_config(run: Run, more_steps: int) -> Any:
+    """The ``TrainConfig`` that resumes ``run`` for ``more_steps`` more steps: its own settings
+    with a new end (its step counter, schedule and batches continue; the learning-rate schedule
+    stretches to the new end; no time budget)."""
+    if isinstance(more_steps, bool) or not isinstance(more_steps, int) or more_steps < 1:
+        raise RunError(f"more_steps={more_steps!r}: resume adds a whole number of steps, at least 1")
+    step = run.info().get("step")
+    step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
+    return run.train_config().replace(max_steps=step + more_steps, max_seconds=None)
+
+
 def usable_as_model(info: RunInfo) -> bool:
     """Whether a run is a model to load and look at (the one rule every model picker uses):
     its training ended with weights worth keeping (finished, stopped, or diverged with its last
@@ -849,7 +880,7 @@ def import_zip(data: bytes, name: str | None = None) -> str:
         final = _unique_folder(slugify(str(wanted)) or "imported")
         try:
             status = info.get("status")  # a run exported mid-training is not running here
-            Run(staging).update_info(id=final.name, status="stopped" if status == "running" else status)
+            Run(staging).update_info(id=final.name, status=Status.STOPPED if status == Status.RUNNING else status)
             final.rmdir()
             os.replace(staging, final)
         except BaseException:

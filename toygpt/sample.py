@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from toygpt.model import GPT, KVCache
+from toygpt.model import GPT, CausalSelfAttention, KVCache
+from toygpt.stopping import check_stop
+from toygpt.tokenizers.base import check_model_vocab_size
 
 # The model's own top candidates that every generation step reports.
 DEFAULT_CANDIDATES = 5
@@ -47,7 +49,7 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
+        if not _finite_number(t) or t < 0:
             raise ValueError(
                 f"temperature={t!r} must be a finite number ≥ 0 (0 = greedy, 1 = the model's own "
                 "distribution); try 0.8"
@@ -56,9 +58,7 @@ class SamplingConfig:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"top_k={k!r} must be a whole number ≥ 1, or None to keep every token; try 40")
         p = self.top_p
-        if p is not None and (
-            isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 1
-        ):
+        if p is not None and (not _finite_number(p) or not 0 < p <= 1):
             raise ValueError(f"top_p={p!r} must be in the range (0, 1], or None to switch it off; try 0.9")
 
     @property
@@ -69,6 +69,16 @@ class SamplingConfig:
     def plain(self) -> bool:
         """True when sampling straight from the model's softmax: nothing to filter or rescale."""
         return self.temperature == 1 and self.top_k is None and self.top_p is None
+
+
+def _finite_number(x: Any) -> bool:
+    """True for an int or float that is a finite float (``10**400`` is an int but no float)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,9 +94,16 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     for the rest, where ``x / 1e-30`` would overflow to ``inf - inf = nan``. Temperature 0 is the
     limit of that: 0 for the (first) best token, ``-inf`` for every other — greedy, no division.
 
+    Two more divisions would give NaN, and are written out instead: a temperature that rounds to
+    0 in the logits' dtype (1e-50 is 0 in float32) makes the best token ``0 / 0``, which is 0 (it
+    is the limit: every smaller temperature gives it 0 too); one that rounds to ``inf`` makes a
+    removed token ``-inf / inf``, which stays ``-inf`` (removed at every temperature).
+
     >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0.5)
     tensor([-4.,  0., -2.])
     >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0)
+    tensor([-inf, 0., -inf])
+    >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 1e-50)  # 1e-50 is 0.0 in float32
     tensor([-inf, 0., -inf])
     """
     if temperature == 1:
@@ -95,7 +112,9 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         greedy = torch.full_like(logits, float("-inf"))
         greedy[int(logits.argmax())] = 0.0
         return greedy
-    return (logits - logits.max()) / temperature
+    gaps = logits - logits.max()  # ≤ 0: how far below the best token each one is; -inf stays
+    scaled = torch.where(gaps == 0, 0.0, gaps / temperature)  # the best: 0 at any temperature
+    return torch.where(torch.isneginf(gaps), gaps, scaled)  # removed: -inf at any temperature
 
 
 def apply_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -123,8 +142,10 @@ def apply_top_p(logits: torch.Tensor, top_p: float | None) -> tuple[torch.Tensor
     kept_possible = int(torch.isfinite(logits).sum())
     if top_p is None or top_p >= 1:
         return logits, kept_possible
-    probs = F.softmax(logits, dim=-1)
-    sorted_probs, order = torch.sort(probs, descending=True, stable=True)
+    # Rank by the logits, not the probabilities: two logits a hair apart can round to the same
+    # probability, and the token kept as p → 0 must be the argmax (the greedy token).
+    order = torch.sort(logits, descending=True, stable=True).indices
+    sorted_probs = F.softmax(logits, dim=-1)[order]
     mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the better tokens
     n_kept = max(1, int((mass_before < top_p).sum()))  # tokens added while still below p
     n_kept = min(n_kept, kept_possible)  # never revive a token an earlier stage removed
@@ -170,12 +191,15 @@ class SamplingStages:
 
 
 def stages_from_logits(logits: torch.Tensor, config: SamplingConfig) -> SamplingStages:
-    """Run the sampling pipeline on one position's logits (vocab_size,), keeping every stage."""
+    """Run the sampling pipeline on one position's logits (vocab_size,), keeping every stage.
+
+    Logits may be ``-inf`` (a token that can never be drawn, e.g. an id the tokenizer cannot
+    decode) but not NaN or ``+inf``, and at least one must be finite. Every stage's
+    distribution is then finite and sums to 1, for any valid ``config``.
+    """
     if logits.dim() != 1:
         raise ValueError(f"expected one position's logits of shape (vocab_size,), got {tuple(logits.shape)}")
-    logits = logits.detach()
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("the logits contain NaN or inf; the model's weights are probably corrupt (reload or retrain it)")
+    logits = check_logits(logits.detach())
     scaled = apply_temperature(logits, config.temperature)
     after_top_k = apply_top_k(scaled, config.top_k)
     after_top_p, n_kept = apply_top_p(after_top_k, config.top_p)
@@ -191,29 +215,47 @@ def stages_from_logits(logits: torch.Tensor, config: SamplingConfig) -> Sampling
     )
 
 
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Return ``logits`` if a distribution can be made from them, else raise ``ValueError``:
+    NaN or ``+inf`` means broken weights; all ``-inf`` means no token is allowed at all."""
+    if bool(torch.isnan(logits).any() | torch.isposinf(logits).any()):
+        raise ValueError("the logits contain NaN or +inf; the model's weights are probably corrupt (reload or retrain it)")
+    if not bool(torch.isfinite(logits).any()):
+        raise ValueError("every logit is -inf: no token is allowed, so there is nothing to sample from")
+    return logits
+
+
 # --------------------------------------------------------------------------------------------
 # Prompts: token ids in, checked; the start token; cropping to block_size
 # --------------------------------------------------------------------------------------------
 
 
-def start_token_id(tokenizer: Any | None = None) -> int:
-    """The token an empty prompt starts from.
+def start_token_id(tokenizer: Any | None = None, model: GPT | None = None) -> int:
+    """The token an empty prompt starts from: a context the model was trained on, so that what
+    follows is the start of a text, not the middle of one.
 
-    GPT-2's tokenizers have ``<|endoftext|>``, which separates documents in its training data, so
-    "after an end of text" is exactly "at the start of a new text". Tokenizers without it use a
-    newline when that is one token (in tiny shakespeare every speech starts after a newline),
-    and id 0 otherwise (also when no tokenizer is given).
+    ``model.config.bos_token_id`` when the model records one (GPT-2 imported from Hugging Face:
+    ``<|endoftext|>``, which separates documents in its training data; a run trained here: the
+    token its data starts texts after, see ``toygpt.data.start_token_for``). Otherwise a newline
+    when that is one token: every corpus here starts its lines, examples and speeches after one.
+    ``<|endoftext|>`` comes only after that, because toygpt encodes training text without
+    special tokens, so a model trained here has never seen it (its first token after it scored
+    11.65 nats, worse than uniform, against 0.70 after a newline). Then id 0 (also when no
+    tokenizer is given).
     """
+    recorded = getattr(model.config, "bos_token_id", None) if model is not None else None
+    if recorded is not None:
+        return int(recorded)
     if tokenizer is None:
         return 0
-    special = getattr(tokenizer, "special_tokens", {}) or {}
-    if "<|endoftext|>" in special:
-        return int(special["<|endoftext|>"])
     try:
         newline = tokenizer.encode("\n")
     except ValueError:  # a char vocabulary without "\n"
-        return 0
-    return int(newline[0]) if len(newline) == 1 else 0
+        newline = []
+    if len(newline) == 1:
+        return int(newline[0])
+    special = getattr(tokenizer, "special_tokens", {}) or {}
+    return int(special.get("<|endoftext|>", 0))
 
 
 def as_token_list(ids: Sequence[int] | torch.Tensor, vocab_size: int) -> list[int]:
@@ -245,8 +287,9 @@ def crop_context(ids: list[int], block_size: int) -> tuple[list[int], int]:
     return ids[dropped:], dropped
 
 
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Text → ids for generation; an empty prompt becomes ``[start_token_id(tokenizer)]``.
+def encode_prompt(tokenizer: Any, prompt: str, model: GPT | None = None) -> list[int]:
+    """Text → ids for generation; an empty prompt becomes ``[start_token_id(tokenizer, model)]``
+    (pass the ``model`` that will read them, so its recorded start token is used).
 
     Characters a character vocabulary cannot encode raise the tokenizer's
     ``UnknownCharactersError`` (a ``ValueError`` that names them).
@@ -254,7 +297,25 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     if not isinstance(prompt, str):
         raise ValueError(f"the prompt must be text (str), got {type(prompt).__name__}")
     ids = tokenizer.encode(prompt) if prompt else []
-    return ids or [start_token_id(tokenizer)]
+    return ids or [start_token_id(tokenizer, model)]
+
+
+def unusable_ids(model: GPT, tokenizer: Any | None) -> torch.Tensor | None:
+    """The ids ``model`` must never emit with ``tokenizer``: those it has no text for
+    (``tokenizer.unused_ids()``, e.g. the holes in a tiktoken encoding), as a tensor for
+    ``mask_unusable``, or None when every id decodes. A model and tokenizer whose vocabularies
+    differ in size are refused here, where they are put together (``TokenizerError``)."""
+    if tokenizer is None:
+        return None
+    check_model_vocab_size(tokenizer, model.config.vocab_size)
+    unused = tokenizer.unused_ids() if hasattr(tokenizer, "unused_ids") else ()
+    return torch.tensor(unused, dtype=torch.long, device=model_device(model)) if unused else None
+
+
+def mask_unusable(logits: torch.Tensor, unusable: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` (vocab_size,) with ``-inf`` at the ``unusable`` ids: probability 0 in every
+    sampling stage, the model's own distribution included (it is renormalised over the rest)."""
+    return logits if unusable is None else logits.index_fill(0, unusable, float("-inf"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,33 +329,44 @@ def next_token_distribution(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    tokenizer: Any | None = None,
 ) -> SamplingStages:
-    """Run the model on ``ids`` (an empty prompt uses id 0; longer than ``block_size`` keeps the
-    last ``block_size``, reported as ``context_dropped``) and return every sampling stage."""
+    """Run the model on ``ids`` (an empty prompt uses ``start_token_id(tokenizer, model)``;
+    longer than ``block_size`` keeps the last ``block_size``, reported as ``context_dropped``)
+    and return every sampling stage. With ``tokenizer``, ids it cannot decode get probability 0 (as in
+    ``generate``)."""
     config = SamplingConfig(temperature, top_k, top_p)
-    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id()]
+    unusable = unusable_ids(model, tokenizer)
+    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer, model)]
     tokens, dropped = crop_context(tokens, model.config.block_size)
     with torch.no_grad():
         logits, _ = model(torch.tensor([tokens], device=model_device(model)))
-    return replace(stages_from_logits(logits[0, -1], config), context_dropped=dropped)
+    return replace(stages_from_logits(mask_unusable(logits[0, -1], unusable), config), context_dropped=dropped)
 
 
 def model_device(model: GPT) -> torch.device:
     return model.transformer.wte.weight.device
 
 
-def step_parameters(model: GPT) -> list[dict[str, torch.Tensor]]:
-    """Each block's parameters by their GPT-2 names (``"attn.c_attn.weight"``, ...).
-
-    ``decode_step`` reads weights from these plain dicts, looked up once per generation, because
+class StepBlock(NamedTuple):
+    """What ``decode_step`` reads of one block, looked up once per generation: its parameters by
+    their GPT-2 names (``"attn.c_attn.weight"``, ...; a missing ``.bias`` reads as None), where
+    its norms sit, and its attention module (for RoPE's ``rotate`` and ALiBi's ``position_bias``).
     ``block.attn.c_attn.weight`` walks three ``nn.Module`` attribute lookups (~0.5 µs each) and a
-    token needs over a hundred of them. A missing ``.bias`` (``bias=False``) reads as None.
-    """
-    return [dict(block.named_parameters()) for block in model.transformer.h]
+    token needs over a hundred of them."""
+
+    params: dict[str, torch.Tensor]
+    pre_norm: bool
+    attn: CausalSelfAttention
+
+
+def step_parameters(model: GPT) -> list[StepBlock]:
+    """Every block as a ``StepBlock``, in order."""
+    return [StepBlock(dict(block.named_parameters()), block.pre_norm, block.attn) for block in model.transformer.h]
 
 
 def decode_step(
-    model: GPT, token_id: int, cache: KVCache, params: list[dict[str, torch.Tensor]] | None = None
+    model: GPT, token_id: int, cache: KVCache, params: list[StepBlock] | None = None
 ) -> torch.Tensor:
     """Logits (vocab_size,) for what follows ``token_id``, read at position ``cache.length``.
 
@@ -303,10 +375,11 @@ def decode_step(
     ~100 attribute walks, dropout layers that do nothing in eval — so this runs the blocks as
     plain functions on ``step_parameters`` and the single query needs no causal mask (it may
     see every cached key). ``bench/generate.py`` measures both ways in one run ("cache" vs
-    "cache, model forward"); the embedding (``GPT.position_encoding``) and the head
-    (``GPT.head``) are the model's own. Dropout is off, as in ``model.eval()``; hook points
-    inside the blocks are not called (``generate`` takes ``GPT.forward`` when this thread has
-    hooks attached). A hypothesis test checks it against ``GPT.forward`` for every variant.
+    "cache, fwd": ~1.8-2x here). Shared with the model, not copied: the position encoding
+    (``GPT.position_encoding``), RoPE and ALiBi (the attention's ``rotate``/``position_bias``)
+    and the head (``GPT.head``). Dropout is off, as in ``model.eval()``; hook points inside the
+    blocks are not called (``generate`` takes ``GPT.forward`` when this thread has hooks
+    attached). A hypothesis test checks it against ``GPT.forward`` for every config variant.
     """
     params = step_parameters(model) if params is None else params
     config, position = model.config, cache.length
@@ -318,8 +391,8 @@ def decode_step(
     positions = model.position_encoding(position, 1)  # (1, C) or None
     if positions is not None:
         x = x + positions
-    for layer, (block, p) in enumerate(zip(model.transformer.h, params, strict=True)):
-        x = _block_step(p, x, cache, layer, block)
+    for layer, block in enumerate(params):
+        x = _block_step(block, x, cache, layer)
     return model.head(x).view(-1)
 
 
@@ -331,8 +404,9 @@ def _linear(x: torch.Tensor, p: dict[str, torch.Tensor], name: str) -> torch.Ten
     return F.linear(x, p[name + ".weight"], p.get(name + ".bias"))
 
 
-def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, block: Any) -> torch.Tensor:
+def _block_step(block: StepBlock, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
     """``Block.forward`` for one token (pre-LN as GPT-2, or post-LN)."""
+    p = block.params
     if block.pre_norm:
         x = x + _attention_step(p, _norm(x, p, "ln_1"), cache, layer, block.attn)
         return x + _mlp_step(p, _norm(x, p, "ln_2"))
@@ -340,7 +414,9 @@ def _block_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, lay
     return _norm(x + _mlp_step(p, x), p, "ln_2")
 
 
-def _attention_step(p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, attn: Any) -> torch.Tensor:
+def _attention_step(
+    p: dict[str, torch.Tensor], x: torch.Tensor, cache: KVCache, layer: int, attn: CausalSelfAttention
+) -> torch.Tensor:
     """``CausalSelfAttention.forward`` for one token: its query against every cached key. RoPE
     and ALiBi are the attention module's own ``rotate`` and ``position_bias``."""
     qkv = _linear(x, p, "attn.c_attn")  # (1, 3C): q, k, v side by side, each head after head
@@ -549,24 +625,27 @@ def generate(
     """Yield one ``GenerationStep`` per new token, so a page can stream or step through them.
 
     Stops after ``max_new_tokens`` or once the generated text contains a ``stop`` string (needs
-    ``tokenizer``). An empty prompt starts from ``start_token_id(tokenizer)``; a prompt longer
-    than ``block_size`` keeps its last ``block_size`` tokens (``step.prompt_dropped`` says how
-    many went). Beyond ``block_size`` the context window jumps to the last ``window_keep``
+    ``tokenizer``). With ``tokenizer`` the model only emits ids it can decode (see
+    ``unusable_ids``; its vocabulary must be the model's size). An empty prompt starts from
+    ``start_token_id(tokenizer, model)``; a prompt longer than ``block_size`` keeps its last
+    ``block_size`` tokens (``step.prompt_dropped`` says how many went). Beyond ``block_size`` the context window jumps to the last ``window_keep``
     tokens (default ``block_size // 2``; see ``window_start``). The same ``seed`` gives the same
     tokens with and without the cache. ``record_stages=True`` attaches every sampling stage.
     """
     config = SamplingConfig(temperature, top_k, top_p)
     keep = _check_generation_args(model, max_new_tokens, window_keep, n_candidates, stop, tokenizer)
     stops = _stop_strings(stop)
-    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer)]
+    unusable = unusable_ids(model, tokenizer)
+    tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer, model)]
     # checked above, before the first step: a bad argument raises here, at the call
     return _steps(model, tokens, max_new_tokens, config, _make_generator(seed), use_cache, stops, tokenizer, keep,
-                  n_candidates, record_stages)  # fmt: skip
+                  n_candidates, record_stages, unusable)  # fmt: skip
 
 
 def _steps(
     model: GPT, tokens: list[int], max_new_tokens: int, config: SamplingConfig, generator: torch.Generator,
     use_cache: bool, stops: list[str], tokenizer: Any, keep: int, n_candidates: int, record_stages: bool,
+    unusable: torch.Tensor | None = None,
 ) -> Iterator[GenerationStep]:  # fmt: skip
     """The generation loop behind ``generate`` (arguments already checked)."""
     n_prompt, block_size = len(tokens), model.config.block_size
@@ -576,6 +655,7 @@ def _steps(
         start = window_start(len(tokens), start, block_size, keep)
         with torch.inference_mode():  # entered per step: a generator must not leak it to its caller
             logits, recomputed = decoder.next_logits(tokens, start)
+            logits = mask_unusable(logits, unusable)
             token, probability, model_probability, rank, candidates = _choose(logits, config, generator, n_candidates)
             stages = stages_from_logits(logits, config) if record_stages else None
         tokens.append(token)
@@ -624,11 +704,15 @@ def generate_text(
 
     >>> generate_text(model, tokenizer, "ROMEO:", max_new_tokens=50, seed=0)  # doctest: +SKIP
     """
-    ids = encode_prompt(tokenizer, prompt)
+    ids = encode_prompt(tokenizer, prompt, model)
     steps = generate(
         model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop, tokenizer
     )
-    text = tokenizer.decode([step.token_id for step in steps])
+    new_ids = []
+    for step in steps:
+        check_stop()  # inside a job (training samples), Stop ends a long sample here
+        new_ids.append(step.token_id)
+    text = tokenizer.decode(new_ids)
     for s in _stop_strings(stop):
         text = text.split(s, 1)[0]
     return text

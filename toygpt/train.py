@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -42,10 +43,20 @@ import torch.nn.functional as F
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.model import GPT, GPTConfig, flops_per_token, parameter_counts, total_parameters
+from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
 from toygpt.status import Status
+from toygpt.stopping import StopRequested, check_stop, stop_scope
+from toygpt.tokenizers.base import check_model_vocab_size
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Upper bounds of TrainConfig's counts (others: 10**9). Far beyond a useful setting, they keep a
+# config read from a file (an uploaded run) from asking for a billion-batch evaluation.
+TRAIN_LIMITS = {"batch_size": 4096, "block_size": 65_536, "eval_batches": 10_000, "sample_tokens": 10_000,
+                "max_snapshots": 1_000, "num_threads": 1_024, "seed": 2**63 - 1}  # fmt: skip
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_PROMPT_CHARS = 10_000
+FINAL_EVAL_GRACE_S = 1.0  # after Stop, the final evaluation may take this long before it is cut
 SNAPSHOT_BASE = (50, 4)  # snapshots at step 0, then 50, 200, 800, 3200, ... (×4: log-spaced)
 
 Event = dict[str, Any]
@@ -56,10 +67,11 @@ Event = dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+def _positive_int(name: str, value: Any, allow_zero: bool = False, high: int | None = None) -> None:
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} must be a whole number ≥ {low}")
+    high = TRAIN_LIMITS.get(name, 10**9) if high is None else high
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}={value!r:.40} must be a whole number ≥ {low} and ≤ {high:,}")
 
 
 def _finite(name: str, value: Any, low: float, high: float = math.inf, hint: str = "") -> None:
@@ -119,7 +131,7 @@ class TrainConfig:
         if self.max_steps is not None:
             _positive_int("max_steps", self.max_steps)
         if self.max_seconds is not None:
-            _finite("max_seconds", self.max_seconds, 0.001, hint="; e.g. 180 for three minutes")
+            _finite("max_seconds", self.max_seconds, 0.001, MAX_SECONDS, "; e.g. 180 for three minutes")
         for name in ("eval_interval", "eval_batches", "log_interval"):
             _positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "sample_interval", "checkpoint_interval", "max_snapshots"):
@@ -149,8 +161,8 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r}; choose one of {PRECISIONS}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile={self.compile!r} must be True or False")
-        if not isinstance(self.sample_prompt, str):
-            raise ValueError("sample_prompt must be text (may be empty)")
+        if not isinstance(self.sample_prompt, str) or len(self.sample_prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"sample_prompt must be text (may be empty) of at most {MAX_PROMPT_CHARS:,} characters")
 
     @property
     def final_lr(self) -> float:
@@ -199,13 +211,24 @@ def cpu_has_fast_bf16() -> bool:
     return any(check is not None and check() for check in checks)
 
 
+PRECISION_ENV = "TOYGPT_PRECISION"
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype matmuls run in under autocast, or None for plain float32.
 
     Weights, gradients and the optimizer stay float32 either way (mixed precision): only the
     matmuls and what flows between them use bfloat16, which has float32's range (no loss scaling
     needed) and 8 bits of mantissa — plenty for gradients of a small model.
+
+    ``"auto"`` picks bf16 where the hardware multiplies it fast, so the same run trains with
+    different numerics on different CPUs. Setting ``$TOYGPT_PRECISION`` to ``fp32`` or ``bf16``
+    makes ``"auto"`` mean that everywhere (e.g. ``TOYGPT_PRECISION=bf16 pytest`` runs the suite
+    as a CPU with AVX-512 BF16 would, on any x86 CPU, just slower); an explicit ``precision``
+    is never overridden.
     """
+    if precision == "auto":
+        precision = forced_precision() or "auto"
     if precision == "fp32" or device.type == "mps":
         return None
     if precision == "bf16":
@@ -213,6 +236,16 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def forced_precision() -> str | None:
+    """``$TOYGPT_PRECISION`` (``fp32`` or ``bf16``), or None when unset or empty."""
+    value = os.environ.get(PRECISION_ENV, "").strip()
+    if not value:
+        return None
+    if value not in ("fp32", "bf16"):
+        raise ValueError(f"{PRECISION_ENV}={value!r}; set it to fp32 or bf16, or unset it for the hardware's choice")
+    return value
 
 
 def run_progress(config: TrainConfig, step: int, elapsed: float) -> float:
@@ -225,22 +258,42 @@ def run_progress(config: TrainConfig, step: int, elapsed: float) -> float:
     return min(1.0, max(fractions))
 
 
-def learning_rate_at(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
-    """Linear warmup for ``warmup_steps``, then a cosine from ``learning_rate`` to ``min_lr``.
+def learning_rate_at(
+    config: TrainConfig, step: int, elapsed: float = 0.0, warmup_elapsed: float | None = None
+) -> float:
+    """Linear warmup for ``warmup_steps``, then a cosine from ``learning_rate`` to ``min_lr``
+    over what remains of the run after warmup, so the rate is continuous where warmup ends.
+
+    Progress through the cosine is ``(step - warmup_steps) / (max_steps - warmup_steps)`` in
+    steps and ``(elapsed - warmup_elapsed) / (max_seconds - warmup_elapsed)`` in seconds, where
+    ``warmup_elapsed`` is the clock when warmup ended (the trainer records it; None estimates it
+    from the pace so far, ``elapsed · warmup_steps / step``, exact at the end of warmup). With
+    both budgets the further along wins, as the run ends at whichever comes first.
 
     >>> c = TrainConfig(max_steps=100, learning_rate=1.0, min_lr=0.0, warmup_steps=10)
     >>> [round(learning_rate_at(c, s), 3) for s in (0, 9, 10, 55, 100)]
     [0.1, 1.0, 1.0, 0.5, 0.0]
+    >>> t = c.replace(max_steps=None, max_seconds=60.0)  # warmup took 15 s of the 60
+    >>> [round(learning_rate_at(t, 10, s, warmup_elapsed=15.0), 3) for s in (15.0, 37.5, 60.0)]
+    [1.0, 0.5, 0.0]
     """
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    if config.max_steps is not None and config.max_seconds is None:
-        span = max(1, config.max_steps - config.warmup_steps)
-        progress = min(1.0, (step - config.warmup_steps) / span)
-    else:  # a time budget: decay with the clock (or with whichever budget is closer to its end)
-        progress = run_progress(config, step, elapsed)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 → 0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * cosine_progress(config, step, elapsed, warmup_elapsed)))  # 1 → 0
     return config.final_lr + cosine * (config.learning_rate - config.final_lr)
+
+
+def cosine_progress(config: TrainConfig, step: int, elapsed: float, warmup_elapsed: float | None = None) -> float:
+    """How far through the cosine after warmup, 0..1 (see ``learning_rate_at``)."""
+    fractions = []
+    if config.max_steps is not None:
+        fractions.append((step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    if config.max_seconds is not None:
+        if warmup_elapsed is None:
+            warmup_elapsed = elapsed * config.warmup_steps / step if step > 0 else 0.0
+        left = config.max_seconds - warmup_elapsed
+        fractions.append((elapsed - warmup_elapsed) / left if left > 0 else 1.0)
+    return min(1.0, max(0.0, max(fractions)))
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -269,8 +322,8 @@ def thin_snapshots(steps: Sequence[int], keep: int) -> list[int]:
     """Which snapshot steps to drop so that at most ``keep`` remain: keep the first and the
     last, and drop the one closest (in log scale) to its predecessor, again and again.
 
-    >>> thin_snapshots([0, 50, 200, 800, 900], keep=4)
-    [900]
+    >>> thin_snapshots([0, 50, 200, 800, 900], keep=4)  # 900 is nearest 800, but it is the last
+    [200]
     """
     kept, dropped = sorted(steps), []
     while len(kept) > max(keep, 2):
@@ -307,6 +360,8 @@ def freeze_all_but_last_blocks(model: GPT, last_blocks: int | None) -> int:
     """Fine-tuning the cheap way: embeddings (and so the tied head) and the first blocks stop
     learning (``requires_grad=False``: no gradients, no AdamW state, and the backward pass stops
     at the first block that learns). Returns how many parameters still learn."""
+    if last_blocks is not None and not isinstance(model, GPT):
+        raise ValueError(f"train_last_blocks is for GPT models (its blocks); this is a {type(model).__name__}")
     prefixes = trainable_prefixes(model.config, last_blocks)
     for name, param in model.named_parameters():
         param.requires_grad_(prefixes is None or name.startswith(prefixes))
@@ -381,13 +436,36 @@ def load_optimizer_tensors(
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
+# What the trainer needs from a model, and evaluation
 # --------------------------------------------------------------------------------------------
+
+
+class LanguageModel(Protocol):
+    """What the trainer needs from a model: ``GPT`` has it, and so has the LSTM of
+    ``toygpt.recurrent`` (trained by this same loop, for a side-by-side comparison).
+
+    - ``config`` with ``vocab_size``, ``block_size`` (the longest window it trains on) and ``dropout``;
+    - ``model(idx, targets)`` → ``(logits (B, T, vocab_size), mean cross-entropy)``;
+    - ``num_parameters()``; ``attention_paths()`` and ``set_attention(...)`` (the trainer picks
+      the attention path fastest here and restores the model's own afterwards; a model without
+      attention returns ``[]`` and ignores the call);
+    - everything ``torch.nn.Module`` has (parameters, train/eval, ``to``).
+    """
+
+    config: Any
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]: ...
+
+    def num_parameters(self) -> int: ...
+
+    def attention_paths(self) -> list[bool]: ...
+
+    def set_attention(self, fused: bool | Sequence[bool]) -> None: ...
 
 
 @torch.no_grad()
 def estimate_loss(
-    model: GPT,
+    model: LanguageModel,
     data: TokenData,
     batch_size: int,
     block_size: int,
@@ -408,6 +486,7 @@ def estimate_loss(
         generator = torch.Generator().manual_seed(seed)
         total = 0.0
         for _ in range(batches):
+            check_stop()  # a big evaluation is the longest thing between two steps
             x, y = data.get_batch(split, batch_size, block_size, generator, device)
             total += float(model(x, y)[1])
         losses[split] = total / batches
@@ -416,7 +495,7 @@ def estimate_loss(
 
 
 @torch.no_grad()
-def loss_by_position(model: GPT, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def loss_by_position(model: LanguageModel, windows: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """Mean cross-entropy in nats at each position of ``windows`` (B, L + 1) of token ids, (L,):
     position t predicts token t + 1 from the t + 1 tokens up to it, so a falling curve means
     the model uses its context. Read ``chunk`` windows at a time (big vocabularies make big
@@ -476,6 +555,7 @@ class TrainState:
     last_val_loss: float | None = None
     last_train_loss: float | None = None
     snapshots: list[int] = field(default_factory=list)
+    warmup_elapsed: float | None = None  # the clock when warmup ended: where the cosine starts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -488,7 +568,7 @@ class TrainState:
         known = {f.name for f in fields(cls)}
         state = cls(**{k: v for k, v in data.items() if k in known})
         counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (state.step, state.tokens_seen))
-        numbers = (state.elapsed, state.best_val_loss, state.last_val_loss, state.last_train_loss)
+        numbers = (state.elapsed, state.best_val_loss, state.last_val_loss, state.last_train_loss, state.warmup_elapsed)
         numbers_ok = all(v is None or (isinstance(v, int | float) and math.isfinite(v)) for v in numbers)
         snapshots_ok = isinstance(state.snapshots, list) and all(isinstance(s, int) for s in state.snapshots)
         if not (counts_ok and numbers_ok and snapshots_ok):
@@ -503,7 +583,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: GPT,
+        model: LanguageModel,
         data: TokenData,
         config: TrainConfig,
         *,
@@ -518,6 +598,8 @@ class Trainer:
         self.config, self.data, self.tokenizer, self.dist = config, data, tokenizer, dist
         self.block_size = config.block_size or model.config.block_size
         self._check_shapes(model, data)
+        if tokenizer is not None:  # it decodes the samples: its ids must be the model's
+            check_model_vocab_size(tokenizer, model.config.vocab_size)
         self.device = device_for(dist, choose_device(config.device))
         self.model = model.to(self.device)
         self.trainable = freeze_all_but_last_blocks(self.model, config.train_last_blocks)
@@ -533,7 +615,7 @@ class Trainer:
         self.compiled = False
         self._window: list[float] = []  # recent step times, for tokens/s and the ETA
 
-    def _check_shapes(self, model: GPT, data: TokenData) -> None:
+    def _check_shapes(self, model: LanguageModel, data: TokenData) -> None:
         if self.block_size > model.config.block_size:
             raise ValueError(
                 f"block_size={self.block_size} is longer than the model's block_size="
@@ -566,12 +648,16 @@ class Trainer:
 
     def _loop(self) -> tuple[str, str]:
         while True:
-            self._between_steps()
+            try:
+                with stop_scope(self.stop_event):  # evaluation and sampling end on Stop too
+                    self._between_steps()
+            except StopRequested:
+                return Status.STOPPED, f"stopped at step {self.state.step} on request; resume to continue"
             reason = self._stop_reason()
             if reason:
                 return reason
             if not self.train_step():
-                lr = learning_rate_at(self.config, self.state.step, self.state.elapsed)
+                lr = learning_rate_at(self.config, self.state.step, self.state.elapsed, self.state.warmup_elapsed)
                 return Status.DIVERGED, (
                     f"the loss became NaN/inf at step {self.state.step} (learning rate {lr:.2g}); "
                     f"try a lower learning rate, e.g. {self.config.learning_rate / 3:.2g}. "
@@ -621,7 +707,10 @@ class Trainer:
         x, y = self.data.get_batch("train", config.batch_size, self.block_size, torch.Generator().manual_seed(seed), self.device)
         if self.model.config.dropout > 0:
             torch.manual_seed(seed)  # dropout draws from the global generator: make it a function of the step
-        lr = learning_rate_at(config, step, self._elapsed())
+        now = self._elapsed()
+        if step == config.warmup_steps:  # warmup is over: the cosine starts from this clock
+            self.state.warmup_elapsed = now  # (a state saved before this field estimates it)
+        lr = learning_rate_at(config, step, now, self.state.warmup_elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = self._forward_backward(x, y)
@@ -731,7 +820,11 @@ class Trainer:
         state = self.state
         if status != Status.DIVERGED:
             if state.step % self.config.eval_interval != 0:
-                self._evaluate()  # the final loss, unless it was just measured
+                try:  # the final loss, unless it was just measured; after Stop, if it is quick
+                    with stop_scope(self.stop_event, grace=FINAL_EVAL_GRACE_S):
+                        self._evaluate()
+                except StopRequested:
+                    self.log("stopped before the final evaluation; the last measured loss stands")
             self._save_latest()
         state.elapsed = self._elapsed()
         end = {
@@ -759,7 +852,7 @@ class Trainer:
             torch.set_num_threads(self.config.num_threads)
         self._start_clock = time.perf_counter() - self.state.elapsed
         self._session_start = self.state.step
-        attention = [block.attn.use_fused for block in self.model.transformer.h]
+        attention = self.model.attention_paths()
         if self.autocast is not None and self.device.type == "cpu":
             # Measured on a 2-core AVX-512/AMX CPU (bench/train_speed.py): in bf16 the written-out
             # attention (two batched matmuls + softmax) beats the fused CPU kernel for these sizes.
@@ -772,8 +865,7 @@ class Trainer:
         try:
             yield
         finally:
-            for block, fused in zip(self.model.transformer.h, attention, strict=True):
-                block.attn.use_fused = fused
+            self.model.set_attention(attention)
             self.model.eval()
 
     def _wrap_ddp(self) -> torch.nn.Module:
@@ -785,7 +877,7 @@ class Trainer:
         return DistributedDataParallel(self.model, device_ids=device_ids)
 
 
-def train(model: GPT, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
+def train(model: LanguageModel, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
     """Train ``model`` in place and return the ``"end"`` event (see ``Trainer`` for kwargs)."""
     return Trainer(model, data, config, **kwargs).run()
 
@@ -871,14 +963,19 @@ def activation_bytes(model_config: GPTConfig, batch_size: int, block_size: int) 
     return 4 * (L * per_layer + logits)
 
 
-def estimate(model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu") -> dict[str, Any]:
-    """Parameters, memory (bytes) and rough time of a run, from the configs alone.
+def estimate(
+    model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu", seconds_per_step: float | None = None
+) -> dict[str, Any]:
+    """Parameters, memory (bytes) and time of a run, from the configs and a step time.
 
     Memory: the weights are 4 bytes per parameter; gradients and AdamW's two moments another 4
     each, but only for the parameters that learn (``train_last_blocks``); activations depend on
     batch, context and how many blocks the backward pass goes through (``activation_bytes``).
-    Time: the forward pass through every block, the backward pass (2× its forward) through the
-    blocks that learn and the head (whose input gradient is needed even when it is frozen).
+    Time: from ``seconds_per_step`` when given (measured: ``measure_step_seconds`` or a run's own
+    pace), else from the FLOP count at ``ASSUMED_FLOPS`` (a guess: ``"measured": False``): the
+    forward pass through every block, the backward pass (2× its forward) through the blocks that
+    learn and the head (whose input gradient is needed even when it is frozen). Both add the
+    validations (each batch of each split costs about a third of a training step: no backward).
     """
     params = total_parameters(model_config)
     last = train_config.train_last_blocks
@@ -891,20 +988,79 @@ def estimate(model_config: GPTConfig, train_config: TrainConfig, device: str = "
     else:
         backward = 2 * flops_per_token(shape.replace(n_layer=last), training=False)
         flops_per_step = (flops_per_token(shape, training=False) + backward) * tokens_per_step
-    seconds_per_step = flops_per_step / ASSUMED_FLOPS.get(device, ASSUMED_FLOPS["cpu"])
+    measured = seconds_per_step is not None
+    if seconds_per_step is None:
+        seconds_per_step = flops_per_step / ASSUMED_FLOPS.get(device, ASSUMED_FLOPS["cpu"])
+    # a validation every eval_interval steps: 2 splits × eval_batches forward passes
+    per_step = seconds_per_step * (1 + 2 * train_config.eval_batches / (3 * train_config.eval_interval))
     memory = {"weights": 4 * params, "gradients": 4 * trainable, "adam": 8 * trainable}
     memory["activations"] = activation_bytes(model_config.replace(n_layer=last or model_config.n_layer),
                                              train_config.batch_size, block)  # fmt: skip
     steps = train_config.max_steps
     if train_config.max_seconds is not None:
-        by_time = int(train_config.max_seconds / seconds_per_step)
+        by_time = int(train_config.max_seconds / per_step)
         steps = by_time if steps is None else min(steps, by_time)
     return {
         "params": params, "trainable_params": trainable, "memory_bytes": memory,
         "total_memory_bytes": sum(memory.values()), "tokens_per_step": tokens_per_step,
-        "flops_per_step": flops_per_step, "seconds_per_step": seconds_per_step, "steps": steps,
-        "seconds": steps * seconds_per_step,
+        "flops_per_step": flops_per_step, "measured": measured, "seconds_per_step": seconds_per_step,
+        "steps": steps, "seconds": steps * per_step,
     }  # fmt: skip
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (process-wide), then put the count back."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_step_seconds(
+    model_config: GPTConfig | LSTMConfig, train_config: TrainConfig, steps: int = 3, num_threads: int | None = None, seed: int = 0
+) -> float:
+    """Median seconds of ``steps`` real training steps of a fresh model of this shape, on this
+    machine, now (after one untimed warm-up step): forward, backward, clipping and AdamW, with
+    the run's batch, context and precision, on random tokens. The pages estimate time from this
+    probe rather than from a FLOP count: small models spend most of a step outside the FLOPs,
+    and a busy machine is slower than an idle one.
+    """
+    block = train_config.block_size or model_config.block_size
+    device = choose_device(train_config.device)
+    with torch_threads(num_threads):
+        build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
+        model = build(model_config, seed=seed).to(device).train()
+        if train_config.train_last_blocks is not None:  # fine-tuning: the backward pass stops early
+            freeze_all_but_last_blocks(model, train_config.train_last_blocks)
+        optimizer = make_optimizer(model, train_config, device)
+        dtype = autocast_dtype(train_config.precision, device)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randint(model_config.vocab_size, (train_config.batch_size, block), generator=generator).to(device)
+        y = torch.roll(x, -1, dims=1)
+        times = []
+        for i in range(steps + 1):
+            started = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+                _, loss = model(x, y)
+            loss.backward()
+            if train_config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i:  # the first step allocates the optimizer state: not typical
+                times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def recent_step_seconds(events: Sequence[Event], last: int = 20) -> float | None:
+    """A run's own recent pace: the median ``ms_per_step`` of its last ``last`` step events."""
+    values = [e["ms_per_step"] for e in events if e.get("type") == "step" and isinstance(e.get("ms_per_step"), int | float)]
+    recent = sorted(values[-last:])
+    return recent[len(recent) // 2] / 1000 if recent else None
 
 
 def cross_entropy_at_chance(vocab_size: int) -> float:

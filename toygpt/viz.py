@@ -63,6 +63,51 @@ def _ticks(labels: Sequence[str]) -> dict[str, Any]:
     return dict(tickmode="array", tickvals=positions, ticktext=[labels[i] for i in positions])
 
 
+def log_ticks(values: Sequence[float]) -> dict[str, Any]:
+    """Tick settings for a log axis over ``values``: labels at 1, 2, 5 × 10^k (only 10^k when
+    the data spans more than 2 decades), written plainly. Plotly's own log ticks label every
+    minor step once a range is under a decade or two ("5 4 3 2 100 9 8 7 6 5"), which reads as
+    noise.
+
+    >>> log_ticks([0.3, 4.0])["ticktext"]
+    ['0.2', '0.5', '1', '2', '5']
+    """
+    positive = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v) and v > 0]
+    if not positive:
+        return {}
+    low, high = min(positive), max(positive)
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1,) if math.log10(high / low) > 2 else (1, 2, 5)
+    ticks = [m * 10.0**e for e in range(first, last + 1) for m in steps]
+    if sum(low <= t <= high for t in ticks) < 2:  # a narrow range: its ends and middle, rounded
+        shown = sorted({float(f"{v:.2g}") for v in (low, math.sqrt(low * high), high)})
+    else:
+        shown = [t for t in ticks if low / 2 <= t <= high * 2]
+    return dict(tickmode="array", tickvals=shown, ticktext=[_plain_number(t) for t in shown])
+
+
+def _plain_number(value: float) -> str:
+    """``50000`` → ``"50,000"``; ``0.002`` → ``"0.002"``; ``1e-05`` stays (tiny numbers read best so)."""
+    return f"{value:,.0f}" if value >= 1000 and value == round(value) else f"{value:.3g}"
+
+
+def tidy_log_axes(fig: go.Figure) -> go.Figure:
+    """Give every log-scale axis of ``fig`` the ticks of :func:`log_ticks` over the data drawn
+    on it (for figures built elsewhere, e.g. ``toygpt.lab``'s); returns ``fig``."""
+    layout = fig.layout
+    for name in [key for key in layout.to_plotly_json() if key.startswith(("xaxis", "yaxis"))]:
+        axis = layout[name]
+        if axis.type != "log":
+            continue
+        letter, suffix = name[0], name[5:]  # "yaxis2" → "y", "2"
+        values: list[float] = []
+        for trace in fig.data:
+            if (getattr(trace, f"{letter}axis", None) or letter) == f"{letter}{suffix}":
+                values += [v for v in (getattr(trace, letter, None) or []) if v is not None]
+        axis.update(log_ticks(values))
+    return fig
+
+
 def _as_list(values: Any) -> list[float]:
     if isinstance(values, torch.Tensor):
         return values.detach().float().cpu().tolist()
@@ -113,10 +158,14 @@ def attention_heatmap_figure(
             colorbar=dict(title="weight"),
         )
     )
-    fig.update_xaxes(title="key (attended to)", **_ticks(names), side="top")
+    # The key axis's labels sit on top, under the title: its name goes into the title's second
+    # line (an axis title up there collided with the title), and the margin makes room for both.
+    fig.update_xaxes(**_ticks(names), side="top", tickangle=0 if T <= 24 else -90)
     fig.update_yaxes(title="query (attending)", **_ticks(names), autorange="reversed")
     title = "attention" if maps.dim() == 2 else f"attention: layer {layer}, head {head}"
-    return base_layout(fig, title, height=max(350, min(900, 40 + 18 * T)))
+    fig = base_layout(fig, f"{title}<br><sup>columns: the key attended to · rows: the query attending</sup>",
+                      height=max(350, min(900, 40 + 18 * T)))
+    return fig.update_layout(margin=dict(t=110 if T <= 24 else 150))
 
 
 def attention_grid_figure(
@@ -237,7 +286,10 @@ def logit_lens_figure(lens: LogitLens, labels: Sequence[str] | None = None, voca
         )
     )  # fmt: skip
     fig.update_xaxes(title="input position (predicting the token after it)", **_ticks(names))
-    fig.update_yaxes(tickmode="array", tickvals=list(range(n_points)), ticktext=lens.layer_names)
+    # Read top to bottom in the model's order: the embedding on top, the last block at the
+    # bottom (that row, through ln_f and lm_head, *is* the model's prediction).
+    fig.update_yaxes(tickmode="array", tickvals=list(range(n_points)), ticktext=lens.layer_names,
+                     autorange="reversed", title="read after (top: first, bottom: last)")
     return base_layout(fig, "logit lens: each layer's guess for the next token", height=max(300, 45 * n_points + 120))
 
 
@@ -270,7 +322,7 @@ def surprisal_html(pieces: Sequence[str], surprisal: Surprisal | Sequence[float]
             f'<span style="background-color: rgba(239, 85, 59, {alpha * 0.85:.3f}); border-radius: 3px" '
             f'title="{nats:.2f} nats">{text}</span>'
         )
-    return '<div style="white-space: pre-wrap; line-height: 1.7; font-family: monospace">' + "".join(spans) + "</div>"
+    return '<div style="white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.7; font-family: monospace">' + "".join(spans) + "</div>"
 
 
 def surprisal_figure(surprisal: Surprisal, labels: Sequence[str] | None = None) -> go.Figure:
@@ -309,7 +361,7 @@ def trace_figure(steps: Sequence[TraceStep]) -> go.Figure:
                hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>std %{y:.4g}<extra></extra>")
     )  # fmt: skip
     fig.update_xaxes(**_ticks(names), tickangle=-60)
-    fig.update_yaxes(title="std of values", type="log")
+    fig.update_yaxes(title="std of values", type="log", **log_ticks(stds))
     return base_layout(fig, "the forward pass, step by step: how spread out the numbers are", height=450)
 
 
@@ -344,7 +396,8 @@ def loss_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], log_y: b
                 fig.add_trace(go.Scatter(x=steps, y=values, name=name, mode=mode, line=dict(color=colour, dash=dash)))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss (nats per token)", type="log" if log_y else "linear")
-    return base_layout(fig, "loss curves")
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22))  # beside the plot it squeezed it at 800 px
+    return tidy_log_axes(base_layout(fig, "loss curves"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,4 +466,9 @@ def generation_step_figure(step: GenerationStep, labels: Sequence[str] | None = 
     fig.update_xaxes(**_ticks(names))
     fig.update_yaxes(title="model probability", range=[0, 1])
     chosen = names[[i for i, _ in pairs].index(step.token_id)]
-    return base_layout(fig, f"step {step.index}: chose {chosen} (rank {step.rank}, p={step.probability:.3f})")
+    # The title quotes the same probability the bars draw (the model's own); the draw's
+    # probability after temperature/top-k/top-p is a different number and says so.
+    after = "" if math.isclose(step.probability, step.model_probability, abs_tol=5e-4) else \
+        f"; {step.probability:.3f} after the sampling settings"
+    return base_layout(fig, f"step {step.index}: chose {chosen} (model's rank {step.rank}, "
+                            f"model p={step.model_probability:.3f}{after})")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from toygpt import data
+from toygpt.cli.options import input_file, int_in
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser("list", help="list corpora (the default)").set_defaults(func=list_command)
     add = sub.add_parser("add", help="put a local copy of a downloadable corpus into the cache")
     add.add_argument("name", choices=sorted(data.DOWNLOADS))
-    add.add_argument("path")
+    add.add_argument("path", type=input_file(data.DEFAULT_MAX_BYTES))
     add.set_defaults(func=add_command)
     download = sub.add_parser("download", help="download a corpus into the cache")
     download.add_argument("name", choices=sorted(data.DOWNLOADS))
@@ -36,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     download.set_defaults(func=download_command)
     show = sub.add_parser("show", help="print the first lines of a corpus")
     show.add_argument("name")
-    show.add_argument("--lines", type=int, default=10)
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--lines", type=int_in(0, 1_000_000), default=10)
+    show.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0)
     show.set_defaults(func=show_command)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TextIO
 
 from toygpt import runs
+from toygpt.cli.options import input_file, int_in, output_file, output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,17 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser("list", help="list runs (the default)").set_defaults(func=list_command)
     export = sub.add_parser("export", help="write a run as a zip file")
     export.add_argument("run")
-    export.add_argument("path", type=Path)
+    export.add_argument("path", type=output_file)
     export.set_defaults(func=export_command)
     export_hf = sub.add_parser(
         "export-hf", help="write a run as a Hugging Face GPT-2 folder (GPT2LMHeadModel.from_pretrained)"
     )
     export_hf.add_argument("run")
-    export_hf.add_argument("folder", type=Path, help="a new (or empty) folder")
+    export_hf.add_argument("folder", type=output_folder, help="a new (or empty) folder")
     export_hf.add_argument("--weights", choices=("best", "latest"), default="best")
     export_hf.set_defaults(func=export_hf_command)
     imp = sub.add_parser("import", help="add a run from a zip file")
-    imp.add_argument("path", type=Path)
+    imp.add_argument("path", type=input_file(runs.MAX_IMPORT_BYTES))
     imp.add_argument("--name", help="a name for the imported run")
     imp.set_defaults(func=import_command)
     delete = sub.add_parser("delete", help="delete a run folder")
@@ -48,14 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete.set_defaults(func=delete_command)
     pack = sub.add_parser("pack", help="write a compact read-only copy (float16 weights, chosen snapshots)")
     pack.add_argument("run")
-    pack.add_argument("path", type=Path)
+    pack.add_argument("path", type=output_folder)
     pack.add_argument("--snapshots", help="comma-separated snapshot steps to keep (default: all)")
-    pack.add_argument("--metrics-every", type=int, default=50, help="keep every Nth step row of the metrics")
+    pack.add_argument("--metrics-every", type=int_in(1, 10**9), default=50, help="keep every Nth step row of the metrics")
     pack.add_argument("--overwrite", action="store_true", help="replace an earlier pack in PATH")
     pack.set_defaults(func=pack_command)
     evaluate = sub.add_parser("eval", help="train and val loss of a run's model on its own corpus")
     evaluate.add_argument("run")
-    evaluate.add_argument("--batches", type=int, default=200)
+    evaluate.add_argument("--batches", type=int_in(1, runs.MAX_EVAL_BATCHES), default=200)
     evaluate.add_argument("--weights", choices=("latest", "best"), default="latest")
     evaluate.set_defaults(func=eval_command)
 

@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from toygpt.cli.options import float_in, int_in
+from toygpt.model import SIZE_LIMITS
 from toygpt.sample import encode_prompt, generate
 
+MAX_SAMPLE_TOKENS = 1_000_000  # a long stream is fine on a terminal (Ctrl-C stops it); not endless
 PRETRAINED_PREFIX = "pretrained:"
 
 
@@ -30,11 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--run", required=True, metavar="RUN", help="run folder or run id")
     parser.add_argument("--prompt", default="", help="text to continue (empty: start from the start token)")
-    parser.add_argument("--max-tokens", type=int, default=200, metavar="N", help="tokens to generate (default 200)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy, <1 sharper, >1 flatter (default 1)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="keep only the K most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, metavar="P", help="keep the most likely tokens up to mass P")
-    parser.add_argument("--seed", type=int, default=None, help="make the sampling repeatable")
+    parser.add_argument("--max-tokens", type=int_in(0, MAX_SAMPLE_TOKENS), default=200, metavar="N", help="tokens to generate (default 200)")
+    parser.add_argument("--temperature", type=float_in(0.0, 100.0), default=1.0, help="0 = greedy, <1 sharper, >1 flatter (default 1)")
+    parser.add_argument("--top-k", type=int_in(1, SIZE_LIMITS["vocab_size"]), default=None, metavar="K", help="keep only the K most likely tokens")
+    parser.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=None, metavar="P", help="keep the most likely tokens up to mass P")
+    parser.add_argument("--seed", type=int_in(0, 2**63 - 1), default=None, help="make the sampling repeatable")
     parser.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop once TEXT appears (repeatable)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context every token (slower)")
     parser.add_argument("--stats", action="store_true", help="print tokens per second to stderr at the end")
@@ -58,6 +61,7 @@ def resolve_run(run: str) -> Path:
 def load_for_sampling(run: str):  # -> (GPT, Tokenizer); imports kept here so --help stays fast
     from toygpt.checkpoint import load_checkpoint
     from toygpt.tokenizers import tokenizer_from_dict
+    from toygpt.tokenizers.base import check_model_vocab_size
 
     if run.startswith(PRETRAINED_PREFIX):
         from toygpt.pretrained import PretrainedUnavailable, load_pretrained
@@ -71,11 +75,10 @@ def load_for_sampling(run: str):  # -> (GPT, Tokenizer); imports kept here so --
     if checkpoint.tokenizer is None:
         raise ValueError(f"{directory} has no tokenizer.json, so text cannot be encoded; retrain or copy it in")
     tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
-    if tokenizer.vocab_size > checkpoint.config.vocab_size:
-        raise ValueError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-            f"{checkpoint.config.vocab_size}; the two files come from different runs"
-        )
+    try:
+        check_model_vocab_size(tokenizer, checkpoint.config.vocab_size)
+    except ValueError as exc:
+        raise ValueError(f"{directory}: {exc} (tokenizer.json and the weights come from different runs)") from None
     return checkpoint.model, tokenizer
 
 
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out, err = out or sys.stdout, err or sys.stderr
     try:
         model, tokenizer = load_for_sampling(args.run)
-        ids = encode_prompt(tokenizer, args.prompt)
+        ids = encode_prompt(tokenizer, args.prompt, model)
         steps = generate(
             model, ids, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
             use_cache=not args.no_cache, stop=args.stop, tokenizer=tokenizer,

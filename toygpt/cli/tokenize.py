@@ -12,11 +12,14 @@ import os
 import sys
 from typing import TextIO
 
+from toygpt.cli.options import input_file, read_stdin
+from toygpt.data import DEFAULT_MAX_BYTES
 from toygpt.tokenizers import Tokenizer, TokenizerError, get_tokenizer
 
 # Pastel 256-colour backgrounds with black text: readable on dark and light terminals.
 _BACKGROUNDS = (153, 186, 217, 194, 223, 189, 159, 230)
-MAX_CORPUS_BYTES = 256 << 20
+MAX_CORPUS_BYTES = DEFAULT_MAX_BYTES  # what training reads at most
+MAX_TEXT_CHARS = 10_000_000  # the text to show as tokens (one line per token is printed)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("text", nargs="?", default="-", help="the text ('-' or nothing: read stdin)")
     parser.add_argument("--tokenizer", "-t", default="byte", metavar="TOKENIZER")
-    parser.add_argument("--corpus", help="text file the char and bpe-<N> tokenizers are built from")
+    parser.add_argument("--corpus", type=input_file(MAX_CORPUS_BYTES), help="text file the char and bpe-<N> tokenizers are built from")
     parser.add_argument("--allow-special", action="store_true",
                         help="encode text such as <|endoftext|> as the special token")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
@@ -38,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        text = sys.stdin.read() if args.text == "-" else args.text
+        text = read_stdin(MAX_TEXT_CHARS) if args.text == "-" else args.text
         corpus = _read_corpus(args.corpus) if args.corpus else None
         tokenizer = get_tokenizer(args.tokenizer, corpus_text=corpus)
         ids, spans = tokenizer.encode_with_spans(text, allow_special=args.allow_special)

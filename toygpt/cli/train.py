@@ -22,22 +22,33 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from toygpt import distributed
-from toygpt.data import read_user_text
+from toygpt.cli.options import float_in, input_file, int_in
+from toygpt.data import DEFAULT_MAX_BYTES, read_user_text
 from toygpt.formatting import clock, human_bytes
-from toygpt.model import PRESETS, preset
+from toygpt.model import PRESETS, SIZE_LIMITS, preset
 from toygpt.runs import open_run
 from toygpt.status import Status
-from toygpt.train import TrainConfig
+from toygpt.train import DEVICES, MAX_SECONDS, PRECISIONS, TRAIN_LIMITS, TrainConfig
 
-# command-line flag → TrainConfig field (None: not given, keep the default or the saved value)
+# command-line flag → TrainConfig field, with its type and range (the ranges TrainConfig checks;
+# None: not given, keep the default or the saved value)
+_COUNT = int_in(1, 10**9)
 TRAIN_FLAGS = {
-    "batch_size": int, "block_size": int, "max_steps": int, "max_seconds": float,
-    "learning_rate": float, "min_lr": float, "warmup_steps": int, "weight_decay": float,
-    "grad_clip": float, "eval_interval": int, "eval_batches": int, "sample_interval": int,
-    "sample_tokens": int, "log_interval": int, "checkpoint_interval": int, "max_snapshots": int,
-    "seed": int, "device": str, "num_threads": int, "precision": str, "train_last_blocks": int,
+    "batch_size": int_in(1, TRAIN_LIMITS["batch_size"]), "block_size": int_in(1, SIZE_LIMITS["block_size"]),
+    "max_steps": _COUNT, "max_seconds": float_in(0.001, MAX_SECONDS),
+    "learning_rate": float_in(1e-9, 10.0), "min_lr": float_in(0.0, 10.0), "warmup_steps": int_in(0, 10**9),
+    "weight_decay": float_in(0.0, 10.0), "grad_clip": float_in(0.0, 1e6), "eval_interval": _COUNT,
+    "eval_batches": int_in(1, TRAIN_LIMITS["eval_batches"]), "sample_interval": int_in(0, 10**9),
+    "sample_tokens": int_in(1, TRAIN_LIMITS["sample_tokens"]), "log_interval": _COUNT,
+    "checkpoint_interval": int_in(0, 10**9), "max_snapshots": int_in(0, TRAIN_LIMITS["max_snapshots"]),
+    "seed": int_in(0, TRAIN_LIMITS["seed"]), "num_threads": int_in(1, TRAIN_LIMITS["num_threads"]),
+    "train_last_blocks": int_in(1, SIZE_LIMITS["n_layer"]),
 }  # fmt: skip
-MODEL_FLAGS = {"n_layer": int, "n_head": int, "n_embd": int, "dropout": float}
+CHOICE_FLAGS = {"device": DEVICES, "precision": PRECISIONS}
+MODEL_FLAGS = {
+    "n_layer": int_in(1, SIZE_LIMITS["n_layer"]), "n_head": int_in(1, SIZE_LIMITS["n_head"]),
+    "n_embd": int_in(1, SIZE_LIMITS["n_embd"]), "dropout": float_in(0.0, 1.0, high_open=True),
+}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     source = parser.add_argument_group("what to train on")
     source.add_argument("--corpus", default="shakespeare", help="a corpus name (python -m toygpt data list)")
-    source.add_argument("--text", metavar="PATH", help="train on your own UTF-8 text file instead")
-    source.add_argument("--corpus-seed", type=int, default=0, help="seed of a generated corpus")
+    source.add_argument("--text", metavar="PATH", type=input_file(DEFAULT_MAX_BYTES), help="train on your own UTF-8 text file instead")
+    source.add_argument("--corpus-seed", type=int_in(0, 2**31 - 1), default=0, help="seed of a generated corpus")
     source.add_argument("--tokenizer", default="char", help="char | byte | bpe-<N> | bpe:PATH | gpt2 ...")
     model = parser.add_argument_group("model")
     model.add_argument("--preset", default="small", choices=sorted(PRESETS))
@@ -59,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, kind in TRAIN_FLAGS.items():
         flag = "--lr" if name == "learning_rate" else f"--{name.replace('_', '-')}"
         training.add_argument(flag, dest=name, type=kind, default=None)
+    for name, options in CHOICE_FLAGS.items():
+        training.add_argument(f"--{name}", dest=name, default=None, help=f"{' | '.join(options)}"
+                              + (" | cuda:N" if name == "device" else ""))  # fmt: skip
     training.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     run = parser.add_argument_group("run")
     run.add_argument("--name", help="a name for the run (becomes its id, sanitised)")
@@ -74,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def train_config_from(args: argparse.Namespace) -> TrainConfig | None:
     """The TrainConfig the flags describe: on resume, the run's saved config with the flags
     given applied on top (None: keep it all); otherwise the defaults with the flags applied."""
-    given = {name: getattr(args, name) for name in [*TRAIN_FLAGS, "compile"] if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in [*TRAIN_FLAGS, *CHOICE_FLAGS, "compile"] if getattr(args, name) is not None}
     if args.resume:
         return open_run(args.resume).train_config().replace(**given) if given else None
     return TrainConfig(**given)
@@ -85,7 +99,7 @@ def spec_from(args: argparse.Namespace) -> Any:
 
     model_changes = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
     text = read_user_text(args.text) if args.text else None
-    corpus = args.corpus if text is None else args.text.replace("\\", "/").rsplit("/", 1)[-1]
+    corpus = args.corpus if text is None else args.text.name
     return TrainSpec(
         corpus=corpus, tokenizer=args.tokenizer, model=preset(args.preset, **model_changes),
         train=train_config_from(args), name=args.name, tags=tuple(args.tag), init_from=args.init_from,

@@ -14,6 +14,11 @@ that just happened.
     "byte-level trades vocab for length"          tokenization       (char, byte, BPE, GPT-2)
     "a model can learn from one example"          single_example     (k steps on one sentence)
     "attention replaces recurrence"               attention_range    (how far back heads look)
+    "RoPE and ALiBi read past their training"     extrapolation      (5 encodings, read at T, 2T, 4T)
+    "attention vs recurrence, trained"            recurrence         (a transformer vs an LSTM its size)
+    "weight tying"                                weight_tying       (tied vs untied head)
+    "induction heads form"                        induction          (in-context copying appears)
+    "scaling keeps paying off"                    scaling            (a ladder of sizes, compute frontier)
 
 The shared pieces, in reading order: ``setup`` (errors, limits, the training setup, JSON numbers),
 ``budget`` (what an experiment costs, said before it starts), ``reporter`` (progress and Stop),
@@ -35,11 +40,16 @@ them is the one the claim is about.
 
 from toygpt.lab import (
     attention_range,
+    extrapolation,
+    induction,
     norm_position,
     positions,
+    recurrence,
     residual_scaling,
+    scaling,
     single_example,
     tokenization,
+    weight_tying,
 )
 from toygpt.lab.job import LabJob, LabStatus, live_curves
 from toygpt.lab.registry import (
@@ -72,7 +82,8 @@ from toygpt.lab.storage import (
 __all__ = [
     "EXPERIMENTS", "LAB_FILE", "MAX_STEPS", "RESULT_ONLY_TAG", "TAG_PREFIX", "TRAIN_PRESETS",
     "ExperimentSpec", "ExperimentStopped", "LabError", "LabJob", "LabStatus", "TrainingSetup",
-    "attention_range", "experiment_of", "figures", "is_lab_run", "lab_runs", "live_curves",
-    "load_result", "norm_position", "positions", "reading", "residual_scaling", "result_to_dict",
-    "run_experiment", "save_result", "single_example", "tiny_params", "tokenization",
+    "attention_range", "experiment_of", "extrapolation", "induction", "figures", "is_lab_run", "lab_runs",
+    "live_curves", "load_result", "norm_position", "positions", "reading", "recurrence",
+    "residual_scaling", "result_to_dict", "scaling", "run_experiment", "save_result", "single_example",
+    "tiny_params", "tokenization", "weight_tying",
 ]  # fmt: skip

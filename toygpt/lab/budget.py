@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from toygpt.model import GPTConfig
-from toygpt.train import TrainConfig, estimate
+from toygpt.recurrent import LSTMConfig
+from toygpt.train import TrainConfig, measure_step_seconds
 
-# Seconds per training step beyond what the FLOP count predicts: Python and small-op overhead,
-# which dominates for the nano preset (measured on the 2-core dev machine; see budget texts).
-STEP_OVERHEAD_S = 0.004
-LAYER_OVERHEAD_S = 0.0015
 EVAL_SHARE = 0.25  # evaluations add about this much to a lab training's time
+PROBE_THREADS = 1  # the dashboard runs lab jobs on one torch thread: time steps the same way
+PROBE_TTL_S = 600.0  # a timing is reused this long, then measured again (the machine's load changes)
+_probes: dict[tuple, tuple[float, float]] = {}  # (config, batch, block) -> (when, seconds per step)
 
 
 @dataclass(frozen=True)
 class Budget:
-    """An experiment's cost before it runs: ``seconds`` (an estimate for 2 CPU cores) and a
-    sentence saying what will be trained."""
+    """An experiment's cost before it runs: ``seconds`` (from training steps timed on this
+    machine) and a sentence saying what will be trained."""
 
     seconds: float
     text: str
 
 
-def step_seconds(model_config: GPTConfig, batch_size: int, block_size: int) -> float:
-    """Estimated seconds of one training step on a 2-core CPU: FLOPs at the rate
-    ``toygpt.train.estimate`` assumes, plus a per-step and per-layer overhead (small models
-    spend most of their time in Python and tiny kernels, not in FLOPs)."""
-    config = TrainConfig(batch_size=batch_size, block_size=block_size, max_steps=1)
-    flop_seconds = estimate(model_config.replace(block_size=max(block_size, 1)), config)["seconds_per_step"]
-    return flop_seconds + STEP_OVERHEAD_S + LAYER_OVERHEAD_S * model_config.n_layer
+def step_seconds(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int) -> float:
+    """Seconds of one training step of this model here: three real steps timed by
+    ``toygpt.train.measure_step_seconds`` (on ``PROBE_THREADS`` threads, as the job will run),
+    reused for ``PROBE_TTL_S``. Small models spend most of a step in Python and tiny kernels, so
+    a FLOP count under-estimated them several-fold; a busy machine is slower still."""
+    config = model_config.replace(block_size=max(block_size, 1))
+    key = (config, batch_size)
+    now = time.monotonic()
+    if key not in _probes or now - _probes[key][0] > PROBE_TTL_S:
+        train = TrainConfig(batch_size=batch_size, max_steps=1)  # the precision lab trainings use
+        _probes[key] = (now, measure_step_seconds(config, train, num_threads=PROBE_THREADS))
+    return _probes[key][1]
 
 
-def training_seconds(model_config: GPTConfig, batch_size: int, block_size: int, steps: int) -> float:
+def training_seconds(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int, steps: int) -> float:
     return steps * step_seconds(model_config, batch_size, block_size) * (1 + EVAL_SHARE)

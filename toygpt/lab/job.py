@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,14 +32,9 @@ class LabJob(BackgroundJob):
             raise LabError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENTS)}")
         super().__init__(num_threads)
         self.name, self.params, self.save = name, params, save
-        self._fraction, self._stage, self._started = 0.0, "", time.perf_counter()
+        self._fraction, self._stage = 0.0, ""
         self._metrics: list[dict[str, Any]] = []
         self.result: Any = None
-
-    def start(self) -> LabJob:
-        self._started = time.perf_counter()
-        super().start()
-        return self
 
     def work(self) -> tuple[str, str]:
         try:
@@ -62,7 +56,7 @@ class LabJob(BackgroundJob):
     def snapshot(self) -> LabStatus:
         """What a page draws, as plain values (copied under the lock)."""
         with self._lock:
-            elapsed = time.perf_counter() - self._started
+            elapsed = self._elapsed()
             fraction = self._fraction
             title = EXPERIMENTS[self.name].title
             return LabStatus(

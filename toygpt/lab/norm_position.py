@@ -14,6 +14,7 @@ import torch
 from toygpt import data as corpora
 from toygpt.formatting import about, human_count
 from toygpt.lab.budget import Budget, training_seconds
+from toygpt.lab.certainty import compare_runs
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     MAX_STEPS,
@@ -68,7 +69,7 @@ class NormPositionParams(TrainingSetup):
         if self.lr_sweep:
             seconds += 2 * len(self.sweep_lrs) * training_seconds(model, self.batch_size, model.block_size, self.sweep_steps)
             text += f", then up to {2 * len(self.sweep_lrs)} more × {self.sweep_steps} steps for the learning-rate sweep"
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
 
 
 @dataclass(frozen=True)
@@ -197,19 +198,25 @@ def reading(result: NormPositionResult) -> str:
         higher, lower = ("post-LN", "pre-LN") if post > pre else ("pre-LN", "post-LN")
         text = (f"After {result.steps} steps on {corpus}, {higher}'s validation loss was {shown_gap(post, pre):.2f} higher "
                 f"than {lower}'s ({fmt(result.final_val[higher])} vs {fmt(result.final_val[lower])} nats per token).")  # fmt: skip
+        text += compare_runs(result.curves[higher], result.curves[lower], result.params.get("eval_batches")).sentence()
     ratios = {k: _grad_ratio(v["init"]) for k, v in result.grad_norms.items()}
     if all(r is not None for r in ratios.values()):
         text += (f" At initialisation the first block's gradient norm was {ratios['pre-LN']:.2f}× the last block's "
                  f"with pre-LN and {ratios['post-LN']:.2f}× with post-LN.")  # fmt: skip
-    return text + _sweep_reading(result.sweep, result.unigram_loss)
+    return text + _sweep_reading(result.sweep, result.unigram_loss, result.params.get("sweep_steps"))
 
 
-def _sweep_reading(sweep: list[dict[str, Any]], unigram: float) -> str:
+def _sweep_reading(sweep: list[dict[str, Any]], unigram: float, steps: int | None = None) -> str:
     if not sweep:
         return ""
     last_lr = sweep[-1]["lr"]
     at_last = {row["variant"]: row for row in sweep if row["lr"] == last_lr}
     failed = [variant for variant, row in at_last.items() if row["diverged"]]
+    if failed and last_lr == sweep[0]["lr"]:  # the gentlest rate already "failed": too few steps to learn
+        each = f"{steps} steps per training" if steps else "this sweep's step budget"
+        return (f" The learning-rate sweep cannot tell here: at {each}, even its lowest rate ({last_lr:g}) left "
+                f"{' and '.join(failed)} no better than the {unigram:.2f} nats of guessing characters from their "
+                "frequency, which is what too little training looks like too. Give the sweep more steps.")  # fmt: skip
     if not failed:
         losses = " and ".join(f"{v} {fmt(r['final_loss'])}" for v, r in at_last.items())
         return f" With no warmup, neither diverged at learning rates up to {last_lr:g} (val loss {losses})."

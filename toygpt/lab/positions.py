@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 from toygpt.formatting import about
 from toygpt.inspection import position_similarity, position_vectors
 from toygpt.lab.budget import Budget, training_seconds
+from toygpt.lab.certainty import compare_runs
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -26,6 +27,7 @@ from toygpt.lab.setup import (
     fmt,
     plain,
     rounded,
+    shown_gap,
 )
 from toygpt.lab.variants import Artifacts, char_corpus, train_variant, with_artifacts
 from toygpt.model import GPT
@@ -59,7 +61,7 @@ class PositionParams(TrainingSetup):
         model = self.model_config()
         seconds = 3 * training_seconds(model, self.batch_size, model.block_size, self.steps)
         text = f"3 trainings (learned, sinusoidal, none) × {self.steps} steps of the {self.preset} preset on {self.corpus}"
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
 
 
 @dataclass(frozen=True)
@@ -220,8 +222,13 @@ def reading(result: PositionResult) -> str:
     what, index_name, _ = SCORED.get(result.scored, SCORED["word"])
     losses = ", ".join(f"{k} {fmt(v)}" for k, v in result.final_val.items())
     accuracy = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.accuracy.items())
-    text = (f"After {result.steps} steps on {result.corpus}, the validation loss was {losses}. "
-            f"Share of {what} predicted right: {accuracy}.")  # fmt: skip
+    text = (f"After {result.steps} steps on {result.corpus}, the validation loss was {losses}.")
+    ranked = sorted((v, k) for k, v in result.final_val.items() if v is not None)
+    if len(ranked) >= 2:
+        (low, first), (_, second) = ranked[0], ranked[1]
+        text += (f" Lowest: {first}, {shown_gap(low, ranked[1][0]):.2f} below {second}."
+                 + compare_runs(result.curves[first], result.curves[second], result.params.get("eval_batches")).sentence())  # fmt: skip
+    text += f" Share of {what} predicted right: {accuracy}."
     best = max(result.accuracy, key=result.accuracy.get)
     gap = _largest_gap(result, best) if best != "none" and "none" in result.accuracy_by_index else None
     if gap is not None:

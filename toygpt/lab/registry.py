@@ -9,15 +9,22 @@ import plotly.graph_objects as go
 
 from toygpt.lab import (
     attention_range,
+    extrapolation,
+    induction,
     norm_position,
     positions,
+    recurrence,
     residual_scaling,
+    scaling,
     single_example,
     tokenization,
+    weight_tying,
 )
+from toygpt.lab.certainty import QUICK_LOOK, is_quick_look
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn
 
-MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range)
+MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range,
+           extrapolation, recurrence, weight_tying, induction, scaling)  # fmt: skip
 EXPERIMENTS: dict[str, ExperimentSpec] = {module.EXPERIMENT.name: module.EXPERIMENT for module in MODULES}
 
 
@@ -29,8 +36,11 @@ def experiment_of(result: Any) -> ExperimentSpec:
 
 
 def reading(result: Any) -> str:
-    """The result in words, computed from its numbers (never canned text)."""
-    return experiment_of(result).reading(result)
+    """The result in words, computed from its numbers (never canned text); a quick look says
+    first that it is one (``toygpt.lab.certainty``)."""
+    spec = experiment_of(result)
+    quick = is_quick_look(getattr(result, "params", {}) or {}, spec.tiny)
+    return (QUICK_LOOK if quick else "") + spec.reading(result)
 
 
 def figures(result: Any) -> list[go.Figure]:

@@ -14,6 +14,7 @@ import torch
 from toygpt.formatting import about
 from toygpt.inspection import residual_stats
 from toygpt.lab.budget import Budget, training_seconds
+from toygpt.lab.certainty import single_measurement
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -56,7 +57,7 @@ class ResidualScalingParams(TrainingSetup):
         seconds = 2 * sum(training_seconds(c, self.batch_size, c.block_size, self.steps) for c in configs)
         text = (f"{2 * len(self.depths)} trainings (depths {', '.join(map(str, self.depths))}, each with and without "
                 f"scaling) × {self.steps} steps at the {self.preset} preset's width")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def reading(result: ResidualScalingResult) -> str:
         better = "scaled" if ls < lu else "unscaled"
         text += (f". After {result.steps} steps the {result.depths[deep]}-layer model's validation loss was "
                  f"{fmt(ls)} with scaling and {fmt(lu)} without ({better} lower by {shown_gap(lu, ls):.2f}).")  # fmt: skip
+        text += single_measurement(result.params.get("eval_batches"))
     else:
         text += f". After {result.steps} steps the {result.depths[deep]}-layer model diverged in at least one variant."
     return text

@@ -76,17 +76,17 @@ def load_result(run_id: str) -> Any:
     except CheckpointError as exc:
         raise LabError(f"run {run_id} has no readable lab results: {exc}") from None
     if not isinstance(saved, dict) or saved.get("experiment") not in EXPERIMENTS or not isinstance(saved.get("result"), dict):
-        raise LabError(f"{run.path / LAB_FILE} is not a lab result (no known experiment in it)")
+        raise LabError(f"{LAB_FILE} of run {run.id} is not a lab result (no known experiment in it)")
     spec = EXPERIMENTS[saved["experiment"]]
     data = saved["result"]
     expected = {f.name for f in fields(spec.result_type)} - {"artifacts"}
     if set(data) != expected:
-        raise LabError(f"{run.path / LAB_FILE}: its fields {sorted(data)} do not match a {spec.name} result")
+        raise LabError(f"{LAB_FILE} of run {run.id}: its fields {sorted(data)} do not match a {spec.name} result")
     try:
         result = spec.result_type(**data)
         if result.experiment != spec.name:
             raise ValueError(f"experiment {result.experiment!r} inside a {spec.name} file")
         spec.reading(result), spec.figures(result)  # numbers that cannot be read or drawn are refused here
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
-        raise LabError(f"{run.path / LAB_FILE} holds numbers that do not fit a {spec.name} result ({type(exc).__name__}: {exc})") from None
+        raise LabError(f"{LAB_FILE} of run {run.id} holds numbers that do not fit a {spec.name} result ({type(exc).__name__}: {exc})") from None
     return result

@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 from toygpt import data as corpora
 from toygpt.formatting import about
 from toygpt.lab.budget import Budget
+from toygpt.lab.certainty import single_measurement
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     TRAIN_PRESETS,
@@ -89,7 +90,7 @@ class TokenizationParams:
             text += f" ({len(bpe)} BPE vocabularies trained on it first)"
         if self.train_seconds > 0:
             text += f", then a {self.preset}-shaped model trained for {self.train_seconds:g} s with each"
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+        return Budget(seconds, f"{text}: {about(seconds)}, most of it the training time set here.")
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the text itself (kept as the run's corpus.txt): its length instead."""
@@ -251,6 +252,8 @@ def reading(result: TokenizationResult) -> str:
         bpb = ", ".join(f"{r['tokenizer']} {r['bits_per_byte']:.3f}" for r in trained)
         best = min(trained, key=lambda r: r["bits_per_byte"])
         text += f" After {seconds:g} s of training each, validation bits per byte: {bpb} — lowest: {best['tokenizer']}."
+        if len(trained) > 1:
+            text += single_measurement(result.params.get("eval_batches"))
     short = [r for r in ok if _bpe_size(r["tokenizer"]) and r["vocab_size"] < _bpe_size(r["tokenizer"])]
     for r in short:
         text += f" {r['tokenizer']} stopped at {r['vocab_size']} tokens: every word of this text was already a single token."

@@ -160,12 +160,15 @@ def continuation_html(prompt: str, continuation: str, newest: str = "") -> str:
     """The prompt (dimmed), what the model wrote, then ``newest`` highlighted (the token just
     picked, in step mode), as escaped, monospaced HTML.
 
+    Long unbroken lines (an untrained model rarely writes a space) wrap anywhere instead of
+    running out of their column.
+
     >>> continuation_html("<i>", "!")
-    '<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.5"><span style="opacity: 0.55">&lt;i&gt;</span>!</div>'
+    '<div style="white-space: pre-wrap; overflow-wrap: anywhere; font-family: monospace; line-height: 1.5"><span style="opacity: 0.55">&lt;i&gt;</span>!</div>'
     """
     mark = f'<mark style="background-color: rgba(239, 85, 59, 0.45)">{html.escape(newest)}</mark>' if newest else ""
     return (
-        '<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.5">'
+        '<div style="white-space: pre-wrap; overflow-wrap: anywhere; font-family: monospace; line-height: 1.5">'
         f'<span style="opacity: 0.55">{html.escape(prompt)}</span>{html.escape(continuation)}{mark}</div>'
     )
 
@@ -196,14 +199,16 @@ def attention_mosaic(maps: torch.Tensor, gap: int = GRID_GAP) -> np.ndarray:
 
 
 def attention_grid_lean_figure(
-    maps: torch.Tensor, labels: Sequence[str] | None = None, max_positions: int = 64
+    maps: torch.Tensor, labels: Sequence[str] | None = None, max_positions: int = 64,
+    selected: tuple[int, int] | None = None,
 ) -> go.Figure:
     """Every head of every layer as ONE heatmap trace (layers as rows, heads as columns).
 
     ``toygpt.viz.attention_grid_figure`` draws one subplot per head; that reads well for a few
     heads but costs ~20 ms per subplot to build and more to draw (GPT-2 has 144). One trace of a
     tiled NumPy array (sent to the browser as packed binary) builds in a few ms at any size.
-    Long inputs show their last ``max_positions`` positions (said in the title).
+    Long inputs show their last ``max_positions`` positions (said in the title). ``selected``
+    (layer, head) is outlined: the head drawn large beside the grid.
     """
     n_layer, n_head, T, _ = maps.shape
     keep = min(T, max_positions)
@@ -220,11 +225,16 @@ def attention_grid_lean_figure(
                      side="top", showgrid=False, zeroline=False)  # fmt: skip
     fig.update_yaxes(tickmode="array", tickvals=centres[:n_layer], ticktext=[f"layer {i}" for i in range(n_layer)],
                      autorange="reversed", showgrid=False, zeroline=False, scaleanchor="x")  # fmt: skip
+    if selected is not None:
+        layer, head = selected
+        fig.add_shape(type="rect", x0=head * step - 0.5, x1=head * step + keep - 0.5, y0=layer * step - 0.5,
+                      y1=layer * step + keep - 0.5, line=dict(color="#EF553B", width=3))  # fmt: skip
     shown = f"last {keep} of {T} positions" if keep < T else f"{T} positions"
-    what = "" if labels is None else f": {''.join(labels[T - keep :])[:40]}"
-    fig.update_layout(
-        title=f"attention of every head ({shown}{what})", paper_bgcolor="rgba(0,0,0,0)",
-        plot_bgcolor="rgba(0,0,0,0)", margin=dict(l=10, r=10, t=80, b=10),
+    what = "" if labels is None else f": {''.join(labels[T - keep :])[:24]}"
+    mark = f"; outlined: layer {selected[0]}, head {selected[1]}" if selected is not None else ""
+    fig.update_layout(  # the details go on a second, smaller line: half a page is narrow
+        title=dict(text=f"attention of every head<br><sup>{html.escape(shown + what + mark)}</sup>"),
+        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", margin=dict(l=10, r=10, t=100, b=10),
         # tiles are square (scaleanchor): about 360 px of grid across, in half a wide page
         height=max(300, min(1100, round(360 * n_layer / n_head) + 130)),
     )  # fmt: skip
@@ -255,7 +265,7 @@ def attention_text_html(pieces: Sequence[str], weights: Sequence[float] | torch.
             f'<span style="{outline}background-color: rgba(99, 110, 250, {alpha:.3f}); border-radius: 3px" '
             f'title="weight {weight:.3f}">{text}</span>'
         )
-    style = "white-space: pre-wrap; line-height: 1.9; font-family: monospace; font-size: 1.15em"
+    style = "white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.9; font-family: monospace; font-size: 1.15em"
     return f'<div style="{style}">' + "".join(spans) + "</div>"
 
 
@@ -281,7 +291,7 @@ def snapshot_view(
     """Sample ``max_new_tokens`` after ``prompt`` and take its attention maps. The same prompt,
     settings and seed on each snapshot of a run show how the model's answer changed as it learned.
     An empty prompt starts from the start token (as ``generate`` does)."""
-    ids = encode_prompt(tokenizer, prompt)
+    ids = encode_prompt(tokenizer, prompt, model)
     steps = list(generate(model, ids, max_new_tokens, seed=seed, tokenizer=tokenizer, n_candidates=n_candidates, **sampling))
     if not steps:
         raise ValueError("max_new_tokens=0 samples nothing; ask for at least 1 token")

@@ -313,19 +313,22 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     """
     usable = [row for row in rows if not row.get("error")]
     names = [str(row["tokenizer"]) for row in usable]
-    gap = 0.05
-    width = (1 - gap * (len(COMPARED) - 1)) / len(COMPARED)
+    # Two panels by two: four side by side left each about 100 px in a narrow window, where the
+    # titles ran into each other and each panel's tick labels into its neighbour's bars.
+    gap_x, gap_y = 0.14, 0.22
+    width, height = (1 - gap_x) / 2, (1 - gap_y) / 2
     layout: dict[str, Any] = {
-        "height": 340, "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
-        "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "showlegend": False, "annotations": [],
+        "height": 560, "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "showlegend": False, "annotations": [],
     }
     bars = []
     for panel, (key, title) in enumerate(COMPARED):
         suffix = str(panel + 1) if panel else ""  # plotly names the axes x, x2, x3, ...
-        left = panel * (width + gap)
-        layout[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}"}
-        layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", "type": "log" if panel == 0 else "linear"}
-        layout["annotations"].append({"text": title, "x": left + width / 2, "y": 1.0, "xref": "paper",
+        left, bottom = (panel % 2) * (width + gap_x), (1 - panel // 2) * (height + gap_y)
+        layout[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}", "automargin": True}
+        layout[f"yaxis{suffix}"] = {"domain": [bottom, bottom + height], "anchor": f"x{suffix}",
+                                    "type": "log" if panel == 0 else "linear", "automargin": True}
+        layout["annotations"].append({"text": title, "x": left + width / 2, "y": bottom + height, "xref": "paper",
                                       "yref": "paper", "showarrow": False, "yanchor": "bottom"})
         values = [row[key] for row in usable]
         bars.append(go.Bar(x=names, y=values, xaxis=f"x{suffix}", yaxis=f"y{suffix}",

@@ -270,6 +270,16 @@ class Tokenizer(ABC):
     def from_dict(cls, data: Mapping[str, Any]) -> Tokenizer:
         """Rebuild from ``to_dict()``'s output; raises ``TokenizerError`` on anything malformed."""
 
+    def unused_ids(self) -> tuple[int, ...]:
+        """Ids inside ``0..vocab_size-1`` that stand for no token, so ``decode`` refuses them.
+
+        A model sized by ``vocab_size`` has an output for each of them and, untrained, samples
+        them; ``toygpt.sample`` gives them probability 0. Tokenizers that number their tokens
+        without gaps (char, byte, bpe) have none; a tiktoken encoding may have holes
+        (cl100k_base has no 100256 and no 100261..100275).
+        """
+        return ()
+
     def decode(self, ids: Iterable[int]) -> str:
         """Ids → text. Bytes that do not form whole UTF-8 characters (a sequence cut in the
         middle of an emoji) become the replacement character U+FFFD instead of raising."""
@@ -296,6 +306,20 @@ class Tokenizer(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} vocab_size={self.vocab_size}>"
+
+
+def check_model_vocab_size(tokenizer: Any, model_vocab_size: int) -> None:
+    """Refuse a model and a tokenizer whose vocabularies differ in size, when they are put
+    together: the model could emit ids the tokenizer has no text for (model larger) or be fed
+    ids it has no embedding for (tokenizer larger). Raises ``TokenizerError`` naming both."""
+    tokenizer_size = int(tokenizer.vocab_size)
+    if tokenizer_size != model_vocab_size:
+        name = getattr(tokenizer, "name", type(tokenizer).__name__)
+        raise TokenizerError(
+            f"the tokenizer {name!r} has {tokenizer_size:,} token ids but the model has "
+            f"vocab_size={model_vocab_size:,}: they do not belong together. Use the tokenizer the "
+            f"model was trained with, or build the model with vocab_size={tokenizer_size}."
+        )
 
 
 def require_type(data: Any, type_name: str) -> Mapping[str, Any]:

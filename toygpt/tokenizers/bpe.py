@@ -36,6 +36,7 @@ from typing import Any
 import regex
 import tiktoken
 
+from toygpt.stopping import check_stop
 from toygpt.tokenizers.base import (
     Tokenizer,
     TokenizerError,
@@ -189,6 +190,7 @@ def learn_merges_textbook(text: str, vocab_size: int, split_pattern: str | None 
     chunks = [list(c.encode("utf-8")) for c in training_chunks(text, split_pattern, special_tokens)]
     merges: list[MergeRecord] = []
     while len(merges) < n_merges:
+        check_stop()  # a merge can take a while on long chunks: Stop ends training here
         counts: dict[tuple[int, int], int] = {}
         for ids in chunks:
             get_stats(ids, counts)
@@ -298,6 +300,7 @@ def learn_merges(text: str, vocab_size: int, split_pattern: str | None = "gpt2",
     index = PairIndex([list(chunk) for chunk in distinct], list(distinct.values()))
     merges: list[MergeRecord] = []
     while len(merges) < n_merges:
+        check_stop()  # one merge rescans every chunk holding its pair: seconds on a huge chunk
         pair = index.pop_best()
         if pair is None:
             break

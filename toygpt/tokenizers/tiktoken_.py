@@ -473,6 +473,19 @@ class TiktokenTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self.encoding.n_vocab
 
+    def unused_ids(self) -> tuple[int, ...]:
+        """The holes in ``0..n_vocab-1`` that no token has (found once, by trying each id)."""
+        if getattr(self, "_unused", None) is None:
+            self._unused = tuple(i for i in range(self.vocab_size) if not self._has_token(i))
+        return self._unused
+
+    def _has_token(self, token_id: int) -> bool:
+        try:
+            self.encoding.decode_single_token_bytes(token_id)
+        except KeyError:
+            return False
+        return True
+
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         utf8_bytes(text)  # tiktoken would quietly replace a lone surrogate; we refuse it
         if allow_special:

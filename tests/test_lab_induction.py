@@ -1,0 +1,107 @@
+"""Lab "induction heads form": its data, its step finding, its reading against its numbers, and
+a tiny run saved and reopened."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from toygpt import lab
+from toygpt.lab import induction
+from toygpt.lab.induction import (
+    THRESHOLD,
+    InductionParams,
+    InductionResult,
+    formed_step,
+    pattern_steps,
+    repeating_batch,
+)
+
+
+def test_repeating_batch_repeats_a_stretch_of_distinct_tokens():
+    batch = repeating_batch(20, 16, 32, torch.Generator().manual_seed(0))
+    assert batch.shape == (32, 17)
+    periods = set()
+    for row in batch.tolist():
+        period = next(p for p in range(1, 17) if all(row[i] == row[i + p] for i in range(17 - p)))
+        assert induction.SHORTEST_STRETCH <= period <= 8
+        assert len(set(row[:period])) == period
+        periods.add(period)
+    assert len(periods) > 2  # the stretch length varies: no fixed distance back does the job
+
+
+def test_formed_step_is_the_first_evaluation_over_the_mark():
+    steps = [0, 100, 200, 300]
+    assert formed_step(steps, [0.1, 0.3, 0.7, 0.9]) == 200
+    assert formed_step(steps, [0.1, 0.3, THRESHOLD, 0.2]) == 200
+    assert formed_step(steps, [0.1, 0.3, 0.4, 0.45]) is None
+
+
+def test_pattern_steps_bracket_the_formation():
+    steps = list(range(0, 1600, 100))
+    assert pattern_steps(steps, 700) == [0, 600, 700, 1500]
+    chosen = pattern_steps(steps, None)
+    assert chosen[0] == 0 and chosen[-1] == 1500 and len(chosen) == 4
+    assert pattern_steps([0, 10], None) == [0, 10]
+
+
+def fake_result(best: list[float], se: float = 0.01, repeated: list[float] | None = None) -> InductionResult:
+    steps = [0, 100, 200, 300]
+    scores = [[[0.05, b], [0.02, 0.03]] for b in best]
+    repeated = repeated or [4.1, 3.5, 0.9, 0.3]
+    return InductionResult(
+        params=InductionParams().to_dict(), parameters=1000, steps=steps, first_half_loss=[4.2, 4.3, 4.4, 4.4],
+        repeated_loss=repeated, scores=scores, best_score_se=[se] * 4, best_head=[0, 1],
+        formed_at=formed_step(steps, best), pattern_steps=[0, 300], patterns=[[[1.0, 0.0], [0.5, 0.5]]] * 2,
+        pattern_text="abab", uniform_score=0.08, elapsed=1.0,
+    )  # fmt: skip
+
+
+def test_reading_names_the_step_and_the_numbers_around_it():
+    text = induction.reading(fake_result([0.06, 0.2, 0.8, 0.95]))
+    assert "between step 100 and step 200" in text
+    assert "from 0.20 to 0.80" in text and "from 3.50 to 0.90" in text
+    assert "layer 0 head 1 scores 0.95 ± 0.01" in text
+    assert "too close to call" not in text
+
+
+def test_reading_says_too_close_to_call_at_a_marginal_crossing():
+    text = induction.reading(fake_result([0.06, 0.2, 0.52, 0.55], se=0.05))
+    assert "between step 100 and step 200" in text and "too close to call" in text
+
+
+def test_reading_says_when_it_did_not_form():
+    text = induction.reading(fake_result([0.06, 0.1, 0.2, 0.3], repeated=[4.1, 4.2, 4.3, 4.3]))
+    assert text.startswith("Induction did not appear within 300 steps")
+    assert "reached 0.30" in text and "too close to call" not in text
+    assert "without an induction head" not in text  # 4.4 vs 4.3: no shortcut either
+    shortcut = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.0, 2.5, 2.4]))
+    assert "without an induction head" in shortcut and "ln 16 = 2.77" in shortcut
+    close = induction.reading(fake_result([0.06, 0.1, 0.2, 0.45], se=0.04))
+    assert "too close to call" in close
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(lab.LabError, match="vocab"):
+        InductionParams(vocab=200)
+    with pytest.raises(lab.LabError, match="equal heads"):
+        InductionParams(n_embd=62, n_head=4)
+    with pytest.raises(lab.LabError, match="even size for rope"):
+        InductionParams(n_embd=60, n_head=4, pos_encoding="rope")
+    assert InductionParams().budget().seconds > 0
+
+
+def test_tiny_run_saves_and_reopens_with_its_numbers():
+    params = lab.tiny_params("induction-heads")
+    result = lab.run_experiment("induction-heads", params)
+    assert result.steps[0] == 0 and result.steps[-1] == params.steps
+    assert len(result.scores) == len(result.steps) == len(result.repeated_loss) == len(result.best_score_se)
+    assert len(result.scores[0]) == 2 and len(result.scores[0][0]) == params.n_head
+    assert result.best_scores[-1] == pytest.approx(result.scores[-1][result.best_head[0]][result.best_head[1]])
+    assert len(result.patterns) == len(result.pattern_steps)
+    assert len(result.patterns[0]) == params.length == len(result.pattern_text)
+    assert result.repeated_loss[0] == pytest.approx(4.16, abs=0.3)  # untrained: guessing among 64 letters
+    run_id = lab.save_result(result)
+    again = lab.load_result(run_id)
+    assert lab.reading(again) == lab.reading(result)
+    assert len(lab.figures(again)) == 3
