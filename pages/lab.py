@@ -159,8 +159,8 @@ def tokenization_ui(key: str, seed: int) -> lab.tokenization.TokenizationParams 
     text = text_source_ui(key)
     cols = st.columns([3, 1, 1])
     names = cols[0].multiselect("Tokenizers", TOKENIZER_CHOICES, default=list(d.tokenizers), key=f"lab_{key}_tokenizers",
-                                help="BPE vocabularies are trained on this text; gpt2 needs tiktoken's files "
-                                "(downloaded once, so not offline).")  # fmt: skip
+                                help="BPE vocabularies are trained on this text; gpt2 is GPT-2's own tokenizer "
+                                "(50,257 tokens), which works offline.")  # fmt: skip
     block = int(cols[1].number_input("Block size (tokens)", 4, 1024, d.block_size, step=16, key=f"lab_{key}_block"))
     seconds = float(cols[2].number_input("Training seconds each", 0.0, 120.0, d.train_seconds, step=5.0,
                                          key=f"lab_{key}_seconds", help="0 skips training: only the counts."))  # fmt: skip

@@ -34,7 +34,7 @@ from pages._shared import (
 )
 from toygpt import data as corpora
 from toygpt.formatting import clock, human_bytes
-from toygpt.jobs import JobRefused, TrainSpec, TrainStatus
+from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
 from toygpt.lab import is_lab_run
 from toygpt.limits import MemoryBudgetError
 from toygpt.model import PRESETS, GPTConfig, total_parameters
@@ -343,16 +343,26 @@ def pace_of(model_config: GPTConfig, config: TrainConfig, resume: str | None) ->
                      f"thread{'s' if threads != 1 else ''} a job gets ({1 / seconds:,.1f} steps/s)")
 
 
-def estimate_ui(model_config: GPTConfig, config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
+def estimate_ui(model_config: GPTConfig, spec: TrainSpec) -> dict[str, Any]:
     """Parameters, memory and time before starting (and a warning when the app would refuse it);
-    the estimate, to be shown again beside what the run took."""
+    the estimate, to be shown again beside what the run took. The memory is the number the job
+    registry checks (``toygpt.jobs.memory_parts``)."""
+    config, resume = spec.train_config, spec.resume
     pace, source = pace_of(model_config, config, resume)
     est = estimate(model_config, config, seconds_per_step=pace)
+    try:
+        memory = memory_parts(spec)
+    except ValueError:  # the source run is unreadable: Start says why; show the configs' estimate
+        memory = dict(est["memory_bytes"])
     limit = job_registry().max_memory_bytes
     cols = st.columns(3)
-    cols[0].metric("Parameters", f"{est['params']:,}")
-    parts = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in est["memory_bytes"].items())
-    cols[1].metric("Memory", human_bytes(est["total_memory_bytes"], decimals=1), help=parts)
+    learning = f"{est['trainable_params']:,} of them learn" if est["trainable_params"] < est["params"] else None
+    cols[0].metric("Parameters", f"{est['params']:,}", help=learning)
+    if learning:
+        st.caption(f"Only the last {config.train_last_blocks} block(s) and ln_f learn: {learning}, so "
+                   "gradients and AdamW's moments are kept for those alone.")  # fmt: skip
+    parts = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in memory.items() if size)
+    cols[1].metric("Memory", human_bytes(sum(memory.values()), decimals=1), help=parts)
     guess = "" if est["measured"] else " (a guess)"
     if config.max_seconds is not None:
         cols[2].metric(f"Steps in the budget{guess}", f"≈ {est['steps']:,}", help=f"{clock(est['seconds'])} of training")
@@ -364,11 +374,12 @@ def estimate_ui(model_config: GPTConfig, config: TrainConfig, resume: str | None
         timing = (f"time is a guess: this model is too big to time here, so it assumes "
                   f"{ASSUMED_FLOPS['cpu'] / 1e9:.0f} GFLOP/s for {est['flops_per_step'] / 1e9:,.2f} GFLOP per step")
     st.caption(
-        f"Memory is 16 bytes per parameter (weights, gradients, AdamW's two moments) plus the "
-        f"activations of one batch ({parts}); {timing}. Building a BPE tokenizer and encoding the "
+        f"Memory is 4 bytes per parameter for the weights, 12 more per parameter that learns "
+        f"(gradients, AdamW's two moments), plus the activations of one batch and the corpus's "
+        f"token ids ({parts}); {timing}. Building a BPE tokenizer and encoding the "
         "corpus come on top, and another job or page using the CPU slows it down."
     )
-    if est["total_memory_bytes"] > limit:
+    if sum(memory.values()) > limit:
         st.warning(f"That is above this app's limit of {human_bytes(limit, decimals=1)} per run: pick a smaller preset, "
                    "batch or context, or train it with `python -m toygpt train`.")
     return {"steps": est["steps"], "seconds": est["seconds"], "measured": est["measured"], "source": source}
@@ -402,28 +413,60 @@ def new_model_ui(name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConf
 
 
 def finetune_ui(infos: list[RunInfo], name: str | None, seed: int) -> tuple[TrainSpec | None, GPTConfig | None]:
-    options = run_choices(infos, writable=False)
+    from toygpt.pretrained import PRETRAINED_PREFIX, list_pretrained
+
+    pretrained = {PRETRAINED_PREFIX + p.name: p for p in list_pretrained()}
+    options = run_choices(infos, writable=False) + list(pretrained)
     if not options:
-        st.info("No finished run to fine-tune yet: train a new model first.")
+        st.info("No finished run to fine-tune yet: train a new model first (or add GPT-2 weights on the "
+                "Sampling & attention page).")  # fmt: skip
         return None, None
     keep_selection("train_finetune_run", options)
+    labels = {key: p.label for key, p in pretrained.items()}
     left, right = st.columns(2)
     with left:
         source = st.selectbox("Start from the weights of", options, key="train_finetune_run",
+                              format_func=lambda key: labels.get(key, key),
                               help="Its model and tokenizer are kept; training goes on on the corpus below, in a new run.")
         corpus = corpus_ui("train_finetune_corpus")
         preview_ui(corpus)
     with right:
         config = settings_ui(seed)
-    info = next(i for i in infos if i.id == source)
-    note = (": the corpus must use only characters it knows (the job says so if not)"
-            if info.tokenizer == "char" else "")
-    st.caption(f"The new run keeps {source}'s model shape and tokenizer ({info.tokenizer}){note}.")
+        if source in pretrained:
+            weights = pretrained[source]
+            shape, tokenizer = weights.config, weights.tokenizer.get("encoding") or weights.tokenizer.get("type", "?")
+            config = gpt2_finetune_ui(shape, config)
+        else:
+            info = next(i for i in infos if i.id == source)
+            shape, tokenizer = open_run(source).model_config(), info.tokenizer
+    note = ": the corpus must use only characters it knows (the job says so if not)" if tokenizer == "char" else ""
+    st.caption(f"The new run keeps {labels.get(source, source)}'s model shape and tokenizer ({tokenizer}){note}.")
     if corpus.text is None or config is None:
         return None, None
-    spec = TrainSpec(corpus=corpus.label, tokenizer=info.tokenizer, train=config, name=name, init_from=source,
-                     corpus_text=corpus.text if corpus.uploaded else None)
-    return spec, open_run(source).model_config()
+    spec = TrainSpec(corpus=corpus.label, tokenizer=tokenizer, train=config, name=name, init_from=source,
+                     corpus_text=corpus.text if corpus.uploaded else None)  # fmt: skip
+    return spec, shape
+
+
+def gpt2_finetune_ui(shape: GPTConfig, config: TrainConfig | None) -> TrainConfig | None:
+    """Fine-tuning a pretrained GPT-2 on two CPU cores: only the last blocks learn, on a short
+    context (the memory and time below follow these two numbers)."""
+    st.session_state.setdefault("train_ft_blocks", 1)
+    st.session_state.setdefault("train_ft_context", min(128, shape.block_size))
+    cols = st.columns(2)
+    blocks = cols[0].number_input(f"Blocks that learn (the last k of {shape.n_layer})", 1, shape.n_layer,
+                                  key="train_ft_blocks",
+                                  help="The others, the embeddings and the tied head stay as they are: no gradients "
+                                  "and no AdamW state for them, and the backward pass stops early. ln_f learns too.")  # fmt: skip
+    context = cols[1].number_input("Context (tokens)", 8, shape.block_size, key="train_ft_context",
+                                   help=f"The model reads up to {shape.block_size}; a short context is much cheaper.")
+    if config is None:
+        return None
+    try:
+        return config.replace(train_last_blocks=int(blocks), block_size=int(context))
+    except ValueError as exc:
+        st.error(f"These settings cannot train: {exc}")
+        return None
 
 
 def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]:
@@ -488,7 +531,7 @@ def launcher_section(infos: list[RunInfo]) -> None:
         spec, shape = None, None
     guess = None
     if spec is not None and shape is not None:
-        guess = estimate_ui(shape, spec.train_config, resume=spec.resume)
+        guess = estimate_ui(shape, spec)
     if st.button("Start training", key="train_start", type="primary", disabled=spec is None) and spec is not None:
         start(spec, guess)
     if spec is None:

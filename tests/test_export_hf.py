@@ -104,6 +104,7 @@ def test_the_download_zip_holds_the_same_folder(tmp_path):
     [(dict(norm_position="post"), "GPT-2 normalises before each sub-layer"),
      (dict(pos_encoding="sinusoidal"), "learned position table (wpe)"),
      (dict(pos_encoding="none"), "pos_encoding='none'"),
+     (dict(pos_encoding="rope"), "pos_encoding='rope'"), (dict(pos_encoding="alibi"), "pos_encoding='alibi'"),
      (dict(bias=False), "GPT-2 has biases")],
 )  # fmt: skip
 def test_variants_gpt2_cannot_express_are_refused_with_the_reason(tmp_path, capsys, changes, reason):

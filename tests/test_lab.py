@@ -204,8 +204,8 @@ def test_every_experiment_saves_and_reopens_as_a_tagged_run(source_run):
         assert lab.reading(reopened) == lab.reading(result)
         info = open_run(run_id).info()
         assert f"lab:{name}" in info["tags"] and info["status"] == "finished"
-        # only single-example learning leaves a model worth picking; the others' weights are a by-product
-        assert (lab.RESULT_ONLY_TAG in info["tags"]) == (name != "single-example")
+        # single-example learning and the induction lab leave a model worth picking; the others' weights are a by-product
+        assert (lab.RESULT_ONLY_TAG in info["tags"]) == (name not in ("single-example", "induction-heads"))
         assert [i.id for i in lab.lab_runs(name)] == [run_id]
     assert len(lab.lab_runs()) == len(lab.EXPERIMENTS)
 
@@ -228,13 +228,39 @@ def test_tokenization_says_when_bpe_runs_out_of_merges():
     assert f"bpe-400 stopped at {row['vocab_size']} tokens" in lab.reading(lab.tokenization.run(params))
 
 
-def test_tokenization_offline_gpt2_is_left_out_with_the_reason(monkeypatch, tmp_path):
+def test_tokenization_includes_gpt2_offline_with_an_empty_cache(monkeypatch, tmp_path):
+    from toygpt.tokenizers import get_tokenizer
+
     monkeypatch.setenv("TOYGPT_OFFLINE", "1")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    assert "gpt2" in lab.EXPERIMENTS["tokenization"].tiny["tokenizers"]  # the quick look shows it too
     params = lab.tiny_params("tokenization", tokenizers=("char", "gpt2"), train_seconds=0.0)
     result = lab.tokenization.run(params)
-    assert result.rows[1]["tokenizer"] == "gpt2" and "not available" in result.rows[1]["error"]
+    text = corpora_text(params)
+    row = result.rows[1]
+    assert row["tokenizer"] == "gpt2" and row["error"] is None and row["vocab_size"] == 50257
+    assert row["tokens"] == len(get_tokenizer("gpt2").encode(text)) < len(text)  # fewer tokens than chars
+    assert "gpt2" in lab.reading(result) and "Left out" not in lab.reading(result)
+
+
+def test_tokenization_without_gpt2s_files_leaves_it_out_with_the_reason(monkeypatch, tmp_path):
+    from toygpt.tokenizers import tiktoken_
+
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    monkeypatch.setattr(tiktoken_, "packaged_path", lambda url: None)  # as if the package were missing
+    monkeypatch.setattr(tiktoken_, "_loaded", {})
+    monkeypatch.setattr(tiktoken_, "_failures", {})
+    params = lab.tiny_params("tokenization", tokenizers=("char", "gpt2"), train_seconds=0.0)
+    result = lab.tokenization.run(params)
+    assert result.rows[1]["tokenizer"] == "gpt2" and "downloaded on first use" in result.rows[1]["error"]
     assert "Left out: gpt2" in lab.reading(result)
+
+
+def corpora_text(params) -> str:
+    from toygpt import data
+
+    return data.load_corpus(params.corpus)[: lab.tokenization.MAX_TOKENIZE_CHARS]
 
 
 def test_positions_compare_three_encodings_and_sinusoids_never_change():

@@ -77,6 +77,10 @@ def test_reading_says_when_it_did_not_form():
     assert "without an induction head" not in text  # 4.4 vs 4.3: no shortcut either
     shortcut = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.0, 2.5, 2.4]))
     assert "without an induction head" in shortcut and "ln 16 = 2.77" in shortcut
+    assert "does better than that" in shortcut  # 2.4 < ln 16: more than which letters appeared
+    bag = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.5, 3.2, 3.0]))
+    assert "learned which letters had appeared" in bag and "does better" not in bag
+
     close = induction.reading(fake_result([0.06, 0.1, 0.2, 0.45], se=0.04))
     assert "too close to call" in close
 

@@ -256,7 +256,10 @@ def test_gpt2_offline_says_why_and_offers_no_download(run_id):
     at.radio(key="explore_source").set_value("gpt2").run()
     assert not at.exception
     text = messages(at)
-    assert "offline mode (TOYGPT_OFFLINE=1)" in text and "tokenizer files" in text
+    assert "offline mode (TOYGPT_OFFLINE=1)" in text
+    assert "gpt2's weights are about 548 MB" in text and "pretrained add PATH" in text  # weights, size, how
+    assert "tokenizer" not in text  # GPT-2's tokenizer ships with the pinned package: only weights are missing
+    assert at.file_uploader(key="explore_add_upload") is not None  # the upload is offered right there
     assert not [b for b in at.button if b.key == "explore_gpt2_download"]
     assert not at.get("plotly_chart")
 
@@ -379,3 +382,69 @@ def test_an_unknown_character_is_explained_without_python(run_id):
     assert "not in this character vocabulary" in text and "U+2603" in text
     assert "CharTokenizer" not in text and "unk=True" not in text
     assert "pick (or train, on the Training page) a model" in text
+
+
+# ---- weights the learner brings, through the page's control ---------------------------------
+
+
+def save_pretrained_folder(folder) -> torch.nn.Module:
+    """A GPT-2-shaped folder made by transformers' save_pretrained (random weights, tiny shape)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=50257)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def test_added_weights_are_listed_in_the_sidebar(tmp_path, fresh_caches):
+    from pages._shared import model_choices
+    from toygpt.pretrained import add_pretrained, files_in_folder
+
+    save_pretrained_folder(tmp_path / "hf")
+    add_pretrained(files_in_folder(tmp_path / "hf"), "listed")
+    label, folder = model_choices()["pretrained:listed"]
+    assert label.startswith("listed (pretrained GPT-2 family") and folder == tmp_path / "pretrained" / "listed"
+
+
+def test_uploaded_weights_are_added_listed_in_the_sidebar_and_sampled(run_id, tmp_path, fresh_caches):
+    hf_model = save_pretrained_folder(tmp_path / "hf")
+    uploads = [(name, (tmp_path / "hf" / name).read_bytes(), "application/octet-stream")
+               for name in ("config.json", "model.safetensors")]  # fmt: skip
+    at = open_explorer(run_id)
+    at.file_uploader(key="explore_add_upload").set_value(uploads).run()
+    at.text_input(key="explore_add_name").input("tiny-gpt2").run()
+    at.button(key="explore_add_button").click().run()
+    assert not at.exception and not at.error
+    assert "Added **tiny-gpt2" in " ".join(s.value for s in at.success)
+    assert at.session_state["active_run"] == "pretrained:tiny-gpt2"  # the sidebar's model now
+    assert any("tiny-gpt2 (pretrained GPT-2 family" in c.value for c in at.caption)
+    assert (tmp_path / "pretrained" / "tiny-gpt2" / "pretrained.json").is_file()
+    at.text_area(key="explore_prompt").input("Hello").run()
+    at.number_input(key="explore_max_tokens").set_value(5).run()
+    at.button(key="explore_generate").click().run()
+    assert not at.exception and not at.error
+    from toygpt.pretrained import load_pretrained
+    from toygpt.tokenizers import get_tokenizer
+
+    ours, _ = load_pretrained("tiny-gpt2")
+    expected = generate_text(ours, get_tokenizer("gpt2"), "Hello", 5, temperature=0.8, seed=0)
+    assert at.session_state["explore_generated"].text == expected  # sampled from the added weights
+    ids = torch.tensor([[31373, 995]])
+    with torch.no_grad():
+        assert (ours(ids)[0] - hf_model(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_a_local_folder_can_be_added_and_bad_input_is_refused_with_nothing_added(run_id, tmp_path, fresh_caches):
+    save_pretrained_folder(tmp_path / "distil-ish")
+    at = open_explorer(run_id)
+    at.file_uploader(key="explore_add_upload").set_value(("notes.txt", b"hi", "text/plain")).run()
+    at.button(key="explore_add_button").click().run()
+    assert not at.exception and "Not added: notes.txt is not a file of a GPT-2 model folder" in messages(at)
+    assert not (tmp_path / "pretrained").exists() or not any((tmp_path / "pretrained").iterdir())
+    at.file_uploader(key="explore_add_upload").set_value(None).run()
+    at.text_input(key="explore_add_folder").input(str(tmp_path / "distil-ish")).run()
+    at.button(key="explore_add_button").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["active_run"] == "pretrained:distil-ish"
+    assert any("distil-ish (pretrained GPT-2 family" in c.value for c in at.caption)

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from pages._shared import job_registry
@@ -277,6 +278,41 @@ def test_fine_tune_needs_known_characters_then_makes_a_new_run():
     assert info["init_from"] == source and info["corpus"] == "notes.txt"
     assert (open_run(snap.run_id).path / "corpus.txt").read_text() == COPY_TEXT
     assert {source, snap.run_id} <= set(table(at).index)
+
+
+def test_fine_tune_gpt2_weights_with_only_the_last_block_learning(tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    from toygpt.pretrained import add_pretrained, files_in_folder, load_pretrained
+
+    monkeypatch.setenv("TOYGPT_PRETRAINED_DIR", str(tmp_path / "pretrained"))
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32, vocab_size=50257)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "tiny-gpt2")
+    add_pretrained(files_in_folder(tmp_path / "tiny-gpt2"), origin=str(tmp_path / "tiny-gpt2"))
+    at = open_page()
+    at.radio(key="train_mode").set_value("finetune").run()
+    at.selectbox(key="train_finetune_run").set_value("pretrained:tiny-gpt2").run()
+    assert at.number_input(key="train_ft_blocks").value == 1 and at.number_input(key="train_ft_context").value == 32
+    at.number_input(key="train_ft_context").set_value(16).run()
+    at.number_input(key="train_batch").set_value(2).run()
+    at.radio(key="train_budget").set_value("steps").run()
+    at.number_input(key="train_steps").set_value(2).run()
+    at.selectbox(key="train_finetune_corpus").set_value("copy").run()
+    assert not at.exception
+    assert "Only the last 1 block(s) and ln_f learn: 3,312 of them learn"  # 12·16² + 13·16 + 2·16 in texts(at.caption)
+    memory = {m.label: m.value for m in at.metric}["Memory"]
+    job_registry().max_memory_bytes = 1024  # as if the app's cap were tiny: refused, with the number
+    click(at, "train_start")
+    assert f"this run needs about {memory}" in texts(at.error) and job_registry().jobs() == []
+    job_registry().max_memory_bytes = 2 * 2**30
+    click(at, "train_start")
+    snap = finish(at, started_job(at))
+    assert snap.status == "finished", texts(at.error)
+    run = open_run(snap.run_id)
+    assert run.info()["init_from"] == "pretrained:tiny-gpt2" and run.info()["tokenizer"] == "gpt2"
+    before = load_pretrained("tiny-gpt2")[0].state_dict()
+    after = run.load_model("latest").model.state_dict()
+    changed = {n for n, t in before.items() if not torch.equal(t, after[n])}
+    assert changed and all(n.startswith(("transformer.h.1.", "transformer.ln_f.")) for n in changed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -384,8 +384,10 @@ def test_cli_prints_tokens_with_ids(tmp_path, capsys):
 
     assert run(_cli("-t", "char", "--corpus", str(tmp_path / "corpus.txt"), "xyz"), out=io.StringIO()) == 1
     assert "unk=True" in capsys.readouterr().err
-    assert run(_cli("-t", "char", "--corpus", str(tmp_path / "nope.txt"), "x"), out=io.StringIO()) == 1
-    assert "cannot read corpus" in capsys.readouterr().err
+    # a missing corpus is refused while the options are read: one line and a non-zero exit
+    with pytest.raises(SystemExit) as exit_info:
+        _cli("-t", "char", "--corpus", str(tmp_path / "nope.txt"), "x")
+    assert exit_info.value.code != 0 and "nope.txt: no such file" in capsys.readouterr().err
 
 
 def test_cli_is_registered_with_the_dispatcher(capsys):

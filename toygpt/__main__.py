@@ -21,6 +21,7 @@ COMMANDS = {
     "runs": "toygpt.cli.runs",
     "sample": "toygpt.cli.sample",
     "lab": "toygpt.cli.lab",
+    "pretrained": "toygpt.cli.pretrained",
 }
 
 

@@ -555,10 +555,9 @@ def check_tokenizer_dict(tokenizer: Any, source: str) -> None:
 
 
 def check_tokenizer_fits(tokenizer: dict[str, Any], config: GPTConfig, source: str) -> Any:
-    """The tokenizer a ``tokenizer.json`` describes, after checking it rebuilds and has exactly
-    the model's vocabulary size: a 5,000-character tokenizer beside a 65-token model would index
-    past the embedding table at the first unusual character, and a model larger than its
-    tokenizer would emit ids that have no text. Raises ``CheckpointError``.
+    """The tokenizer a ``tokenizer.json`` describes, after checking it rebuilds and its ids stay
+    inside the model's vocabulary: a 5,000-character tokenizer beside a 65-token model would
+    index past the embedding table at the first unusual character. Raises ``CheckpointError``.
 
     A tiktoken encoding that cannot be fetched offline is checked by its known size and
     returned as None (using it later says it is unavailable)."""
@@ -573,10 +572,9 @@ def check_tokenizer_fits(tokenizer: dict[str, Any], config: GPTConfig, source: s
         vocab_size = TIKTOKEN_VOCAB_SIZES.get(str(tokenizer.get("encoding")), 0)
     except TokenizerError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    if vocab_size and vocab_size != config.vocab_size:  # a larger model would emit ids without text
-        relation = "only" if vocab_size > config.vocab_size else "has"
+    if vocab_size > config.vocab_size:
         raise CheckpointError(
-            f"{source}: the tokenizer has {vocab_size:,} tokens but the model's vocabulary {relation} "
+            f"{source}: the tokenizer has {vocab_size:,} tokens but the model's vocabulary only "
             f"{config.vocab_size:,}; tokenizer.json and the weights come from different runs"
         )
     return built

@@ -114,8 +114,16 @@ def _tokenizer_for(spec: TrainSpec, text: str, dist: DistributedContext) -> Any:
 
 
 def _fine_tune_source(run_id: str, text: str) -> tuple[GPT, Any]:
-    """The model and tokenizer of run ``run_id``, after checking the tokenizer can encode
-    the new text (a char vocabulary lacks characters it never saw)."""
+    """The model and tokenizer of run ``run_id`` (or of pretrained weights ``pretrained:NAME``),
+    after checking the tokenizer can encode the new text (a char vocabulary lacks characters it
+    never saw)."""
+    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, load_pretrained
+
+    if run_id.startswith(PRETRAINED_PREFIX):
+        try:
+            return load_pretrained(run_id.removeprefix(PRETRAINED_PREFIX))
+        except PretrainedUnavailable as exc:
+            raise ValueError(str(exc)) from None
     source = open_run(run_id)
     tokenizer = source.tokenizer()
     try:
@@ -140,7 +148,7 @@ def build_training(
     text = corpus_text_of(spec)
     config = spec.train_config
     if spec.init_from:
-        check_job_memory(open_run(spec.init_from).model_config(), config, text, f"fine-tuning {spec.init_from}")
+        check_job_memory(source_config(spec.init_from), config, text, f"fine-tuning {spec.init_from}")
         model, tokenizer = _fine_tune_source(spec.init_from, text)
     else:
         tokenizer = _tokenizer_for(spec, text, dist)
@@ -471,8 +479,26 @@ def job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None = 
     """Bytes a training run needs: weights, gradients, AdamW and activations
     (``toygpt.train.estimate``), plus the token ids of its corpus (int64, at most one per UTF-8
     byte) when the text is known."""
-    data = 8 * len(text.encode("utf-8", "replace")) if text is not None else 0
-    return int(estimate(model_config, config)["total_memory_bytes"]) + data
+    return sum(job_memory_parts(model_config, config, text).values())
+
+
+def job_memory_parts(model_config: GPTConfig, config: TrainConfig, text: str | None = None) -> dict[str, int]:
+    """``job_memory`` by part: weights, gradients, adam, activations, token ids."""
+    parts = {part: int(size) for part, size in estimate(model_config, config)["memory_bytes"].items()}
+    parts["token ids"] = 8 * len(text.encode("utf-8", "replace")) if text is not None else 0
+    return parts
+
+
+def source_config(run_id: str) -> GPTConfig:
+    """The model shape of run ``run_id``, or of pretrained weights ``pretrained:NAME``."""
+    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, pretrained_config
+
+    if run_id.startswith(PRETRAINED_PREFIX):
+        try:
+            return pretrained_config(run_id.removeprefix(PRETRAINED_PREFIX))
+        except PretrainedUnavailable as exc:
+            raise ValueError(str(exc)) from None
+    return open_run(run_id).model_config()
 
 
 def check_job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None, what: str) -> None:
@@ -482,11 +508,20 @@ def check_job_memory(model_config: GPTConfig, config: TrainConfig, text: str | N
 
 def estimated_memory(spec: TrainSpec) -> int:
     """Bytes a spec's run needs (``job_memory``), before anything is built. The vocabulary is
-    the real one where it can be known cheaply: a fine-tuned or resumed run's model, the
-    distinct characters of your own text for the char tokenizer (0.75 MB of Chinese has
-    ~68,000, not the 65 of Shakespeare), the size a tokenizer name states (bpe-N, gpt2)."""
+    the real one where it can be known cheaply: a fine-tuned or resumed run's model (or the
+    pretrained weights it starts from), the distinct characters of your own text for the char
+    tokenizer (0.75 MB of Chinese has ~68,000, not the 65 of Shakespeare), the size a tokenizer
+    name states (bpe-N, gpt2)."""
+    return sum(memory_parts(spec).values())
+
+
+def memory_parts(spec: TrainSpec, text: str | None = None) -> dict[str, int]:
+    """``estimated_memory`` by part (``job_memory_parts``): weights, gradients and AdamW's
+    moments (of the parameters that learn), activations, token ids (of ``text`` when given,
+    else of your own text when the spec has it)."""
+    text = spec.corpus_text if text is None else text
     if spec.resume or spec.init_from:
-        model_config = open_run(spec.resume or spec.init_from).model_config()
+        model_config = source_config(spec.resume or spec.init_from)
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
     else:
         model_config, config = spec.model_config, spec.train_config
@@ -494,11 +529,11 @@ def estimated_memory(spec: TrainSpec) -> int:
             vocab = parse_tokenizer_name(spec.tokenizer).vocab_size  # None: char, or a saved file
         except TokenizerError:
             vocab = None  # an unknown name fails where the tokenizer is built, with its message
-        if spec.tokenizer == "char" and spec.corpus_text is not None:
-            vocab = len(set(spec.corpus_text))  # one token per distinct character
+        if spec.tokenizer == "char" and text is not None:
+            vocab = len(set(text))  # one token per distinct character
         if vocab:
             model_config = model_config.replace(vocab_size=vocab)
-    return job_memory(model_config, config, spec.corpus_text)
+    return job_memory_parts(model_config, config, text)
 
 
 MAX_JOB_SECONDS = 2 * 3600.0  # the longest job this server starts: one job holds the only slot
@@ -514,7 +549,7 @@ def estimated_seconds(spec: TrainSpec) -> dict[str, float]:
     without spaces is one chunk)."""
     model_config, config = spec.model_config, spec.train_config
     if spec.resume or spec.init_from:
-        model_config = open_run(spec.resume or spec.init_from).model_config()
+        model_config = source_config(spec.resume or spec.init_from)
         config = spec.train or (open_run(spec.resume).train_config() if spec.resume else TrainConfig())
     est = estimate(model_config, config)
     steps = est["steps"] or 0
@@ -561,7 +596,8 @@ class JobRegistry:
             raise JobRefused(
                 f"this run needs about {human_bytes(need, decimals=1)} (weights, gradients, Adam, activations "
                 f"and the token ids), above the {human_bytes(self.max_memory_bytes, decimals=1)} one job may use "
-                f"here{whence}; choose a smaller preset, batch size or block size"
+                f"here{whence}; choose a smaller preset, batch size or block size (or, fine-tuning, train "
+                "fewer of the last blocks)"
             )
         self._check_time(spec)
         job = TrainJob(spec, num_threads=self.num_threads)

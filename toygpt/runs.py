@@ -675,8 +675,13 @@ def hf_export_parts(run_id: str, which: str = "best") -> tuple[GPT, Any, dict[st
     checkpoint = run.load_model(which)
     info = run.info()
     about = {"run": run.id, "weights": which, "step": checkpoint.step, "corpus": info.get("corpus"),
-             "tokenizer": info.get("tokenizer"), "best_val_loss": _finite(info.get("best_val_loss"))}  # fmt: skip
+             "tokenizer": info.get("tokenizer"), "best_val_loss": _rounded(info.get("best_val_loss"))}  # fmt: skip
     return checkpoint.model, run.tokenizer(), about
+
+
+def _rounded(loss: Any) -> float | None:
+    value = _finite(loss)
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def export_run_hf(run_id: str, folder: str | os.PathLike[str], which: str = "best") -> Path:

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.limits import JOB_SHARE, check_memory
-from toygpt.model import GPT, GPTConfig, flops_per_token, total_parameters
-from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
+from toygpt.model import GPT, GPTConfig, flops_per_token, parameter_counts, total_parameters
+from toygpt.recurrent import LSTMConfig, LSTMLanguageModel, lstm_parameters
 from toygpt.status import Status
 from toygpt.stopping import StopRequested, check_stop, stop_scope
 from toygpt.tokenizers.base import check_model_vocab_size
@@ -114,6 +114,7 @@ class TrainConfig:
     num_threads: int | None = None  # None: leave torch's setting alone
     compile: bool = False  # torch.compile the model; falls back to eager when it fails
     precision: str = "auto"  # auto: bfloat16 autocast where the hardware has it, else float32
+    train_last_blocks: int | None = None  # fine-tuning: only the last k blocks (+ ln_f) learn; None: all
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -137,6 +138,8 @@ class TrainConfig:
         for name in ("warmup_steps", "sample_interval", "checkpoint_interval", "max_snapshots"):
             _positive_int(name, getattr(self, name), allow_zero=True)
         _positive_int("sample_tokens", self.sample_tokens)
+        if self.train_last_blocks is not None:
+            _positive_int("train_last_blocks", self.train_last_blocks)
         if self.num_threads is not None:
             _positive_int("num_threads", self.num_threads)
         _positive_int("seed", self.seed, allow_zero=True)
@@ -338,10 +341,48 @@ def thin_snapshots(steps: Sequence[int], keep: int) -> list[int]:
 # --------------------------------------------------------------------------------------------
 
 
+def trainable_prefixes(model_config: GPTConfig, last_blocks: int | None) -> tuple[str, ...] | None:
+    """Names (prefixes) of the parameters that learn when only the last ``last_blocks`` blocks
+    and the final LayerNorm are trained; None: every parameter learns.
+
+    >>> trainable_prefixes(GPTConfig(n_layer=4), 1)
+    ('transformer.h.3.', 'transformer.ln_f.')
+    """
+    if last_blocks is None:
+        return None
+    if last_blocks > model_config.n_layer:
+        raise ValueError(f"train_last_blocks={last_blocks} but the model has {model_config.n_layer} blocks; "
+                         f"use 1..{model_config.n_layer}")  # fmt: skip
+    first = model_config.n_layer - last_blocks
+    return (*(f"transformer.h.{i}." for i in range(first, model_config.n_layer)), "transformer.ln_f.")
+
+
+def freeze_all_but_last_blocks(model: GPT, last_blocks: int | None) -> int:
+    """Fine-tuning the cheap way: embeddings (and so the tied head) and the first blocks stop
+    learning (``requires_grad=False``: no gradients, no AdamW state, and the backward pass stops
+    at the first block that learns). Returns how many parameters still learn."""
+    if last_blocks is not None and not isinstance(model, GPT):
+        raise ValueError(f"train_last_blocks is for GPT models (its blocks); this is a {type(model).__name__}")
+    prefixes = trainable_prefixes(model.config, last_blocks)
+    for name, param in model.named_parameters():
+        param.requires_grad_(prefixes is None or name.startswith(prefixes))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def trainable_parameters(model_config: GPTConfig, last_blocks: int | None) -> int:
+    """How many parameters learn with ``train_last_blocks=last_blocks`` (from the config alone)."""
+    if last_blocks is None:
+        return total_parameters(model_config)
+    trainable_prefixes(model_config, last_blocks)  # checks the count
+    first = model_config.n_layer - last_blocks
+    groups = {f"block {i}" for i in range(first, model_config.n_layer)} | {"final norm"}
+    return sum(row["params"] for row in parameter_counts(model_config) if row["group"] in groups)
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices (matmul weights, embeddings) only: decaying biases and LayerNorm
-    gains towards zero would only fight the normalisation."""
-    named = list(model.named_parameters())
+    gains towards zero would only fight the normalisation. Frozen parameters are left out."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for _, p in named if p.dim() >= 2]
     no_decay = [p for _, p in named if p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -562,6 +603,7 @@ class Trainer:
             check_model_vocab_size(tokenizer, model.config.vocab_size)
         self.device = device_for(dist, choose_device(config.device))
         self.model = model.to(self.device)
+        self.trainable = freeze_all_but_last_blocks(self.model, config.train_last_blocks)
         self.autocast = autocast_dtype(config.precision, self.device)
         self.optimizer = make_optimizer(self.model, config, self.device)
         if optimizer_state:
@@ -924,36 +966,61 @@ def activation_bytes(model_config: GPTConfig, batch_size: int, block_size: int) 
     return 4 * (L * per_layer + logits)
 
 
+def training_memory_bytes(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int) -> int:
+    """Bytes one training step needs: weights, gradients and AdamW's two moments (16 bytes per
+    parameter) plus the activations kept for the backward pass. A GPT's activations are
+    ``activation_bytes``; an LSTM (``toygpt.recurrent``) keeps about 10 numbers per token and
+    hidden unit per layer (its 4 gates before and after their nonlinearity, c and h) and the
+    same ~5 copies of the logits."""
+    if isinstance(model_config, LSTMConfig):
+        B, T, H = batch_size, block_size, model_config.n_hidden
+        activations = 4 * (model_config.n_layer * 10 * B * T * H + 5 * B * T * model_config.vocab_size)
+        return 16 * lstm_parameters(model_config) + activations
+    return 16 * total_parameters(model_config) + activation_bytes(model_config, batch_size, block_size)
+
+
 def estimate(
     model_config: GPTConfig, train_config: TrainConfig, device: str = "cpu", seconds_per_step: float | None = None
 ) -> dict[str, Any]:
     """Parameters, memory (bytes) and time of a run, from the configs and a step time.
 
-    Memory: weights, gradients and AdamW's two moments are 4 bytes per parameter each (16 in
-    all); activations depend on batch and context (``activation_bytes``). Time: from
-    ``seconds_per_step`` when given (measured: ``measure_step_seconds`` or a run's own pace),
-    else from the FLOP count at ``ASSUMED_FLOPS`` (a guess: ``"measured": False``). Both add the
+    Memory: the weights are 4 bytes per parameter; gradients and AdamW's two moments another 4
+    each, but only for the parameters that learn (``train_last_blocks``); activations depend on
+    batch, context and how many blocks the backward pass goes through (``activation_bytes``).
+    Time: from ``seconds_per_step`` when given (measured: ``measure_step_seconds`` or a run's own
+    pace), else from the FLOP count at ``ASSUMED_FLOPS`` (a guess: ``"measured": False``): the
+    forward pass through every block, the backward pass (2× its forward) through the blocks that
+    learn and the head (whose input gradient is needed even when it is frozen). Both add the
     validations (each batch of each split costs about a third of a training step: no backward).
     """
     params = total_parameters(model_config)
+    last = train_config.train_last_blocks
+    trainable = trainable_parameters(model_config, last)
     block = train_config.block_size or model_config.block_size
     tokens_per_step = train_config.batch_size * block
-    flops_per_step = flops_per_token(model_config.replace(block_size=block)) * tokens_per_step
+    shape = model_config.replace(block_size=block)
+    if last is None:
+        flops_per_step = flops_per_token(shape) * tokens_per_step
+    else:
+        backward = 2 * flops_per_token(shape.replace(n_layer=last), training=False)
+        flops_per_step = (flops_per_token(shape, training=False) + backward) * tokens_per_step
     measured = seconds_per_step is not None
     if seconds_per_step is None:
         seconds_per_step = flops_per_step / ASSUMED_FLOPS.get(device, ASSUMED_FLOPS["cpu"])
     # a validation every eval_interval steps: 2 splits × eval_batches forward passes
     per_step = seconds_per_step * (1 + 2 * train_config.eval_batches / (3 * train_config.eval_interval))
-    memory = {"weights": 4 * params, "gradients": 4 * params, "adam": 8 * params}
-    memory["activations"] = activation_bytes(model_config, train_config.batch_size, block)
+    memory = {"weights": 4 * params, "gradients": 4 * trainable, "adam": 8 * trainable}
+    memory["activations"] = activation_bytes(model_config.replace(n_layer=last or model_config.n_layer),
+                                             train_config.batch_size, block)  # fmt: skip
     steps = train_config.max_steps
     if train_config.max_seconds is not None:
         by_time = int(train_config.max_seconds / per_step)
         steps = by_time if steps is None else min(steps, by_time)
     return {
-        "params": params, "memory_bytes": memory, "total_memory_bytes": sum(memory.values()),
-        "tokens_per_step": tokens_per_step, "flops_per_step": flops_per_step, "measured": measured,
-        "seconds_per_step": seconds_per_step, "steps": steps, "seconds": steps * per_step,
+        "params": params, "trainable_params": trainable, "memory_bytes": memory,
+        "total_memory_bytes": sum(memory.values()), "tokens_per_step": tokens_per_step,
+        "flops_per_step": flops_per_step, "measured": measured, "seconds_per_step": seconds_per_step,
+        "steps": steps, "seconds": steps * per_step,
     }  # fmt: skip
 
 
@@ -980,12 +1047,13 @@ def measure_step_seconds(
     """
     block = train_config.block_size or model_config.block_size
     device = choose_device(train_config.device)
-    if isinstance(model_config, GPTConfig):  # (the lab also times recurrent models, costed by their own code)
-        need = estimate(model_config, train_config.replace(max_steps=steps + 1, max_seconds=None))["total_memory_bytes"]
-        check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
+    need = training_memory_bytes(model_config, train_config.batch_size, block)
+    check_memory(int(need), "the timing probe of this shape", JOB_SHARE)  # before anything is allocated
     with torch_threads(num_threads):
         build = LSTMLanguageModel if isinstance(model_config, LSTMConfig) else GPT  # the LSTM: toygpt.recurrent
         model = build(model_config, seed=seed).to(device).train()
+        if train_config.train_last_blocks is not None:  # fine-tuning: the backward pass stops early
+            freeze_all_but_last_blocks(model, train_config.train_last_blocks)
         optimizer = make_optimizer(model, train_config, device)
         dtype = autocast_dtype(train_config.precision, device)
         generator = torch.Generator().manual_seed(seed)

@@ -5,7 +5,8 @@
     python -m toygpt sample --run my-run --prompt "To be" --temperature 0   # greedy
 
 RUN is a run folder, or a run id looked up in $TOYGPT_RUNS_DIR (default ./runs);
-demo-shakespeare-char is the shipped demo model.
+demo-shakespeare-char is the shipped demo model; pretrained:NAME is GPT-2-family weights from
+`python -m toygpt pretrained` (e.g. pretrained:gpt2).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from toygpt.model import SIZE_LIMITS
 from toygpt.sample import encode_prompt, generate
 
 MAX_SAMPLE_TOKENS = 1_000_000  # a long stream is fine on a terminal (Ctrl-C stops it); not endless
+PRETRAINED_PREFIX = "pretrained:"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +63,13 @@ def load_for_sampling(run: str):  # -> (GPT, Tokenizer); imports kept here so --
     from toygpt.tokenizers import tokenizer_from_dict
     from toygpt.tokenizers.base import check_model_vocab_size
 
+    if run.startswith(PRETRAINED_PREFIX):
+        from toygpt.pretrained import PretrainedUnavailable, load_pretrained
+
+        try:
+            return load_pretrained(run.removeprefix(PRETRAINED_PREFIX))
+        except PretrainedUnavailable as exc:
+            raise ValueError(str(exc)) from None
     directory = resolve_run(run)
     checkpoint = load_checkpoint(directory)
     if checkpoint.tokenizer is None:

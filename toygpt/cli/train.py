@@ -4,6 +4,8 @@
     python -m toygpt train --text my_notes.txt --preset nano --max-steps 500 --name notes
     python -m toygpt train --resume notes --max-steps 1000          # continue a run
     python -m toygpt train --init-from notes --corpus toy-english   # fine-tune into a new run
+    python -m toygpt train --init-from pretrained:gpt2 --corpus shakespeare --train-last-blocks 1 \
+        --block-size 128 --batch-size 4 --lr 3e-4 --max-steps 200        # fine-tune GPT-2 itself
     torchrun --nproc_per_node=2 -m toygpt train --corpus shakespeare --preset small
 
 Ctrl-C stops after the current step and saves, so the run can be resumed.
@@ -22,7 +24,7 @@ from typing import Any, TextIO
 from toygpt import distributed
 from toygpt.cli.options import float_in, input_file, int_in
 from toygpt.data import DEFAULT_MAX_BYTES, read_user_text
-from toygpt.formatting import clock
+from toygpt.formatting import clock, human_bytes
 from toygpt.model import PRESETS, SIZE_LIMITS, preset
 from toygpt.runs import open_run
 from toygpt.status import Status
@@ -40,6 +42,7 @@ TRAIN_FLAGS = {
     "sample_tokens": int_in(1, TRAIN_LIMITS["sample_tokens"]), "log_interval": _COUNT,
     "checkpoint_interval": int_in(0, 10**9), "max_snapshots": int_in(0, TRAIN_LIMITS["max_snapshots"]),
     "seed": int_in(0, TRAIN_LIMITS["seed"]), "num_threads": int_in(1, TRAIN_LIMITS["num_threads"]),
+    "train_last_blocks": int_in(1, SIZE_LIMITS["n_layer"]),
 }  # fmt: skip
 CHOICE_FLAGS = {"device": DEVICES, "precision": PRECISIONS}
 MODEL_FLAGS = {
@@ -75,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--name", help="a name for the run (becomes its id, sanitised)")
     run.add_argument("--tag", action="append", default=[], help="a tag (repeat for several)")
     run.add_argument("--resume", metavar="RUN", help="continue run RUN from its latest checkpoint")
-    run.add_argument("--init-from", metavar="RUN", help="start from RUN's weights (fine-tuning) in a new run")
+    run.add_argument("--init-from", metavar="RUN",
+                     help="start from RUN's weights (fine-tuning) in a new run; pretrained:NAME for GPT-2 "
+                     "weights from `python -m toygpt pretrained`")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     parser.set_defaults(func=main)
 
@@ -201,6 +206,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if dist.active and spec.train_config.num_threads is None:
             spec = _with_threads(spec, distributed.threads_per_rank())
         progress = Progress(out, quiet=args.quiet or not dist.is_main)
+        if dist.is_main:
+            print(memory_line(spec), file=out)
         run_ids: list[str] = []
         with stop_on_ctrl_c(stop):
             end = run_training(spec, progress, stop, dist, on_run=lambda run: run_ids.append(run.id))
@@ -212,6 +219,17 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if dist.is_main:
         print(("\n" if out.isatty() else "") + summary(end, run_ids[0] if run_ids else spec.resume), file=out)
     return 0 if end["status"] in (Status.FINISHED, Status.STOPPED) else 3
+
+
+def memory_line(spec: Any) -> str:
+    """What the run will need, said before it starts (``toygpt.jobs.memory_parts``); a run over
+    the memory budget is then refused where it is built (``toygpt.limits``), with the numbers."""
+    from toygpt.jobs import corpus_text_of, memory_parts
+
+    text = open_run(spec.resume).corpus_text() if spec.resume else corpus_text_of(spec)
+    parts = memory_parts(spec, text)
+    detail = ", ".join(f"{name} {human_bytes(size, decimals=1)}" for name, size in parts.items() if size)
+    return f"memory needed: about {human_bytes(sum(parts.values()), decimals=1)} ({detail})"
 
 
 def _with_threads(spec: Any, threads: int) -> Any:

@@ -252,8 +252,12 @@ def reading(result: InductionResult) -> str:
         seen = math.log(half)
         if result.first_half_loss[-1] - result.repeated_loss[-1] > 0.5:
             text += (f" The repeated half still got easier without an induction head: guessing only among the {half} "
-                     f"letters already seen costs ln {half} = {seen:.2f}, so the model learned which letters had "
-                     "appeared, not which letter followed which.")  # fmt: skip
+                     f"letters already seen costs ln {half} = {seen:.2f}")  # fmt: skip
+            text += (", so the model learned which letters had appeared, not which letter followed which."
+                     if result.repeated_loss[-1] >= seen else
+                     ", and it does better than that, so it uses more than which letters appeared — but no single head "
+                     "puts most of its attention on the letter after the previous occurrence: the copying is spread "
+                     "over heads and positions, not an induction head in Olsson et al.'s sense.")  # fmt: skip
         if abs(best[-1] - THRESHOLD) < CALL_RATIO * final_se:
             text += f" The final score is within {CALL_RATIO:g} standard errors (±{final_se:.2f}) of the mark: too close to call."
         return text + " Train longer (more steps) to see whether it forms."

@@ -11,6 +11,7 @@ from toygpt.lab.registry import EXPERIMENTS, reading, run_experiment
 from toygpt.lab.setup import ExperimentStopped, LabError
 from toygpt.lab.storage import save_result
 from toygpt.status import Status
+from toygpt.stopping import StopRequested
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,8 @@ class LabJob(BackgroundJob):
             result = run_experiment(self.name, self.params, self._on_progress, self._stop)
         except ExperimentStopped as exc:
             return Status.STOPPED, str(exc)
+        except StopRequested:  # Stop reached a long loop inside (evaluation, data preparation)
+            return Status.STOPPED, "stopped on request; nothing was saved"
         run_id = save_result(result) if self.save else None
         with self._lock:
             self.result, self._run_id, self._fraction = result, run_id, 1.0

@@ -290,5 +290,5 @@ EXPERIMENT = ExperimentSpec(
     run=run,
     reading=reading,
     figures=figures,
-    tiny=dict(tokenizers=("char", "byte", "bpe-300"), train_seconds=0.5, block_size=16, batch_size=4, eval_batches=2),
+    tiny=dict(tokenizers=("char", "byte", "bpe-300", "gpt2"), train_seconds=0.5, block_size=16, batch_size=4, eval_batches=2),
 )  # fmt: skip
