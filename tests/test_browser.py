@@ -7,6 +7,7 @@ for Streamlit exception boxes and saved as a screenshot under ``$TOYGPT_TEST_ART
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,8 @@ pytestmark = [
 ]
 
 
-SERVER_LOGS: dict[str, Path] = {}
-expect = None  # playwright's expect, set by the browser fixture (playwright is optional)  # server url -> its log (stdout and stderr)
+SERVER_LOGS: dict[str, Path] = {}  # server url -> its log (stdout and stderr)
+expect = None  # playwright's expect, set by launched_chromium (playwright is optional)
 
 
 def free_port() -> int:
@@ -58,41 +60,56 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("browser-home")
+@contextlib.contextmanager
+def streamlit_server(home: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The app on a free loopback port with its own runs/ and data/ under ``home`` (``env`` adds
+    or overrides variables); its log goes to ``home/server.log``. Yields (url, process)."""
     port = free_port()
-    env = {**os.environ, "TOYGPT_RUNS_DIR": str(home / "runs"), "TOYGPT_DATA_DIR": str(home / "data")}
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TOYGPT_RUNS_DIR": str(home / "runs"), "TOYGPT_DATA_DIR": str(home / "data"), **env}
     command = [
         sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
         "--server.port", str(port), "--server.address", "127.0.0.1",
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]
-    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-    SERVER_LOGS[f"http://127.0.0.1:{port}"] = home / "server.log"
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-        yield url
-    finally:
-        proc.terminate()
+    SERVER_LOGS[url] = home / "server.log"
+    with open(home / "server.log", "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            wait_healthy(url, proc)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextlib.contextmanager
+def launched_chromium() -> Iterator:
+    """Debian's Chromium driven by playwright (skips the test when playwright is missing)."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     global expect
     expect = playwright_api.expect
     with playwright_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with streamlit_server(tmp_path_factory.mktemp("browser-home")) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -10,25 +10,20 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-
-from tests.test_browser import (
+from test_browser import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     PAGES,
-    ROOT,
     assert_no_exception,
     choose,
-    free_port,
+    launched_chromium,
     open_page,
-    wait_healthy,
+    streamlit_server,
     wait_idle,
 )
 
@@ -50,34 +45,14 @@ def status_kib(pid: int, field: str) -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("hostile-home")
-    port = free_port()
-    env = {**os.environ, "TOYGPT_RUNS_DIR": str(home / "runs"), "TOYGPT_DATA_DIR": str(home / "data"),
-           "TOYGPT_MEMORY_BUDGET": BUDGET}  # fmt: skip
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
+    with streamlit_server(home, TOYGPT_MEMORY_BUDGET=BUDGET) as (url, proc):
         yield url, proc, home
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def visitor(browser):

@@ -6,20 +6,15 @@ explorer's "use a local folder" control, picked in the sidebar and sampled. Scre
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from test_browser import (
     CHROMIUM,
-    ROOT,
     assert_no_exception,
-    free_port,
+    launched_chromium,
     open_page,
     screenshot,
     set_number,
-    wait_healthy,
+    streamlit_server,
     wait_idle,
 )
 
@@ -43,37 +38,16 @@ def offline_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def offline_server(offline_home):
-    port = free_port()
-    env = {**os.environ, "TOYGPT_RUNS_DIR": str(offline_home / "runs"), "TOYGPT_DATA_DIR": str(offline_home / "data"),
-           "TIKTOKEN_CACHE_DIR": str(offline_home / "tiktoken-empty"), "TOYGPT_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "TOYGPT_PRETRAINED_DIR": str(offline_home / "pretrained")}  # fmt: skip
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    log = open(offline_home / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
+    empty = {"TIKTOKEN_CACHE_DIR": str(offline_home / "tiktoken-empty"), "TOYGPT_OFFLINE": "1",
+             "HF_HUB_OFFLINE": "1", "TOYGPT_PRETRAINED_DIR": str(offline_home / "pretrained")}  # fmt: skip
+    with streamlit_server(offline_home, **empty) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    from test_browser import CHROMIUM_ARGS
-
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
