@@ -63,12 +63,13 @@ def job_registry():
     """The one registry of background training jobs for this server process.
 
     Global (not per session) so a refresh or a second tab finds the running job again."""
+    from toygpt.job_process import WorkerSettings
     from toygpt.jobs import JobRegistry
 
-    # One torch thread for training leaves the second core to the pages (sampling, attention)
-    # while a job runs; torch's thread count is process-wide, and two busy threads on two cores
-    # plus any page work oversubscribe the CPU and slow everything several times over.
-    return JobRegistry(max_jobs=1, num_threads=1)
+    # Each job trains in its own process (toygpt.job_process) with two torch threads at a lower
+    # priority: on a thread of this server it shared torch's process-wide thread count and the
+    # GIL with every page rerun (bench/app_training.py: the numbers are in its docstring).
+    return JobRegistry(max_jobs=1, num_threads=2, worker=WorkerSettings(nice=10))
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")
