@@ -13,7 +13,8 @@ from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, preset
 from toygpt.sample import encode_prompt, generate, start_token_id
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, TiktokenTokenizer
-from toygpt.train import TrainConfig, train
+from toygpt.train import TrainConfig
+from toygpt.trainer import train
 
 EOT = "<|endoftext|>"
 # fp32: the losses below depend on training numerics (bf16 autocast on an AVX-512 BF16 CPU)
@@ -113,7 +114,7 @@ def test_the_start_token_survives_a_round_trip_through_hugging_faces_layout(tmp_
     own start token beside it, so importing the folder back does not start after <|endoftext|>."""
     import json
 
-    from toygpt.pretrained import config_from_hf, export_hf
+    from toygpt.hf_format import config_from_hf, export_hf
     from toygpt.tokenizers import get_tokenizer
 
     gpt2 = get_tokenizer("gpt2")

@@ -61,7 +61,8 @@ from toygpt.limits import LOAD_SHARE, MAX_ROW_BYTES, check_json_shape, check_siz
 from toygpt.model import GPT, GPTConfig
 from toygpt.run_schema import check_event_row, check_run_info
 from toygpt.status import HAS_MODEL, Status
-from toygpt.train import Event, Trainer, TrainState, optimizer_tensors
+from toygpt.train import Event, optimizer_tensors
+from toygpt.trainer import Trainer, TrainState
 
 DEMO_RUN = "demo-shakespeare-char"
 RUN_FILE, LATEST, BEST, OPTIMIZER = "run.json", "model.safetensors", "best.safetensors", "optimizer.safetensors"
@@ -670,7 +671,7 @@ def export_zip(run_id: str) -> bytes:
 
 
 def hf_export_parts(run_id: str, which: str = "best") -> tuple[GPT, Any, dict[str, Any]]:
-    """What ``pretrained.export_hf`` needs for a run: its weights, tokenizer and a description."""
+    """What ``hf_format.export_hf`` needs for a run: its weights, tokenizer and a description."""
     run = open_run(run_id)
     checkpoint = run.load_model(which)
     info = run.info()
@@ -685,8 +686,8 @@ def _rounded(loss: Any) -> float | None:
 
 
 def export_run_hf(run_id: str, folder: str | os.PathLike[str], which: str = "best") -> Path:
-    """Write a run as a Hugging Face GPT-2 folder (see ``toygpt.pretrained.export_hf``)."""
-    from toygpt.pretrained import export_hf
+    """Write a run as a Hugging Face GPT-2 folder (see ``toygpt.hf_format.export_hf``)."""
+    from toygpt.hf_format import export_hf
 
     model, tokenizer, about = hf_export_parts(run_id, which)
     return export_hf(model, tokenizer, folder, about)
@@ -694,7 +695,7 @@ def export_run_hf(run_id: str, folder: str | os.PathLike[str], which: str = "bes
 
 def export_run_hf_zip(run_id: str, which: str = "best") -> bytes:
     """``export_run_hf`` as a zip with one folder ``<run id>-hf/`` (for a download button)."""
-    from toygpt.pretrained import export_hf_zip
+    from toygpt.hf_format import export_hf_zip
 
     model, tokenizer, about = hf_export_parts(run_id, which)
     return export_hf_zip(model, tokenizer, f"{run_id}-hf", about)
