@@ -69,7 +69,8 @@ def job_registry():
     # Each job trains in its own process (toygpt.job_process) with two torch threads at a lower
     # priority: on a thread of this server it shared torch's process-wide thread count and the
     # GIL with every page rerun (bench/app_training.py: the numbers are in its docstring).
-    return JobRegistry(max_jobs=1, num_threads=2, worker=WorkerSettings(nice=10))
+    # A spare worker waits with torch imported, so Start does not wait for it.
+    return JobRegistry(max_jobs=1, num_threads=2, worker=WorkerSettings(nice=10, spare=True))
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")

@@ -189,11 +189,35 @@ def test_worker_settings_and_exit_words():
     assert signal_name(-15) == "killed by SIGTERM" and signal_name(1) == "exited with code 1"
 
 
-def test_the_worker_refuses_a_bad_request_with_a_usage_line():
-    done = subprocess.run([sys.executable, "-m", "toygpt.worker", "nonsense"], cwd=ROOT, input="{}\n",
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 2 and "usage: python -m toygpt.worker {train|lab}" in done.stderr
-    assert json.loads(done.stdout.splitlines()[0])["type"] == "ready"
+@pytest.mark.parametrize(("argv", "stdin"), [(["nonsense"], ""), (["--nice", "3"], ""), ([], "{}\n"),
+                                             ([], '{"kind": "shell", "job": {}}\n'), ([], "not json\n")])  # fmt: skip
+def test_the_worker_refuses_a_bad_request_with_a_usage_line(argv, stdin):
+    done = subprocess.run([sys.executable, "-m", "toygpt.worker", *argv], cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "usage: python -m toygpt.worker, then one JSON line" in done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["type"] == "ready" and len(done.stdout.splitlines()) == 1
+
+
+def test_a_spare_worker_nobody_needs_just_ends():
+    done = subprocess.run([sys.executable, "-m", "toygpt.worker"], cwd=ROOT, input="",
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stderr == ""
+
+
+def test_a_spare_worker_takes_the_next_job_with_the_servers_settings_of_now(tmp_path, monkeypatch):
+    registry = JobRegistry(max_jobs=1, num_threads=1, worker=WorkerSettings(spare=True))
+    try:
+        spare = registry._spare.process.pid
+        monkeypatch.setenv("TOYGPT_RUNS_DIR", str(tmp_path / "runs-set-later"))  # after the spare started
+        job = registry.start(spec(name="warm"))
+        assert job.worker_pid == spare
+        assert job.wait(START_S) and job.status == "finished"
+        assert (tmp_path / "runs-set-later" / "warm" / "run.json").is_file()
+        wait_for(lambda: registry._spare is not None)  # the next one is started once this job ends
+        assert registry._spare.process.pid != spare and registry._spare.waiting
+    finally:
+        registry.close()
+    assert registry._spare is None
 
 
 def test_the_app_trains_in_worker_processes():

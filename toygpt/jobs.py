@@ -228,15 +228,16 @@ def run_training(
     stop_event: threading.Event | None = None,
     dist: DistributedContext = PLAIN,
     on_run: Any = None,
+    prepare_grace: float = 0.0,
 ) -> Event:
     """Build and run; the run is marked failed if training raises. ``on_run(run)`` is called
     once the run folder exists (the job uses it to learn the run id early).
 
     Stop (``stop_event``) is honoured while the data is prepared too (building a BPE
-    tokenizer, encoding the corpus: ``toygpt.stopping``); stopped then, no run is made and the
-    "end" event says so."""
+    tokenizer, encoding the corpus: ``toygpt.stopping``), ``prepare_grace`` seconds after it
+    is first seen there; stopped then, no run is made and the "end" event says so."""
     try:
-        with stop_scope(stop_event):
+        with stop_scope(stop_event, grace=prepare_grace):
             trainer, run = build_training(spec, on_event, stop_event, dist)
     except StopRequested:
         return stopped_before_training()
@@ -355,6 +356,8 @@ class BackgroundJob:
         self.num_threads = num_threads
         self.worker = worker
         self._process: WorkerProcess | None = None
+        self.spare: WorkerProcess | None = None  # a worker started ahead (``JobRegistry``) to use
+        self.on_end: list[Any] = []  # called (no arguments) once the work has ended
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
@@ -383,16 +386,19 @@ class BackgroundJob:
         self._set(status=status, message=message, detail=detail or None)
         with self._lock:
             self._ended = time.perf_counter()  # the clock stops when the work does
+        for callback in self.on_end:
+            callback()
 
     def run_in_worker(self, kind: str, job: dict[str, Any], on_message: Any) -> tuple[str, str]:
         """Run this job in its own process (``toygpt.worker <kind>``) and relay its messages to
         ``on_message`` until it ends; the final ``(status, message)``. A worker that dies
         without saying how it ended is a failure naming its exit and its stderr's last lines;
         a run it left "running" is marked failed too, so no page waits on it."""
-        process = WorkerProcess(kind, job, self.worker or WorkerSettings(), self.num_threads)
+        spare, self.spare = self.spare, None
+        process = spare if spare is not None and spare.waiting else WorkerProcess(self.worker or WorkerSettings()).spawn()
         with self._lock:
             self._process = process
-        process.start()
+        process.send(kind, job, self.num_threads)
         if self._stop.is_set():  # Stop came while it was starting
             process.stop()
         outcome = None
@@ -476,7 +482,7 @@ class BackgroundJob:
     def worker_pid(self) -> int | None:
         """The process id of this job's own process (None: on a thread, or not started yet)."""
         with self._lock:
-            process = self._process
+            process = self._process or self.spare
         return process.process.pid if process is not None and process.process is not None else None
 
     @property
@@ -674,6 +680,34 @@ class JobRegistry:
     worker: WorkerSettings | None = None  # None: jobs train on a thread of this process
     _jobs: dict[str, BackgroundJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _spare: WorkerProcess | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._refill()
+
+    def _refill(self) -> None:
+        """Keep one worker started ahead when ``worker.spare`` asks for it."""
+        if self.worker is None or not self.worker.spare:
+            return
+        with self._lock:
+            if self._spare is not None and self._spare.waiting:
+                return
+            self._spare = WorkerProcess(self.worker).spawn()
+
+    def _take_spare(self, job: BackgroundJob) -> None:
+        if job.worker is None or job.worker != self.worker:
+            return
+        with self._lock:
+            job.spare, self._spare = self._spare, None
+        job.on_end.append(self._refill)  # the next job's worker starts once this one is done
+
+    def close(self) -> None:
+        """``clear()``, and end the worker kept ahead (if any)."""
+        self.clear()
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
 
     def start(self, spec: TrainSpec) -> TrainJob:
         """Start ``spec`` on a background thread, or raise ``JobRefused`` saying why not."""
@@ -723,6 +757,7 @@ class JobRegistry:
                     "stop it or wait for it to finish"
                 )
             self._jobs[job.id] = job
+        self._take_spare(job)
         return job.start()
 
     def get(self, job_id: str) -> BackgroundJob | None:

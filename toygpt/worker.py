@@ -1,10 +1,13 @@
-"""A background job in its own process: ``python -m toygpt.worker train|lab``.
+"""A background job in its own process: ``python -m toygpt.worker``.
 
 The server side is ``toygpt.job_process`` (which says why a process); this is the other end.
-It reads one JSON line from stdin — ``{"threads": 2, "nice": 10, "job": {...}}`` — and runs
-the same code a job on a thread runs (``toygpt.jobs.run_training``, or
-``toygpt.lab.job.run_lab``), writing each event as a JSON line on stdout and, last,
-``{"type": "outcome", "status", "message", "detail"}`` (``toygpt.jobs.job_outcome``).
+It imports torch (at normal priority: a spare gets ready fast), then reads one JSON line from
+stdin — ``{"kind": "train" | "lab", "threads": 2, "nice": 10, "job": {...}, "env": {...},
+"cwd": "..."}`` — lowers its priority by ``nice`` (the pages' reruns win the cores), and
+runs the same code a job on a thread runs (``toygpt.jobs.run_training``, or
+``toygpt.lab.job.run_lab_experiment``), writing each event as a JSON line on stdout and, last,
+``{"type": "outcome", "status", "message", "detail"}`` (``toygpt.jobs.job_outcome``). If stdin
+ends before a job comes (a spare the server no longer needs), it just ends.
 
 Stop: SIGTERM or SIGINT, any number of times, sets the job's stop event (the trainer stops
 after its step and saves; every long loop checks it, ``toygpt.stopping``). The end of stdin
@@ -24,6 +27,11 @@ import threading
 from typing import Any, TextIO
 
 STOP = threading.Event()
+# A Stop that comes while this process still starts (importing torch) is first seen once the
+# data is being prepared; a quick preparation may finish within this grace, so the run is made
+# and saved as "stopped" (as on a thread, where preparation starts at once) instead of lost. A
+# long one (BPE on a big text) still ends this soon after, inside Stop's ~2 s (toygpt.stopping).
+PREPARE_GRACE_S = 1.5
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -69,7 +77,8 @@ def run_train(job: dict[str, Any], send: Messages) -> tuple[str, str]:
     from toygpt.jobs import TrainSpec, run_training
 
     spec = TrainSpec.from_dict(job["spec"])
-    end = run_training(spec, send, STOP, on_run=lambda run: send({"type": "run", "id": run.id}))
+    end = run_training(spec, send, STOP, on_run=lambda run: send({"type": "run", "id": run.id}),
+                       prepare_grace=PREPARE_GRACE_S)  # fmt: skip
     return end["status"], end["message"]
 
 
@@ -86,6 +95,33 @@ def run_lab(job: dict[str, Any], send: Messages) -> tuple[str, str]:
 KINDS = {"train": run_train, "lab": run_lab}
 
 
+USAGE = ('usage: python -m toygpt.worker, then one JSON line on stdin: {"kind": "train" | "lab", '
+         '"threads": 2, "nice": 10, "job": {...}, "env": {...}, "cwd": "..."}')
+
+
+def read_request(stdin: TextIO) -> dict[str, Any] | None:
+    """The job line (None: stdin ended first); ValueError for anything but a valid request."""
+    line = stdin.readline()
+    if not line:
+        return None
+    request = json.loads(line)
+    if not isinstance(request, dict) or request.get("kind") not in KINDS or not isinstance(request.get("job"), dict):
+        raise ValueError("not a job request")
+    return request
+
+
+def take_settings(request: dict[str, Any]) -> None:
+    """The server's settings as they are now (a spare was started earlier): its ``TOYGPT_*``
+    (and tiktoken, Hugging Face) variables and its working folder, so ./runs is its ./runs."""
+    from toygpt.job_process import SETTINGS_PREFIXES
+
+    for name in [k for k in os.environ if k.startswith(SETTINGS_PREFIXES)]:
+        os.environ.pop(name)
+    os.environ.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
+    if request.get("cwd"):
+        os.chdir(request["cwd"])
+
+
 def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):  # first: Stop may come while torch imports
         signal.signal(signum, _on_signal)
@@ -93,25 +129,29 @@ def main(argv: list[str]) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not break the messages
     send = Messages(out)
     send({"type": "ready", "pid": os.getpid()})
-    if len(argv) != 1 or argv[0] not in KINDS:
-        print(f"usage: python -m toygpt.worker {{{'|'.join(KINDS)}}} (the job as one JSON line on stdin)", file=sys.stderr)
+    if argv:
+        print(USAGE, file=sys.stderr)
         return 2
-    request = json.loads(sys.stdin.readline() or "null")
-    if not isinstance(request, dict) or not isinstance(request.get("job"), dict):
-        print("the job must come as one JSON object on stdin: {\"threads\": …, \"nice\": …, \"job\": {…}}", file=sys.stderr)
-        return 2
-    threading.Thread(target=_watch_server, args=(sys.stdin,), daemon=True, name="watch-server").start()
-    if request.get("nice") and hasattr(os, "nice"):
-        os.nice(int(request["nice"]))  # the pages' reruns win the cores
     import torch
 
     from toygpt.jobs import job_outcome
     from toygpt.stopping import stop_scope
 
+    try:
+        request = read_request(sys.stdin)
+    except ValueError:
+        print(USAGE, file=sys.stderr)
+        return 2
+    if request is None:
+        return 0  # a spare nobody needed
+    threading.Thread(target=_watch_server, args=(sys.stdin,), daemon=True, name="watch-server").start()
+    take_settings(request)
+    if request.get("nice") and hasattr(os, "nice"):
+        os.nice(int(request["nice"]))  # the pages' reruns win the cores
     if request.get("threads"):
         torch.set_num_threads(int(request["threads"]))
     with stop_scope(STOP):
-        status, message, detail = job_outcome(lambda: KINDS[argv[0]](request["job"], send))
+        status, message, detail = job_outcome(lambda: KINDS[request["kind"]](request["job"], send))
     send({"type": "outcome", "status": status, "message": message, "detail": detail})
     return 0
 
