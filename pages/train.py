@@ -39,13 +39,11 @@ from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
 from toygpt.lab import is_lab_run
 from toygpt.limits import MemoryBudgetError
 from toygpt.model import PRESETS, GPTConfig, total_parameters
+from toygpt.run_archive import export_run_hf_zip, export_zip, import_zip
 from toygpt.runs import (
     RunError,
     RunInfo,
     delete_run,
-    export_run_hf_zip,
-    export_zip,
-    import_zip,
     list_runs,
     open_run,
     read_metrics,
