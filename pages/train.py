@@ -696,7 +696,7 @@ def manage_ui(infos: list[RunInfo]) -> None:
 
 def hf_download_ui(column: Any, info: RunInfo) -> None:
     """The run as a Hugging Face GPT-2 folder (zipped), or why GPT-2's format cannot hold it."""
-    from toygpt.pretrained import gpt2_format_problems  # imports huggingface_hub: only when drawn
+    from toygpt.hf_format import gpt2_format_problems
 
     try:
         problems = gpt2_format_problems(GPTConfig.from_dict(info.model_config))

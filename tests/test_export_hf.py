@@ -13,8 +13,8 @@ import torch
 
 from toygpt import run_archive, runs
 from toygpt.cli.runs import export_hf_command
+from toygpt.hf_format import TOYGPT_TOKENIZER_FILE, export_hf
 from toygpt.model import GPT, GPTConfig
-from toygpt.pretrained import TOYGPT_TOKENIZER_FILE, export_hf
 from toygpt.tokenizers import ByteTokenizer, CharTokenizer, get_tokenizer, load_tokenizer
 from toygpt.train import TrainConfig
 
@@ -128,12 +128,12 @@ def test_a_non_empty_folder_is_never_touched(tmp_path, capsys):
 
 
 def test_a_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
-    import toygpt.pretrained as pretrained
+    import toygpt.hf_format as hf_format
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pretrained, "save_file", disk_full)
+    monkeypatch.setattr(hf_format, "save_file", disk_full)
     model = varied(GPTConfig(vocab_size=256, block_size=8, n_layer=1, n_head=1, n_embd=8))
     with pytest.raises(OSError, match="No space"):
         export_hf(model, ByteTokenizer(), tmp_path / "hf")

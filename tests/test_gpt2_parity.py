@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from toygpt.checkpoint import copy_weights
-from toygpt.model import GPT, GPTConfig
-from toygpt.pretrained import (
+from toygpt.hf_format import (
     config_from_hf,
     config_to_hf,
     hf_state_dict_to_toygpt,
     toygpt_to_hf_state_dict,
 )
+from toygpt.model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,21 +15,20 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 import toygpt.model
+import toygpt.positions
 from toygpt.model import (
     GPT,
     POS_ENCODINGS,
     CausalSelfAttention,
     GPTConfig,
     KVCache,
-    alibi_slopes,
-    apply_rope,
     causal_mask,
     flops_per_token,
     parameter_counts,
     preset,
-    rope_angles,
     total_parameters,
 )
+from toygpt.positions import alibi_slopes, apply_rope, rope_angles
 
 VARIANTS = list(itertools.product(("pre", "post"), POS_ENCODINGS))
 VARIANT_IDS = [f"{norm}-LN/{pos}" for norm, pos in VARIANTS]
@@ -292,8 +291,9 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys(tiny_config)
 
 
 def test_model_docstring_examples_hold():
-    result = doctest.testmod(toygpt.model, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 2 and result.failed == 0
+    """The model's examples, and those of the position encodings it is built on."""
+    results = [doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE) for m in (toygpt.model, toygpt.positions)]
+    assert sum(r.attempted for r in results) >= 2 and sum(r.failed for r in results) == 0
 
 
 # ---- RoPE and ALiBi, from first principles -------------------------------------------------

@@ -26,10 +26,10 @@ import toygpt.tokenizers as tokenizers_module
 import toygpt.tokenizers.tiktoken_ as tiktoken_module
 from toygpt import viz
 from toygpt.checkpoint import save_tensors, write_json_atomic
+from toygpt.hf_format import config_to_hf, toygpt_to_hf_state_dict
 from toygpt.inspection import attention_maps
 from toygpt.lessons.explore import GRID_GAP
 from toygpt.model import GPT, GPTConfig
-from toygpt.pretrained import config_to_hf, toygpt_to_hf_state_dict
 from toygpt.runs import create_run, open_run, snapshot_name, snapshot_tensors
 from toygpt.sample import encode_prompt, generate, generate_text
 from toygpt.tokenizers import ByteTokenizer, CharTokenizer, TokenizerUnavailable

@@ -17,18 +17,21 @@ import torch
 from huggingface_hub import constants as hub_constants
 from safetensors.torch import save_file
 
+import toygpt.hf_format
 import toygpt.pretrained
 from toygpt.checkpoint import model_tensors
-from toygpt.model import GPT, GPTConfig, preset
-from toygpt.pretrained import (
-    PretrainedUnavailable,
+from toygpt.hf_format import (
     config_from_hf,
     config_to_hf,
     hf_state_dict_to_toygpt,
+    toygpt_to_hf_state_dict,
+)
+from toygpt.model import GPT, GPTConfig, preset
+from toygpt.pretrained import (
+    PretrainedUnavailable,
     load_gpt2,
     pretrained_folder,
     pretrained_status,
-    toygpt_to_hf_state_dict,
 )
 
 CONFIG = GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -362,5 +365,6 @@ def test_a_hub_without_the_file_is_a_clear_error(tmp_path):
 
 
 def test_pretrained_docstring_examples_hold():
-    result = doctest.testmod(toygpt.pretrained)
-    assert result.failed == 0 and result.attempted >= 2
+    """The examples of the weights' cache and of the Hugging Face format it reads."""
+    results = [doctest.testmod(m) for m in (toygpt.hf_format, toygpt.pretrained)]
+    assert sum(r.failed for r in results) == 0 and sum(r.attempted for r in results) >= 2

@@ -108,8 +108,8 @@ def test_a_zip_of_the_folder_and_a_path_to_its_weights_file_work_too(cache, hf_f
 
 
 def test_export_hf_then_add_brings_a_char_run_back_with_its_tokenizer(cache, tmp_path):
+    from toygpt.hf_format import export_hf
     from toygpt.model import GPT, GPTConfig
-    from toygpt.pretrained import export_hf
     from toygpt.tokenizers import CharTokenizer
 
     tokenizer = CharTokenizer.from_text("to be or not to be")

@@ -114,7 +114,7 @@ def test_the_start_token_survives_a_round_trip_through_hugging_faces_layout(tmp_
     own start token beside it, so importing the folder back does not start after <|endoftext|>."""
     import json
 
-    from toygpt.pretrained import config_from_hf, export_hf
+    from toygpt.hf_format import config_from_hf, export_hf
     from toygpt.tokenizers import get_tokenizer
 
     gpt2 = get_tokenizer("gpt2")

@@ -48,7 +48,8 @@ from toygpt.limits import (
     file_limit,
     memory_budget,
 )
-from toygpt.model import GPT, GPTConfig, sinusoidal_positions, total_parameters
+from toygpt.model import GPT, GPTConfig, total_parameters
+from toygpt.positions import sinusoidal_positions
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"

@@ -23,18 +23,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from toygpt.hooks import HookFn
 from toygpt.model import (
     ADDED_POSITIONS,
     GPT,
     MLP,
     Block,
     CausalSelfAttention,
-    HookFn,
     KVCache,
     causal_mask,
     hook_names,
-    sinusoidal_positions,
 )
+from toygpt.positions import sinusoidal_positions
 from toygpt.sample import as_token_list
 
 # Longest text whose surprisal we compute (in tokens): a guard against pasting a whole book.

@@ -59,15 +59,16 @@ model without them, training steps and generation stay within noise.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from toygpt.hooks import Hooked, HookPoints
+from toygpt.positions import alibi_bias, alibi_slopes, apply_rope, rope_angles, sinusoidal_positions
 
 # The largest shapes a config may ask for: far beyond anything that trains here (GPT-2 XL is
 # 48 layers × 1600 channels, block 1024), yet bounded, so a config read from a file cannot ask
@@ -186,179 +187,6 @@ def preset(name: str, **overrides: Any) -> GPTConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return GPTConfig(**{**PRESETS[name], **overrides})
-
-
-# --------------------------------------------------------------------------------------------
-# Positions
-# --------------------------------------------------------------------------------------------
-
-
-def sinusoidal_positions(block_size: int, n_embd: int) -> torch.Tensor:
-    """The original Transformer's fixed encoding: channel pair (2i, 2i+1) holds
-    sin/cos(pos / 10000^(2i/n_embd)), so each position gets a unique, smooth fingerprint.
-
-    >>> sinusoidal_positions(4, 2)[:, 0]  # channel 0 is sin(pos)
-    tensor([0.0000, 0.8415, 0.9093, 0.1411])
-    """
-    position = torch.arange(block_size, dtype=torch.float32).unsqueeze(1)  # (T, 1)
-    frequency = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float32) * (-math.log(10000.0) / n_embd))
-    table = torch.zeros(block_size, n_embd)
-    table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency)
-    return table
-
-
-def rope_angles(positions: torch.Tensor, head_size: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of RoPE's rotation angles, each (T, head_size), for ``positions`` (T,).
-
-    Rotary position embedding (Su et al. 2021, "RoFormer", eq. 34): channel pair i of a query or
-    key at position p is turned by the angle p·θ_i, θ_i = base^(−2i/head_size), so a query at
-    position m and a key at n meet at an angle that depends only on m − n. Pairs follow the
-    GPT-NeoX / Llama "half split": channel i is paired with channel i + head_size/2 (not the
-    paper's interleaved 2i, 2i+1); both columns of a pair get the same angle here.
-
-    >>> cos, sin = rope_angles(torch.tensor([0, 1]), 4)
-    >>> sin[1]  # θ = 1, 0.01 for the two pairs, each repeated for its second channel
-    tensor([0.8415, 0.0100, 0.8415, 0.0100])
-    """
-    theta = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
-    angles = positions.float()[:, None] * theta[None, :]  # (T, hs/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hs): pair i is channels i and i + hs/2
-    return angles.cos(), angles.sin()
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) → (−x2, x1) on the two halves of the last dimension: a 90° turn of every pair."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate every channel pair of ``x`` (…, T, hs) by its angle: x·cos + rotate_half(x)·sin,
-    the 2-D rotation (a, b) → (a·cos − b·sin, b·cos + a·sin) of each pair. Norms are unchanged."""
-    return x * cos + rotate_half(x) * sin
-
-
-def alibi_slopes(n_head: int) -> torch.Tensor:
-    """ALiBi's head slopes (Press et al. 2021, "Train Short, Test Long", section 3), (n_head,).
-
-    For n heads, n a power of two: the geometric sequence that starts at 2^(−8/n) with that same
-    ratio, so 8 heads get 1/2, 1/4, ..., 1/256. Other head counts (the authors' code): the slopes
-    of the largest power of two below n, then every other slope of twice that many heads.
-
-    >>> alibi_slopes(8).tolist()[:3], alibi_slopes(8).tolist()[-1]
-    ([0.5, 0.25, 0.125], 0.00390625)
-    """
-
-    def geometric(n: int) -> list[float]:
-        start = 2 ** (-8 / n)
-        return [start ** (i + 1) for i in range(n)]
-
-    power = 2 ** math.floor(math.log2(n_head))
-    slopes = geometric(power) + geometric(2 * power)[0::2][: n_head - power]
-    return torch.tensor(slopes, dtype=torch.float32)
-
-
-def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
-    """The bias ALiBi adds to the attention scores, (nh, T, T_k): −slope_h·(i − j) for a query
-    at position i and a key at j ≤ i, so each head prefers nearby keys, at its own rate; no
-    position vector is added anywhere. (Keys after the query get a positive number, then the
-    causal mask hides them.)
-
-    >>> alibi_bias(torch.tensor([0.5]), torch.arange(3), torch.arange(3))[0]
-    tensor([[ 0.0000,  0.5000,  1.0000],
-            [-0.5000,  0.0000,  0.5000],
-            [-1.0000, -0.5000,  0.0000]])
-    """
-    behind = (key_positions[None, :] - query_positions[:, None]).to(slopes.dtype)  # (T, T_k): j − i
-    return slopes[:, None, None] * behind  # = −slope·(i − j)
-
-
-# --------------------------------------------------------------------------------------------
-# Hook points: named values that a function can read or replace
-# --------------------------------------------------------------------------------------------
-
-# fn(value, name) -> None to only read the value, or a tensor of the same shape to replace it
-HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
-
-
-class HookPoints:
-    """The functions attached to one model's hook points, per thread.
-
-    A model cached for a web app is shared by every visitor's thread, so functions attached in
-    one thread are stored in a ``threading.local``: another thread's forward pass, running at the
-    same moment, never calls them and never has a value replaced. ``active`` counts attachments
-    in any thread; while it is 0 every hook point costs one attribute read (training and
-    generation run with it at 0).
-    """
-
-    def __init__(self) -> None:
-        self.active = 0
-        self._local = threading.local()
-        self._lock = threading.Lock()
-
-    def attached_here(self) -> dict[str, list[HookFn]]:
-        """This thread's functions by hook name (empty when none)."""
-        return getattr(self._local, "hooks", None) or {}
-
-    def wants(self, *names: str) -> bool:
-        """True when this thread attached a function to one of ``names``."""
-        hooks = self.attached_here()
-        return any(name in hooks for name in names)
-
-    def run(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """Pass ``value`` through this thread's functions for ``name``, in the order attached."""
-        for fn in self.attached_here().get(name, ()):
-            replaced = fn(value, name)
-            if replaced is not None:
-                if not isinstance(replaced, torch.Tensor) or replaced.shape != value.shape:
-                    shape = getattr(replaced, "shape", type(replaced).__name__)
-                    raise ValueError(
-                        f"the hook on {name} returned {shape}; return None to only read the value, "
-                        f"or a tensor of its shape {tuple(value.shape)} to replace it"
-                    )
-                value = replaced
-        return value
-
-    @contextmanager
-    def attach(self, hooks: Mapping[str, HookFn]) -> Iterator[None]:
-        """Within the block, this thread's forward passes call ``hooks`` (name → function);
-        blocks nest, and leaving one detaches exactly what it attached, also on an error."""
-        before = self.attached_here()
-        merged = {name: list(fns) for name, fns in before.items()}
-        for name, fn in hooks.items():
-            merged.setdefault(name, []).append(fn)
-        self._local.hooks = merged
-        with self._lock:
-            self.active += 1
-        try:
-            yield
-        finally:
-            self._local.hooks = before
-            with self._lock:
-                self.active -= 1
-
-    def __deepcopy__(self, memo: dict) -> HookPoints:
-        return HookPoints()  # a copied model starts with nothing attached (and a lock of its own)
-
-
-class Hooked(nn.Module):
-    """A module with hook points. ``GPT.__init__`` gives every such module of one model the same
-    ``hook_points`` and its name prefix (``"blocks.0.attn."``)."""
-
-    hook_points: HookPoints | None = None
-    hook_prefix: str = ""
-
-    def hook(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """The value at hook point ``name`` (relative to this module): as computed, or replaced."""
-        points = self.hook_points
-        if points is None or not points.active:
-            return value
-        return points.run(self.hook_prefix + name, value)
-
-    def hooks_want(self, *names: str) -> bool:
-        points = self.hook_points
-        return points is not None and points.active > 0 and points.wants(*(self.hook_prefix + n for n in names))
 
 
 def hook_names(config: GPTConfig) -> list[str]:

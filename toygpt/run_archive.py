@@ -62,7 +62,7 @@ def export_zip(run_id: str) -> bytes:
 
 
 def hf_export_parts(run_id: str, which: str = "best") -> tuple[GPT, Any, dict[str, Any]]:
-    """What ``pretrained.export_hf`` needs for a run: its weights, tokenizer and a description."""
+    """What ``hf_format.export_hf`` needs for a run: its weights, tokenizer and a description."""
     run = open_run(run_id)
     checkpoint = run.load_model(which)
     info = run.info()
@@ -77,8 +77,8 @@ def _rounded(loss: Any) -> float | None:
 
 
 def export_run_hf(run_id: str, folder: str | os.PathLike[str], which: str = "best") -> Path:
-    """Write a run as a Hugging Face GPT-2 folder (see ``toygpt.pretrained.export_hf``)."""
-    from toygpt.pretrained import export_hf
+    """Write a run as a Hugging Face GPT-2 folder (see ``toygpt.hf_format.export_hf``)."""
+    from toygpt.hf_format import export_hf
 
     model, tokenizer, about = hf_export_parts(run_id, which)
     return export_hf(model, tokenizer, folder, about)
@@ -86,7 +86,7 @@ def export_run_hf(run_id: str, folder: str | os.PathLike[str], which: str = "bes
 
 def export_run_hf_zip(run_id: str, which: str = "best") -> bytes:
     """``export_run_hf`` as a zip with one folder ``<run id>-hf/`` (for a download button)."""
-    from toygpt.pretrained import export_hf_zip
+    from toygpt.hf_format import export_hf_zip
 
     model, tokenizer, about = hf_export_parts(run_id, which)
     return export_hf_zip(model, tokenizer, f"{run_id}-hf", about)

@@ -29,7 +29,8 @@ from plotly.subplots import make_subplots
 
 from toygpt.checkpoint import empty_model
 from toygpt.inspection import ResidualStats, TraceStep, residual_stats, token_tensor
-from toygpt.model import GPT, GPTConfig, parameter_counts, sinusoidal_positions, total_parameters
+from toygpt.model import GPT, GPTConfig, parameter_counts, total_parameters
+from toygpt.positions import sinusoidal_positions
 from toygpt.sample import next_token_distribution
 
 # --------------------------------------------------------------------------------------------
