@@ -4,8 +4,9 @@ The ``Trainer`` knows nothing about files or screens. It reports through **event
 handed to ``on_event``: ``{"type": "step", ...}`` (loss, lr, grad norm, tokens/s, ETA),
 ``"eval"`` (train and val loss), ``"sample"`` (generated text), ``"log"`` (a remark) and one final
 ``"end"`` (status: finished | stopped | diverged). Saving is delegated to an optional ``saver``
-(``toygpt.runs.Run``), so the same loop serves the dashboard, the CLI, tests and notebooks.
-The rules it follows (config, schedule, optimizer, evaluation) are in ``toygpt.train``.
+(``toygpt.runs.RunWriter``), handed values (weights, optimizer state, counters), so the same
+loop serves the dashboard, the CLI, tests and notebooks. The rules it follows (config,
+schedule, optimizer, evaluation) are in ``toygpt.train``.
 
     >>> from toygpt import data
     >>> from toygpt.model import GPT, preset
@@ -25,7 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import torch
@@ -48,9 +49,12 @@ from toygpt.train import (
     learning_rate_at,
     load_optimizer_tensors,
     make_optimizer,
+    optimizer_tensors,
     run_progress,
     step_seed,
 )
+
+Tensors = dict[str, torch.Tensor]
 
 # --------------------------------------------------------------------------------------------
 # The trainer
@@ -58,15 +62,24 @@ from toygpt.train import (
 
 
 class RunSaver(Protocol):
-    """What the trainer needs from a run directory (``toygpt.runs.Run`` implements it)."""
+    """Where the trainer's saves go (``toygpt.runs.RunWriter`` is one). It is handed values,
+    never the trainer: ``weights`` is the model's ``state_dict()`` (the live tensors: read them
+    during the call, copy to keep), ``optimizer_state`` AdamW's state as named tensors
+    (``toygpt.train.optimizer_tensors``) and ``state`` a copy of the counters. So anything that
+    can store tensors can be a saver, and what a run holds never depends on how the trainer is
+    built."""
 
-    def save_latest(self, trainer: Trainer) -> None: ...
+    def save_latest(self, weights: Tensors, optimizer_state: Tensors, state: TrainState) -> None:
+        """Everything resume needs, as of ``state.step``."""
 
-    def save_best(self, trainer: Trainer) -> None: ...
+    def save_best(self, weights: Tensors, state: TrainState) -> None:
+        """The weights with the lowest val loss so far (``state.best_val_loss``)."""
 
-    def save_snapshot(self, trainer: Trainer) -> None: ...
+    def save_snapshot(self, weights: Tensors, step: int, keep: int) -> None:
+        """The weights at a log-spaced ``step``; keep at most ``keep`` snapshots."""
 
-    def on_event(self, event: Event) -> None: ...
+    def on_event(self, event: Event) -> None:
+        """Every event, as it happens."""
 
 
 @dataclass
@@ -84,6 +97,10 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def copy(self) -> TrainState:
+        """The counters as they are now (what a saver is handed: later steps do not change it)."""
+        return replace(self, snapshots=list(self.snapshots))
 
     @classmethod
     def from_dict(cls, data: Any) -> TrainState:
@@ -316,12 +333,12 @@ class Trainer:
             "best_val_loss": state.best_val_loss, "elapsed": self._elapsed(),
         })  # fmt: skip
         if improved and self.saver:
-            self.saver.save_best(self)
+            self.saver.save_best(self.model.state_dict(), state.copy())
 
     def _snapshot(self) -> None:
         self.state.snapshots.append(self.state.step)
         if self.saver:
-            self.saver.save_snapshot(self)
+            self.saver.save_snapshot(self.model.state_dict(), self.state.step, self.config.max_snapshots)
 
     def _sample(self) -> None:
         if not self.dist.is_main or self.tokenizer is None:
@@ -339,7 +356,8 @@ class Trainer:
     def _save_latest(self) -> None:
         if self.saver:
             self.state.elapsed = self._elapsed()
-            self.saver.save_latest(self)
+            optimizer_state = optimizer_tensors(self.model, self.optimizer)
+            self.saver.save_latest(self.model.state_dict(), optimizer_state, self.state.copy())
 
     def _finish(self, status: str, message: str) -> Event:
         state = self.state
