@@ -31,9 +31,11 @@ def measure(blocks: int | None, batch: int, context: int, steps: int, threads: i
     import torch
 
     from toygpt import data
+    from toygpt.estimates import estimate
     from toygpt.model import GPT, preset
     from toygpt.tokenizers import get_tokenizer
-    from toygpt.train import TrainConfig, Trainer, estimate
+    from toygpt.train import TrainConfig
+    from toygpt.trainer import Trainer
 
     torch.set_num_threads(threads)
     model_config = preset("gpt2")

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from toygpt import data  # noqa: E402
 from toygpt.model import GPT, preset  # noqa: E402
 from toygpt.tokenizers import CharTokenizer  # noqa: E402
-from toygpt.train import TrainConfig, estimate_loss, train  # noqa: E402
+from toygpt.train import TrainConfig, estimate_loss  # noqa: E402
+from toygpt.trainer import train  # noqa: E402
 
 
 def shakespeare() -> str:

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from toygpt.data import TokenData  # noqa: E402
 from toygpt.model import GPT, flops_per_token, preset  # noqa: E402
-from toygpt.train import TrainConfig, Trainer  # noqa: E402
+from toygpt.train import TrainConfig  # noqa: E402
+from toygpt.trainer import Trainer  # noqa: E402
 
 VOCAB = 65
 OPEN_SESSIONS: list[object] = []

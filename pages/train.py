@@ -4,7 +4,7 @@ UI only. Training runs on a background thread owned by ``toygpt.jobs`` (the one 
 ``job_registry()``); this page starts a job and shows it in the shared job panel
 (``pages/_shared.job_panel``: pinned in the URL as ``?job=...`` so navigation and a browser
 refresh find it again, redrawn once a second, Stop), with its metrics and sample under the chart.
-Runs on disk come from ``toygpt.runs``; estimates from ``toygpt.train.estimate``; figures from
+Runs on disk come from ``toygpt.runs``; estimates from ``toygpt.estimates.estimate``; figures from
 ``toygpt.viz``. Layout: the current job (if any), "Start a run", then "Your runs".
 """
 
@@ -33,6 +33,7 @@ from pages._shared import (
     pinned_job,
 )
 from toygpt import data as corpora
+from toygpt.estimates import ASSUMED_FLOPS, estimate, measure_step_seconds, recent_step_seconds
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
 from toygpt.lab import is_lab_run
@@ -60,13 +61,7 @@ from toygpt.tokenizers import (
     get_tiktoken,
     parse_tokenizer_name,
 )
-from toygpt.train import (
-    ASSUMED_FLOPS,
-    TrainConfig,
-    estimate,
-    measure_step_seconds,
-    recent_step_seconds,
-)
+from toygpt.train import TrainConfig
 from toygpt.viz import loss_curves_figure
 
 JOB_PARAM = "job"  # ?job=<id> in the URL: a refresh (a new session) finds the running job again

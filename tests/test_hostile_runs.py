@@ -444,8 +444,8 @@ def test_no_message_names_the_servers_folders(exported):
 def test_the_pages_timing_probe_is_costed_before_it_allocates(monkeypatch):
     """The Training page times 3 steps of the chosen shape: a small model with a huge batch and
     context would have allocated gigabytes of activations before any check."""
+    from toygpt.estimates import measure_step_seconds
     from toygpt.limits import MemoryBudgetError
-    from toygpt.train import measure_step_seconds
 
     monkeypatch.setenv("TOYGPT_MEMORY_BUDGET", "512MiB")
     with pytest.raises(MemoryBudgetError, match="the timing probe of this shape needs about"):

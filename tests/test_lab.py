@@ -575,7 +575,7 @@ def test_lstm_is_causal_and_its_carried_state_equals_reading_everything_again():
 
 def test_the_lstm_trains_with_the_shared_trainer():
     from toygpt.recurrent import LSTMLanguageModel, lstm_matching
-    from toygpt.train import Trainer
+    from toygpt.trainer import Trainer
 
     text = corpora.load_corpus("toy-english")
     tokenizer = CharTokenizer.from_text(text)
@@ -596,7 +596,7 @@ def test_the_lstm_trains_with_the_shared_trainer():
 def test_the_lstm_trains_under_bf16_autocast_too():
     """precision="auto" picks bf16 on CPUs with AVX-512 BF16 / AMX; the LSTM must train there too."""
     from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
-    from toygpt.train import Trainer
+    from toygpt.trainer import Trainer
 
     data = corpora.TokenData(torch.arange(400) % 7, 7)
     model = LSTMLanguageModel(LSTMConfig(vocab_size=7, block_size=8, n_hidden=16), seed=0)

@@ -23,11 +23,12 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import job_registry
 from toygpt import data, runs
 from toygpt.checkpoint import save_checkpoint
+from toygpt.estimates import estimate
 from toygpt.jobs import TrainSpec, TrainStatus, run_training
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer
-from toygpt.train import TrainConfig, estimate
+from toygpt.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -137,11 +138,11 @@ def test_the_estimate_comes_from_steps_timed_here(monkeypatch):
     job shows its measured steps/s and the estimate beside what it did."""
     import streamlit as st
 
-    import toygpt.train
+    import toygpt.estimates
 
     st.cache_resource.clear()
     timed = []
-    monkeypatch.setattr(toygpt.train, "measure_step_seconds", lambda m, c, **kw: timed.append(m) or 0.05)
+    monkeypatch.setattr(toygpt.estimates, "measure_step_seconds", lambda m, c, **kw: timed.append(m) or 0.05)
     at = open_page()
     nano_settings(at, seconds=30)
     config = TrainConfig(max_seconds=30.0, batch_size=4, eval_interval=200)  # the page's defaults

@@ -14,7 +14,8 @@ from toygpt.model import GPT, preset
 from toygpt.sample import encode_prompt, generate, start_token_id
 from toygpt.sampling import SamplingConfig
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, TiktokenTokenizer
-from toygpt.train import TrainConfig, train
+from toygpt.train import TrainConfig
+from toygpt.trainer import train
 
 EOT = "<|endoftext|>"
 # fp32: the losses below depend on training numerics (bf16 autocast on an AVX-512 BF16 CPU)

@@ -15,13 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toygpt import data
+from toygpt.estimates import estimate
+from toygpt.lab.single_example import learn_from_example
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import (
     TrainConfig,
-    Trainer,
-    estimate,
-    learn_from_example,
     learning_rate_at,
     load_optimizer_tensors,
     loss_by_position,
@@ -29,8 +28,8 @@ from toygpt.train import (
     optimizer_tensors,
     snapshot_steps_upto,
     thin_snapshots,
-    train,
 )
+from toygpt.trainer import Trainer, train
 
 QUICK = dict(eval_interval=1000, eval_batches=2, log_interval=1, max_snapshots=0, checkpoint_interval=0)
 
@@ -393,8 +392,8 @@ def test_an_estimate_from_a_measured_pace_uses_it():
 
 
 def test_measure_step_seconds_times_real_steps_of_the_shape():
+    from toygpt.estimates import measure_step_seconds, recent_step_seconds
     from toygpt.model import GPTConfig
-    from toygpt.train import measure_step_seconds, recent_step_seconds
 
     tiny = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8)
     seconds = measure_step_seconds(tiny, TrainConfig(batch_size=2, max_steps=1), steps=2, num_threads=1)
@@ -407,7 +406,7 @@ def test_measure_step_seconds_times_real_steps_of_the_shape():
 @pytest.mark.parametrize("bad", [[], {"step": "3"}, {"step": -1}, {"step": 1, "elapsed": float("nan")}, {"snapshots": "0"},
                                  {"step": 1, "warmup_elapsed": "5"}])
 def test_malformed_saved_state_is_refused(bad):
-    from toygpt.train import TrainState
+    from toygpt.trainer import TrainState
 
     with pytest.raises(ValueError, match="trainer state"):
         TrainState.from_dict(bad)

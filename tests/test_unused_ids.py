@@ -19,7 +19,8 @@ from toygpt.tokenizers import (
     TokenizerError,
 )
 from toygpt.tokenizers.base import check_model_vocab_size
-from toygpt.train import TrainConfig, Trainer
+from toygpt.train import TrainConfig
+from toygpt.trainer import Trainer
 
 
 def holey() -> TiktokenTokenizer:

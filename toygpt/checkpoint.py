@@ -489,7 +489,7 @@ def model_bytes(config: GPTConfig) -> int:
     """Bytes a model of ``config`` takes once loaded for inference: float32 weights, plus the
     position tables it computes (sinusoid: block × n_embd; RoPE: cos and sin of block × head
     size in every layer, counted in full). Training adds gradients, AdamW and activations:
-    ``toygpt.train.estimate``."""
+    ``toygpt.estimates.estimate``."""
     table = 0
     if config.pos_encoding == "sinusoidal":
         table = 4 * config.block_size * config.n_embd

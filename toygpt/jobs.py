@@ -31,6 +31,7 @@ import torch
 
 from toygpt import data as corpora
 from toygpt.distributed import PLAIN, DistributedContext
+from toygpt.estimates import estimate
 from toygpt.formatting import clock, human_bytes
 from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
@@ -38,7 +39,8 @@ from toygpt.runs import Run, RunError, create_run, open_run, without_server_path
 from toygpt.status import Status, is_active
 from toygpt.stopping import StopRequested, stop_scope
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
-from toygpt.train import Event, TrainConfig, Trainer, estimate
+from toygpt.train import Event, TrainConfig
+from toygpt.trainer import Trainer
 
 MAX_TAGS, MAX_TAG_CHARS = 20, 40
 
@@ -477,7 +479,7 @@ class TrainJob(BackgroundJob):
 
 def job_memory(model_config: GPTConfig, config: TrainConfig, text: str | None = None) -> int:
     """Bytes a training run needs: weights, gradients, AdamW and activations
-    (``toygpt.train.estimate``), plus the token ids of its corpus (int64, at most one per UTF-8
+    (``toygpt.estimates.estimate``), plus the token ids of its corpus (int64, at most one per UTF-8
     byte) when the text is known."""
     return sum(job_memory_parts(model_config, config, text).values())
 
@@ -543,7 +545,7 @@ BPE_SECONDS_PER_BYTE_MERGE = 9e-8  # a merge rescans each chunk holding its pair
 
 def estimated_seconds(spec: TrainSpec) -> dict[str, float]:
     """Rough seconds of each part of a run before it starts, from the configs alone
-    (``toygpt.train.estimate``'s assumed throughput): training steps, evaluations (two splits of
+    (``toygpt.estimates.estimate``'s assumed throughput): training steps, evaluations (two splits of
     ``eval_batches`` forward passes each), samples (``sample_tokens`` each) and, for ``bpe-N``
     on your own text, learning the merges (each rescans the longest pre-tokenized chunk: a text
     without spaces is one chunk)."""

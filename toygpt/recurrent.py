@@ -4,7 +4,7 @@ Before attention, language models read text one token after another, carrying a 
 state (Hochreiter & Schmidhuber 1997, "Long Short-Term Memory"; as a language model e.g.
 Zaremba et al. 2014, "Recurrent Neural Network Regularization"). Attention replaced this with
 every position looking at every earlier one at once (Vaswani et al. 2017). To see the trade,
-train both: ``LSTMLanguageModel`` has the interface ``toygpt.train.Trainer`` needs
+train both: ``LSTMLanguageModel`` has the interface ``toygpt.trainer.Trainer`` needs
 (``toygpt.train.LanguageModel``), so the same loop trains it on the same batches.
 
 What an LSTM has instead of attention: at each position t, layer by layer,

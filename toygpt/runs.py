@@ -61,7 +61,8 @@ from toygpt.limits import LOAD_SHARE, MAX_ROW_BYTES, check_json_shape, check_siz
 from toygpt.model import GPT, GPTConfig
 from toygpt.run_schema import check_event_row, check_run_info
 from toygpt.status import HAS_MODEL, Status
-from toygpt.train import Event, Trainer, TrainState, optimizer_tensors
+from toygpt.train import Event, optimizer_tensors
+from toygpt.trainer import Trainer, TrainState
 
 DEMO_RUN = "demo-shakespeare-char"
 RUN_FILE, LATEST, BEST, OPTIMIZER = "run.json", "model.safetensors", "best.safetensors", "optimizer.safetensors"

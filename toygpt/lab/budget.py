@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from toygpt.estimates import measure_step_seconds
 from toygpt.model import GPTConfig
 from toygpt.recurrent import LSTMConfig
-from toygpt.train import TrainConfig, measure_step_seconds
+from toygpt.train import TrainConfig
 
 EVAL_SHARE = 0.25  # evaluations add about this much to a lab training's time
 PROBE_THREADS = 1  # the dashboard runs lab jobs on one torch thread: time steps the same way
@@ -26,7 +27,7 @@ class Budget:
 
 def step_seconds(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int) -> float:
     """Seconds of one training step of this model here: three real steps timed by
-    ``toygpt.train.measure_step_seconds`` (on ``PROBE_THREADS`` threads, as the job will run),
+    ``toygpt.estimates.measure_step_seconds`` (on ``PROBE_THREADS`` threads, as the job will run),
     reused for ``PROBE_TTL_S``. Small models spend most of a step in Python and tiny kernels, so
     a FLOP count under-estimated them several-fold; a busy machine is slower still."""
     config = model_config.replace(block_size=max(block_size, 1))

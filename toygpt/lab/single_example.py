@@ -32,7 +32,7 @@ from toygpt.model import GPT
 from toygpt.runs import DEMO_RUN, Run
 from toygpt.sample import generate_text
 from toygpt.tokenizers import Tokenizer, TokenizerError
-from toygpt.train import TrainConfig, estimate_loss, learn_from_example
+from toygpt.train import TrainConfig, estimate_loss
 from toygpt.viz import PALETTE, base_layout
 
 
@@ -131,6 +131,63 @@ def _example_ids(params: SingleExampleParams, tokenizer: Tokenizer, block_size: 
     if len(ids) < 2:
         raise LabError("the sentence is one token long; it needs two at least (one to read, one to predict)")
     return ids[-(block_size + 1) :]  # what learn_from_example uses, too
+
+
+def _example_window(example: str | Sequence[int] | torch.Tensor, tokenizer: Any | None, block_size: int) -> torch.Tensor:
+    if isinstance(example, str):
+        if tokenizer is None:
+            raise ValueError("pass tokenizer= to learn from text (or pass the token ids instead)")
+        ids = tokenizer.encode(example)
+    else:
+        ids = [int(i) for i in (example.tolist() if isinstance(example, torch.Tensor) else example)]
+    if len(ids) < 2:
+        raise ValueError(f"the example has {len(ids)} token(s); it needs at least 2 (one to read, one to predict)")
+    return torch.tensor(ids[-(block_size + 1) :], dtype=torch.long).unsqueeze(0)  # (1, ≤ block_size + 1)
+
+
+def learn_from_example(
+    model: GPT,
+    example: str | Sequence[int] | torch.Tensor,
+    steps: int = 10,
+    lr: float = 1e-3,
+    *,
+    tokenizer: Any | None = None,
+    optimizer: str = "adam",
+) -> dict[str, Any]:
+    """Take ``steps`` gradient steps on one example; return its loss before and after.
+
+    **Modifies ``model`` in place** — pass a copy (``copy.deepcopy(model)``) of a model you want
+    to keep, and never a cached/shared one. The example is text (with ``tokenizer``) or token
+    ids; only its last ``block_size + 1`` tokens are used. Dropout is off (eval mode), so the
+    result is deterministic. ``optimizer``: "adam" (what training uses) or "sgd" (the textbook
+    rule w ← w − lr·∂loss/∂w).
+
+    Returns ``{"loss_before", "loss_after", "losses": [loss before each step, ..., after],
+    "tokens": n}``.
+    """
+    check_whole("steps", steps, 1, 10**9)
+    check_number("lr", lr, 1e-12, 100.0)
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer={optimizer!r}; choose 'adam' or 'sgd'")
+    device = next(model.parameters()).device
+    ids = _example_window(example, tokenizer, model.config.block_size).to(device)
+    x, y = ids[:, :-1], ids[:, 1:]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+    was_training = model.training
+    model.eval()
+    losses = []
+    for _ in range(steps):
+        _, loss = model(x, y)
+        losses.append(float(loss.detach()))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        losses.append(float(model(x, y)[1]))
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {"loss_before": losses[0], "loss_after": losses[-1], "losses": losses, "tokens": int(ids.shape[1])}
 
 
 def run(

@@ -17,7 +17,8 @@ from toygpt.model import GPT, GPTConfig, preset
 from toygpt.runs import Run, open_run
 from toygpt.status import Status
 from toygpt.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_dict
-from toygpt.train import Event, TrainConfig, Trainer
+from toygpt.train import Event, TrainConfig
+from toygpt.trainer import Trainer
 
 
 @dataclass(frozen=True)
