@@ -349,7 +349,7 @@ class Trainer:
         self.model.eval()
         text = generate_text(
             self.model, self.tokenizer, self.config.sample_prompt, self.config.sample_tokens, seed=self.config.seed
-        )
+        ).text
         self.model.train(was_training)
         self.emit({"type": "sample", "step": self.state.step, "prompt": self.config.sample_prompt, "text": text})
 
