@@ -56,7 +56,8 @@ def plan_resume(run_id: str, more_steps: int | None = None, **changes: Any) -> R
     run = _resumable(run_id)
     saved = run.train_config()
     config = resume_config(run, more_steps) if more_steps is not None else saved
-    return ResumePlan(run.id, _saved_step(run), saved, config.replace(**changes), run.model_config())
+    config = TrainConfig.from_dict({**config.to_dict(), **changes})  # an unknown key is named
+    return ResumePlan(run.id, _saved_step(run), saved, config, run.model_config())
 
 
 def _resumable(run_id: str) -> Run:
