@@ -44,7 +44,6 @@ from toygpt.checkpoint import (
     empty_model,
     json_bytes,
     load_checkpoint,
-    load_tensors,
     model_tensors,
     read_json,
     read_meta,
@@ -60,6 +59,7 @@ from toygpt.limits import MAX_ROW_BYTES, check_json_shape, check_size
 from toygpt.model import GPT, GPTConfig
 from toygpt.run_schema import check_event_row, check_run_info
 from toygpt.status import HAS_MODEL, Status
+from toygpt.tensor_files import load_tensors
 from toygpt.train import Event, TrainConfig
 from toygpt.trainer import Tensors, TrainState
 
@@ -406,7 +406,7 @@ class Run:
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
-    from toygpt.checkpoint import read_safetensors_header
+    from toygpt.tensor_files import read_safetensors_header
 
     return read_safetensors_header(path).get("__metadata__", {})
 
