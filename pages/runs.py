@@ -21,16 +21,8 @@ from toygpt.jobs import TrainStatus
 from toygpt.lab import is_lab_run
 from toygpt.lessons.training import eval_rows, neighbour, run_rows, runs_with_curves
 from toygpt.model import GPTConfig
-from toygpt.runs import (
-    RunError,
-    RunInfo,
-    delete_run,
-    export_run_hf_zip,
-    export_zip,
-    import_zip,
-    list_runs,
-    status_now,
-)
+from toygpt.run_archive import export_run_hf_zip, export_zip, import_zip
+from toygpt.runs import RunError, RunInfo, delete_run, list_runs, status_now
 from toygpt.status import Status
 from toygpt.viz import loss_curves_figure
 
