@@ -119,13 +119,13 @@ def delete_ui(info: RunInfo, busy: set[str]) -> None:
     no.button("Cancel", key="runs_delete_no", on_click=lambda: st.session_state.pop("runs_confirm_delete", None))
 
 
-def hf_download_ui(column: Any, info: RunInfo) -> None:
-    """The run as a Hugging Face GPT-2 folder (zipped), or why GPT-2's format cannot hold it."""
+def hf_download_ui(row: Any, info: RunInfo) -> list[str]:
+    """The run as a Hugging Face GPT-2 folder (zipped); the reasons GPT-2's format cannot hold it."""
     try:
         problems = gpt2_format_problems(GPTConfig.from_dict(info.model_config))
     except (TypeError, ValueError) as exc:
         problems = [f"its model config cannot be read ({exc})"]
-    column.download_button(
+    row.download_button(
         "Download for 🤗 transformers", data=functools.partial(export_run_hf_zip, info.id),
         file_name=f"{info.id}-hf.zip", mime="application/zip", key="runs_download_hf", on_click="ignore",
         disabled=bool(problems),
@@ -133,8 +133,7 @@ def hf_download_ui(column: Any, info: RunInfo) -> None:
         "A folder GPT2LMHeadModel.from_pretrained loads (same logits), with the tokenizer and a README "
         "saying how to encode text. Same as `python -m toygpt runs export-hf`.",
     )  # fmt: skip
-    if problems:
-        column.caption("GPT-2's format cannot hold this variant: " + problems[0].split(":")[0])
+    return problems
 
 
 def manage_ui(infos: list[RunInfo]) -> None:
@@ -152,17 +151,19 @@ def manage_ui(infos: list[RunInfo]) -> None:
                    "trains in another process such as the CLI). Resume continues from its last save.")
     elif info.message:
         st.caption(f"{status}: {plain(info.message)}")
-    cols = st.columns(4)
-    cols[0].download_button("Download .zip", data=functools.partial(export_zip, run_id), file_name=f"{run_id}.zip",
-                            mime="application/zip", key="runs_download", on_click="ignore",
-                            help="The whole run folder: weights, tokenizer, configs, logs and snapshots.")
-    if cols[1].button("Resume…", key="runs_resume", disabled=info.read_only or run_id in busy,
-                      help="Continue training it, on the Training page."):
+    row = st.container(horizontal=True)  # buttons keep their whole label and wrap when narrow
+    row.download_button("Download .zip", data=functools.partial(export_zip, run_id), file_name=f"{run_id}.zip",
+                        mime="application/zip", key="runs_download", on_click="ignore",
+                        help="The whole run folder: weights, tokenizer, configs, logs and snapshots.")
+    problems = hf_download_ui(row, info)
+    if row.button("Resume…", key="runs_resume", disabled=info.read_only or run_id in busy,
+                  help="Continue training it, on the Training page."):
         continue_on_training_page("resume", "train_resume_run", run_id)
-    if cols[2].button("Fine-tune…", key="runs_finetune", disabled=run_id in busy,
-                      help="Train a copy of it on another corpus, on the Training page."):
+    if row.button("Fine-tune…", key="runs_finetune", disabled=run_id in busy,
+                  help="Train a copy of it on another corpus, on the Training page."):
         continue_on_training_page("finetune", "train_finetune_run", run_id)
-    hf_download_ui(cols[3], info)
+    if problems:
+        st.caption("GPT-2's format cannot hold this variant: " + problems[0].split(":")[0])
     delete_ui(info, busy)
 
 
@@ -206,13 +207,10 @@ if shown_runs:
     compare_ui(shown_runs)
 else:
     st.info("No runs yet: start one on the Training page, or upload a run's .zip below.")
-left, right = st.columns(2)
-with left:
-    st.subheader("Manage a run")
-    if shown_runs:
-        manage_ui(shown_runs)
-    else:
-        st.caption("Nothing to manage yet.")
-with right:
-    st.subheader("Upload a run")
-    import_ui()
+st.subheader("Manage a run")
+if shown_runs:
+    manage_ui(shown_runs)
+else:
+    st.caption("Nothing to manage yet.")
+st.subheader("Upload a run")
+import_ui()
