@@ -20,9 +20,9 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
+from toygpt.certainty import CALL_RATIO, standard_error
 from toygpt.formatting import about, human_count
 from toygpt.lab.budget import step_seconds, training_seconds
-from toygpt.lab.certainty import CALL_RATIO, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,

@@ -26,10 +26,10 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from toygpt.certainty import CALL_RATIO, standard_error
 from toygpt.inspection import attention_maps
 from toygpt.interventions import induction_scores, repeated_random_tokens, uniform_induction_score
 from toygpt.lab.budget import step_seconds
-from toygpt.lab.certainty import CALL_RATIO, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentParams,

@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 import torch
 
 from toygpt import data as corpora
+from toygpt.certainty import compare_runs
 from toygpt.formatting import human_count
 from toygpt.lab.budget import training_seconds
-from toygpt.lab.certainty import compare_runs
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     MAX_STEPS,

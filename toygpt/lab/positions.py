@@ -13,9 +13,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from toygpt.certainty import compare_runs
 from toygpt.inspection import position_similarity, position_vectors
 from toygpt.lab.budget import training_seconds
-from toygpt.lab.certainty import compare_runs
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,

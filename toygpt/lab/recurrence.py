@@ -19,9 +19,9 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
+from toygpt.certainty import compare_runs
 from toygpt.formatting import about, human_count
 from toygpt.lab.budget import training_seconds
-from toygpt.lab.certainty import compare_runs
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,

@@ -11,9 +11,9 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
+from toygpt.certainty import single_measurement
 from toygpt.inspection import residual_stats
 from toygpt.lab.budget import training_seconds
-from toygpt.lab.certainty import single_measurement
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,

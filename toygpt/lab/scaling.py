@@ -31,8 +31,8 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from toygpt.certainty import CALL_RATIO, standard_error
 from toygpt.lab.budget import step_seconds
-from toygpt.lab.certainty import CALL_RATIO, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentParams,

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from toygpt import data as corpora
-from toygpt.lab.certainty import single_measurement
+from toygpt.certainty import single_measurement
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     TRAIN_PRESETS,

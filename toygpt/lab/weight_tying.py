@@ -15,9 +15,9 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from toygpt.certainty import CALL_RATIO, compare_runs, standard_error
 from toygpt.formatting import about, human_count
 from toygpt.lab.budget import training_seconds
-from toygpt.lab.certainty import CALL_RATIO, compare_runs, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import ExperimentSpec, ProgressFn, TrainingSetup, fmt, rounded
 from toygpt.lab.variants import Artifacts, char_corpus, train_variant, with_artifacts
