@@ -467,3 +467,15 @@ def show_flash() -> None:
     kind, text = st.session_state.pop("flash", (None, None))
     if kind:
         getattr(st, kind)(text)
+
+
+def runs_on_disk() -> list[Any]:
+    """Every run (``toygpt.runs.list_runs``), or none with the reason shown when the runs folder
+    cannot be read."""
+    from toygpt.runs import list_runs
+
+    try:
+        return list_runs()
+    except OSError as exc:
+        st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
+        return []

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import flash, job_registry, keep_selection, plain, show_flash
+from pages._shared import flash, job_registry, keep_selection, plain, runs_on_disk, show_flash
 from toygpt.hf_format import gpt2_format_problems
 from toygpt.jobs import TrainStatus
 from toygpt.lab import is_lab_run
@@ -196,11 +196,7 @@ st.title("Runs")
 st.markdown("Every model trained here (or uploaded) is a run: compare their loss curves, download "
             "one, continue training it, or delete it. Start a new one on the **Training** page.")
 show_flash()
-try:
-    all_runs = list_runs()
-except OSError as exc:
-    st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
-    all_runs = []
+all_runs = runs_on_disk()
 shown_runs = lab_filter_ui(all_runs)
 if shown_runs:
     runs_table_ui(shown_runs)

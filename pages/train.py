@@ -30,6 +30,7 @@ from pages._shared import (
     pin_job,
     pinned_job,
     plain,
+    runs_on_disk,
     show_flash,
 )
 from toygpt import data as corpora
@@ -38,7 +39,7 @@ from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
 from toygpt.lessons.training import startable_runs, step_pace, steps_per_second, vocab_size_of
 from toygpt.model import PRESETS, GPTConfig
-from toygpt.runs import RunInfo, list_runs, open_run, resume_config, status_now
+from toygpt.runs import RunInfo, open_run, resume_config, status_now
 from toygpt.tokenizers import TIKTOKEN_NAMES, TokenizerError, available_tokenizers, get_tiktoken
 from toygpt.train import TrainConfig
 
@@ -460,10 +461,6 @@ st.markdown("Train a GPT on a corpus right here, on this machine's CPU, and watc
             "its samples improve. Then pick the run in the sidebar and look inside **that** model. "
             "Every run, to compare, download or delete, is on the **Runs** page.")
 show_flash()
-try:
-    all_runs = list_runs()
-except OSError as exc:
-    st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
-    all_runs = []
+all_runs = runs_on_disk()
 job_panel(JOBS, *pinned_job(JOBS))
 launcher_section(all_runs)
