@@ -39,7 +39,8 @@ from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
 from toygpt.lessons.training import startable_runs, step_pace, steps_per_second, vocab_size_of
 from toygpt.model import PRESETS, GPTConfig
-from toygpt.runs import RunInfo, open_run, resume_config, status_now
+from toygpt.resume import plan_resume
+from toygpt.runs import RunInfo, open_run, status_now
 from toygpt.tokenizers import TIKTOKEN_NAMES, TokenizerError, available_tokenizers, get_tiktoken
 from toygpt.train import TrainConfig
 
@@ -391,12 +392,12 @@ def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]
     run_id = cols[0].selectbox("Run", options, key="train_resume_run")
     more = cols[1].number_input("More steps", 1, 1_000_000, value=500, key="train_more_steps")
     info = next(i for i in infos if i.id == run_id)
-    run = open_run(run_id)
-    saved, config = run.train_config(), resume_config(run, int(more))
-    st.caption(f"{run_id} is at step {info.steps:,} ({status_now(info, job_registry().training_runs())}); it continues to step "
-               f"{config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
+    plan = plan_resume(run_id, more_steps=int(more))
+    saved = plan.saved_config
+    st.caption(f"{run_id} is at step {plan.step:,} ({status_now(info, job_registry().training_runs())}); it continues to step "
+               f"{plan.config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
                f"batch {saved.batch_size}); the learning-rate schedule stretches to the new end.")
-    return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=config, resume=run_id), run.model_config()
+    return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=plan.config, resume=run_id), plan.model_config
 
 
 def start(spec: TrainSpec, guess: dict[str, Any] | None = None) -> None:

@@ -52,14 +52,16 @@ from toygpt.checkpoint import (
     recover_commit,
     save_checkpoint,
     save_tensors,
+    save_weights,
+    stored_tensors,
     write_json_atomic,
 )
 from toygpt.limits import MAX_ROW_BYTES, check_json_shape, check_size
 from toygpt.model import GPT, GPTConfig
 from toygpt.run_schema import check_event_row, check_run_info
 from toygpt.status import HAS_MODEL, Status
-from toygpt.train import Event, optimizer_tensors
-from toygpt.trainer import Trainer, TrainState
+from toygpt.train import Event, TrainConfig
+from toygpt.trainer import Tensors, TrainState
 
 DEMO_RUN = "demo-shakespeare-char"
 RUN_FILE, LATEST, BEST, OPTIMIZER = "run.json", "model.safetensors", "best.safetensors", "optimizer.safetensors"
@@ -164,8 +166,13 @@ def quantize_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def snapshot_tensors(model: GPT) -> dict[str, torch.Tensor]:
     """Matrices as int8 + per-row scales; vectors (biases, LayerNorm) stay float32 (tiny)."""
+    return quantized(model_tensors(model))
+
+
+def quantized(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``snapshot_tensors`` of stored weights (``checkpoint.stored_tensors``)."""
     tensors = {}
-    for name, tensor in model_tensors(model).items():
+    for name, tensor in weights.items():
         if tensor.dim() >= 2:
             tensors[f"{name}.int8"], tensors[f"{name}.scale"] = quantize_rows(tensor)
         else:
@@ -240,8 +247,9 @@ def reading(folder: Path, label: str) -> Iterator[None]:
 
 
 class Run:
-    """A run folder. As a ``RunSaver`` it stores what the trainer hands it; the reading side
-    (``info``, ``load_model``, ``read_metrics``, snapshots) serves the explorer pages."""
+    """A run folder as pages read it: ``info`` (run.json, and ``update_info`` to change it),
+    configs, tokenizer, corpus, ``load_model``, ``training_state``, metrics, snapshots. What
+    training writes into it is ``RunWriter``."""
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -267,13 +275,6 @@ class Run:
         write_json_atomic(self.path / RUN_FILE, info)
         return info
 
-    def recover(self) -> str | None:
-        """Finish or drop a save that a crash interrupted (``toygpt.checkpoint.recover_commit``);
-        call it only when no process is training this run (resume does)."""
-        self._writable()
-        with self.reading_files():
-            return recover_commit(self.path, (SNAPSHOTS,))
-
     def _writable(self) -> None:
         if self.read_only:
             raise RunError(f"run {self.id} is read-only (the shipped demo); fine-tune it into a new run instead")
@@ -282,9 +283,7 @@ class Run:
         with self.reading_files():
             return read_model_config(self.path, read_meta(self.path))
 
-    def train_config(self) -> Any:
-        from toygpt.train import TrainConfig
-
+    def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.info()["train_config"])  # checked by info()
 
     def tokenizer(self) -> Any:
@@ -318,74 +317,6 @@ class Run:
         model = self.load_model(which).model
         token_data = data.prepare(self.corpus_text(), self.tokenizer())
         return estimate_loss(model, token_data, 12, model.config.block_size, batches, seed)
-
-    # ---- saving (the RunSaver protocol of toygpt.train) ------------------------------------
-
-    def save_latest(self, trainer: Trainer) -> None:
-        """Weights, optimizer state with the trainer's counters, config.json and run.json of one
-        step: everything resume needs, committed as one unit (``StagedFiles``' journal), so a
-        kill at any moment leaves this step's set or the previous one's, never a mix."""
-        self._writable()
-        state = trainer.state
-        meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
-        metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
-        changes = {"step": state.step, "best_val_loss": finite_json(state.best_val_loss), "elapsed": state.elapsed}
-        info = {**self.info(), **changes, "updated": _now()}
-        with StagedFiles() as files:
-            save_tensors(self.path / OPTIMIZER, optimizer_tensors(trainer.model, trainer.optimizer), meta, staged=files)
-            save_checkpoint(self.path, trainer.model, step=state.step, metrics=metrics, extra={"run_id": self.id}, staged=files)
-            files.write(self.path / RUN_FILE, lambda temp: temp.write_bytes(json_bytes(info, RUN_FILE)))
-
-    def save_best(self, trainer: Trainer) -> None:
-        self._writable()
-        state = trainer.state
-        meta = {"step": str(state.step), "val_loss": repr(state.best_val_loss)}
-        save_tensors(self.path / BEST, model_tensors(trainer.model), meta)
-        self.update_info(best_val_loss=state.best_val_loss, best_step=state.step)
-
-    def save_snapshot(self, trainer: Trainer) -> None:
-        """Save this step's weights as a snapshot, then thin the folder to ``max_snapshots``."""
-        from toygpt.train import thin_snapshots
-
-        self._writable()
-        step = trainer.state.step
-        save_tensors(self.path / SNAPSHOTS / snapshot_name(step), snapshot_tensors(trainer.model), {"step": str(step)})
-        for old in thin_snapshots(sorted(self.snapshot_files()), trainer.config.max_snapshots):
-            (self.path / SNAPSHOTS / snapshot_name(old)).unlink(missing_ok=True)
-
-    def on_event(self, event: Event) -> None:
-        """Append events to metrics.jsonl / samples.jsonl as they happen; keep run.json current."""
-        kind = event.get("type")
-        if kind == "sample":
-            self._append(SAMPLES, event)
-        elif kind in ("step", "eval", "log", "end", "start"):
-            self._append(METRICS, {**event, "time": time.time()})
-        if kind == "start":
-            self.update_info(status=Status.RUNNING, message="")
-        elif kind == "end":
-            self.update_info(status=event["status"], message=event["message"], step=event["step"],
-                             best_val_loss=event["best_val_loss"], val_loss=event["val_loss"])  # fmt: skip
-
-    def _append(self, name: str, row: dict[str, Any]) -> None:
-        self._writable()
-        line = json.dumps({k: finite_json(v) for k, v in row.items()}, ensure_ascii=True)
-        with open(self.path / name, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-
-    def mark_failed(self, message: str) -> None:
-        if not self.read_only and (self.path / RUN_FILE).exists():
-            self.update_info(status=Status.FAILED, message=message[:2000])
-
-    def truncate_after(self, step: int) -> None:
-        """Drop logged rows past ``step`` (written after the checkpoint a resume starts from)."""
-        for name in (METRICS, SAMPLES):
-            with self.reading_files():
-                rows = [r for r in read_jsonl(self.path / name) if r["step"] <= step and r["type"] != "end"]
-            text = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
-            if (self.path / name).exists():
-                from toygpt.checkpoint import atomic_write
-
-                atomic_write(self.path / name, text.encode("ascii"))
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -506,6 +437,88 @@ def read_jsonl(path: Path, strict: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+class RunWriter(Run):
+    """What training writes into a run folder: the ``RunSaver`` of ``toygpt.trainer`` (handed
+    weights, optimizer state and counters, never the trainer), the event logs, and the repairs
+    resume makes first (``recover``, ``truncate_after``). Made by ``create_run`` and ``resume``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._writable()
+
+    def recover(self) -> str | None:
+        """Finish or drop a save that a crash interrupted (``toygpt.checkpoint.recover_commit``);
+        call it only when no process is training this run (resume does)."""
+        self._writable()
+        with self.reading_files():
+            return recover_commit(self.path, (SNAPSHOTS,))
+
+    def save_latest(self, weights: Tensors, optimizer_state: Tensors, state: TrainState) -> None:
+        """Weights, optimizer state with the trainer's counters, config.json and run.json of one
+        step: everything resume needs, committed as one unit (``StagedFiles``' journal), so a
+        kill at any moment leaves this step's set or the previous one's, never a mix."""
+        self._writable()
+        meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
+        metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
+        changes = {"step": state.step, "best_val_loss": finite_json(state.best_val_loss), "elapsed": state.elapsed}
+        info = {**self.info(), **changes, "updated": _now()}
+        config = self.model_config()
+        with StagedFiles() as files:
+            save_tensors(self.path / OPTIMIZER, optimizer_state, meta, staged=files)
+            save_weights(self.path, config, weights, step=state.step, metrics=metrics, extra={"run_id": self.id}, staged=files)
+            files.write(self.path / RUN_FILE, lambda temp: temp.write_bytes(json_bytes(info, RUN_FILE)))
+
+    def save_best(self, weights: Tensors, state: TrainState) -> None:
+        self._writable()
+        meta = {"step": str(state.step), "val_loss": repr(state.best_val_loss)}
+        save_tensors(self.path / BEST, stored_tensors(self.model_config(), weights), meta)
+        self.update_info(best_val_loss=state.best_val_loss, best_step=state.step)
+
+    def save_snapshot(self, weights: Tensors, step: int, keep: int) -> None:
+        """Save this step's weights as a snapshot (int8), then thin the folder to ``keep``."""
+        from toygpt.train import thin_snapshots
+
+        self._writable()
+        stored = stored_tensors(self.model_config(), weights)
+        save_tensors(self.path / SNAPSHOTS / snapshot_name(step), quantized(stored), {"step": str(step)})
+        for old in thin_snapshots(sorted(self.snapshot_files()), keep):
+            (self.path / SNAPSHOTS / snapshot_name(old)).unlink(missing_ok=True)
+
+    def on_event(self, event: Event) -> None:
+        """Append events to metrics.jsonl / samples.jsonl as they happen; keep run.json current."""
+        kind = event.get("type")
+        if kind == "sample":
+            self._append(SAMPLES, event)
+        elif kind in ("step", "eval", "log", "end", "start"):
+            self._append(METRICS, {**event, "time": time.time()})
+        if kind == "start":
+            self.update_info(status=Status.RUNNING, message="")
+        elif kind == "end":
+            self.update_info(status=event["status"], message=event["message"], step=event["step"],
+                             best_val_loss=event["best_val_loss"], val_loss=event["val_loss"])  # fmt: skip
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        self._writable()
+        line = json.dumps({k: finite_json(v) for k, v in row.items()}, ensure_ascii=True)
+        with open(self.path / name, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def mark_failed(self, message: str) -> None:
+        if not self.read_only and (self.path / RUN_FILE).exists():
+            self.update_info(status=Status.FAILED, message=message[:2000])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop logged rows past ``step`` (written after the checkpoint a resume starts from)."""
+        for name in (METRICS, SAMPLES):
+            with self.reading_files():
+                rows = [r for r in read_jsonl(self.path / name) if r["step"] <= step and r["type"] != "end"]
+            text = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
+            if (self.path / name).exists():
+                from toygpt.checkpoint import atomic_write
+
+                atomic_write(self.path / name, text.encode("ascii"))
+
+
 def create_run(
     *,
     name: str | None,
@@ -518,10 +531,10 @@ def create_run(
     corpus_seed: int = 0,
     corpus_text: str | None = None,
     init_from: str | None = None,
-) -> Run:
+) -> RunWriter:
     """A new run folder with run.json, config.json, tokenizer.json and the initial weights."""
     path = unique_folder(new_run_id_base(name, corpus, tokenizer_spec))
-    run = Run(path)
+    run = RunWriter(path)
     try:
         if corpus_text is not None:
             from toygpt.checkpoint import atomic_write
@@ -591,17 +604,6 @@ def status_now(info: RunInfo, training: set[str]) -> str:
     saying "running" that nothing here trains was cut off (server stopped, crash; or it trains
     in another process, e.g. the CLI) and is ``interrupted``: it can resume from its last save."""
     return Status.INTERRUPTED if info.status == Status.RUNNING and info.id not in training else info.status
-
-
-def resume_config(run: Run, more_steps: int) -> Any:
-    """The ``TrainConfig`` that resumes ``run`` for ``more_steps`` more steps: its own settings
-    with a new end (its step counter, schedule and batches continue; the learning-rate schedule
-    stretches to the new end; no time budget)."""
-    if isinstance(more_steps, bool) or not isinstance(more_steps, int) or more_steps < 1:
-        raise RunError(f"more_steps={more_steps!r}: resume adds a whole number of steps, at least 1")
-    step = run.info().get("step")
-    step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
-    return run.train_config().replace(max_steps=step + more_steps, max_seconds=None)
 
 
 def usable_as_model(info: RunInfo) -> bool:
