@@ -444,3 +444,40 @@ def job_panel(page: JobPage, job: BackgroundJob | None, ours: bool) -> None:
         _draw_job(job, page, ours)
     else:
         _live_job(job.id, page, ours)
+
+
+# --------------------------------------------------------------------------------------------
+# Text the user controls, and messages that survive a rerun or a page switch
+# --------------------------------------------------------------------------------------------
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
+
+
+def plain(text: str) -> str:
+    """Text a user controls (file names, messages quoting a zip's contents) shown literally in
+    markdown: ``"[x](http://y)"`` must not become a link."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def flash(kind: str, text: str) -> None:
+    """A message (``kind``: success, info, warning, error) shown by the next ``show_flash``,
+    after a rerun or on the page switched to (either would wipe one drawn now)."""
+    st.session_state["flash"] = (kind, text)
+
+
+def show_flash() -> None:
+    kind, text = st.session_state.pop("flash", (None, None))
+    if kind:
+        getattr(st, kind)(text)
+
+
+def runs_on_disk() -> list[Any]:
+    """Every run (``toygpt.runs.list_runs``), or none with the reason shown when the runs folder
+    cannot be read."""
+    from toygpt.runs import list_runs
+
+    try:
+        return list_runs()
+    except OSError as exc:
+        st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
+        return []
