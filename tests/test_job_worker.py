@@ -225,3 +225,20 @@ def test_the_app_trains_in_worker_processes():
 
     registry = job_registry()
     assert registry.worker is not None and registry.worker.nice > 0 and registry.num_threads == 2
+
+
+def test_a_worker_that_ignores_stop_is_killed_and_the_slot_freed():
+    registry = JobRegistry(max_jobs=1, num_threads=1, worker=WorkerSettings(kill_after_s=1.0))
+    try:
+        job = registry.start(spec(train=LONG, name="frozen"))
+        wait_for(lambda: job.snapshot().step >= 2)
+        os.kill(job.worker_pid, signal.SIGSTOP)  # a worker stuck in a C call never reaches its next check
+        job.stop()
+        assert job.wait(30)
+        snap = job.snapshot()
+        assert snap.status == "stopped" and "did not end within 1 s of Stop, so it was ended" in snap.message
+        assert registry.active() == []
+        info = next(i for i in runs.list_runs() if i.id == "frozen")  # killed mid-step: resumes from its last save
+        assert runs.status_now(info, registry.training_runs()) == "interrupted"
+    finally:
+        registry.clear()
