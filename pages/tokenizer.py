@@ -403,7 +403,7 @@ def word_ui(bpe: BPETokenizer, k: int) -> None:
     except TokenizerError as exc:
         st.warning(str(exc))
         return
-    st.html(pg.token_chips_html(steps[-1]))
+    st.html(pg.token_chips_html(steps[-1], css=False))
     st.caption(f"{len(steps[-1])} pieces after {k:,} merges: each merge joins the two neighbours "
                "whose joint token was learned earliest, until no learned pair is left.")
     table = pd.DataFrame({"step": range(len(steps)), "pieces": [" | ".join(s) for s in steps]})

@@ -376,14 +376,15 @@ def drawn_note(n_tokens: int, max_tokens: int) -> str:
     return f"showing the first {max_tokens:,} of {n_tokens:,} tokens"
 
 
-def token_chips_html(labels: Sequence[str]) -> str:
-    """Labels drawn as coloured chips side by side (for a word's pieces), HTML-escaped."""
+def token_chips_html(labels: Sequence[str], css: bool = True) -> str:
+    """Labels drawn as coloured chips side by side (for a word's pieces), HTML-escaped;
+    ``css=False`` leaves out ``TOKEN_CSS`` (for a page that draws it once)."""
     chips = "".join(
         f'<span class="tg-c{k % len(SPAN_COLOURS)}" style="padding:2px 6px;margin-right:3px">'
         f"{html.escape(label, quote=False)}</span>"
         for k, label in enumerate(labels)
     )
-    return f'{TOKEN_CSS}<div class="tg-tokens">{chips}</div>'
+    return f'{TOKEN_CSS if css else ""}<div class="tg-tokens">{chips}</div>'
 
 
 # ---------------------------------------------------------------------------------------------
