@@ -363,8 +363,9 @@ def replay_ui(bpe: BPETokenizer, text: str, drawing: Drawing) -> None:
         st.info("With a vocabulary of 256 there are no merges: raise the vocabulary size above.")
         return
     k = merge_slider_ui(bpe)
+    merges = pg.merges_table(bpe, k)
     if k:
-        m = pg.merges_table(bpe, k)[0]
+        m = merges[0]
         st.markdown(f"Merge **{k}**: {code_md(m['left'])} + {code_md(m['right'])} → "
                     f"{code_md(m['new token'])} "
                     f"(id {m['id']}, seen {m['count']:,} times in the corpus when it was merged)")
@@ -381,7 +382,7 @@ def replay_ui(bpe: BPETokenizer, text: str, drawing: Drawing) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**The merges so far** (latest first)")
-        st.dataframe(pd.DataFrame(pg.merges_table(bpe, k)), hide_index=True, width="stretch",
+        st.dataframe(pd.DataFrame(merges), hide_index=True, width="stretch",
                      height=320, key="tok_merges_table")
     with right:
         word_ui(bpe, k)

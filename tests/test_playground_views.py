@@ -154,6 +154,12 @@ def test_cache_answers_equal_fresh_ones_and_are_reused(toy_bpe):
     after = cache.after_merges(toy_bpe, LONG, 5)
     assert after.ids == pg.tokenize_after_merges(toy_bpe, LONG, 5).ids
     assert cache.after_merges(toy_bpe, LONG, 5) is after
+    n = len(toy_bpe.merges)  # every merge: the replay shares the BPE card's cut
+    for text in [*ODD, LONG]:
+        full = cache.after_merges(toy_bpe, text, n)
+        slow = pg.tokenize_after_merges(toy_bpe, text, n)
+        assert (full.ids, full.spans) == (slow.ids, slow.spans)
+        assert full is cache.tokenize(toy_bpe, text)
 
 
 def test_compare_reads_the_cached_counts_instead_of_encoding_again(toy_bpe):

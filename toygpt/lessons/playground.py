@@ -218,7 +218,10 @@ class TokenizedCache:
         return self._get(tokenizer, ("tokenize", text), lambda: tokenize(tokenizer, text))
 
     def after_merges(self, bpe: BPETokenizer, text: str, n_merges: int) -> Tokenized:
-        """``tokenize_after_merges(bpe, text, n_merges)``, computed once."""
+        """``tokenize_after_merges(bpe, text, n_merges)``, computed once. With every merge
+        applied that is ``bpe``'s own cut of ``text``, shared with ``tokenize(bpe, text)``."""
+        if n_merges == len(bpe.merges) and not isinstance(n_merges, bool):
+            return self.tokenize(bpe, text)
         return self._get(bpe, ("after_merges", n_merges, text),
                          lambda: tokenize_after_merges(bpe, text, n_merges))
 
