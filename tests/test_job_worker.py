@@ -189,17 +189,17 @@ def test_worker_settings_and_exit_words():
     assert signal_name(-15) == "killed by SIGTERM" and signal_name(1) == "exited with code 1"
 
 
-@pytest.mark.parametrize(("argv", "stdin"), [(["nonsense"], ""), (["--nice", "3"], ""), ([], "{}\n"),
+@pytest.mark.parametrize(("argv", "stdin"), [(["nonsense"], ""), (["--nice", "x"], ""), ([], "{}\n"),
                                              ([], '{"kind": "shell", "job": {}}\n'), ([], "not json\n")])  # fmt: skip
 def test_the_worker_refuses_a_bad_request_with_a_usage_line(argv, stdin):
     done = subprocess.run([sys.executable, "-m", "toygpt.worker", *argv], cwd=ROOT, input=stdin,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 2 and "usage: python -m toygpt.worker, then one JSON line" in done.stderr
+    assert done.returncode == 2 and "usage: python -m toygpt.worker [--nice N], then one JSON line" in done.stderr
     assert json.loads(done.stdout.splitlines()[0])["type"] == "ready" and len(done.stdout.splitlines()) == 1
 
 
 def test_a_spare_worker_nobody_needs_just_ends():
-    done = subprocess.run([sys.executable, "-m", "toygpt.worker"], cwd=ROOT, input="",
+    done = subprocess.run([sys.executable, "-m", "toygpt.worker", "--nice", "3"], cwd=ROOT, input="",
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stderr == ""
 

@@ -2,7 +2,7 @@
 
 Reading order (file order is teaching order; README.md lists every module):
 tokenizers → model → sample → inspection → checkpoint → data → pretrained → distributed →
-status, formatting → train → runs → jobs → viz → lessons → lab → cli.
+status, formatting → train → runs → job_process, jobs → viz → lessons → lab → worker → cli.
 
 This package never imports streamlit: the dashboard in ``app.py``/``pages/`` calls it.
 """

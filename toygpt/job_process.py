@@ -8,9 +8,10 @@ in it (out of memory, a segfault in a kernel) ends the job, never the server.
 
 The conversation is JSON lines, never pickle (``toygpt.worker`` is the other side)::
 
-    server → worker   stdin: one line, the job ({"kind": "train", "threads": 2, "nice": 10,
-                      "job": {...}, "env": ..., "cwd": ...}); then stdin stays open: its end
-                      (the server stopped or crashed) means Stop
+    server → worker   argv: --nice N (lower priority from the start: even its import of torch
+                      gives way to the pages); stdin: one line, the job ({"kind": "train",
+                      "threads": 2, "job": {...}, "env": ..., "cwd": ...}); then stdin stays
+                      open: its end (the server stopped or crashed) means Stop
     worker → server   stdout: {"type": "ready"} once Stop can be signalled, then the job's own
                       events, and last {"type": "outcome", "status", "message", "detail"}
     Stop              SIGTERM (the worker stops after its current step and saves); if it is
@@ -109,7 +110,7 @@ class WorkerProcess:
         if self.settings.omp_passive:
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "toygpt.worker"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "toygpt.worker", "--nice", str(self.settings.nice)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=env,
         )  # fmt: skip
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True, name="toygpt-worker-stderr")
@@ -124,8 +125,7 @@ class WorkerProcess:
     def send(self, kind: str, job: dict[str, Any], threads: int | None = None) -> WorkerProcess:
         """Give the worker its one job, with the server's settings and working folder as they are now."""
         self.kind = kind
-        request = {"kind": kind, "threads": threads, "nice": self.settings.nice, "job": job,
-                   "env": job_environment(), "cwd": os.getcwd()}  # fmt: skip
+        request = {"kind": kind, "threads": threads, "job": job, "env": job_environment(), "cwd": os.getcwd()}
         try:
             self.process.stdin.write(json.dumps(request, ensure_ascii=True) + "\n")  # stdin stays open: its end
             self.process.stdin.flush()  # tells the worker the server is gone

@@ -1,9 +1,9 @@
-"""A background job in its own process: ``python -m toygpt.worker``.
+"""A background job in its own process: ``python -m toygpt.worker [--nice N]``.
 
 The server side is ``toygpt.job_process`` (which says why a process); this is the other end.
-It imports torch (at normal priority: a spare gets ready fast), then reads one JSON line from
-stdin — ``{"kind": "train" | "lab", "threads": 2, "nice": 10, "job": {...}, "env": {...},
-"cwd": "..."}`` — lowers its priority by ``nice`` (the pages' reruns win the cores), and
+It lowers its priority by N (the pages' reruns win the cores, even while it imports torch),
+imports torch, then reads one JSON line from stdin — ``{"kind": "train" | "lab", "threads": 2,
+"job": {...}, "env": {...}, "cwd": "..."}`` — and
 runs the same code a job on a thread runs (``toygpt.jobs.run_training``, or
 ``toygpt.lab.job.run_lab_experiment``), writing each event as a JSON line on stdout and, last,
 ``{"type": "outcome", "status", "message", "detail"}`` (``toygpt.jobs.job_outcome``). If stdin
@@ -95,8 +95,8 @@ def run_lab(job: dict[str, Any], send: Messages) -> tuple[str, str]:
 KINDS = {"train": run_train, "lab": run_lab}
 
 
-USAGE = ('usage: python -m toygpt.worker, then one JSON line on stdin: {"kind": "train" | "lab", '
-         '"threads": 2, "nice": 10, "job": {...}, "env": {...}, "cwd": "..."}')
+USAGE = ('usage: python -m toygpt.worker [--nice N], then one JSON line on stdin: {"kind": "train" | "lab", '
+         '"threads": 2, "job": {...}, "env": {...}, "cwd": "..."}')
 
 
 def read_request(stdin: TextIO) -> dict[str, Any] | None:
@@ -129,9 +129,11 @@ def main(argv: list[str]) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not break the messages
     send = Messages(out)
     send({"type": "ready", "pid": os.getpid()})
-    if argv:
+    if argv and (len(argv) != 2 or argv[0] != "--nice" or not argv[1].isdigit()):
         print(USAGE, file=sys.stderr)
         return 2
+    if argv and hasattr(os, "nice"):
+        os.nice(int(argv[1]))
     import torch
 
     from toygpt.jobs import job_outcome
@@ -146,8 +148,6 @@ def main(argv: list[str]) -> int:
         return 0  # a spare nobody needed
     threading.Thread(target=_watch_server, args=(sys.stdin,), daemon=True, name="watch-server").start()
     take_settings(request)
-    if request.get("nice") and hasattr(os, "nice"):
-        os.nice(int(request["nice"]))  # the pages' reruns win the cores
     if request.get("threads"):
         torch.set_num_threads(int(request["threads"]))
     with stop_scope(STOP):
