@@ -30,6 +30,13 @@ from typing import Any, Protocol
 
 import torch
 
+from toygpt.compilation import (
+    compile_choice,
+    compile_key,
+    last_compile_seconds,
+    record_compile_seconds,
+    use_compile_cache,
+)
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.status import Status
@@ -137,7 +144,8 @@ class Trainer:
         self.saver = saver if dist.is_main else None
         self.listeners = [f for f in (on_event, self.saver and self.saver.on_event) if f]
         self.forward: Callable[..., Any] = self.model
-        self.compiled = False
+        self.compiled, self.compile_reason = False, "eager"
+        self._compile_key: str | None = None  # set while the first compiled step is still to come
         self._window: list[float] = []  # recent step times, for tokens/s and the ETA
 
     def _check_shapes(self, model: LanguageModel, data: TokenData) -> None:
@@ -238,7 +246,12 @@ class Trainer:
         lr = learning_rate_at(config, step, now, self.state.warmup_elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        compiling = self._compile_key
+        if compiling:  # this step builds the compiled kernels: say so, it takes a while
+            self.emit(self._preparing_event())
         loss = self._forward_backward(x, y)
+        if compiling:
+            self._compiled_first_step(compiling, time.perf_counter() - started)
         clip = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: measure, never clip
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         loss_value = float(loss)
@@ -247,7 +260,7 @@ class Trainer:
             return False
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._after_step(loss_value, grad_norm, lr, time.perf_counter() - started)
+        self._after_step(loss_value, grad_norm, lr, None if compiling else time.perf_counter() - started)
         return True
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -257,7 +270,7 @@ class Trainer:
             if not self.compiled:
                 raise
             self.optimizer.zero_grad(set_to_none=True)
-            self.forward, self.compiled = self._ddp_or_model, False
+            self.forward, self.compiled, self._compile_key = self._ddp_or_model, False, None
             self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
             return self._forward_backward_once(x, y)
 
@@ -268,18 +281,20 @@ class Trainer:
         loss.backward()
         return loss.detach()
 
-    def _after_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
+    def _after_step(self, loss: float, grad_norm: float, lr: float, seconds: float | None) -> None:
         state, config = self.state, self.config
         state.step += 1
         state.tokens_seen += config.batch_size * self.block_size * self.dist.world_size
         state.elapsed = self._elapsed()
         state.last_train_loss = loss
-        self._window = (self._window + [seconds])[-50:]
+        if seconds is not None:  # None: the step that compiled, not the pace of training
+            self._window = (self._window + [seconds])[-50:]
         if state.step % config.log_interval == 0 or state.step == config.max_steps:
             self.emit(self._step_event(loss, grad_norm, lr))
 
     def _step_event(self, loss: float, grad_norm: float, lr: float) -> Event:
-        seconds_per_step = sorted(self._window)[len(self._window) // 2]  # median: robust to hiccups
+        window = self._window or [self.state.elapsed / max(1, self.state.step)]
+        seconds_per_step = sorted(window)[len(window) // 2]  # median: robust to hiccups
         tokens = self.config.batch_size * self.block_size * self.dist.world_size
         return {
             "type": "step", "step": self.state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
@@ -365,6 +380,7 @@ class Trainer:
         return {
             "type": "start", "step": self.state.step, "device": str(self.device),
             "precision": "bf16 autocast" if self.autocast else "fp32", "compiled": self.compiled,
+            "compile_reason": self.compile_reason,
             "params": self.model.num_parameters(), "world_size": self.dist.world_size,
             "max_steps": self.config.max_steps, "max_seconds": self.config.max_seconds,
         }  # fmt: skip
@@ -385,13 +401,36 @@ class Trainer:
         self.model.train()
         self._ddp_or_model = self._wrap_ddp()
         self.forward = self._ddp_or_model
-        if self.config.compile:
-            self.forward, self.compiled = torch.compile(self._ddp_or_model), True
+        self._compile()
         try:
             yield
         finally:
             self.model.set_attention(attention)
             self.model.eval()
+
+    def _compile(self) -> None:
+        """``torch.compile`` the forward pass where ``compile_choice`` says so (the kernels are
+        built during the first step, into the cache of ``toygpt.compilation``)."""
+        self.compiled, self.compile_reason = compile_choice(self.config.compile, self.device, self.model)
+        if self.compiled:
+            use_compile_cache()
+            self.forward = torch.compile(self._ddp_or_model)
+            self._compile_key = compile_key(self.model.config, self.config.batch_size, self.block_size, self.autocast)
+
+    def _preparing_event(self) -> Event:
+        """Said before the first compiled step: the wait ahead, from this machine's last compile."""
+        last = last_compile_seconds(self._compile_key)
+        expect = f"took {last:.0f} s last time" if last is not None else "first time on this machine: up to a minute or more"
+        return {"type": "preparing", "step": self.state.step, "what": "compiling", "expected_seconds": last,
+                "message": f"preparing… compiling the model for this CPU ({expect}); later runs reuse the cache"}
+
+    def _compiled_first_step(self, key: str, seconds: float) -> None:
+        if self.compiled:
+            record_compile_seconds(key, seconds)
+        message = f"compiled in {seconds:.1f} s (the first step included)" if self.compiled else "training eagerly"
+        self.emit({"type": "prepared", "step": self.state.step, "seconds": seconds, "compiled": self.compiled,
+                   "message": message})  # fmt: skip
+        self._compile_key = None
 
     def _wrap_ddp(self) -> torch.nn.Module:
         if not self.dist.active:

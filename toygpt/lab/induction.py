@@ -33,6 +33,7 @@ from toygpt.lab.budget import Budget, step_seconds
 from toygpt.lab.certainty import CALL_RATIO, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
+    LAB_COMPILE,
     ExperimentSpec,
     LabError,
     ProgressFn,
@@ -211,7 +212,7 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
         elapsed=rounded(time.perf_counter() - started),
     )  # fmt: skip
     config = TrainConfig(batch_size=params.batch_size, max_steps=params.steps, learning_rate=params.learning_rate,
-                         seed=params.seed, checkpoint_interval=0, max_snapshots=0)  # fmt: skip
+                         seed=params.seed, checkpoint_interval=0, max_snapshots=0, compile=LAB_COMPILE)  # fmt: skip
     artifacts = Artifacts(model, tokenizer, "repeating random letters", "char", config, events,
                           corpus_text=tokenizer.decode(repeating_batch(params.vocab, params.length, 64,
                                                                        torch.Generator().manual_seed(params.seed)).flatten().tolist()))  # fmt: skip

@@ -36,6 +36,7 @@ from toygpt.lab.budget import Budget, step_seconds
 from toygpt.lab.certainty import CALL_RATIO, standard_error
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
+    LAB_COMPILE,
     ExperimentSpec,
     LabError,
     ProgressFn,
@@ -124,7 +125,7 @@ class ScalingParams:
         text = (f"{len(self.sizes)} sizes from {total_parameters(self.config(self.sizes[0])):,} to "
                 f"{total_parameters(self.config(self.sizes[-1])):,} parameters, each trained to {self.max_compute:.2g} "
                 f"FLOPs on {self.corpus} ({self.steps(self.sizes[0]):,} to {self.steps(self.sizes[-1]):,} steps)")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)} on 2 CPU cores.")
+        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of these sizes timed here just now.")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
@@ -287,7 +288,8 @@ def run(params: ScalingParams, progress: ProgressFn | None = None, stop: threadi
     result = ScalingResult(params=params.to_dict(), sizes=sizes, points=plain(points), frontier=plain(frontier),
                            fit=plain(fit), elapsed=rounded(time.perf_counter() - started))  # fmt: skip
     config = TrainConfig(batch_size=params.batch_size, block_size=params.block_size, max_steps=sizes[-1]["steps"],
-                         learning_rate=params.learning_rate, seed=params.seed, checkpoint_interval=0, max_snapshots=0)  # fmt: skip
+                         learning_rate=params.learning_rate, seed=params.seed, checkpoint_interval=0, max_snapshots=0,
+                         compile=LAB_COMPILE)  # fmt: skip
     events = [{"type": "eval", "step": p["step"], "val_loss": p["val_loss"]} for p in points if p["size"] == params.sizes[-1]]
     return replace(result, artifacts=Artifacts(model, corpus.tokenizer, corpus.name, "char", config, events))
 
