@@ -30,6 +30,10 @@ bfloat16: autocast, fast only with AVX-512 BF16 or AMX), and the eager float32 s
 with an empty compile cache (the first run on a machine) and then with the cache it left (every
 later run).
 
+Also timed in the same rounds: the step's matrix products alone (``matmuls_alone``, float32, no
+Python and nothing between them) — a floor under any step of this model here, so
+``baseline / floor`` is the most any float32 step could gain on this CPU.
+
 Prints median ms/step, tokens/s, achieved GFLOP/s (``flops_per_token``) and the ratio to the
 baseline, with the load average.
 """
@@ -169,6 +173,38 @@ def nanogpt_own_model(path: Path) -> nn.Module:
     return module.GPT(config)
 
 
+def matmuls_alone(batch: int, n_layer: int = 4, n_embd: int = 128, n_head: int = 4, block: int = 64) -> Callable[[], None]:
+    """Only the matrix products of one training step of this shape, on ready-made inputs: every
+    Linear forward (tokens × in @ in × out) and its two backward products (the input's and the
+    weight's gradient), and attention's batched products (QKᵀ, AV and their four gradients).
+    Nothing else, no Python: a floor under any step of this model on this machine, float32."""
+    tokens, head = batch * block, n_embd // n_head
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    linears = [(n_embd, 3 * n_embd), (n_embd, n_embd), (n_embd, 4 * n_embd), (4 * n_embd, n_embd)] * n_layer
+    linears.append((n_embd, VOCAB))  # lm_head
+    products = []
+    for fan_in, fan_out in linears:
+        x, w, g = rand(tokens, fan_in), rand(fan_in, fan_out), rand(tokens, fan_out)
+        products += [(x, w), (g, w.t()), (g.t(), x)]  # forward, grad of the input, grad of the weight
+    bh = batch * n_head
+    q, keys_t, v, p = rand(bh, block, head), rand(bh, head, block), rand(bh, block, head), rand(bh, block, block)
+    # forward: QKᵀ, then AV; backward: the gradients of A (dY Vᵀ), V (Aᵀ dY), Q (dS K) and K (dSᵀ Q)
+    batched = [(q, keys_t), (p, v), (v, keys_t), (p.transpose(1, 2), v), (p, q), (p.transpose(1, 2), q)]
+    batched = batched * n_layer
+
+    def step() -> None:
+        for a, b in products:
+            torch.mm(a, b)
+        for a, b in batched:
+            torch.bmm(a, b)
+
+    return step
+
+
 # --------------------------------------------------------------------------------------------
 # Ours
 # --------------------------------------------------------------------------------------------
@@ -271,6 +307,7 @@ def main() -> int:
     if not args.no_bf16:
         variants["toygpt default, precision=bf16"] = trainer_step(args.batch, data, precision="bf16")[0]
     variants["toygpt eager (compile=False), fp32"] = trainer_step(args.batch, data, precision="fp32", compile=False)[0]
+    variants["its matrix products alone (a floor), fp32"] = matmuls_alone(args.batch)
     if not args.no_bf16:
         variants["toygpt eager (compile=False), bf16"] = trainer_step(args.batch, data, precision="bf16", compile=False)[0]
 
