@@ -31,7 +31,6 @@ from toygpt.checkpoint import CheckpointError
 from toygpt.inspection import LogitLens, Surprisal, attention_maps, logit_lens, surprisal
 from toygpt.lessons.explore import (
     MAX_INSPECT_TOKENS,
-    GenerationTiming,
     PromptTokens,
     SnapshotView,
     attention_grid_lean_figure,
@@ -41,8 +40,6 @@ from toygpt.lessons.explore import (
     loss_at_step,
     prompt_tokens,
     snapshot_view,
-    timed_steps,
-    timing_of,
     vocab_labels,
 )
 from toygpt.model import GPT
@@ -62,7 +59,8 @@ from toygpt.runs import (
     open_run,
     read_metrics,
 )
-from toygpt.sample import SamplingConfig, encode_prompt, generate, stages_from_logits
+from toygpt.sample import Generation, encode_prompt, generate, generation_of
+from toygpt.sampling import SamplingConfig, stages_from_logits
 from toygpt.tokenizers import Tokenizer, TokenizerError, get_tokenizer
 from toygpt.tokenizers.tiktoken_ import missing_files
 from toygpt.viz import (
@@ -267,10 +265,6 @@ def prompt_tail(prompt: str) -> str:
     return prompt if len(prompt) <= SHOWN_PROMPT_CHARS else "…" + prompt[-SHOWN_PROMPT_CHARS:]
 
 
-def sampling_kwargs(config: SamplingConfig) -> dict[str, Any]:
-    return {"temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
-
-
 # --------------------------------------------------------------------------------------------
 # Cached computations (keyed by the model's key: cached models are shared by every session)
 # --------------------------------------------------------------------------------------------
@@ -303,11 +297,10 @@ def cached_snapshot(run_id: str, step: int, stamp: float) -> GPT:
 
 @st.cache_data(max_entries=32, show_spinner="Sampling from the snapshot…")
 def cached_snapshot_view(
-    snapshot_key: tuple[str, int, float], prompt: str, sampling: tuple[float, int | None, float | None],
+    snapshot_key: tuple[str, int, float], prompt: str, sampling: SamplingConfig,
     n_tokens: int, seed: int, _model: GPT, _tokenizer: Tokenizer,
 ) -> SnapshotView:  # fmt: skip
-    temperature, top_k, top_p = sampling
-    return snapshot_view(_model, _tokenizer, prompt, n_tokens, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p)
+    return snapshot_view(_model, _tokenizer, prompt, n_tokens, seed=seed, sampling=sampling)
 
 
 def layer_head_ui(model: GPT, prefix: str) -> tuple[int, int]:
@@ -328,42 +321,43 @@ def layer_head_ui(model: GPT, prefix: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Generated:
     prompt: str  # as shown: its tail when long
-    text: str
-    timing: GenerationTiming
-    stop_reason: str | None
-    prompt_dropped: int  # prompt tokens beyond block_size, which the model never read
+    generation: Generation  # the text, its tokens, why it stopped, its timing
     label: str
+
+    @property
+    def text(self) -> str:
+        return self.generation.text or ""
 
 
 def stream_generation(explored: Explored, prompt: str, config: SamplingConfig, max_tokens: int,
                       use_cache: bool, output: Any) -> Generated:  # fmt: skip
-    """Generate into ``output`` (an ``st.empty``) as the tokens arrive; time only the model."""
+    """Generate into ``output`` (an ``st.empty``) as the tokens arrive (redrawn a few times a
+    second); each step times itself, so drawing does not count."""
     tokenizer, shown = explored.tokenizer, prompt_tail(prompt)
-    steps = generate(explored.model, encode_prompt(tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
-                     use_cache=use_cache, tokenizer=tokenizer, **sampling_kwargs(config))  # fmt: skip
-    records, pieces, last_draw = [], [], 0.0
-    for step, seconds in timed_steps(steps):
-        records.append((step, seconds))
-        pieces.append(step.text or "")
+    steps = generate(explored.model, encode_prompt(tokenizer, prompt, explored.model), max_tokens, sampling=config,
+                     seed=current_seed(), use_cache=use_cache, tokenizer=tokenizer)  # fmt: skip
+    done, last_draw = [], 0.0
+    for step in steps:
+        done.append(step)
         if time.perf_counter() - last_draw > STREAM_EVERY_S:
-            output.html(continuation_html(shown, "".join(pieces)))
+            output.html(continuation_html(shown, "".join(s.text or "" for s in done)))
             last_draw = time.perf_counter()
-    text = tokenizer.decode([step.token_id for step, _ in records])  # whole: no split characters
-    output.html(continuation_html(shown, text))
-    last = records[-1][0]
-    return Generated(shown, text, timing_of(records, use_cache), last.stop_reason, last.prompt_dropped, explored.label)
+    generation = generation_of(done, tokenizer, use_cache=use_cache)  # decoded whole: no split characters
+    output.html(continuation_html(shown, generation.text or ""))
+    return Generated(shown, generation, explored.label)
 
 
 def generated_ui(result: Generated) -> None:
     cols = st.columns(3)
-    cols[0].metric("New tokens", len(result.timing.tokens))
-    cols[1].metric("Time per token", f"{1000 * result.timing.seconds_per_token:.2f} ms",
+    generation, stats = result.generation, result.generation.stats
+    cols[0].metric("New tokens", stats.tokens)
+    cols[1].metric("Time per token", f"{1000 * stats.seconds_per_token:.2f} ms",
                    help="Mean over the steps after the first; the first reads the whole prompt.")  # fmt: skip
-    cols[2].metric("First step (reads the prompt)", f"{1000 * result.timing.first_step_seconds:.1f} ms")
-    cache = "on" if result.timing.use_cache else "off"
-    cut = f" The prompt's first {result.prompt_dropped} tokens were cut: the model reads at most its block size." \
-        if result.prompt_dropped else ""  # fmt: skip
-    st.caption(f"{result.label}, KV cache {cache}; stopped at {result.stop_reason}.{cut}")
+    cols[2].metric("First step (reads the prompt)", f"{1000 * stats.first_token_seconds:.1f} ms")
+    cache = "on" if generation.use_cache else "off"
+    cut = f" The prompt's first {generation.prompt_dropped} tokens were cut: the model reads at most its block size." \
+        if generation.prompt_dropped else ""  # fmt: skip
+    st.caption(f"{result.label}, KV cache {cache}; stopped at {generation.stop_reason}.{cut}")
 
 
 def kv_comparison_ui(explored: Explored, prompt: str, config: SamplingConfig, max_tokens: int) -> None:
@@ -372,15 +366,16 @@ def kv_comparison_ui(explored: Explored, prompt: str, config: SamplingConfig, ma
     if st.button(f"Time {n} tokens with and without the KV cache", key="explore_kv_compare"):
         with st.spinner("Generating the same tokens twice…"):
             ids = encode_prompt(explored.tokenizer, prompt, explored.model)
-            timings = compare_kv_cache(explored.model, ids, n, seed=current_seed(), **sampling_kwargs(config))
+            timings = compare_kv_cache(explored.model, ids, n, seed=current_seed(), sampling=config)
             st.session_state["explore_kv_timing"] = (explored.label, *timings)
     if "explore_kv_timing" not in st.session_state:
         return
     label, without, with_cache = st.session_state["explore_kv_timing"]
     cols = st.columns(3)
-    cols[0].metric("Without cache", f"{1000 * without.seconds_per_token:.2f} ms/token")
-    cols[1].metric("With KV cache", f"{1000 * with_cache.seconds_per_token:.2f} ms/token")
-    cols[2].metric("Speed-up", f"{without.seconds_per_token / max(with_cache.seconds_per_token, 1e-9):.1f}×")
+    slow, fast = without.stats.seconds_per_token, with_cache.stats.seconds_per_token
+    cols[0].metric("Without cache", f"{1000 * slow:.2f} ms/token")
+    cols[1].metric("With KV cache", f"{1000 * fast:.2f} ms/token")
+    cols[2].metric("Speed-up", f"{slow / max(fast, 1e-9):.1f}×")
     same = "the same tokens" if without.tokens == with_cache.tokens else "DIFFERENT tokens (a bug: please report it)"
     st.caption(
         f"{label}: {len(with_cache.tokens)} tokens each way, same seed, {same}. Without a cache every new "
@@ -421,7 +416,7 @@ def start_stepping(explored: Explored, prompt: str, config: SamplingConfig, max_
     st.session_state["explore_step_key"] = key
     st.session_state["explore_step_iter"] = generate(
         explored.model, encode_prompt(explored.tokenizer, prompt, explored.model), max_tokens, seed=current_seed(),
-        tokenizer=explored.tokenizer, record_stages=True, n_candidates=10, **sampling_kwargs(config),
+        tokenizer=explored.tokenizer, record_stages=True, n_candidates=10, sampling=config,
     )  # fmt: skip
     st.session_state["explore_step_records"] = []
     st.session_state["explore_step_done"] = False
@@ -591,9 +586,8 @@ def learn_view(explored: Explored, prompt: str, config: SamplingConfig | None, m
         return
     model, snapshot_key = loaded
     n_tokens = min(max_tokens, SNAPSHOT_TOKENS)
-    sampling = (config.temperature, config.top_k, config.top_p)
     try:
-        view = cached_snapshot_view(snapshot_key, prompt, sampling, n_tokens, current_seed(), model, explored.tokenizer)
+        view = cached_snapshot_view(snapshot_key, prompt, config, n_tokens, current_seed(), model, explored.tokenizer)
     except ValueError as exc:
         st.error(f"This snapshot cannot read the prompt: {in_app_words(exc)}")
         return

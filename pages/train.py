@@ -40,17 +40,15 @@ from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
 from toygpt.lab import is_lab_run
 from toygpt.limits import MemoryBudgetError
 from toygpt.model import PRESETS, GPTConfig, total_parameters
+from toygpt.resume import plan_resume
+from toygpt.run_archive import export_run_hf_zip, export_zip, import_zip
 from toygpt.runs import (
     RunError,
     RunInfo,
     delete_run,
-    export_run_hf_zip,
-    export_zip,
-    import_zip,
     list_runs,
     open_run,
     read_metrics,
-    resume_config,
     status_now,
 )
 from toygpt.status import Status
@@ -477,12 +475,12 @@ def resume_ui(infos: list[RunInfo]) -> tuple[TrainSpec | None, GPTConfig | None]
     run_id = cols[0].selectbox("Run", options, key="train_resume_run")
     more = cols[1].number_input("More steps", 1, 1_000_000, value=500, key="train_more_steps")
     info = next(i for i in infos if i.id == run_id)
-    run = open_run(run_id)
-    saved, config = run.train_config(), resume_config(run, int(more))
-    st.caption(f"{run_id} is at step {info.steps:,} ({status_now(info, training_now())}); it continues to step "
-               f"{config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
+    plan = plan_resume(run_id, more_steps=int(more))
+    saved = plan.saved_config
+    st.caption(f"{run_id} is at step {plan.step:,} ({status_now(info, training_now())}); it continues to step "
+               f"{plan.config.max_steps:,} with its saved settings (learning rate {saved.learning_rate:g}, "
                f"batch {saved.batch_size}); the learning-rate schedule stretches to the new end.")
-    return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=config, resume=run_id), run.model_config()
+    return TrainSpec(corpus=info.corpus, tokenizer=info.tokenizer, train=plan.config, resume=run_id), plan.model_config
 
 
 def start(spec: TrainSpec, guess: dict[str, Any] | None = None) -> None:

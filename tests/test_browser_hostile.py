@@ -62,7 +62,7 @@ def visitor(browser):
 
 def exported_run(home: Path, name: str, model_config=None) -> bytes:
     """A run made in this process (its own runs folder) and exported as a zip."""
-    from toygpt import data, runs
+    from toygpt import data, run_archive, runs
     from toygpt.checkpoint import empty_model
     from toygpt.model import GPT, preset
     from toygpt.tokenizers import CharTokenizer
@@ -80,7 +80,7 @@ def exported_run(home: Path, name: str, model_config=None) -> bytes:
     run = runs.create_run(name=name, corpus="copy", tokenizer_spec="char", tokenizer=tokenizer, model=model,
                           train_config=TrainConfig(max_steps=10))  # fmt: skip
     run.update_info(status="finished")
-    return runs.export_zip(run.id)
+    return run_archive.export_zip(run.id)
 
 
 def poisoned(zip_bytes: bytes, **changes) -> bytes:

@@ -25,12 +25,11 @@ from toygpt.lessons.explore import (
     prompt_tokens,
     snapshot_view,
     time_generation,
-    timed_steps,
-    timing_of,
     vocab_labels,
 )
 from toygpt.model import GPT, GPTConfig
-from toygpt.sample import generate
+from toygpt.sample import generate, generation_of
+from toygpt.sampling import SamplingConfig
 from toygpt.tokenizers import ByteTokenizer, CharTokenizer, UnknownCharactersError
 
 
@@ -78,31 +77,31 @@ def test_vocab_labels_cover_every_id():
 
 
 def test_timed_steps_time_only_the_generator_and_keep_every_step(byte_model):
-    steps = list(timed_steps(generate(byte_model, [1, 2, 3], 7, seed=0)))
-    assert [s.index for s, _ in steps] == list(range(7))
-    assert all(seconds > 0 for _, seconds in steps)
-    timing = timing_of(steps, use_cache=True)
-    assert timing.tokens == [s.token_id for s, _ in steps]
-    assert timing.seconds_per_token == pytest.approx(np.mean([sec for _, sec in steps[1:]]))
+    steps = list(generate(byte_model, [1, 2, 3], 7, seed=0))
+    assert [s.index for s in steps] == list(range(7))
+    assert all(s.seconds > 0 for s in steps)
+    timing = generation_of(steps, use_cache=True)
+    assert timing.tokens == [s.token_id for s in steps]
+    assert timing.stats.seconds_per_token == pytest.approx(np.mean([s.seconds for s in steps[1:]]))
     with pytest.raises(ValueError, match="at least 1 token"):
-        timing_of([], use_cache=True)
+        generation_of([], use_cache=True)
 
 
 def test_cache_on_and_off_give_the_same_tokens_past_the_block_size(byte_model):
-    without, with_cache = compare_kv_cache(byte_model, [5, 6, 7], 24, seed=3, temperature=0.9, top_k=20)
+    without, with_cache = compare_kv_cache(byte_model, [5, 6, 7], 24, seed=3, sampling=SamplingConfig(temperature=0.9, top_k=20))
     assert len(without.tokens) == 24 > byte_model.config.block_size
     assert without.tokens == with_cache.tokens
     assert (without.use_cache, with_cache.use_cache) == (False, True)
-    direct = [s.token_id for s in generate(byte_model, [5, 6, 7], 24, temperature=0.9, top_k=20, seed=3)]
+    direct = [s.token_id for s in generate(byte_model, [5, 6, 7], 24, sampling=SamplingConfig(temperature=0.9, top_k=20), seed=3)]
     assert with_cache.tokens == direct
 
 
 def test_time_generation_passes_sampling_settings_through(byte_model):
-    greedy = time_generation(byte_model, [1], 5, use_cache=True, seed=0, temperature=0)
-    other_seed = time_generation(byte_model, [1], 5, use_cache=True, seed=99, temperature=0)
+    greedy = time_generation(byte_model, [1], 5, use_cache=True, seed=0, sampling=SamplingConfig(temperature=0))
+    other_seed = time_generation(byte_model, [1], 5, use_cache=True, seed=99, sampling=SamplingConfig(temperature=0))
     assert greedy.tokens == other_seed.tokens  # greedy ignores the seed
     with pytest.raises(ValueError, match="top_p"):
-        time_generation(byte_model, [1], 5, use_cache=True, seed=0, top_p=0.0)
+        time_generation(byte_model, [1], 5, use_cache=True, seed=0, sampling=SamplingConfig(top_p=0.0))
 
 
 # ---- attention ------------------------------------------------------------------------------
@@ -157,13 +156,13 @@ def test_snapshot_view_is_repeatable_and_differs_between_weights():
     tokenizer = CharTokenizer.from_text("abcdefgh \n")
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=8)
     early, late = GPT(config, seed=0).eval(), GPT(config, seed=1).eval()
-    view = snapshot_view(early, tokenizer, "abc abc abc", 12, seed=5, temperature=1.0)
-    again = snapshot_view(early, tokenizer, "abc abc abc", 12, seed=5, temperature=1.0)
+    view = snapshot_view(early, tokenizer, "abc abc abc", 12, seed=5, sampling=SamplingConfig(temperature=1.0))
+    again = snapshot_view(early, tokenizer, "abc abc abc", 12, seed=5, sampling=SamplingConfig(temperature=1.0))
     assert view.continuation == again.continuation and len(view.continuation) == 12
     assert view.ids == tokenizer.encode("abc abc abc")[-8:]  # the maps are of the last block
     assert view.maps.shape == (2, 2, 8, 8)
     assert view.first_step.index == 0 and len(view.first_step.candidates) == 10
-    other = snapshot_view(late, tokenizer, "abc abc abc", 12, seed=5, temperature=1.0)
+    other = snapshot_view(late, tokenizer, "abc abc abc", 12, seed=5, sampling=SamplingConfig(temperature=1.0))
     assert not torch.equal(other.maps, view.maps)
     empty = snapshot_view(early, tokenizer, "", 3, seed=0)
     assert empty.ids == [tokenizer.encode("\n")[0]]  # an empty prompt starts after a newline

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import torch
 
-from toygpt import runs
+from toygpt import run_archive, runs
 from toygpt.cli.runs import export_hf_command
 from toygpt.hf_format import TOYGPT_TOKENIZER_FILE, export_hf
 from toygpt.model import GPT, GPTConfig
@@ -89,7 +89,7 @@ def test_the_download_zip_holds_the_same_folder(tmp_path):
     tokenizer = ByteTokenizer()
     model = varied(GPTConfig(vocab_size=256, block_size=8, n_layer=1, n_head=1, n_embd=8))
     run_id = make_run(model, tokenizer, "byte")
-    data = runs.export_run_hf_zip(run_id)
+    data = run_archive.export_run_hf_zip(run_id)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = sorted(archive.namelist())
         archive.extractall(tmp_path)

@@ -55,7 +55,7 @@ def test_only_the_last_block_and_ln_f_learn(tiny_gpt2):
 
 
 def test_the_fine_tuned_gpt2_goes_back_to_transformers_with_the_same_logits(tiny_gpt2, tmp_path):
-    from toygpt.runs import export_run_hf
+    from toygpt.run_archive import export_run_hf
 
     run_training(TrainSpec(corpus="copy", init_from=tiny_gpt2, train=FINE_TUNE, name="ft"))
     folder = export_run_hf("ft", tmp_path / "ft-hf", "latest")

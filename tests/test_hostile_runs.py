@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from toygpt import runs
+from toygpt import run_archive, runs
 from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import preset
 from toygpt.runs import RunError
@@ -33,7 +33,7 @@ def exported(tmp_path_factory) -> dict[str, bytes]:
     os.environ["TOYGPT_RUNS_DIR"] = str(base)
     try:
         run_training(TrainSpec(corpus="copy", model=preset("nano"), train=CONFIG, name="source"))
-        with zipfile.ZipFile(io.BytesIO(runs.export_zip("source"))) as archive:
+        with zipfile.ZipFile(io.BytesIO(run_archive.export_zip("source"))) as archive:
             return {name: archive.read(name) for name in archive.namelist()}
     finally:
         os.environ["TOYGPT_RUNS_DIR"] = old or ""
@@ -88,7 +88,7 @@ BAD_INFO = [
 def test_a_run_json_with_wrong_types_is_refused_on_import_and_leaves_nothing(exported, changes, reason):
     before = runs_folder_entries()
     with pytest.raises(RunError, match=reason):
-        runs.import_zip(make_zip(with_info(exported, **changes)))
+        run_archive.import_zip(make_zip(with_info(exported, **changes)))
     assert runs_folder_entries() == before
 
 
@@ -107,14 +107,14 @@ def test_the_issue_case_1e999_is_a_run_error_not_a_value_error(exported):
     raw = exported["source/run.json"].replace(b'"step": 3', b'"step": 1e999')
     assert raw != exported["source/run.json"]
     with pytest.raises(RunError, match="step=inf"):
-        runs.import_zip(make_zip({**exported, "source/run.json": raw}))
+        run_archive.import_zip(make_zip({**exported, "source/run.json": raw}))
     assert runs_folder_entries() == []
 
 
 def test_deeply_nested_metrics_line_is_skipped_on_read_and_refused_on_import(exported):
     poisoned = {**exported, "source/metrics.jsonl": exported["source/metrics.jsonl"] + b"[" * 100_000 + b"\n"}
     with pytest.raises(RunError, match="metrics.jsonl line \\d+: log row: holds 100,000 JSON arrays/objects"):
-        runs.import_zip(make_zip(poisoned))
+        run_archive.import_zip(make_zip(poisoned))
     unpack_as_run(poisoned)
     rows = runs.read_metrics("poisoned")  # used to raise RecursionError
     assert rows and all(isinstance(r["step"], int) for r in rows)
@@ -132,7 +132,7 @@ def test_metrics_rows_of_the_wrong_shape_are_skipped_on_read_and_refused_on_impo
     line = json.dumps(row).encode() + b"\n"
     poisoned = {**exported, "source/metrics.jsonl": exported["source/metrics.jsonl"] + line}
     with pytest.raises(RunError, match="metrics.jsonl line"):
-        runs.import_zip(make_zip(poisoned))
+        run_archive.import_zip(make_zip(poisoned))
     unpack_as_run(poisoned)
     good = runs.read_metrics("poisoned")
     assert len(good) == exported["source/metrics.jsonl"].count(b"\n")
@@ -159,7 +159,7 @@ def test_cli_runs_lists_a_poisoned_run_as_unreadable(exported):
 def test_import_messages_never_name_the_servers_folders(exported):
     poisoned = {**exported, "source/config.json": b'{"format_version": 1, "step": "x"}'}
     with pytest.raises(RunError) as caught:
-        runs.import_zip(make_zip(poisoned))
+        run_archive.import_zip(make_zip(poisoned))
     message = str(caught.value)
     assert "config.json" in message and str(runs.runs_dir()) not in message and ".import-" not in message
 
@@ -193,7 +193,7 @@ def test_a_huge_json_file_is_refused_from_the_zip_directory_before_unpacking(exp
     huge = b"[" + b"[0]," * (16 * 2**20) + b"[0]]"  # 64 MiB; deflates to a fraction of that
     before = peak_rss_mb()
     with pytest.raises(RunError, match=rf"{name}: 67,108,8\d\d bytes is above the [\d,]+-byte limit for this file"):
-        runs.import_zip(make_zip({**exported, f"source/{name}": huge}))
+        run_archive.import_zip(make_zip({**exported, f"source/{name}": huge}))
     assert peak_rss_mb() - before < 400  # the zip and its bytes, nothing parsed
     assert runs_folder_entries() == []
 
@@ -205,7 +205,7 @@ def test_json_with_millions_of_containers_is_refused_before_parsing(exported, na
     if name == "run.json":  # must fit the 1 MiB limit to reach the shape check
         many = b"[" + b"[]," * 2_000 + b"[]]"
     with pytest.raises(RunError, match=rf"{name}: holds [\d,]+ JSON arrays/objects, above the {limit:,}"):
-        runs.import_zip(make_zip({**exported, f"source/{name}": many}))
+        run_archive.import_zip(make_zip({**exported, f"source/{name}": many}))
 
 
 def config_with(exported, **model) -> dict[str, bytes]:
@@ -226,7 +226,7 @@ def test_model_shapes_beyond_any_range_are_refused_at_once(exported, model, reas
 
     started = time.perf_counter()
     with pytest.raises(RunError, match=reason):
-        runs.import_zip(make_zip(config_with(exported, **model)))
+        run_archive.import_zip(make_zip(config_with(exported, **model)))
     assert time.perf_counter() - started < 10  # the issue's n_layer case ran for over 180 s
 
 
@@ -236,7 +236,7 @@ def test_a_model_over_the_budget_is_refused_from_its_config_before_it_exists(exp
     big = config_with(exported, n_layer=12, n_head=8, n_embd=512)  # 38M parameters = 152 MB > 64 MiB
     before = peak_rss_mb()
     with pytest.raises(RunError, match=r"config.json: the model in config.json needs about 1\d\d\.\d MiB, above the 64\.0 MiB one model may use \(a quarter of this server's memory budget of 256\.0 MiB\)"):
-        runs.import_zip(make_zip(big))
+        run_archive.import_zip(make_zip(big))
     assert peak_rss_mb() - before < 100
 
 
@@ -248,7 +248,7 @@ def test_weights_over_the_budget_are_refused_from_the_zip_directory(exported, mo
     data = make_zip({**exported, "source/model.safetensors": weights})
     assert len(data) < 2 * 2**20  # the rest of the run; the 20 MiB of weights pack to ~20 kB
     with pytest.raises(RunError, match=r"model.safetensors: 20,97\d,\d+ bytes is above the 16,777,216 bytes this server can load"):
-        runs.import_zip(data)
+        run_archive.import_zip(data)
 
 
 def test_the_budget_comes_from_the_environment_or_the_machine(monkeypatch):
@@ -307,7 +307,7 @@ def too_big_tokenizer(exported) -> dict[str, bytes]:
 
 def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused_at_import(exported):
     with pytest.raises(RunError, match=r"tokenizer.json: the tokenizer has 5,000 tokens but the model's vocabulary only \d+"):
-        runs.import_zip(make_zip(too_big_tokenizer(exported)))
+        run_archive.import_zip(make_zip(too_big_tokenizer(exported)))
     assert runs_folder_entries() == []
 
 
@@ -353,7 +353,7 @@ def test_out_of_range_train_settings_are_refused_in_code_and_in_an_upload(export
         CONFIG.replace(**changes)
     info = json.loads(exported["source/run.json"])
     with pytest.raises(RunError, match=reason):
-        runs.import_zip(make_zip(with_info(exported, train_config={**info["train_config"], **changes})))
+        run_archive.import_zip(make_zip(with_info(exported, train_config={**info["train_config"], **changes})))
 
 
 def letters_without_spaces(n: int = 2_000_000) -> str:

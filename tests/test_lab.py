@@ -417,7 +417,7 @@ def test_a_result_without_its_model_cannot_be_saved_twice(saved_attention):
 
 
 def test_a_lab_run_exports_and_imports_with_its_results(saved_attention):
-    from toygpt.runs import export_zip, import_zip
+    from toygpt.run_archive import export_zip, import_zip
 
     copy = import_zip(export_zip(saved_attention), name="lab copy")
     assert lab.load_result(copy) == lab.load_result(saved_attention)

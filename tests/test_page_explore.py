@@ -32,6 +32,7 @@ from toygpt.lessons.explore import GRID_GAP
 from toygpt.model import GPT, GPTConfig
 from toygpt.runs import create_run, open_run, snapshot_name, snapshot_tensors
 from toygpt.sample import encode_prompt, generate, generate_text
+from toygpt.sampling import SamplingConfig
 from toygpt.tokenizers import ByteTokenizer, CharTokenizer, TokenizerUnavailable
 from toygpt.train import TrainConfig
 
@@ -119,10 +120,10 @@ def test_generate_streams_the_requested_number_of_tokens_and_the_models_own_text
     at.button(key="explore_generate").click().run()
     assert not at.exception
     result = at.session_state["explore_generated"]
-    assert len(result.timing.tokens) == 17
+    assert len(result.generation.tokens) == 17
     assert at.metric[0].value == "17"
     model, tokenizer = run_model(run_id)
-    expected = generate_text(model, tokenizer, "ROMEO:\n", 17, temperature=0.8, seed=0)
+    expected = generate_text(model, tokenizer, "ROMEO:\n", 17, sampling=SamplingConfig(temperature=0.8), seed=0).text
     assert result.text == expected
     shown = " ".join(h.proto.body for h in at.html)
     assert "ROMEO:" in shown and expected.replace("\n", "")[:5].replace("&", "&amp;") in shown.replace("\n", "")
@@ -187,7 +188,7 @@ def test_step_mode_draws_every_stage_and_advances_on_click(run_id):
     assert records[0].stages is None and records[-1].stages is not None  # old stages are dropped
     assert any(m.value.startswith("**Step 3**") for m in at.markdown)
     model, tokenizer = run_model(run_id)
-    expected = [s.token_id for s in generate(model, encode_prompt(tokenizer, "ROMEO:\n"), 3, temperature=0.8, seed=0)]
+    expected = [s.token_id for s in generate(model, encode_prompt(tokenizer, "ROMEO:\n"), 3, sampling=SamplingConfig(temperature=0.8), seed=0)]
     assert [r.token_id for r in records] == expected  # the same draws as Generate
     at.button(key="explore_step_reset").click().run()
     assert len(at.session_state["explore_step_records"]) == 1
@@ -428,7 +429,7 @@ def test_uploaded_weights_are_added_listed_in_the_sidebar_and_sampled(run_id, tm
     from toygpt.tokenizers import get_tokenizer
 
     ours, _ = load_pretrained("tiny-gpt2")
-    expected = generate_text(ours, get_tokenizer("gpt2"), "Hello", 5, temperature=0.8, seed=0)
+    expected = generate_text(ours, get_tokenizer("gpt2"), "Hello", 5, sampling=SamplingConfig(temperature=0.8), seed=0).text
     assert at.session_state["explore_generated"].text == expected  # sampled from the added weights
     ids = torch.tensor([[31373, 995]])
     with torch.no_grad():

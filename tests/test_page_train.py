@@ -26,7 +26,8 @@ from toygpt.checkpoint import save_checkpoint
 from toygpt.estimates import estimate
 from toygpt.jobs import TrainSpec, TrainStatus, run_training
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
-from toygpt.runs import DEMO_RUN, create_run, export_zip, list_runs, open_run
+from toygpt.run_archive import export_zip
+from toygpt.runs import DEMO_RUN, create_run, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig
 

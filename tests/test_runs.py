@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import torch
 
-from toygpt import runs
+from toygpt import run_archive, runs
 from toygpt.checkpoint import load_checkpoint
 from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, preset
@@ -213,8 +213,8 @@ def test_delete_run():
 
 def test_export_import_round_trip():
     nano_run("traveller", CONFIG.replace(max_steps=4))
-    data = runs.export_zip("traveller")
-    new_id = runs.import_zip(data)
+    data = run_archive.export_zip("traveller")
+    new_id = run_archive.import_zip(data)
     assert new_id == "traveller-2"
     original, copy = runs.open_run("traveller"), runs.open_run(new_id)
     assert runs.read_metrics(new_id) == runs.read_metrics("traveller")
@@ -238,7 +238,7 @@ def _zip(files: dict[str, bytes], symlink: str | None = None) -> bytes:
 
 def _valid_files() -> dict[str, bytes]:
     nano_run("source", CONFIG.replace(max_steps=2))
-    with zipfile.ZipFile(io.BytesIO(runs.export_zip("source"))) as archive:
+    with zipfile.ZipFile(io.BytesIO(run_archive.export_zip("source"))) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
@@ -260,25 +260,25 @@ def test_hostile_or_broken_zips_are_refused(mutate, message):
     files = _valid_files()
     before = sorted(p.name for p in runs.runs_dir().iterdir())
     with pytest.raises(RunError, match=message):
-        runs.import_zip(_zip(mutate(files)))
+        run_archive.import_zip(_zip(mutate(files)))
     assert sorted(p.name for p in runs.runs_dir().iterdir()) == before  # nothing left behind
 
 
 def test_symlinks_bombs_and_non_zips_are_refused(monkeypatch):
     files = _valid_files()
     with pytest.raises(RunError, match="symbolic link"):
-        runs.import_zip(_zip(files, symlink="source/corpus.txt"))
+        run_archive.import_zip(_zip(files, symlink="source/corpus.txt"))
     with pytest.raises(RunError, match="not a zip file"):
-        runs.import_zip(b"PK\x03\x04 definitely not a zip")
+        run_archive.import_zip(b"PK\x03\x04 definitely not a zip")
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("source/corpus.txt", b"0" * 1_000_000)  # ~1 kB packed, 1 MB unpacked
-    monkeypatch.setattr(runs, "MAX_IMPORT_BYTES", 100_000)
+    monkeypatch.setattr(run_archive, "MAX_IMPORT_BYTES", 100_000)
     assert len(bomb.getvalue()) < 100_000
     with pytest.raises(RunError, match="unpacks to more than 100,000 bytes"):
-        runs.import_zip(bomb.getvalue())
+        run_archive.import_zip(bomb.getvalue())
     with pytest.raises(RunError, match="above the 100,000-byte limit"):
-        runs.import_zip(_zip(files))
+        run_archive.import_zip(_zip(files))
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def test_demo_run_is_listed_loadable_and_read_only():
 
 def test_pack_makes_a_small_read_only_copy(tmp_path):
     nano_run("full", CONFIG.replace(max_steps=60, eval_interval=20))
-    target = runs.pack_run("full", tmp_path / "packed", snapshots=[0, 50], metrics_every=20)
+    target = run_archive.pack_run("full", tmp_path / "packed", snapshots=[0, 50], metrics_every=20)
     packed = runs.Run(target, read_only=True)
     assert packed.list_snapshots() == [0, 50, 60]
     full_size = (runs.open_run("full").path / "model.safetensors").stat().st_size
@@ -318,9 +318,9 @@ def test_pack_makes_a_small_read_only_copy(tmp_path):
         assert torch.allclose(latest(ids)[0], packed.load_model().model(ids)[0], atol=1e-2)
     assert {r["step"] for r in packed.read_metrics() if r["type"] == "step"} == {20, 40, 60}
     with pytest.raises(RunError, match="not empty"):
-        runs.pack_run("full", target)
+        run_archive.pack_run("full", target)
     with pytest.raises(RunError, match="no snapshot files at steps \\[7\\]"):
-        runs.pack_run("full", tmp_path / "other", snapshots=[7])
+        run_archive.pack_run("full", tmp_path / "other", snapshots=[7])
 
 
 def test_demo_can_be_hidden_or_moved(monkeypatch, tmp_path):

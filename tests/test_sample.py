@@ -15,20 +15,24 @@ from hypothesis import strategies as st
 
 from toygpt.model import GPT, POS_ENCODINGS, GPTConfig, KVCache
 from toygpt.sample import (
-    SamplingConfig,
-    apply_temperature,
-    apply_top_k,
-    apply_top_p,
+    GenerationStats,
     crop_context,
     decode_step,
     encode_prompt,
     generate,
     generate_text,
+    generation_of,
     next_token_distribution,
-    sample_from,
-    stages_from_logits,
     start_token_id,
     window_start,
+)
+from toygpt.sampling import (
+    SamplingConfig,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    sample_from,
+    stages_from_logits,
 )
 
 VARIANTS = [
@@ -71,8 +75,8 @@ def test_cache_equals_full_recomputation_beyond_block_size(variant, sampling):
     model = make_model(**variant)
     prompt = [1, 2, 3]
     n = 4 * model.config.block_size  # the window jumps several times
-    cached = list(generate(model, prompt, n, seed=7, use_cache=True, record_stages=True, **sampling))
-    full = list(generate(model, prompt, n, seed=7, use_cache=False, record_stages=True, **sampling))
+    cached = list(generate(model, prompt, n, seed=7, use_cache=True, record_stages=True, sampling=SamplingConfig(**sampling)))
+    full = list(generate(model, prompt, n, seed=7, use_cache=False, record_stages=True, sampling=SamplingConfig(**sampling)))
     assert tokens(cached) == tokens(full)
     for a, b in zip(cached, full, strict=True):
         torch.testing.assert_close(a.stages.raw_logits, b.stages.raw_logits, rtol=0, atol=1e-9)
@@ -90,7 +94,7 @@ def test_cache_equals_full_recomputation_beyond_block_size(variant, sampling):
 )
 def test_cache_equals_full_recomputation_property(prompt, keep, seed, temperature):
     model = make_model(seed=seed % 3)
-    kwargs = dict(temperature=temperature, seed=seed, window_keep=keep)
+    kwargs = dict(sampling=SamplingConfig(temperature=temperature), seed=seed, window_keep=keep)
     assert tokens(generate(model, prompt, 20, use_cache=True, **kwargs)) == tokens(
         generate(model, prompt, 20, use_cache=False, **kwargs)
     )
@@ -105,7 +109,7 @@ def test_crop_every_step_matches_a_plain_loop():
         for _ in range(3 * block):
             logits, _ = model(torch.tensor([ids[-block:]]))
             ids.append(int(logits[0, -1].argmax()))
-    out = tokens(generate(model, [5, 6], 3 * block, temperature=0, window_keep=block))
+    out = tokens(generate(model, [5, 6], 3 * block, sampling=SamplingConfig(temperature=0), window_keep=block))
     assert out == ids[2:]
 
 
@@ -119,7 +123,7 @@ def test_default_window_matches_a_plain_loop_with_jumps():
                 start = len(ids) - keep
             logits, _ = model(torch.tensor([ids[start:]]))
             ids.append(int(logits[0, -1].argmax()))
-    assert tokens(generate(model, [4], 3 * block, temperature=0, window_keep=keep)) == ids[1:]
+    assert tokens(generate(model, [4], 3 * block, sampling=SamplingConfig(temperature=0), window_keep=keep)) == ids[1:]
 
 
 def test_decode_step_equals_forward_with_cache_in_float32(tiny_model):
@@ -174,9 +178,9 @@ def test_generation_with_hooks_attached_runs_them_on_every_token(tiny_model):
         return logits
 
     with tiny_model.hook_points.attach({"hook_logits": favour_token_3}):
-        steps = tokens(generate(tiny_model, [1, 2], 6, temperature=0))
+        steps = tokens(generate(tiny_model, [1, 2], 6, sampling=SamplingConfig(temperature=0)))
     assert steps == [3] * 6
-    assert tokens(generate(tiny_model, [1, 2], 6, temperature=0)) != [3] * 6  # detached again
+    assert tokens(generate(tiny_model, [1, 2], 6, sampling=SamplingConfig(temperature=0))) != [3] * 6  # detached again
 
 
 def test_decode_step_cannot_go_past_block_size(tiny_model):
@@ -202,12 +206,12 @@ def test_window_start():
 
 def test_greedy_is_deterministic_and_picks_the_argmax():
     model = make_model()
-    first = list(generate(model, [1], 12, temperature=0, seed=1))
-    second = list(generate(model, [1], 12, temperature=0, seed=2))  # the seed is irrelevant
+    first = list(generate(model, [1], 12, sampling=SamplingConfig(temperature=0), seed=1))
+    second = list(generate(model, [1], 12, sampling=SamplingConfig(temperature=0), seed=2))  # the seed is irrelevant
     assert tokens(first) == tokens(second)
     ids = [1]
     for step in first:  # 12 tokens > block_size 8: the window jumps once on the way
-        stages = next_token_distribution(model, ids[step.context_start :], temperature=1.0)
+        stages = next_token_distribution(model, ids[step.context_start :], sampling=SamplingConfig(temperature=1.0))
         assert step.token_id == int(stages.raw_logits.argmax())
         assert step.rank == 1 and step.probability == 1.0
         ids.append(step.token_id)
@@ -223,14 +227,14 @@ def test_seeded_sampling_reproduces_and_seeds_differ():
 
 def test_top_k_1_equals_greedy():
     model = make_model()
-    greedy = tokens(generate(model, [3, 4], 20, temperature=0))
-    assert tokens(generate(model, [3, 4], 20, temperature=1.3, top_k=1, seed=5)) == greedy
+    greedy = tokens(generate(model, [3, 4], 20, sampling=SamplingConfig(temperature=0)))
+    assert tokens(generate(model, [3, 4], 20, sampling=SamplingConfig(temperature=1.3, top_k=1), seed=5)) == greedy
 
 
 def test_tiny_top_p_equals_greedy():
     model = make_model()
-    greedy = tokens(generate(model, [3], 20, temperature=0))
-    assert tokens(generate(model, [3], 20, top_p=1e-9, seed=5)) == greedy
+    greedy = tokens(generate(model, [3], 20, sampling=SamplingConfig(temperature=0)))
+    assert tokens(generate(model, [3], 20, sampling=SamplingConfig(top_p=1e-9), seed=5)) == greedy
 
 
 @settings(max_examples=60, deadline=None)
@@ -379,8 +383,8 @@ def test_temperature_1e_minus_50_is_greedy_not_nan():
     probs = stages_from_logits(torch.tensor([1.0, 3.0, 2.0]), SamplingConfig(temperature=1e-50)).probs
     assert probs.tolist() == [0.0, 1.0, 0.0]
     model = make_model(dtype=torch.float32)
-    cold = list(generate(model, [1, 2], 5, temperature=1e-50, seed=0))
-    assert tokens(cold) == tokens(generate(model, [1, 2], 5, temperature=0))
+    cold = list(generate(model, [1, 2], 5, sampling=SamplingConfig(temperature=1e-50), seed=0))
+    assert tokens(cold) == tokens(generate(model, [1, 2], 5, sampling=SamplingConfig(temperature=0)))
     assert [step.probability for step in cold] == [1.0] * 5
 
 
@@ -422,7 +426,7 @@ def test_logits_without_a_distribution_are_refused(logits, message):
 
 def test_step_records_are_consistent():
     model = make_model()
-    steps = list(generate(model, [1, 2], 10, temperature=0.8, top_k=6, seed=3, record_stages=True))
+    steps = list(generate(model, [1, 2], 10, sampling=SamplingConfig(temperature=0.8, top_k=6), seed=3, record_stages=True))
     for step in steps:
         assert step.stages.probs[step.token_id] == pytest.approx(step.probability, rel=1e-6)
         model_probs = step.stages.model_probs
@@ -482,19 +486,19 @@ def test_empty_prompt_starts_from_the_documented_start_token():
     assert start_token_id(eot) == 26  # a newline still: toygpt's training data has no <|endoftext|>
     assert start_token_id(eot, make_model(vocab_size=27, bos_token_id=3)) == 3  # unless the model says so
     model = make_model(vocab_size=27)
-    assert tokens(generate(model, [], 5, temperature=0)) == tokens(generate(model, [0], 5, temperature=0))
-    greedy = generate_text(model, tok, "", max_new_tokens=5, temperature=0)
-    assert greedy == tok.decode(tokens(generate(model, [26], 5, temperature=0)))
+    assert tokens(generate(model, [], 5, sampling=SamplingConfig(temperature=0))) == tokens(generate(model, [0], 5, sampling=SamplingConfig(temperature=0)))
+    greedy = generate_text(model, tok, "", max_new_tokens=5, sampling=SamplingConfig(temperature=0)).text
+    assert greedy == tok.decode(tokens(generate(model, [26], 5, sampling=SamplingConfig(temperature=0))))
 
 
 def test_long_prompt_is_cropped_and_the_caller_is_told():
     model = make_model()
     block = model.config.block_size
     prompt = list(range(20)) + list(range(3))  # 23 tokens > block_size 8
-    steps = list(generate(model, prompt, 3, temperature=0))
+    steps = list(generate(model, prompt, 3, sampling=SamplingConfig(temperature=0)))
     assert steps[0].prompt_dropped == len(prompt) - block
     assert steps[0].context_start == len(prompt) - block
-    assert tokens(steps) == tokens(generate(model, prompt[-block:], 3, temperature=0))
+    assert tokens(steps) == tokens(generate(model, prompt[-block:], 3, sampling=SamplingConfig(temperature=0)))
     stages = next_token_distribution(model, prompt)
     assert stages.context_dropped == len(prompt) - block
     torch.testing.assert_close(stages.raw_logits, next_token_distribution(model, prompt[-block:]).raw_logits)
@@ -512,13 +516,13 @@ def test_unknown_characters_are_named():
 def test_stop_string_ends_generation():
     tok = FakeTokenizer()
     model = make_model(vocab_size=27)
-    free = generate_text(model, tok, "ab", max_new_tokens=40, seed=11)
+    free = generate_text(model, tok, "ab", max_new_tokens=40, seed=11).text
     stop = free[6:8]
     cut = free.index(stop)
     steps = list(generate(model, encode_prompt(tok, "ab"), 40, seed=11, stop=stop, tokenizer=tok))
     assert len(steps) == cut + len(stop)
     assert steps[-1].stop_reason == f"stop string {stop!r}"
-    assert generate_text(model, tok, "ab", max_new_tokens=40, seed=11, stop=[stop, "never"]) == free[:cut]
+    assert generate_text(model, tok, "ab", max_new_tokens=40, seed=11, stop=[stop, "never"]).text == free[:cut]
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,9 +548,9 @@ def test_stop_string_ends_generation():
 def test_bad_sampling_settings(kwargs, message):
     model = make_model()
     with pytest.raises(ValueError, match=message):
-        next_token_distribution(model, [1], **kwargs)
+        next_token_distribution(model, [1], SamplingConfig(**kwargs))
     with pytest.raises(ValueError, match=message):
-        generate(model, [1], 5, **kwargs)  # at the call, not at the first step
+        generate(model, [1], 5, sampling=SamplingConfig(**kwargs))  # at the call, not at the first step
 
 
 @pytest.mark.parametrize(
@@ -605,6 +609,77 @@ def test_sampling_config_is_frozen_and_named_in_learner_words():
     assert math.isclose(config.temperature, 0.8)
 
 
+def test_sampling_settings_travel_as_one_object_through_every_entry_point():
+    """generate, generate_text and next_token_distribution read the same SamplingConfig; the
+    old loose keywords are gone (one way to say it), and a non-config is refused with the fix."""
+    from toygpt.tokenizers import CharTokenizer
+
+    model = make_model(vocab_size=27)
+    tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz ")
+    config = SamplingConfig(temperature=0.7, top_k=4, top_p=0.9)
+    steps = list(generate(model, [1, 2], 12, sampling=config, seed=3, record_stages=True, tokenizer=tok))
+    assert all(step.stages.config == config for step in steps)
+    assert all(step.stages.top_k_kept <= 4 for step in steps)  # the filter really ran
+    text = generate_text(model, tok, tok.decode([1, 2]), 12, sampling=config, seed=3)
+    assert text.tokens == tokens(steps) and text.text == tok.decode(tokens(steps))
+    assert next_token_distribution(model, [1, 2], config).config == config
+    default = tokens(generate(model, [1, 2], 12, seed=3))  # the default: the model's own distribution
+    assert default == tokens(generate(model, [1, 2], 12, sampling=SamplingConfig(1.0, None, None), seed=3))
+    with pytest.raises(TypeError, match="temperature"):
+        generate(model, [1], 3, temperature=0.5)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match=r"SamplingConfig\(temperature=0.8"):
+        generate(model, [1], 3, sampling={"temperature": 0.5})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be a SamplingConfig"):
+        generate_text(model, tok, "ab", 3, sampling=0.5)  # type: ignore[arg-type]
+
+
+class FakeClock:
+    """A perf_counter that moves 1 s per reading, and as much as the test says between readings."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_generation_stats_count_the_models_time_only_and_match_the_tokens(monkeypatch):
+    """Each step takes exactly 1 s on the fake clock (one reading at its start, one at its end);
+    the 100 s the caller spends between steps is never counted."""
+    import toygpt.sample
+
+    clock = FakeClock()
+    monkeypatch.setattr(toygpt.sample.time, "perf_counter", clock)
+    steps = []
+    for step in generate(make_model(), [1, 2], 6, seed=0):
+        steps.append(step)
+        clock.now += 100.0  # the caller draws the token: not the model's time
+    stats = GenerationStats.of(steps)
+    assert [step.seconds for step in steps] == [1.0] * 6
+    assert (stats.tokens, stats.first_token_seconds, stats.seconds_per_token, stats.total_seconds) == (6, 1.0, 1.0, 6.0)
+    assert stats.tokens_per_second == 1.0 and stats.recomputed_steps == sum(s.recomputed for s in steps) >= 1
+    generation = generation_of(steps, use_cache=True)
+    assert generation.tokens == tokens(steps) and generation.text is None and generation.stats == stats
+
+
+def test_generate_text_reports_what_it_generated():
+    from toygpt.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.from_text("abcdefgh \n")
+    model = make_model(vocab_size=tok.vocab_size)
+    free = generate_text(model, tok, "ab", 30, seed=11)
+    assert free.stats.tokens == len(free.tokens) == 30 and free.stop_reason == "max_new_tokens"
+    assert free.stats.total_seconds > 0 and free.stats.first_token_seconds > 0 and free.use_cache
+    stop = free.text[4:6]
+    cut = generate_text(model, tok, "ab", 30, seed=11, stop=stop)
+    assert cut.text == free.text[: free.text.index(stop)] and cut.stop_reason == f"stop string {stop!r}"
+    assert cut.stats.tokens == len(cut.tokens) < 30
+    assert generate_text(model, tok, "ab", 0).text == "" and generate_text(model, tok, "ab", 0).stats.tokens == 0
+    with pytest.raises(ValueError, match="at least 1 token"):
+        GenerationStats.of([])
+
+
 # --------------------------------------------------------------------------------------------
 # The command line: python -m toygpt sample
 # --------------------------------------------------------------------------------------------
@@ -640,7 +715,7 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 
 def test_cli_samples_a_run_by_id_and_by_folder(saved_run):
     folder, model, tok = saved_run
-    expected = "abc" + generate_text(model, tok, "abc", max_new_tokens=12, temperature=0.9, top_k=5, seed=4)
+    expected = "abc" + generate_text(model, tok, "abc", max_new_tokens=12, sampling=SamplingConfig(temperature=0.9, top_k=5), seed=4).text
     for run in ("tiny-run", str(folder)):
         code, out, err = run_cli("--run", run, "--prompt", "abc", "--max-tokens", "12", "--temperature", "0.9",
                                  "--top-k", "5", "--seed", "4")  # fmt: skip
@@ -649,7 +724,7 @@ def test_cli_samples_a_run_by_id_and_by_folder(saved_run):
 
 def test_cli_stop_string_is_never_printed(saved_run):
     folder, model, tok = saved_run
-    free = generate_text(model, tok, "a", max_new_tokens=40, seed=2)
+    free = generate_text(model, tok, "a", max_new_tokens=40, seed=2).text
     stop = free[5:7]
     code, out, _ = run_cli("--run", "tiny-run", "--prompt", "a", "--max-tokens", "40", "--seed", "2", "--stop", stop)
     assert code == 0 and out == "a" + free[: free.index(stop)] + "\n"
@@ -692,9 +767,10 @@ def test_docstring_examples_hold():
     import doctest
 
     import toygpt.sample
+    import toygpt.sampling
 
-    result = doctest.testmod(toygpt.sample)
-    assert result.attempted >= 5 and result.failed == 0
+    results = [doctest.testmod(module) for module in (toygpt.sampling, toygpt.sample)]
+    assert sum(r.attempted for r in results) >= 5 and sum(r.failed for r in results) == 0
 
 
 def test_cli_samples_the_shipped_demo_by_its_id():

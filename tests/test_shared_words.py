@@ -17,12 +17,12 @@ from toygpt import lab
 from toygpt.formatting import about, clock, human_bytes, human_count
 from toygpt.jobs import JobRegistry, TrainSpec, estimated_memory
 from toygpt.model import GPT, GPTConfig, preset
+from toygpt.resume import resume_config
 from toygpt.runs import (
     RESULT_ONLY_TAG,
     create_run,
     list_runs,
     open_run,
-    resume_config,
     status_now,
     usable_as_model,
 )

@@ -12,6 +12,7 @@ from toygpt import data
 from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, preset
 from toygpt.sample import encode_prompt, generate, start_token_id
+from toygpt.sampling import SamplingConfig
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, TiktokenTokenizer
 from toygpt.train import TrainConfig
 from toygpt.trainer import train
@@ -74,8 +75,8 @@ def test_a_run_records_its_start_token_and_generation_uses_it():
     model, tokenizer = run.load_model("latest").model, run.tokenizer()
     newline = tokenizer.encode("\n")[0]
     assert model.config.bos_token_id == newline
-    greedy = [s.token_id for s in generate(model, [], 5, temperature=0, tokenizer=tokenizer)]
-    assert greedy == [s.token_id for s in generate(model, [newline], 5, temperature=0)]
+    greedy = [s.token_id for s in generate(model, [], 5, sampling=SamplingConfig(temperature=0), tokenizer=tokenizer)]
+    assert greedy == [s.token_id for s in generate(model, [newline], 5, sampling=SamplingConfig(temperature=0))]
 
 
 def test_the_rule_without_a_recorded_start_token():

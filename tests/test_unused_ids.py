@@ -10,6 +10,7 @@ import torch
 from toygpt import data
 from toygpt.model import GPT, GPTConfig
 from toygpt.sample import generate, generate_text, next_token_distribution
+from toygpt.sampling import SamplingConfig
 from toygpt.tokenizers import (
     BPETokenizer,
     ByteTokenizer,
@@ -85,7 +86,7 @@ def test_the_holey_encoding_generates_text():
     """Issue 10's case: this raised TokenizerError once the untrained model sampled a hole."""
     tokenizer = holey()
     model = tiny_model(tokenizer.vocab_size)
-    text = generate_text(model, tokenizer, "hi", max_new_tokens=20, seed=0)
+    text = generate_text(model, tokenizer, "hi", max_new_tokens=20, seed=0).text
     assert isinstance(text, str) and text
     unmasked = [step.token_id for step in generate(model, tokenizer.encode("hi"), 20, seed=0)]
     assert set(unmasked) & set(HOLES)  # without the tokenizer, the same model does emit a hole
@@ -98,7 +99,7 @@ def test_a_model_that_favours_the_holes_still_emits_only_decodable_ids(sampling)
     with torch.no_grad():
         model.lm_head.weight[list(HOLES)] *= 50  # the holes get the largest logits by far
     steps = list(generate(model, tokenizer.encode("hi"), 40, seed=1, tokenizer=tokenizer, record_stages=True,
-                          n_candidates=10, **sampling))  # fmt: skip
+                          n_candidates=10, sampling=SamplingConfig(**sampling)))  # fmt: skip
     assert not {step.token_id for step in steps} & set(HOLES)
     for step in steps:
         assert not {token for token, _ in step.candidates} & set(HOLES)

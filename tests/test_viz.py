@@ -22,6 +22,7 @@ from toygpt.inspection import (
 )
 from toygpt.model import GPT, GPTConfig
 from toygpt.sample import generate, next_token_distribution
+from toygpt.sampling import SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_every_figure_builds(model, T):
     assert viz.surprisal_html(labels, result).startswith("<div")
     built(viz.residual_stats_figure(residual_stats(model, ids)))
     built(viz.trace_figure(forward_trace(model, ids)))
-    stages = next_token_distribution(model, ids, temperature=0.7, top_k=5, top_p=0.8)
+    stages = next_token_distribution(model, ids, sampling=SamplingConfig(temperature=0.7, top_k=5, top_p=0.8))
     built(viz.sampling_stages_figure(stages, VOCAB_LABELS, chosen=int(stages.probs.argmax())))
     built(viz.sampling_stages_figure(stages))
     step = next(generate(model, ids, 1, seed=0))

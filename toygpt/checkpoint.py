@@ -434,8 +434,13 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 def model_tensors(model: GPT) -> dict[str, torch.Tensor]:
     """The tensors a checkpoint stores: the state dict, with a tied ``lm_head.weight`` left out
     (it *is* ``transformer.wte.weight``; the load re-ties it)."""
-    tensors = {name: t.detach() for name, t in model.state_dict().items()}
-    if model.config.tie_embeddings:
+    return stored_tensors(model.config, model.state_dict())
+
+
+def stored_tensors(config: GPTConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model_tensors`` from a state dict and its config (the trainer hands a saver values)."""
+    tensors = {name: t.detach() for name, t in state.items()}
+    if config.tie_embeddings:
         tensors.pop("lm_head.weight", None)
     return tensors
 
@@ -581,9 +586,15 @@ def check_tokenizer_fits(tokenizer: dict[str, Any], config: GPTConfig, source: s
     return built
 
 
-def save_checkpoint(
+def save_checkpoint(directory: str | Path, model: GPT, tokenizer: dict | None = None, **options: Any) -> Path:
+    """Save ``model`` (its config and weights) as ``save_weights`` does; same options."""
+    return save_weights(directory, model.config, model.state_dict(), tokenizer, **options)
+
+
+def save_weights(
     directory: str | Path,
-    model: GPT,
+    config: GPTConfig,
+    state: dict[str, torch.Tensor],
     tokenizer: dict | None = None,
     *,
     step: int = 0,
@@ -592,8 +603,9 @@ def save_checkpoint(
     weights_name: str = WEIGHTS_NAME,
     staged: StagedFiles | None = None,
 ) -> Path:
-    """Save a run: weights, config.json and (if given) tokenizer.json, all or nothing (with
-    ``staged``: as part of that larger transaction, committed when it is).
+    """Save a run: weights (a model's ``state_dict()`` and its ``config``), config.json and (if
+    given) tokenizer.json, all or nothing (with ``staged``: as part of that larger transaction,
+    committed when it is).
 
     ``tokenizer=None`` leaves a tokenizer.json already in the folder alone. Weights with NaN or
     inf are refused: such a model cannot be loaded (and usually means training diverged).
@@ -607,14 +619,14 @@ def save_checkpoint(
         raise ValueError(f"extra keys {clash} clash with config.json's own keys; rename them")
     if tokenizer is not None:
         check_tokenizer_dict(tokenizer, "tokenizer")
-    tensors = model_tensors(model)
+    tensors = stored_tensors(config, state)
     for name, tensor in tensors.items():
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{name} contains NaN or inf: training diverged; lower the learning rate and retrain")
     meta = {
         "format_version": FORMAT_VERSION,
         "toygpt_version": __version__,
-        "model": model.config.to_dict(),
+        "model": config.to_dict(),
         "step": step,
         "metrics": finite_or_none(dict(metrics or {})),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

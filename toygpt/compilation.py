@@ -140,6 +140,24 @@ def record_compile_seconds(key: str, seconds: float) -> None:
         pass
 
 
+def preparing_event(key: str, step: int) -> dict[str, Any]:
+    """The ``"preparing"`` event a trainer sends before the step that compiles: the wait ahead,
+    from the last compile of this shape here (``compile_key``) when there was one."""
+    last = last_compile_seconds(key)
+    expect = f"took {last:.0f} s last time" if last is not None else "first time on this machine: up to a minute or more"
+    return {"type": "preparing", "step": step, "what": "compiling", "expected_seconds": last,
+            "message": f"preparing… compiling the model for this CPU ({expect}); later runs reuse the cache"}  # fmt: skip
+
+
+def prepared_event(key: str, step: int, seconds: float, compiled: bool) -> dict[str, Any]:
+    """The ``"prepared"`` event after that step (its time is remembered for next time), or after
+    a compile that failed (``compiled`` False: the run goes on eagerly)."""
+    if compiled:
+        record_compile_seconds(key, seconds)
+    message = f"compiled in {seconds:.1f} s (the first step included)" if compiled else "training eagerly"
+    return {"type": "prepared", "step": step, "seconds": seconds, "compiled": compiled, "message": message}
+
+
 def expected_compile(model_config: Any, train_config: Any) -> str:
     """What compiling will add before the first step, in words, for an estimate shown before a
     run starts ("" when the run will not compile): this shape's last compile time here, or that

@@ -35,7 +35,8 @@ from toygpt.estimates import estimate
 from toygpt.formatting import clock, human_bytes
 from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
-from toygpt.runs import Run, RunError, create_run, open_run, without_server_paths
+from toygpt.resume import resume
+from toygpt.runs import Run, create_run, open_run, without_server_paths
 from toygpt.status import Status, is_active
 from toygpt.stopping import StopRequested, stop_scope
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
@@ -182,24 +183,14 @@ def build_training(
 def _build_resume(
     spec: TrainSpec, on_event: Any, stop_event: threading.Event | None, dist: DistributedContext
 ) -> tuple[Trainer, Run | None]:
-    run = open_run(spec.resume)
-    if run.read_only:
-        raise RunError(f"{run.id} is read-only; fine-tune it with init_from={run.id!r} instead")
-    if dist.is_main:
-        run.recover()  # a save cut short by a crash: finish it, or fall back to the one before
-    text = run.corpus_text()
-    tokenizer = run.tokenizer()
-    check_job_memory(run.model_config(), spec.train or run.train_config(), text, f"resuming {run.id}")
-    state, optimizer_state = run.training_state()
-    model = run.load_model("latest").model
-    config = spec.train or run.train_config()
-    token_data = corpora.prepare(text, tokenizer)
-    if dist.is_main:
-        run.truncate_after(state.step)
-        run.update_info(train_config=config.to_dict())
-    trainer = Trainer(model, token_data, config, tokenizer=tokenizer, on_event=on_event, stop_event=stop_event,
-                      saver=run if dist.is_main else None, state=state, optimizer_state=optimizer_state, dist=dist)  # fmt: skip
-    return trainer, run if dist.is_main else None
+    def check(model_config: GPTConfig, config: TrainConfig, text: str) -> None:
+        check_job_memory(model_config, config, text, f"resuming {spec.resume}")
+
+    resumed = resume(spec.resume, spec.train, write=dist.is_main, check=check)
+    trainer = Trainer(resumed.model, resumed.data, resumed.plan.config, tokenizer=resumed.tokenizer,
+                      on_event=on_event, stop_event=stop_event, saver=resumed.run, state=resumed.state,
+                      optimizer_state=resumed.optimizer_state, dist=dist)  # fmt: skip
+    return trainer, resumed.run
 
 
 def run_training(

@@ -20,19 +20,16 @@ shakespeare-char``) appears as the read-only run ``DEMO_RUN``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
 import re
 import shutil
-import tempfile
 import time
 import unicodedata
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,21 +52,22 @@ from toygpt.checkpoint import (
     recover_commit,
     save_checkpoint,
     save_tensors,
+    save_weights,
+    stored_tensors,
     write_json_atomic,
 )
-from toygpt.limits import LOAD_SHARE, MAX_ROW_BYTES, check_json_shape, check_size, memory_budget
+from toygpt.limits import MAX_ROW_BYTES, check_json_shape, check_size
 from toygpt.model import GPT, GPTConfig
 from toygpt.run_schema import check_event_row, check_run_info
 from toygpt.status import HAS_MODEL, Status
-from toygpt.train import Event, optimizer_tensors
-from toygpt.trainer import Trainer, TrainState
+from toygpt.train import Event, TrainConfig
+from toygpt.trainer import Tensors, TrainState
 
 DEMO_RUN = "demo-shakespeare-char"
 RUN_FILE, LATEST, BEST, OPTIMIZER = "run.json", "model.safetensors", "best.safetensors", "optimizer.safetensors"
 METRICS, SAMPLES, CORPUS, SNAPSHOTS = "metrics.jsonl", "samples.jsonl", "corpus.txt", "snapshots"
 MAX_EVAL_BATCHES = 10_000  # batches of 12 for Run.evaluate: 2.4 M windows is plenty for a mean
 RUN_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?")
-MAX_IMPORT_BYTES = 512 * 2**20  # a run zip above this (unpacked) is refused
 # A run whose weights are only a by-product of numbers kept beside them (e.g. the last of 8 depth
 # variants of a lab experiment): not a model to pick. Single-example learning keeps a real model.
 RESULT_ONLY_TAG = "lab:result-only"
@@ -117,7 +115,7 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def _unique_folder(base: str) -> Path:
+def unique_folder(base: str) -> Path:
     """Create and return runs/<base> (or <base>-2, -3, ...): mkdir is atomic, so two runs
     started at once never share a folder and no existing run is ever overwritten."""
     root = runs_dir()
@@ -168,8 +166,13 @@ def quantize_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def snapshot_tensors(model: GPT) -> dict[str, torch.Tensor]:
     """Matrices as int8 + per-row scales; vectors (biases, LayerNorm) stay float32 (tiny)."""
+    return quantized(model_tensors(model))
+
+
+def quantized(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``snapshot_tensors`` of stored weights (``checkpoint.stored_tensors``)."""
     tensors = {}
-    for name, tensor in model_tensors(model).items():
+    for name, tensor in weights.items():
         if tensor.dim() >= 2:
             tensors[f"{name}.int8"], tensors[f"{name}.scale"] = quantize_rows(tensor)
         else:
@@ -204,7 +207,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
@@ -244,8 +247,9 @@ def reading(folder: Path, label: str) -> Iterator[None]:
 
 
 class Run:
-    """A run folder. As a ``RunSaver`` it stores what the trainer hands it; the reading side
-    (``info``, ``load_model``, ``read_metrics``, snapshots) serves the explorer pages."""
+    """A run folder as pages read it: ``info`` (run.json, and ``update_info`` to change it),
+    configs, tokenizer, corpus, ``load_model``, ``training_state``, metrics, snapshots. What
+    training writes into it is ``RunWriter``."""
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -257,38 +261,29 @@ class Run:
 
     # ---- run.json ------------------------------------------------------------------------
 
-    def _reading(self) -> contextlib.AbstractContextManager[None]:
+    def reading_files(self) -> contextlib.AbstractContextManager[None]:
         return reading(self.path, f"run {self.id}")
 
     def info(self) -> dict[str, Any]:
         """run.json, checked field by field (``toygpt.run_schema``); ``RunError`` if it fails."""
-        with self._reading():
+        with self.reading_files():
             return check_run_info(read_json(self.path / RUN_FILE), RUN_FILE)
 
     def update_info(self, **changes: Any) -> dict[str, Any]:
         self._writable()
-        info = {**self.info(), **{k: _finite(v) for k, v in changes.items()}, "updated": _now()}
+        info = {**self.info(), **{k: finite_json(v) for k, v in changes.items()}, "updated": _now()}
         write_json_atomic(self.path / RUN_FILE, info)
         return info
-
-    def recover(self) -> str | None:
-        """Finish or drop a save that a crash interrupted (``toygpt.checkpoint.recover_commit``);
-        call it only when no process is training this run (resume does)."""
-        self._writable()
-        with self._reading():
-            return recover_commit(self.path, (SNAPSHOTS,))
 
     def _writable(self) -> None:
         if self.read_only:
             raise RunError(f"run {self.id} is read-only (the shipped demo); fine-tune it into a new run instead")
 
     def model_config(self) -> GPTConfig:
-        with self._reading():
+        with self.reading_files():
             return read_model_config(self.path, read_meta(self.path))
 
-    def train_config(self) -> Any:
-        from toygpt.train import TrainConfig
-
+    def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.info()["train_config"])  # checked by info()
 
     def tokenizer(self) -> Any:
@@ -296,7 +291,7 @@ class Run:
         from toygpt.tokenizers import tokenizer_from_dict
 
         config = self.model_config()
-        with self._reading():
+        with self.reading_files():
             data = read_json(self.path / "tokenizer.json")
             return check_tokenizer_fits(data, config, "tokenizer.json") or tokenizer_from_dict(data)
 
@@ -304,7 +299,7 @@ class Run:
         """The text this run trained on: its own copy (your text) or the named corpus."""
         from toygpt import data
 
-        with self._reading():
+        with self.reading_files():
             if (self.path / CORPUS).exists():
                 check_size(CORPUS, (self.path / CORPUS).stat().st_size)
                 return data.read_user_text(self.path / CORPUS)
@@ -323,74 +318,6 @@ class Run:
         token_data = data.prepare(self.corpus_text(), self.tokenizer())
         return estimate_loss(model, token_data, 12, model.config.block_size, batches, seed)
 
-    # ---- saving (the RunSaver protocol of toygpt.train) ------------------------------------
-
-    def save_latest(self, trainer: Trainer) -> None:
-        """Weights, optimizer state with the trainer's counters, config.json and run.json of one
-        step: everything resume needs, committed as one unit (``StagedFiles``' journal), so a
-        kill at any moment leaves this step's set or the previous one's, never a mix."""
-        self._writable()
-        state = trainer.state
-        meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
-        metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
-        changes = {"step": state.step, "best_val_loss": _finite(state.best_val_loss), "elapsed": state.elapsed}
-        info = {**self.info(), **changes, "updated": _now()}
-        with StagedFiles() as files:
-            save_tensors(self.path / OPTIMIZER, optimizer_tensors(trainer.model, trainer.optimizer), meta, staged=files)
-            save_checkpoint(self.path, trainer.model, step=state.step, metrics=metrics, extra={"run_id": self.id}, staged=files)
-            files.write(self.path / RUN_FILE, lambda temp: temp.write_bytes(json_bytes(info, RUN_FILE)))
-
-    def save_best(self, trainer: Trainer) -> None:
-        self._writable()
-        state = trainer.state
-        meta = {"step": str(state.step), "val_loss": repr(state.best_val_loss)}
-        save_tensors(self.path / BEST, model_tensors(trainer.model), meta)
-        self.update_info(best_val_loss=state.best_val_loss, best_step=state.step)
-
-    def save_snapshot(self, trainer: Trainer) -> None:
-        """Save this step's weights as a snapshot, then thin the folder to ``max_snapshots``."""
-        from toygpt.train import thin_snapshots
-
-        self._writable()
-        step = trainer.state.step
-        save_tensors(self.path / SNAPSHOTS / snapshot_name(step), snapshot_tensors(trainer.model), {"step": str(step)})
-        for old in thin_snapshots(sorted(self._snapshot_files()), trainer.config.max_snapshots):
-            (self.path / SNAPSHOTS / snapshot_name(old)).unlink(missing_ok=True)
-
-    def on_event(self, event: Event) -> None:
-        """Append events to metrics.jsonl / samples.jsonl as they happen; keep run.json current."""
-        kind = event.get("type")
-        if kind == "sample":
-            self._append(SAMPLES, event)
-        elif kind in ("step", "eval", "log", "end", "start"):
-            self._append(METRICS, {**event, "time": time.time()})
-        if kind == "start":
-            self.update_info(status=Status.RUNNING, message="")
-        elif kind == "end":
-            self.update_info(status=event["status"], message=event["message"], step=event["step"],
-                             best_val_loss=event["best_val_loss"], val_loss=event["val_loss"])  # fmt: skip
-
-    def _append(self, name: str, row: dict[str, Any]) -> None:
-        self._writable()
-        line = json.dumps({k: _finite(v) for k, v in row.items()}, ensure_ascii=True)
-        with open(self.path / name, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-
-    def mark_failed(self, message: str) -> None:
-        if not self.read_only and (self.path / RUN_FILE).exists():
-            self.update_info(status=Status.FAILED, message=message[:2000])
-
-    def truncate_after(self, step: int) -> None:
-        """Drop logged rows past ``step`` (written after the checkpoint a resume starts from)."""
-        for name in (METRICS, SAMPLES):
-            with self._reading():
-                rows = [r for r in read_jsonl(self.path / name) if r["step"] <= step and r["type"] != "end"]
-            text = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
-            if (self.path / name).exists():
-                from toygpt.checkpoint import atomic_write
-
-                atomic_write(self.path / name, text.encode("ascii"))
-
     # ---- reading ---------------------------------------------------------------------------
 
     def load_model(self, which: str = "best") -> LoadedCheckpoint:
@@ -399,7 +326,7 @@ class Run:
         if which not in ("best", "latest"):
             raise ValueError(f"which={which!r}; choose 'best' or 'latest'")
         name = BEST if which == "best" and (self.path / BEST).exists() else LATEST
-        with self._reading():
+        with self.reading_files():
             return load_checkpoint(self.path, weights_name=name)
 
     def training_state(self) -> tuple[TrainState, dict[str, torch.Tensor]]:
@@ -407,7 +334,7 @@ class Run:
         path = self.path / OPTIMIZER
         if not path.exists():
             raise RunError(f"run {self.id} has no optimizer state, so it cannot be resumed; start a new run with init_from={self.id!r}")
-        with self._reading():
+        with self.reading_files():
             tensors = load_tensors(path)
             saved = _safetensors_metadata(path).get("trainer_state")
             if saved is None:
@@ -424,17 +351,17 @@ class Run:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every event row of metrics.jsonl that passes its checks (see ``read_jsonl``)."""
-        with self._reading():
+        with self.reading_files():
             return read_jsonl(self.path / METRICS)
 
     def read_samples(self) -> list[dict[str, Any]]:
-        with self._reading():
+        with self.reading_files():
             return read_jsonl(self.path / SAMPLES)
 
     def list_snapshots(self) -> list[int]:
         """Steps whose weights can be loaded: the log-spaced snapshots, then the latest weights
         (so a run always ends its "watch it learn" timeline with the model as it is now)."""
-        steps = set(self._snapshot_files())
+        steps = set(self.snapshot_files())
         latest = self._latest_step()
         if latest is not None:
             steps.add(latest)
@@ -443,14 +370,14 @@ class Run:
     def snapshot_path(self, step: int) -> Path:
         """The file ``load_snapshot(step)`` reads: that step's snapshot, or the latest weights
         for the latest step (a page keys its caches by this file's modification time)."""
-        path = self._snapshot_files().get(int(step))
+        path = self.snapshot_files().get(int(step))
         if path is None and int(step) == self._latest_step():
             path = self.path / LATEST
         if path is None:
             raise RunError(f"run {self.id} has no snapshot at step {step}; it has {self.list_snapshots()}")
         return path
 
-    def _snapshot_files(self) -> dict[int, Path]:
+    def snapshot_files(self) -> dict[int, Path]:
         folder = self.path / SNAPSHOTS
         files = {}
         for path in folder.glob("step-*.safetensors") if folder.is_dir() else []:
@@ -462,7 +389,7 @@ class Run:
     def _latest_step(self) -> int | None:
         if not (self.path / LATEST).exists() or not (self.path / "config.json").exists():
             return None
-        with self._reading():
+        with self.reading_files():
             return read_meta(self.path)["step"]
 
     def load_snapshot(self, step: int) -> GPT:
@@ -472,7 +399,7 @@ class Run:
         if path == self.path / LATEST:
             return self.load_model("latest").model
         model = empty_model(self.model_config())
-        with self._reading():
+        with self.reading_files():
             weights = dequantize(load_tensors(path), model_tensors(model))
             copy_weights(model, check_weights_fit(model, weights, str(path)))
         return model.eval()
@@ -510,6 +437,88 @@ def read_jsonl(path: Path, strict: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+class RunWriter(Run):
+    """What training writes into a run folder: the ``RunSaver`` of ``toygpt.trainer`` (handed
+    weights, optimizer state and counters, never the trainer), the event logs, and the repairs
+    resume makes first (``recover``, ``truncate_after``). Made by ``create_run`` and ``resume``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._writable()
+
+    def recover(self) -> str | None:
+        """Finish or drop a save that a crash interrupted (``toygpt.checkpoint.recover_commit``);
+        call it only when no process is training this run (resume does)."""
+        self._writable()
+        with self.reading_files():
+            return recover_commit(self.path, (SNAPSHOTS,))
+
+    def save_latest(self, weights: Tensors, optimizer_state: Tensors, state: TrainState) -> None:
+        """Weights, optimizer state with the trainer's counters, config.json and run.json of one
+        step: everything resume needs, committed as one unit (``StagedFiles``' journal), so a
+        kill at any moment leaves this step's set or the previous one's, never a mix."""
+        self._writable()
+        meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
+        metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
+        changes = {"step": state.step, "best_val_loss": finite_json(state.best_val_loss), "elapsed": state.elapsed}
+        info = {**self.info(), **changes, "updated": _now()}
+        config = self.model_config()
+        with StagedFiles() as files:
+            save_tensors(self.path / OPTIMIZER, optimizer_state, meta, staged=files)
+            save_weights(self.path, config, weights, step=state.step, metrics=metrics, extra={"run_id": self.id}, staged=files)
+            files.write(self.path / RUN_FILE, lambda temp: temp.write_bytes(json_bytes(info, RUN_FILE)))
+
+    def save_best(self, weights: Tensors, state: TrainState) -> None:
+        self._writable()
+        meta = {"step": str(state.step), "val_loss": repr(state.best_val_loss)}
+        save_tensors(self.path / BEST, stored_tensors(self.model_config(), weights), meta)
+        self.update_info(best_val_loss=state.best_val_loss, best_step=state.step)
+
+    def save_snapshot(self, weights: Tensors, step: int, keep: int) -> None:
+        """Save this step's weights as a snapshot (int8), then thin the folder to ``keep``."""
+        from toygpt.train import thin_snapshots
+
+        self._writable()
+        stored = stored_tensors(self.model_config(), weights)
+        save_tensors(self.path / SNAPSHOTS / snapshot_name(step), quantized(stored), {"step": str(step)})
+        for old in thin_snapshots(sorted(self.snapshot_files()), keep):
+            (self.path / SNAPSHOTS / snapshot_name(old)).unlink(missing_ok=True)
+
+    def on_event(self, event: Event) -> None:
+        """Append events to metrics.jsonl / samples.jsonl as they happen; keep run.json current."""
+        kind = event.get("type")
+        if kind == "sample":
+            self._append(SAMPLES, event)
+        elif kind in ("step", "eval", "log", "end", "start"):
+            self._append(METRICS, {**event, "time": time.time()})
+        if kind == "start":
+            self.update_info(status=Status.RUNNING, message="")
+        elif kind == "end":
+            self.update_info(status=event["status"], message=event["message"], step=event["step"],
+                             best_val_loss=event["best_val_loss"], val_loss=event["val_loss"])  # fmt: skip
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        self._writable()
+        line = json.dumps({k: finite_json(v) for k, v in row.items()}, ensure_ascii=True)
+        with open(self.path / name, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def mark_failed(self, message: str) -> None:
+        if not self.read_only and (self.path / RUN_FILE).exists():
+            self.update_info(status=Status.FAILED, message=message[:2000])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop logged rows past ``step`` (written after the checkpoint a resume starts from)."""
+        for name in (METRICS, SAMPLES):
+            with self.reading_files():
+                rows = [r for r in read_jsonl(self.path / name) if r["step"] <= step and r["type"] != "end"]
+            text = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
+            if (self.path / name).exists():
+                from toygpt.checkpoint import atomic_write
+
+                atomic_write(self.path / name, text.encode("ascii"))
+
+
 def create_run(
     *,
     name: str | None,
@@ -522,10 +531,10 @@ def create_run(
     corpus_seed: int = 0,
     corpus_text: str | None = None,
     init_from: str | None = None,
-) -> Run:
+) -> RunWriter:
     """A new run folder with run.json, config.json, tokenizer.json and the initial weights."""
-    path = _unique_folder(new_run_id_base(name, corpus, tokenizer_spec))
-    run = Run(path)
+    path = unique_folder(new_run_id_base(name, corpus, tokenizer_spec))
+    run = RunWriter(path)
     try:
         if corpus_text is not None:
             from toygpt.checkpoint import atomic_write
@@ -597,17 +606,6 @@ def status_now(info: RunInfo, training: set[str]) -> str:
     return Status.INTERRUPTED if info.status == Status.RUNNING and info.id not in training else info.status
 
 
-def resume_config(run: Run, more_steps: int) -> Any:
-    """The ``TrainConfig`` that resumes ``run`` for ``more_steps`` more steps: its own settings
-    with a new end (its step counter, schedule and batches continue; the learning-rate schedule
-    stretches to the new end; no time budget)."""
-    if isinstance(more_steps, bool) or not isinstance(more_steps, int) or more_steps < 1:
-        raise RunError(f"more_steps={more_steps!r}: resume adds a whole number of steps, at least 1")
-    step = run.info().get("step")
-    step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
-    return run.train_config().replace(max_steps=step + more_steps, max_seconds=None)
-
-
 def usable_as_model(info: RunInfo) -> bool:
     """Whether a run is a model to load and look at (the one rule every model picker uses):
     its training ended with weights worth keeping (finished, stopped, or diverged with its last
@@ -657,241 +655,3 @@ def delete_run(run_id: str) -> None:
     run = open_run(run_id)
     run._writable()
     shutil.rmtree(run.path)
-
-
-def export_zip(run_id: str) -> bytes:
-    """The whole run folder as a zip (``<run id>/...`` inside), e.g. for a download button."""
-    run = open_run(run_id)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(run.path.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                archive.write(path, f"{run.id}/{path.relative_to(run.path).as_posix()}")
-    return buffer.getvalue()
-
-
-def hf_export_parts(run_id: str, which: str = "best") -> tuple[GPT, Any, dict[str, Any]]:
-    """What ``hf_format.export_hf`` needs for a run: its weights, tokenizer and a description."""
-    run = open_run(run_id)
-    checkpoint = run.load_model(which)
-    info = run.info()
-    about = {"run": run.id, "weights": which, "step": checkpoint.step, "corpus": info.get("corpus"),
-             "tokenizer": info.get("tokenizer"), "best_val_loss": _rounded(info.get("best_val_loss"))}  # fmt: skip
-    return checkpoint.model, run.tokenizer(), about
-
-
-def _rounded(loss: Any) -> float | None:
-    value = _finite(loss)
-    return round(value, 4) if isinstance(value, float) else value
-
-
-def export_run_hf(run_id: str, folder: str | os.PathLike[str], which: str = "best") -> Path:
-    """Write a run as a Hugging Face GPT-2 folder (see ``toygpt.hf_format.export_hf``)."""
-    from toygpt.hf_format import export_hf
-
-    model, tokenizer, about = hf_export_parts(run_id, which)
-    return export_hf(model, tokenizer, folder, about)
-
-
-def export_run_hf_zip(run_id: str, which: str = "best") -> bytes:
-    """``export_run_hf`` as a zip with one folder ``<run id>-hf/`` (for a download button)."""
-    from toygpt.hf_format import export_hf_zip
-
-    model, tokenizer, about = hf_export_parts(run_id, which)
-    return export_hf_zip(model, tokenizer, f"{run_id}-hf", about)
-
-
-def pack_run(run_id: str, destination: str | os.PathLike[str], snapshots: list[int] | None = None,
-             metrics_every: int = 50, overwrite: bool = False) -> Path:  # fmt: skip
-    """Write a compact, read-only copy of a run for shipping (how the demo model was made).
-
-    Keeps the latest weights in float16 (half the bytes; the val loss moves in the 4th decimal),
-    the chosen int8 ``snapshots`` (default: all), tokenizer, run.json, samples and the metrics
-    (step rows thinned to every ``metrics_every`` steps). No optimizer state: a packed run is
-    opened, sampled and inspected, never resumed.
-    """
-    if isinstance(metrics_every, bool) or not isinstance(metrics_every, int) or metrics_every < 1:
-        raise RunError(f"metrics_every={metrics_every!r} must be a whole number ≥ 1 (keep every Nth step row)")
-    run = open_run(run_id)
-    target = Path(destination)
-    if target.exists() and any(target.iterdir()):
-        if not overwrite or not (target / RUN_FILE).exists():
-            raise RunError(f"{target} is not empty; pick a new folder (or overwrite=True for an earlier pack)")
-        shutil.rmtree(target)
-    checkpoint = run.load_model("latest")
-    info = run.info()
-    step = checkpoint.step
-    files = run._snapshot_files()
-    chosen = sorted(files) if snapshots is None else snapshots
-    missing = [s for s in chosen if s not in files]
-    if missing:
-        raise RunError(f"run {run.id} has no snapshot files at steps {missing}; it has {sorted(files)}")
-    metrics = {"val_loss": info.get("val_loss"), "best_val_loss": info.get("best_val_loss")}
-    save_checkpoint(target, checkpoint.model.half(), checkpoint.tokenizer, step=step, metrics=metrics,
-                    extra={"run_id": run.id, "weights_dtype": "float16"})  # fmt: skip
-    for s in chosen:
-        (target / SNAPSHOTS).mkdir(exist_ok=True)
-        shutil.copyfile(files[s], target / SNAPSHOTS / snapshot_name(s))
-    rows = [r for r in run.read_metrics() if r["type"] != "step" or r["step"] % metrics_every == 0]
-    (target / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    if (run.path / SAMPLES).exists():
-        shutil.copyfile(run.path / SAMPLES, target / SAMPLES)
-    packed = {**info, "step": step, "status": Status.FINISHED, "packed_from": run.id, "weights_dtype": "float16"}
-    write_json_atomic(target / RUN_FILE, packed)
-    return target
-
-
-ALLOWED_MEMBER = re.compile(
-    r"(run\.json|config\.json|tokenizer\.json|model\.safetensors|best\.safetensors|optimizer\.safetensors"
-    r"|metrics\.jsonl|samples\.jsonl|corpus\.txt|lab\.json|snapshots/step-\d{7}\.safetensors)"  # lab.json: toygpt.lab
-)
-
-
-def _member_names(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    """Map each member to its name inside the run folder, refusing anything that could escape
-    it (absolute paths, '..', links) or that a run does not contain."""
-    infos = [i for i in archive.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
-    if not infos:
-        raise RunError("the zip is empty; export a run with the Runs page or `python -m toygpt runs export`")
-    for info in infos:  # the dangerous ones first, so the message names them
-        path = PurePosixPath(info.filename.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts or ":" in info.filename:
-            raise RunError(f"the zip holds {info.filename!r}, a path that leaves its folder (zip slip); refused")
-    tops = {PurePosixPath(i.filename).parts[0] for i in infos}
-    strip = len(tops) == 1 and all(len(PurePosixPath(i.filename).parts) > 1 for i in infos)
-    members = {}
-    for info in infos:
-        if (info.external_attr >> 16) & 0o170000 == 0o120000:
-            raise RunError(f"the zip holds a symbolic link ({info.filename!r}); refused")
-        parts = PurePosixPath(info.filename.replace("\\", "/")).parts[1 if strip else 0 :]
-        name = "/".join(parts)
-        if not ALLOWED_MEMBER.fullmatch(name):
-            raise RunError(f"unexpected file {info.filename!r} in the zip; a toygpt run holds only run.json, config.json, weights and logs")
-        members[name] = info
-        _check_member_size(name, info.file_size)
-    if sum(i.file_size for i in members.values()) > MAX_IMPORT_BYTES:
-        raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
-    return members
-
-
-def _check_member_size(name: str, size: int) -> None:
-    """Each file's size, from the zip's directory, before anything is unpacked: the logs and
-    JSON files have their own limits (``toygpt.run_schema``), weights a quarter of the server's
-    memory budget (float32 weights are loaded as they are), optimizer state half (two moments)."""
-    if name.endswith(".safetensors"):
-        share = 2 * LOAD_SHARE if name == OPTIMIZER else LOAD_SHARE
-        limit = int(memory_budget() * share)
-        if size > limit:
-            raise RunError(f"{name}: {size:,} bytes is above the {limit:,} bytes this server can load for it "
-                           "(a share of its memory budget; see the deploy notes)")  # fmt: skip
-    else:
-        check_size(name, size)
-
-
-def _extract(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], folder: Path) -> None:
-    """Copy members out with a byte budget, overall and per file: sizes in a zip header can lie."""
-    budget = MAX_IMPORT_BYTES
-    for name, info in members.items():
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        written = 0
-        with archive.open(info) as source, open(target, "wb") as out:
-            while chunk := source.read(1 << 20):
-                budget -= len(chunk)
-                written += len(chunk)
-                if budget < 0:
-                    raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES:,} bytes; refused")
-                _check_member_size(name, written)
-                out.write(chunk)
-
-
-def _validate_import(folder: Path) -> dict[str, Any]:
-    """Every file of an unpacked run must pass the checks its reader makes: run.json against
-    its schema, the checkpoint, a tokenizer that fits the model, best weights, snapshots, the
-    optimizer state with its counters, every line of the logs, the corpus and a lab result.
-
-    One weights file is held at a time (the shapes to check against come from a model on
-    torch's "meta" device, which allocates nothing), so the peak is about two copies of the
-    weights: what was loaded and what it is compared with."""
-    run = Run(folder)
-    run.id = "upload"  # messages say "run upload: ...", not the staging folder's name
-    info = run.info()
-    checkpoint = run.load_model("latest")
-    if checkpoint.tokenizer is None:
-        raise RunError("the run has no tokenizer.json")
-    if info["model_config"] != checkpoint.config.to_dict():
-        raise RunError("run.json's model_config differs from config.json's model; the files come from different runs")
-    with torch.device("meta"):
-        shapes = GPT(checkpoint.config)
-    del checkpoint
-    if (folder / BEST).exists():
-        with run._reading():
-            check_weights_fit(shapes, load_tensors(folder / BEST), BEST)
-    for step in run._snapshot_files():
-        run.load_snapshot(step)
-    if (folder / OPTIMIZER).exists():
-        _, tensors = run.training_state()
-        check_optimizer_tensors(shapes, tensors)
-        del tensors
-    for name in (METRICS, SAMPLES):
-        with run._reading():
-            read_jsonl(folder / name, strict=True)
-    if (folder / CORPUS).exists():
-        run.corpus_text()
-    if (folder / "lab.json").exists():
-        with run._reading():
-            read_json(folder / "lab.json")  # its numbers are checked by toygpt.lab when opened
-    return info
-
-
-def check_optimizer_tensors(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
-    """AdamW state as ``toygpt.train.optimizer_tensors`` writes it: ``<param>.step`` (1 number),
-    ``<param>.exp_avg`` and ``.exp_avg_sq`` (the parameter's shape), all finite floats."""
-    params = dict(model.named_parameters())
-    for name, tensor in tensors.items():
-        param, _, key = name.rpartition(".")
-        if param not in params or key not in ("step", "exp_avg", "exp_avg_sq"):
-            raise RunError(f"{OPTIMIZER}: unexpected tensor {name} (not AdamW state of this model)")
-        shape = (1,) if key == "step" else tuple(params[param].shape)
-        if tuple(tensor.shape) != shape or not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
-            raise RunError(f"{OPTIMIZER}: tensor {name} must be finite floats of shape {shape}")
-
-
-def import_zip(data: bytes, name: str | None = None) -> str:
-    """Unpack a run exported by ``export_zip`` into a new run folder; return its id.
-
-    The zip is checked before anything becomes a run: only known file names (no paths that
-    leave the folder, no links), a size budget, and every file must pass its reader's checks.
-    A bad zip raises ``RunError`` with the reason (naming files inside the run, never the
-    server's folders) and leaves nothing behind.
-    """
-    if len(data) > MAX_IMPORT_BYTES:
-        raise RunError(f"the file is {len(data):,} bytes, above the {MAX_IMPORT_BYTES:,}-byte limit")
-    root = runs_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            _extract(archive, _member_names(archive), staging)
-        try:
-            info = _validate_import(staging)
-        except (ValueError, KeyError, TypeError, OSError, RuntimeError, RecursionError) as exc:  # CheckpointError is a ValueError
-            raise RunError(f"the zip is not a usable run: {exc}") from None
-        wanted = name or info.get("name") or info.get("id") or "imported"
-        final = _unique_folder(slugify(str(wanted)) or "imported")
-        try:
-            status = info.get("status")  # a run exported mid-training is not running here
-            Run(staging).update_info(id=final.name, status=Status.STOPPED if status == Status.RUNNING else status)
-            final.rmdir()
-            os.replace(staging, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                final.rmdir()
-            raise
-    except zipfile.BadZipFile as exc:
-        raise RunError(f"not a zip file ({exc}); export a run with `python -m toygpt runs export`") from None
-    except (ValueError, OSError) as exc:  # RunError, CheckpointError; the message names no server folder
-        raise RunError(inside_run(str(exc), staging, "the run")) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final.name

@@ -1,20 +1,18 @@
-"""From logits to text: one sampling step in stages, then ``generate()`` that loops over it.
+"""From a prompt to text: the model's next-token distribution, and ``generate()`` that loops.
 
-One step, as the sampling explorer shows it::
-
-    logits (vocab_size,)       the model's score for every possible next token
-      → ÷ temperature          < 1 sharpens, > 1 flattens, 0 means greedy (always the argmax)
-      → top-k                  keep the k highest-scoring tokens, drop the rest
-      → top-p (nucleus)        keep the smallest set of tokens whose probability reaches p
-      → softmax → draw one     a seeded ``torch.Generator`` makes the draw repeatable
-
+Each step runs the model on the context, then picks a token through the stages of
+``toygpt.sampling`` (temperature → top-k → top-p → draw), all set by one ``SamplingConfig``.
 ``generate()`` repeats that, one token at a time, reusing the keys and values of earlier
 positions (a KV cache) so each new token costs one position's worth of work, not a whole pass.
+Every step records how long it took to compute; ``GenerationStats`` sums a generation up
+(time to the first token, time per token after it, tokens per second).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -23,206 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from toygpt.model import GPT, CausalSelfAttention, KVCache
+from toygpt.sampling import (
+    SamplingConfig,
+    SamplingStages,
+    filtered_probs,
+    sample_from,
+    stages_from_logits,
+)
 from toygpt.stopping import check_stop
 from toygpt.tokenizers.base import check_model_vocab_size
 
 # The model's own top candidates that every generation step reports.
 DEFAULT_CANDIDATES = 5
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How the next token is picked from the model's logits.
-
-    ``temperature=0`` means greedy (always the most likely token). ``top_k=None`` and
-    ``top_p=None`` switch those filters off.
-    """
-
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-
-    def __post_init__(self) -> None:
-        t = self.temperature
-        if not _finite_number(t) or t < 0:
-            raise ValueError(
-                f"temperature={t!r} must be a finite number ≥ 0 (0 = greedy, 1 = the model's own "
-                "distribution); try 0.8"
-            )
-        k = self.top_k
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"top_k={k!r} must be a whole number ≥ 1, or None to keep every token; try 40")
-        p = self.top_p
-        if p is not None and (not _finite_number(p) or not 0 < p <= 1):
-            raise ValueError(f"top_p={p!r} must be in the range (0, 1], or None to switch it off; try 0.9")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    @property
-    def plain(self) -> bool:
-        """True when sampling straight from the model's softmax: nothing to filter or rescale."""
-        return self.temperature == 1 and self.top_k is None and self.top_p is None
-
-
-def _finite_number(x: Any) -> bool:
-    """True for an int or float that is a finite float (``10**400`` is an int but no float)."""
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return False
-    try:
-        return math.isfinite(x)
-    except OverflowError:
-        return False
-
-
-# --------------------------------------------------------------------------------------------
-# The stages of one step (each takes and returns logits of shape (vocab_size,))
-# --------------------------------------------------------------------------------------------
-
-
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Divide the logits by the temperature.
-
-    The logits are first shifted so the largest is 0. Softmax ignores a constant shift, and it
-    keeps tiny temperatures finite: ``(x - max) / 1e-30`` is 0 for the best token and ``-inf``
-    for the rest, where ``x / 1e-30`` would overflow to ``inf - inf = nan``. Temperature 0 is the
-    limit of that: 0 for the (first) best token, ``-inf`` for every other — greedy, no division.
-
-    Two more divisions would give NaN, and are written out instead: a temperature that rounds to
-    0 in the logits' dtype (1e-50 is 0 in float32) makes the best token ``0 / 0``, which is 0 (it
-    is the limit: every smaller temperature gives it 0 too); one that rounds to ``inf`` makes a
-    removed token ``-inf / inf``, which stays ``-inf`` (removed at every temperature).
-
-    >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0.5)
-    tensor([-4.,  0., -2.])
-    >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 0)
-    tensor([-inf, 0., -inf])
-    >>> apply_temperature(torch.tensor([1.0, 3.0, 2.0]), 1e-50)  # 1e-50 is 0.0 in float32
-    tensor([-inf, 0., -inf])
-    """
-    if temperature == 1:
-        return logits
-    if temperature == 0:
-        greedy = torch.full_like(logits, float("-inf"))
-        greedy[int(logits.argmax())] = 0.0
-        return greedy
-    gaps = logits - logits.max()  # ≤ 0: how far below the best token each one is; -inf stays
-    scaled = torch.where(gaps == 0, 0.0, gaps / temperature)  # the best: 0 at any temperature
-    return torch.where(torch.isneginf(gaps), gaps, scaled)  # removed: -inf at any temperature
-
-
-def apply_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
-    """Keep the ``top_k`` highest logits; every other token gets ``-inf`` (probability 0).
-
-    >>> apply_top_k(torch.tensor([1.0, 3.0, 2.0, 0.0]), 2)
-    tensor([-inf, 3., 2., -inf])
-    """
-    if top_k is None or top_k >= logits.shape[-1]:
-        return logits  # a k of at least the vocabulary keeps everything
-    values, indices = torch.topk(logits, top_k)
-    return torch.full_like(logits, float("-inf")).scatter_(-1, indices, values)
-
-
-def apply_top_p(logits: torch.Tensor, top_p: float | None) -> tuple[torch.Tensor, int]:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose probability adds up
-    to at least ``top_p``; return the filtered logits and how many tokens were kept.
-
-    Probabilities 0.5, 0.3, 0.15, 0.05 with ``top_p=0.7``: 0.5 is not enough, 0.5 + 0.3 = 0.8
-    reaches 0.7, so the nucleus is the first two tokens and the cut falls after rank 2.
-
-    >>> apply_top_p(torch.tensor([0.5, 0.3, 0.15, 0.05]).log(), 0.7)
-    (tensor([-0.6931, -1.2040,    -inf,    -inf]), 2)
-    """
-    kept_possible = int(torch.isfinite(logits).sum())
-    if top_p is None or top_p >= 1:
-        return logits, kept_possible
-    # Rank by the logits, not the probabilities: two logits a hair apart can round to the same
-    # probability, and the token kept as p → 0 must be the argmax (the greedy token).
-    order = torch.sort(logits, descending=True, stable=True).indices
-    sorted_probs = F.softmax(logits, dim=-1)[order]
-    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the better tokens
-    n_kept = max(1, int((mass_before < top_p).sum()))  # tokens added while still below p
-    n_kept = min(n_kept, kept_possible)  # never revive a token an earlier stage removed
-    filtered = torch.full_like(logits, float("-inf"))
-    keep = order[:n_kept]
-    filtered[keep] = logits[keep]
-    return filtered, n_kept
-
-
-@dataclass(frozen=True)
-class SamplingStages:
-    """Every stage of one sampling step, each a (vocab_size,) tensor, for the explorer to draw.
-
-    ``scaled_logits`` is after temperature (shifted so the best logit is 0; see
-    ``apply_temperature``). ``top_k_kept`` and ``top_p_cutoff_rank`` count the tokens that
-    survive each filter: the top-p cut falls right after rank ``top_p_cutoff_rank``.
-    ``context_dropped`` says how many leading prompt tokens were cut off to fit ``block_size``.
-    """
-
-    config: SamplingConfig
-    raw_logits: torch.Tensor
-    scaled_logits: torch.Tensor
-    after_top_k: torch.Tensor
-    after_top_p: torch.Tensor
-    probs: torch.Tensor
-    top_k_kept: int
-    top_p_cutoff_rank: int
-    context_dropped: int = 0
-
-    @property
-    def model_probs(self) -> torch.Tensor:
-        """The model's own distribution: softmax of the raw logits (temperature 1, no filter)."""
-        return F.softmax(self.raw_logits, dim=-1)
-
-    def stage_probs(self) -> dict[str, torch.Tensor]:
-        """The probabilities each stage would sample from, in order, keyed by a display name."""
-        return {
-            "model (T=1)": self.model_probs,
-            f"temperature {self.config.temperature:g}": F.softmax(self.scaled_logits, dim=-1),
-            "top-k": F.softmax(self.after_top_k, dim=-1),
-            "top-p": self.probs,
-        }
-
-
-def stages_from_logits(logits: torch.Tensor, config: SamplingConfig) -> SamplingStages:
-    """Run the sampling pipeline on one position's logits (vocab_size,), keeping every stage.
-
-    Logits may be ``-inf`` (a token that can never be drawn, e.g. an id the tokenizer cannot
-    decode) but not NaN or ``+inf``, and at least one must be finite. Every stage's
-    distribution is then finite and sums to 1, for any valid ``config``.
-    """
-    if logits.dim() != 1:
-        raise ValueError(f"expected one position's logits of shape (vocab_size,), got {tuple(logits.shape)}")
-    logits = check_logits(logits.detach())
-    scaled = apply_temperature(logits, config.temperature)
-    after_top_k = apply_top_k(scaled, config.top_k)
-    after_top_p, n_kept = apply_top_p(after_top_k, config.top_p)
-    return SamplingStages(
-        config=config,
-        raw_logits=logits,
-        scaled_logits=scaled,
-        after_top_k=after_top_k,
-        after_top_p=after_top_p,
-        probs=F.softmax(after_top_p, dim=-1),
-        top_k_kept=int(torch.isfinite(after_top_k).sum()),
-        top_p_cutoff_rank=n_kept,
-    )
-
-
-def check_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Return ``logits`` if a distribution can be made from them, else raise ``ValueError``:
-    NaN or ``+inf`` means broken weights; all ``-inf`` means no token is allowed at all."""
-    if bool(torch.isnan(logits).any() | torch.isposinf(logits).any()):
-        raise ValueError("the logits contain NaN or +inf; the model's weights are probably corrupt (reload or retrain it)")
-    if not bool(torch.isfinite(logits).any()):
-        raise ValueError("every logit is -inf: no token is allowed, so there is nothing to sample from")
-    return logits
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,19 +133,25 @@ def mask_unusable(logits: torch.Tensor, unusable: torch.Tensor | None) -> torch.
 # --------------------------------------------------------------------------------------------
 
 
+def check_sampling(sampling: Any) -> SamplingConfig:
+    """``sampling`` if it is a ``SamplingConfig``; else a ValueError that shows how to make one."""
+    if not isinstance(sampling, SamplingConfig):
+        raise ValueError(f"sampling={sampling!r} must be a SamplingConfig, e.g. "
+                         "sampling=SamplingConfig(temperature=0.8, top_k=40)")  # fmt: skip
+    return sampling
+
+
 def next_token_distribution(
     model: GPT,
     ids: Sequence[int] | torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: SamplingConfig = SamplingConfig(),  # frozen: one shared default is safe
     tokenizer: Any | None = None,
 ) -> SamplingStages:
     """Run the model on ``ids`` (an empty prompt uses ``start_token_id(tokenizer, model)``;
     longer than ``block_size`` keeps the last ``block_size``, reported as ``context_dropped``)
-    and return every sampling stage. With ``tokenizer``, ids it cannot decode get probability 0 (as in
-    ``generate``)."""
-    config = SamplingConfig(temperature, top_k, top_p)
+    and return every sampling stage of ``sampling``. With ``tokenizer``, ids it cannot decode
+    get probability 0 (as in ``generate``)."""
+    config = check_sampling(sampling)
     unusable = unusable_ids(model, tokenizer)
     tokens = as_token_list(ids, model.config.vocab_size) or [start_token_id(tokenizer, model)]
     tokens, dropped = crop_context(tokens, model.config.block_size)
@@ -504,7 +320,9 @@ class GenerationStep:
     prompt + generated tokens; ``recomputed`` is True when this step ran the whole window (the
     first step, every step without a cache, and after a window jump). ``stop_reason`` is set on
     the last step only. ``text`` is this token decoded on its own: a byte token that holds part
-    of a character reads as U+FFFD, so decode the ids together to show the text.
+    of a character reads as U+FFFD, so decode the ids together to show the text. ``seconds`` is
+    the time spent computing this step inside ``generate`` (what the caller does with a step
+    between two of them does not count).
     """
 
     index: int
@@ -520,6 +338,7 @@ class GenerationStep:
     prompt_dropped: int
     stop_reason: str | None = None
     stages: SamplingStages | None = field(default=None, repr=False)
+    seconds: float = 0.0
 
 
 def _choose(
@@ -534,7 +353,7 @@ def _choose(
     if config.greedy:  # argmax, as apply_temperature(·, 0): the first of tied maxima
         token, probability = int(logits.argmax()), 1.0
     else:
-        probs = model_probs if config.plain else _filtered_probs(logits, config)
+        probs = model_probs if config.plain else filtered_probs(logits, config)
         token = sample_from(probs, generator)
         probability = float(probs[token])
     for rank, (candidate, p) in enumerate(candidates, start=1):
@@ -543,31 +362,6 @@ def _choose(
     model_probability = float(model_probs[token])
     rank = int((model_probs > model_probability).sum()) + 1
     return token, probability, model_probability, rank, candidates
-
-
-def sample_from(probs: torch.Tensor, generator: torch.Generator) -> int:
-    """Draw one token id from ``probs`` (vocab_size,) by inverse transform sampling: a uniform
-    number u in [0, 1) falls into one token's slice of the cumulative distribution.
-
-    probs 0.5, 0.3, 0.2 → cumulative 0.5, 0.8, 1.0; u = 0.65 lies in [0.5, 0.8) → token 1.
-    Same distribution as ``torch.multinomial(probs, 1)``, at a third of its cost per draw
-    (three small operations and no input checks), which matters at one draw per token.
-
-    >>> sample_from(torch.tensor([0.0, 1.0, 0.0]), torch.Generator().manual_seed(0))
-    1
-    """
-    cumulative = torch.cumsum(probs, dim=-1)
-    u = torch.rand((), generator=generator, dtype=cumulative.dtype)
-    token = int(torch.searchsorted(cumulative, u, right=True))  # first slice ending after u
-    if token == probs.shape[-1]:  # u above a total that rounded to just under 1
-        token = int(probs.nonzero().max())  # the last token that can be drawn at all
-    return token
-
-
-def _filtered_probs(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
-    scaled = apply_temperature(logits, config.temperature)
-    filtered, _ = apply_top_p(apply_top_k(scaled, config.top_k), config.top_p)
-    return F.softmax(filtered, dim=-1)
 
 
 def _make_generator(seed: int | torch.Generator | None) -> torch.Generator:
@@ -611,9 +405,8 @@ def generate(
     model: GPT,
     ids: Sequence[int] | torch.Tensor,
     max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    *,
+    sampling: SamplingConfig = SamplingConfig(),  # frozen: one shared default is safe
     seed: int | torch.Generator | None = None,
     use_cache: bool = True,
     stop: str | Sequence[str] | None = None,
@@ -624,15 +417,18 @@ def generate(
 ) -> Iterator[GenerationStep]:
     """Yield one ``GenerationStep`` per new token, so a page can stream or step through them.
 
-    Stops after ``max_new_tokens`` or once the generated text contains a ``stop`` string (needs
+    ``sampling`` says how each token is picked (temperature, top-k, top-p: one
+    ``SamplingConfig``; the default samples from the model's own distribution). Stops after
+    ``max_new_tokens`` or once the generated text contains a ``stop`` string (needs
     ``tokenizer``). With ``tokenizer`` the model only emits ids it can decode (see
     ``unusable_ids``; its vocabulary must be the model's size). An empty prompt starts from
     ``start_token_id(tokenizer, model)``; a prompt longer than ``block_size`` keeps its last
-    ``block_size`` tokens (``step.prompt_dropped`` says how many went). Beyond ``block_size`` the context window jumps to the last ``window_keep``
-    tokens (default ``block_size // 2``; see ``window_start``). The same ``seed`` gives the same
-    tokens with and without the cache. ``record_stages=True`` attaches every sampling stage.
+    ``block_size`` tokens (``step.prompt_dropped`` says how many went). Beyond ``block_size``
+    the context window jumps to the last ``window_keep`` tokens (default ``block_size // 2``;
+    see ``window_start``). The same ``seed`` gives the same tokens with and without the cache.
+    ``record_stages=True`` attaches every sampling stage.
     """
-    config = SamplingConfig(temperature, top_k, top_p)
+    config = check_sampling(sampling)
     keep = _check_generation_args(model, max_new_tokens, window_keep, n_candidates, stop, tokenizer)
     stops = _stop_strings(stop)
     unusable = unusable_ids(model, tokenizer)
@@ -652,6 +448,7 @@ def _steps(
     start = dropped = window_start(n_prompt, 0, block_size, keep=block_size)  # crop the prompt
     decoder = _Decoder(model, use_cache)
     for index in range(max_new_tokens):
+        started = time.perf_counter()  # after the caller's turn: only this step's work counts
         start = window_start(len(tokens), start, block_size, keep)
         with torch.inference_mode():  # entered per step: a generator must not leak it to its caller
             logits, recomputed = decoder.next_logits(tokens, start)
@@ -665,7 +462,7 @@ def _steps(
             reason = "max_new_tokens"
         yield GenerationStep(
             index, token, text, probability, model_probability, rank, candidates,
-            start, len(tokens) - 1 - start, recomputed, dropped, reason, stages,
+            start, len(tokens) - 1 - start, recomputed, dropped, reason, stages, time.perf_counter() - started,
         )  # fmt: skip
         if reason is not None:
             return
@@ -688,31 +485,93 @@ def _stop_reason(tokenizer: Any, generated: list[int], stops: list[str]) -> str 
     return None
 
 
+# --------------------------------------------------------------------------------------------
+# A whole generation: its text and how long it took
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """How long a generation took, from its steps' own ``seconds``.
+
+    The first step reads the whole prompt (with or without a cache): ``first_token_seconds`` is
+    the time to the first token. ``seconds_per_token`` is the mean of the steps after it, the cost
+    of one more token once generation is under way (a one-token generation: its only step).
+    ``recomputed_steps`` counts the steps that ran the whole window (see ``GenerationStep``).
+    """
+
+    tokens: int
+    first_token_seconds: float
+    seconds_per_token: float
+    total_seconds: float
+    recomputed_steps: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Speed once under way: ``1 / seconds_per_token``."""
+        return 1.0 / self.seconds_per_token if self.seconds_per_token > 0 else math.inf
+
+    @classmethod
+    def of(cls, steps: Sequence[GenerationStep]) -> GenerationStats:
+        """The stats of ``steps`` (at least one), as ``generate`` yielded them."""
+        if not steps:
+            raise ValueError("no steps were generated, so there is nothing to time; ask for at least 1 token")
+        seconds = [step.seconds for step in steps]
+        later = seconds[1:] or seconds
+        return cls(len(steps), seconds[0], statistics.fmean(later), math.fsum(seconds),
+                   sum(step.recomputed for step in steps))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished generation: ``text`` (without the prompt, cut before a stop string; None when
+    made without a tokenizer), the new ``tokens`` (ids), why it stopped, how many prompt tokens
+    the model could not read, whether the KV cache was on, and its ``stats``."""
+
+    text: str | None
+    tokens: list[int]
+    stop_reason: str | None
+    prompt_dropped: int
+    use_cache: bool
+    stats: GenerationStats
+
+
+def generation_of(
+    steps: Sequence[GenerationStep], tokenizer: Any | None = None, *, use_cache: bool,
+    stop: str | Sequence[str] | None = None,
+) -> Generation:  # fmt: skip
+    """A ``Generation`` from the steps ``generate`` yielded (at least one): the ids decoded
+    together (a character split over byte tokens comes out whole), cut before a ``stop`` string."""
+    stats = GenerationStats.of(steps)
+    ids = [step.token_id for step in steps]
+    text = None if tokenizer is None else tokenizer.decode(ids)
+    for s in _stop_strings(stop) if text is not None else ():
+        text = text.split(s, 1)[0]
+    return Generation(text, ids, steps[-1].stop_reason, steps[0].prompt_dropped, use_cache, stats)
+
+
 def generate_text(
     model: GPT,
     tokenizer: Any,
     prompt: str,
     max_new_tokens: int = 200,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    *,
+    sampling: SamplingConfig = SamplingConfig(),  # frozen: one shared default is safe
     seed: int | torch.Generator | None = None,
     stop: str | Sequence[str] | None = None,
     use_cache: bool = True,
-) -> str:
-    """The continuation of ``prompt`` as text (without the prompt; cut before a stop string).
+) -> Generation:
+    """The continuation of ``prompt``: its text (``.text``, without the prompt, cut before a
+    stop string), ids and timing (``.stats``). ``max_new_tokens=0`` gives empty text.
 
-    >>> generate_text(model, tokenizer, "ROMEO:", max_new_tokens=50, seed=0)  # doctest: +SKIP
+    >>> generate_text(model, tokenizer, "ROMEO:", 50, seed=0).text  # doctest: +SKIP
     """
     ids = encode_prompt(tokenizer, prompt, model)
-    steps = generate(
-        model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop, tokenizer
-    )
-    new_ids = []
-    for step in steps:
+    steps = []
+    for step in generate(model, ids, max_new_tokens, sampling=sampling, seed=seed, use_cache=use_cache, stop=stop,
+                         tokenizer=tokenizer):  # fmt: skip
         check_stop()  # inside a job (training samples), Stop ends a long sample here
-        new_ids.append(step.token_id)
-    text = tokenizer.decode(new_ids)
-    for s in _stop_strings(stop):
-        text = text.split(s, 1)[0]
-    return text
+        steps.append(step)
+    if not steps:
+        return Generation("", [], None, 0, use_cache, GenerationStats(0, 0.0, 0.0, 0.0, 0))
+    return generation_of(steps, tokenizer, use_cache=use_cache, stop=stop)

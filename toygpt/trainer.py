@@ -4,8 +4,9 @@ The ``Trainer`` knows nothing about files or screens. It reports through **event
 handed to ``on_event``: ``{"type": "step", ...}`` (loss, lr, grad norm, tokens/s, ETA),
 ``"eval"`` (train and val loss), ``"sample"`` (generated text), ``"log"`` (a remark) and one final
 ``"end"`` (status: finished | stopped | diverged). Saving is delegated to an optional ``saver``
-(``toygpt.runs.Run``), so the same loop serves the dashboard, the CLI, tests and notebooks.
-The rules it follows (config, schedule, optimizer, evaluation) are in ``toygpt.train``.
+(``toygpt.runs.RunWriter``), handed values (weights, optimizer state, counters), so the same
+loop serves the dashboard, the CLI, tests and notebooks. The rules it follows (config,
+schedule, optimizer, evaluation) are in ``toygpt.train``.
 
     >>> from toygpt import data
     >>> from toygpt.model import GPT, preset
@@ -25,7 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import torch
@@ -33,8 +34,8 @@ import torch
 from toygpt.compilation import (
     compile_choice,
     compile_key,
-    last_compile_seconds,
-    record_compile_seconds,
+    prepared_event,
+    preparing_event,
     use_compile_cache,
 )
 from toygpt.data import TokenData
@@ -55,25 +56,37 @@ from toygpt.train import (
     learning_rate_at,
     load_optimizer_tensors,
     make_optimizer,
+    optimizer_tensors,
     run_progress,
     step_seed,
 )
 
+Tensors = dict[str, torch.Tensor]
+
 # --------------------------------------------------------------------------------------------
-# The trainer
+# What the trainer hands a saver, and the counters that survive a resume
 # --------------------------------------------------------------------------------------------
 
 
 class RunSaver(Protocol):
-    """What the trainer needs from a run directory (``toygpt.runs.Run`` implements it)."""
+    """Where the trainer's saves go (``toygpt.runs.RunWriter`` is one). It is handed values,
+    never the trainer: ``weights`` is the model's ``state_dict()`` (the live tensors: read them
+    during the call, copy to keep), ``optimizer_state`` AdamW's state as named tensors
+    (``toygpt.train.optimizer_tensors``) and ``state`` a copy of the counters. So anything that
+    can store tensors can be a saver, and what a run holds never depends on how the trainer is
+    built."""
 
-    def save_latest(self, trainer: Trainer) -> None: ...
+    def save_latest(self, weights: Tensors, optimizer_state: Tensors, state: TrainState) -> None:
+        """Everything resume needs, as of ``state.step``."""
 
-    def save_best(self, trainer: Trainer) -> None: ...
+    def save_best(self, weights: Tensors, state: TrainState) -> None:
+        """The weights with the lowest val loss so far (``state.best_val_loss``)."""
 
-    def save_snapshot(self, trainer: Trainer) -> None: ...
+    def save_snapshot(self, weights: Tensors, step: int, keep: int) -> None:
+        """The weights at a log-spaced ``step``; keep at most ``keep`` snapshots."""
 
-    def on_event(self, event: Event) -> None: ...
+    def on_event(self, event: Event) -> None:
+        """Every event, as it happens."""
 
 
 @dataclass
@@ -92,6 +105,18 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def record_val_loss(self, val_loss: float) -> bool:
+        """Note a measured val loss; True when it is the best so far (the best weights change)."""
+        self.last_val_loss = val_loss
+        improved = self.best_val_loss is None or val_loss < self.best_val_loss
+        if improved:
+            self.best_val_loss = val_loss
+        return improved
+
+    def copy(self) -> TrainState:
+        """The counters as they are now (what a saver is handed: later steps do not change it)."""
+        return replace(self, snapshots=list(self.snapshots))
+
     @classmethod
     def from_dict(cls, data: Any) -> TrainState:
         """Rebuild saved counters, checking their types (the file may come from an imported zip)."""
@@ -106,6 +131,147 @@ class TrainState:
         if not (counts_ok and numbers_ok and snapshots_ok):
             raise ValueError(f"the saved trainer state is malformed: {data!r:.200}")
         return state
+
+
+def check_inputs(model_config: Any, data: TokenData, block_size: int, tokenizer: Any | None) -> None:
+    """The windows fit the model (``block_size``), and the data's ids and the tokenizer's (it
+    decodes the samples) its vocabulary."""
+    if block_size > model_config.block_size:
+        raise ValueError(f"block_size={block_size} is longer than the model's block_size="
+                         f"{model_config.block_size}; use block_size ≤ {model_config.block_size}")  # fmt: skip
+    if data.vocab_size > model_config.vocab_size:
+        raise ValueError(f"the data uses {data.vocab_size} token ids but the model has vocab_size="
+                         f"{model_config.vocab_size}; build the model with vocab_size={data.vocab_size}")  # fmt: skip
+    data.check_block_size(block_size)
+    if tokenizer is not None:
+        check_model_vocab_size(tokenizer, model_config.vocab_size)
+
+
+# --------------------------------------------------------------------------------------------
+# What the trainer reports: events, the pace behind tokens/s and the ETA, why it stopped
+# --------------------------------------------------------------------------------------------
+
+
+class Pace:
+    """The last ``window`` step times; their median is the pace (robust to one slow step)."""
+
+    def __init__(self, window: int = 50) -> None:
+        self.window, self.times, self.uncounted = window, [], 0.0
+
+    def record(self, seconds: float, counted: bool = True) -> None:
+        """``counted=False``: a step that is not the pace (the one that compiled the model); it
+        stands in only until a counted step comes."""
+        if counted:
+            self.times = (self.times + [seconds])[-self.window :]
+        else:
+            self.uncounted = seconds
+
+    def seconds_per_step(self) -> float:
+        return sorted(self.times)[len(self.times) // 2] if self.times else self.uncounted
+
+
+def eta(config: TrainConfig, state: TrainState, seconds_per_step: float) -> float:
+    """Seconds left: by steps at the recent pace, or by the clock, whichever ends first."""
+    left = []
+    if config.max_steps is not None:
+        left.append((config.max_steps - state.step) * seconds_per_step)
+    if config.max_seconds is not None:
+        left.append(config.max_seconds - state.elapsed)
+    return max(0.0, min(left))
+
+
+def step_event(config: TrainConfig, state: TrainState, pace: Pace, tokens_per_step: int, **step: float) -> Event:
+    """The ``"step"`` event after a step: ``step`` holds its ``loss``, ``grad_norm`` and ``lr``."""
+    seconds_per_step = pace.seconds_per_step()
+    return {
+        "type": "step", "step": state.step, **step,
+        "tokens_per_s": tokens_per_step / seconds_per_step, "ms_per_step": 1000 * seconds_per_step,
+        "elapsed": state.elapsed, "eta": eta(config, state, seconds_per_step),
+        "progress": run_progress(config, state.step, state.elapsed), "tokens_seen": state.tokens_seen,
+    }  # fmt: skip
+
+
+def end_event(state: TrainState, status: str, message: str) -> Event:
+    """The one ``"end"`` event: how the run ended, and its counters."""
+    return {
+        "type": "end", "status": status, "message": message, "step": state.step,
+        "elapsed": state.elapsed, "tokens_seen": state.tokens_seen,
+        "val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss,
+        "train_loss": state.last_train_loss,
+    }  # fmt: skip
+
+
+def sample_event(model: LanguageModel, tokenizer: Any, config: TrainConfig, step: int) -> Event:
+    """A ``"sample"`` event: ``config.sample_tokens`` generated from ``config.sample_prompt``
+    (in eval mode; the model is handed back in the mode it came in)."""
+    from toygpt.sample import generate_text  # sampling comes after training in reading order
+
+    was_training = model.training
+    model.eval()
+    text = generate_text(model, tokenizer, config.sample_prompt, config.sample_tokens, seed=config.seed).text
+    model.train(was_training)
+    return {"type": "sample", "step": step, "prompt": config.sample_prompt, "text": text}
+
+
+def stop_reason(
+    config: TrainConfig, step: int, elapsed: float, stop_requested: bool, dist: DistributedContext
+) -> tuple[str, str] | None:
+    """(status, message) when a run must end before ``step``: its step budget, its time budget
+    or a Stop (on any rank: every rank ends at the same step); None: train on."""
+    if config.max_steps is not None and step >= config.max_steps:
+        return Status.FINISHED, f"reached max_steps={config.max_steps}"
+    out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
+    if dist.any(out_of_time or stop_requested):
+        if stop_requested or not out_of_time:
+            return Status.STOPPED, stopped_message(step)
+        return Status.FINISHED, f"used the time budget of {config.max_seconds:g} s"
+    return None
+
+
+def work_due(config: TrainConfig, state: TrainState, session_start: int) -> list[str]:
+    """What to do before the step ``state.step``: "evaluate" every ``eval_interval`` steps, a
+    "snapshot" at the log-spaced steps, a "sample" and a "save" at their intervals. A resumed
+    session skips its first step: the session that saved it already did all this.
+
+    >>> work_due(TrainConfig(eval_interval=100, checkpoint_interval=200), TrainState(step=200), 0)
+    ['evaluate', 'snapshot', 'save']
+    """
+    step = state.step
+    if step == session_start and step > 0:
+        return []
+    due = {
+        "evaluate": step % config.eval_interval == 0,
+        "snapshot": config.max_snapshots > 0 and is_snapshot_step(step) and step not in state.snapshots,
+        "sample": config.sample_interval > 0 and step % config.sample_interval == 0 and step > 0,
+        "save": config.checkpoint_interval > 0 and step % config.checkpoint_interval == 0 and step > 0,
+    }
+    return [name for name, now in due.items() if now]
+
+
+def stopped_message(step: int) -> str:
+    return f"stopped at step {step} on request; resume to continue"
+
+
+def diverged_message(config: TrainConfig, state: TrainState) -> str:
+    lr = learning_rate_at(config, state.step, state.elapsed, state.warmup_elapsed)
+    return (f"the loss became NaN/inf at step {state.step} (learning rate {lr:.2g}); try a lower "
+            f"learning rate, e.g. {config.learning_rate / 3:.2g}. The last good checkpoint was kept.")  # fmt: skip
+
+
+def wrap_ddp(model: torch.nn.Module, dist: DistributedContext, device: torch.device) -> torch.nn.Module:
+    """The model wrapped for data-parallel training (gradients averaged across processes), or
+    the model itself when this is the only process."""
+    if not dist.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
 
 
 class Trainer:
@@ -129,9 +295,7 @@ class Trainer:
     ) -> None:
         self.config, self.data, self.tokenizer, self.dist = config, data, tokenizer, dist
         self.block_size = config.block_size or model.config.block_size
-        self._check_shapes(model, data)
-        if tokenizer is not None:  # it decodes the samples: its ids must be the model's
-            check_model_vocab_size(tokenizer, model.config.vocab_size)
+        check_inputs(model.config, data, self.block_size, tokenizer)
         self.device = device_for(dist, choose_device(config.device))
         self.model = model.to(self.device)
         self.trainable = freeze_all_but_last_blocks(self.model, config.train_last_blocks)
@@ -146,20 +310,7 @@ class Trainer:
         self.forward: Callable[..., Any] = self.model
         self.compiled, self.compile_reason = False, "eager"
         self._compile_key: str | None = None  # set while the first compiled step is still to come
-        self._window: list[float] = []  # recent step times, for tokens/s and the ETA
-
-    def _check_shapes(self, model: LanguageModel, data: TokenData) -> None:
-        if self.block_size > model.config.block_size:
-            raise ValueError(
-                f"block_size={self.block_size} is longer than the model's block_size="
-                f"{model.config.block_size}; use block_size ≤ {model.config.block_size}"
-            )
-        if data.vocab_size > model.config.vocab_size:
-            raise ValueError(
-                f"the data uses {data.vocab_size} token ids but the model has vocab_size="
-                f"{model.config.vocab_size}; build the model with vocab_size={data.vocab_size}"
-            )
-        data.check_block_size(self.block_size)
+        self.pace = Pace()  # recent step times, for tokens/s and the ETA
 
     # ---- events ------------------------------------------------------------------------
 
@@ -185,46 +336,18 @@ class Trainer:
                 with stop_scope(self.stop_event):  # evaluation and sampling end on Stop too
                     self._between_steps()
             except StopRequested:
-                return Status.STOPPED, f"stopped at step {self.state.step} on request; resume to continue"
-            reason = self._stop_reason()
+                return Status.STOPPED, stopped_message(self.state.step)
+            reason = stop_reason(self.config, self.state.step, self._elapsed(), self.stop_event.is_set(), self.dist)
             if reason:
                 return reason
             if not self.train_step():
-                lr = learning_rate_at(self.config, self.state.step, self.state.elapsed, self.state.warmup_elapsed)
-                return Status.DIVERGED, (
-                    f"the loss became NaN/inf at step {self.state.step} (learning rate {lr:.2g}); "
-                    f"try a lower learning rate, e.g. {self.config.learning_rate / 3:.2g}. "
-                    "The last good checkpoint was kept."
-                )
+                return Status.DIVERGED, diverged_message(self.config, self.state)
 
     def _between_steps(self) -> None:
-        """Evaluate, snapshot, sample and save at their intervals (all on rank 0 only).
-
-        A resumed session skips its first step: the session that saved it already did all this.
-        """
-        step = self.state.step
-        if step == self._session_start and step > 0:
-            return
-        if step % self.config.eval_interval == 0:
-            self._evaluate()
-        if self.config.max_snapshots and is_snapshot_step(step) and step not in self.state.snapshots:
-            self._snapshot()
-        if self.config.sample_interval and step % self.config.sample_interval == 0 and step > 0:
-            self._sample()
-        if self.config.checkpoint_interval and step % self.config.checkpoint_interval == 0 and step > 0:
-            self._save_latest()
-
-    def _stop_reason(self) -> tuple[str, str] | None:
-        config, step = self.config, self.state.step
-        if config.max_steps is not None and step >= config.max_steps:
-            return Status.FINISHED, f"reached max_steps={config.max_steps}"
-        out_of_time = config.max_seconds is not None and self._elapsed() >= config.max_seconds
-        stop_requested = self.stop_event.is_set()
-        if self.dist.any(out_of_time or stop_requested):
-            if stop_requested or not out_of_time:
-                return Status.STOPPED, f"stopped at step {step} on request; resume to continue"
-            return Status.FINISHED, f"used the time budget of {config.max_seconds:g} s"
-        return None
+        """Evaluate, snapshot, sample and save where ``work_due`` says (all on rank 0 only)."""
+        work = {"evaluate": self._evaluate, "snapshot": self._snapshot, "sample": self._sample, "save": self._save_latest}
+        for name in work_due(self.config, self.state, self._session_start):
+            work[name]()
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._start_clock
@@ -248,10 +371,11 @@ class Trainer:
             group["lr"] = lr
         compiling = self._compile_key
         if compiling:  # this step builds the compiled kernels: say so, it takes a while
-            self.emit(self._preparing_event())
+            self.emit(preparing_event(compiling, self.state.step))
         loss = self._forward_backward(x, y)
-        if compiling:
-            self._compiled_first_step(compiling, time.perf_counter() - started)
+        if compiling:  # compiled now (or fell back to eager); its time is remembered for next time
+            self._compile_key = None
+            self.emit(prepared_event(compiling, self.state.step, time.perf_counter() - started, self.compiled))
         clip = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: measure, never clip
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         loss_value = float(loss)
@@ -260,7 +384,7 @@ class Trainer:
             return False
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._after_step(loss_value, grad_norm, lr, None if compiling else time.perf_counter() - started)
+        self._after_step(loss_value, grad_norm, lr, time.perf_counter() - started, compiled=bool(compiling))
         return True
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -281,37 +405,16 @@ class Trainer:
         loss.backward()
         return loss.detach()
 
-    def _after_step(self, loss: float, grad_norm: float, lr: float, seconds: float | None) -> None:
+    def _after_step(self, loss: float, grad_norm: float, lr: float, seconds: float, compiled: bool = False) -> None:
         state, config = self.state, self.config
         state.step += 1
         state.tokens_seen += config.batch_size * self.block_size * self.dist.world_size
         state.elapsed = self._elapsed()
         state.last_train_loss = loss
-        if seconds is not None:  # None: the step that compiled, not the pace of training
-            self._window = (self._window + [seconds])[-50:]
+        self.pace.record(seconds, counted=not compiled)  # the step that compiled is not the pace
         if state.step % config.log_interval == 0 or state.step == config.max_steps:
-            self.emit(self._step_event(loss, grad_norm, lr))
-
-    def _step_event(self, loss: float, grad_norm: float, lr: float) -> Event:
-        window = self._window or [self.state.elapsed / max(1, self.state.step)]
-        seconds_per_step = sorted(window)[len(window) // 2]  # median: robust to hiccups
-        tokens = self.config.batch_size * self.block_size * self.dist.world_size
-        return {
-            "type": "step", "step": self.state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-            "tokens_per_s": tokens / seconds_per_step, "ms_per_step": 1000 * seconds_per_step,
-            "elapsed": self.state.elapsed, "eta": self._eta(seconds_per_step),
-            "progress": run_progress(self.config, self.state.step, self.state.elapsed),
-            "tokens_seen": self.state.tokens_seen,
-        }  # fmt: skip
-
-    def _eta(self, seconds_per_step: float) -> float:
-        """Seconds left: by steps at the recent pace, or by the clock, whichever ends first."""
-        left = []
-        if self.config.max_steps is not None:
-            left.append((self.config.max_steps - self.state.step) * seconds_per_step)
-        if self.config.max_seconds is not None:
-            left.append(self.config.max_seconds - self.state.elapsed)
-        return max(0.0, min(left))
+            tokens = config.batch_size * self.block_size * self.dist.world_size
+            self.emit(step_event(config, state, self.pace, tokens, loss=loss, grad_norm=grad_norm, lr=lr))
 
     # ---- evaluation, samples, checkpoints -------------------------------------------------
 
@@ -319,42 +422,28 @@ class Trainer:
         if not self.dist.is_main:
             return
         config, state = self.config, self.state
-        losses = estimate_loss(
-            self.model, self.data, config.batch_size, self.block_size, config.eval_batches, config.seed, device=self.device
-        )
-        state.last_val_loss = losses["val"]
-        improved = state.best_val_loss is None or losses["val"] < state.best_val_loss
-        if improved:
-            state.best_val_loss = losses["val"]
-        self.emit({
-            "type": "eval", "step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
-            "best_val_loss": state.best_val_loss, "elapsed": self._elapsed(),
-        })  # fmt: skip
+        losses = estimate_loss(self.model, self.data, config.batch_size, self.block_size, config.eval_batches,
+                               config.seed, device=self.device)  # fmt: skip
+        improved = state.record_val_loss(losses["val"])
+        self.emit({"type": "eval", "step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
+                   "best_val_loss": state.best_val_loss, "elapsed": self._elapsed()})  # fmt: skip
         if improved and self.saver:
-            self.saver.save_best(self)
+            self.saver.save_best(self.model.state_dict(), state.copy())
 
     def _snapshot(self) -> None:
         self.state.snapshots.append(self.state.step)
         if self.saver:
-            self.saver.save_snapshot(self)
+            self.saver.save_snapshot(self.model.state_dict(), self.state.step, self.config.max_snapshots)
 
     def _sample(self) -> None:
-        if not self.dist.is_main or self.tokenizer is None:
-            return
-        from toygpt.sample import generate_text  # sampling comes after training in reading order
-
-        was_training = self.model.training
-        self.model.eval()
-        text = generate_text(
-            self.model, self.tokenizer, self.config.sample_prompt, self.config.sample_tokens, seed=self.config.seed
-        )
-        self.model.train(was_training)
-        self.emit({"type": "sample", "step": self.state.step, "prompt": self.config.sample_prompt, "text": text})
+        if self.dist.is_main and self.tokenizer is not None:
+            self.emit(sample_event(self.model, self.tokenizer, self.config, self.state.step))
 
     def _save_latest(self) -> None:
         if self.saver:
             self.state.elapsed = self._elapsed()
-            self.saver.save_latest(self)
+            optimizer_state = optimizer_tensors(self.model, self.optimizer)
+            self.saver.save_latest(self.model.state_dict(), optimizer_state, self.state.copy())
 
     def _finish(self, status: str, message: str) -> Event:
         state = self.state
@@ -367,12 +456,7 @@ class Trainer:
                     self.log("stopped before the final evaluation; the last measured loss stands")
             self._save_latest()
         state.elapsed = self._elapsed()
-        end = {
-            "type": "end", "status": status, "message": message, "step": state.step,
-            "elapsed": state.elapsed, "tokens_seen": state.tokens_seen,
-            "val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss,
-            "train_loss": state.last_train_loss,
-        }  # fmt: skip
+        end = end_event(state, status, message)
         self.emit(end)
         return end
 
@@ -417,28 +501,8 @@ class Trainer:
             self.forward = torch.compile(self._ddp_or_model)
             self._compile_key = compile_key(self.model.config, self.config.batch_size, self.block_size, self.autocast)
 
-    def _preparing_event(self) -> Event:
-        """Said before the first compiled step: the wait ahead, from this machine's last compile."""
-        last = last_compile_seconds(self._compile_key)
-        expect = f"took {last:.0f} s last time" if last is not None else "first time on this machine: up to a minute or more"
-        return {"type": "preparing", "step": self.state.step, "what": "compiling", "expected_seconds": last,
-                "message": f"preparing… compiling the model for this CPU ({expect}); later runs reuse the cache"}
-
-    def _compiled_first_step(self, key: str, seconds: float) -> None:
-        if self.compiled:
-            record_compile_seconds(key, seconds)
-        message = f"compiled in {seconds:.1f} s (the first step included)" if self.compiled else "training eagerly"
-        self.emit({"type": "prepared", "step": self.state.step, "seconds": seconds, "compiled": self.compiled,
-                   "message": message})  # fmt: skip
-        self._compile_key = None
-
     def _wrap_ddp(self) -> torch.nn.Module:
-        if not self.dist.active:
-            return self.model
-        from torch.nn.parallel import DistributedDataParallel
-
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=device_ids)
+        return wrap_ddp(self.model, self.dist, self.device)
 
 
 def train(model: LanguageModel, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:

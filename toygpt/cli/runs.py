@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from toygpt import runs
+from toygpt import run_archive, runs
 from toygpt.cli.options import input_file, int_in, output_file, output_folder
 
 
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export_hf.add_argument("--weights", choices=("best", "latest"), default="best")
     export_hf.set_defaults(func=export_hf_command)
     imp = sub.add_parser("import", help="add a run from a zip file")
-    imp.add_argument("path", type=input_file(runs.MAX_IMPORT_BYTES))
+    imp.add_argument("path", type=input_file(run_archive.MAX_IMPORT_BYTES))
     imp.add_argument("--name", help="a name for the imported run")
     imp.set_defaults(func=import_command)
     delete = sub.add_parser("delete", help="delete a run folder")
@@ -84,7 +84,7 @@ def list_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def export_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
-        data = runs.export_zip(args.run)
+        data = run_archive.export_zip(args.run)
         args.path.write_bytes(data)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -95,7 +95,7 @@ def export_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def export_hf_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
-        folder = runs.export_run_hf(args.run, args.folder, args.weights)
+        folder = run_archive.export_run_hf(args.run, args.folder, args.weights)
     except (ValueError, OSError) as exc:  # RunError, CheckpointError, TokenizerError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -107,9 +107,9 @@ def export_hf_command(args: argparse.Namespace, out: TextIO | None = None) -> in
 
 def import_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
-        if args.path.stat().st_size > runs.MAX_IMPORT_BYTES:
-            raise runs.RunError(f"{args.path} is larger than {runs.MAX_IMPORT_BYTES:,} bytes")
-        run_id = runs.import_zip(args.path.read_bytes(), name=args.name)
+        if args.path.stat().st_size > run_archive.MAX_IMPORT_BYTES:
+            raise runs.RunError(f"{args.path} is larger than {run_archive.MAX_IMPORT_BYTES:,} bytes")
+        run_id = run_archive.import_zip(args.path.read_bytes(), name=args.name)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -130,7 +130,7 @@ def delete_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def pack_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         steps = [int(s) for s in args.snapshots.split(",")] if args.snapshots else None
-        target = runs.pack_run(args.run, args.path, steps, args.metrics_every, args.overwrite)
+        target = run_archive.pack_run(args.run, args.path, steps, args.metrics_every, args.overwrite)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 from toygpt.cli.options import float_in, int_in
 from toygpt.model import SIZE_LIMITS
-from toygpt.sample import encode_prompt, generate
+from toygpt.sample import GenerationStats, encode_prompt, generate
+from toygpt.sampling import SamplingConfig
 
 MAX_SAMPLE_TOKENS = 1_000_000  # a long stream is fine on a terminal (Ctrl-C stops it); not endless
 PRETRAINED_PREFIX = "pretrained:"
@@ -87,10 +87,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         model, tokenizer = load_for_sampling(args.run)
         ids = encode_prompt(tokenizer, args.prompt, model)
-        steps = generate(
-            model, ids, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-            use_cache=not args.no_cache, stop=args.stop, tokenizer=tokenizer,
-        )  # fmt: skip
+        sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
+        steps = generate(model, ids, args.max_tokens, sampling=sampling, seed=args.seed, use_cache=not args.no_cache,
+                         stop=args.stop, tokenizer=tokenizer)  # fmt: skip
         return _stream(steps, tokenizer, model.config.block_size, args, out, err)
     except (ValueError, OSError) as exc:  # CheckpointError, TokenizerError ... are ValueErrors
         print(f"error: {exc}", file=err)
@@ -101,13 +100,14 @@ def _stream(steps, tokenizer, block_size: int, args: argparse.Namespace, out: Te
     """Print the prompt, then the text as it grows. The whole continuation is decoded each time,
     so a character split across byte tokens prints once complete; with stop strings the last
     few characters wait until they cannot be the start of a stop string."""
-    started, generated, shown, text = time.perf_counter(), [], 0, ""
+    done, generated, shown, text = [], [], 0, ""
     holdback = max(len(s) for s in args.stop) - 1 if args.stop else 0
     out.write(args.prompt)
     for step in steps:
         if step.index == 0 and step.prompt_dropped:
             print(f"note: the prompt was cut to its last {block_size} tokens ({step.prompt_dropped} "
                   "dropped): that is all the model can read", file=err)  # fmt: skip
+        done.append(step)
         generated.append(step.token_id)
         text = tokenizer.decode(generated)
         if step.stop_reason and step.stop_reason.startswith("stop string"):
@@ -119,7 +119,9 @@ def _stream(steps, tokenizer, block_size: int, args: argparse.Namespace, out: Te
             out.flush()
             shown = ready
     out.write(text[shown:] + "\n")
-    if args.stats and generated:
-        seconds = time.perf_counter() - started
-        print(f"{len(generated)} tokens in {seconds:.2f} s ({len(generated) / seconds:.0f} tokens/s)", file=err)
+    if args.stats and done:
+        stats = GenerationStats.of(done)  # the model's time only, not the printing
+        print(f"{stats.tokens} tokens in {stats.total_seconds:.2f} s: the first after "
+              f"{1000 * stats.first_token_seconds:.0f} ms (it reads the prompt), then "
+              f"{stats.tokens_per_second:,.0f} tokens/s", file=err)  # fmt: skip
     return 0

@@ -26,6 +26,7 @@ from toygpt.cli.options import float_in, input_file, int_in
 from toygpt.data import DEFAULT_MAX_BYTES, read_user_text
 from toygpt.formatting import clock, human_bytes
 from toygpt.model import PRESETS, SIZE_LIMITS, preset
+from toygpt.resume import plan_resume
 from toygpt.runs import open_run
 from toygpt.status import Status
 from toygpt.train import DEVICES, MAX_SECONDS, PRECISIONS, TRAIN_LIMITS, TrainConfig
@@ -90,7 +91,7 @@ def train_config_from(args: argparse.Namespace) -> TrainConfig | None:
     given applied on top (None: keep it all); otherwise the defaults with the flags applied."""
     given = {name: getattr(args, name) for name in [*TRAIN_FLAGS, *CHOICE_FLAGS, "compile"] if getattr(args, name) is not None}
     if args.resume:
-        return open_run(args.resume).train_config().replace(**given) if given else None
+        return plan_resume(args.resume, **given).config if given else None
     return TrainConfig(**given)
 
 

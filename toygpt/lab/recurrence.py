@@ -123,7 +123,7 @@ def run(params: RecurrenceParams, progress: ProgressFn | None = None, stop: thre
     prompt = encode_prompt(corpus.tokenizer, params.sample_prompt)
     lstm = models[LSTM]
     samples = {
-        TRANSFORMER: generate_text(models[TRANSFORMER], corpus.tokenizer, params.sample_prompt, params.sample_tokens, seed=params.seed),
+        TRANSFORMER: generate_text(models[TRANSFORMER], corpus.tokenizer, params.sample_prompt, params.sample_tokens, seed=params.seed).text,
         LSTM: corpus.tokenizer.decode(lstm.generate(torch.tensor([prompt]), params.sample_tokens, seed=params.seed)[0, len(prompt):].tolist()),
     }  # fmt: skip
     result = RecurrenceResult(

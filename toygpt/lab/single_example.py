@@ -221,7 +221,7 @@ def run(
 
 def _sample(model: GPT, tokenizer: Tokenizer, params: SingleExampleParams) -> str:
     try:
-        return generate_text(model, tokenizer, params.sample_prompt, params.sample_tokens, seed=params.seed)
+        return generate_text(model, tokenizer, params.sample_prompt, params.sample_tokens, seed=params.seed).text
     except TokenizerError as exc:
         raise LabError(f"the sample prompt cannot be encoded by this model's tokenizer: {exc}") from None
 

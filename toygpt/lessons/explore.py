@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import html
 import math
-import statistics
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +25,15 @@ import torch
 
 from toygpt.inspection import attention_maps
 from toygpt.model import GPT, causal_mask
-from toygpt.sample import GenerationStep, crop_context, encode_prompt, generate
+from toygpt.sample import (
+    Generation,
+    GenerationStep,
+    crop_context,
+    encode_prompt,
+    generate,
+    generation_of,
+)
+from toygpt.sampling import SamplingConfig
 
 # The most tokens the explorer inspects at once (attention, logit lens). The demo model reads 64;
 # GPT-2 reads 1024, whose 12 × 12 attention maps alone would be 600 MB: the last 128 tell as much.
@@ -90,59 +96,20 @@ def vocab_labels(tokenizer: Any) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def timed_steps(steps: Iterable[GenerationStep]) -> Iterator[tuple[GenerationStep, float]]:
-    """Each step of a generation with the seconds spent computing it.
-
-    Only the time inside the generator counts, so a page that draws every token as it arrives
-    does not make the model look slower than it is.
-    """
-    iterator = iter(steps)
-    while True:
-        start = time.perf_counter()
-        try:
-            step = next(iterator)
-        except StopIteration:
-            return
-        yield step, time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class GenerationTiming:
-    """How long a generation took. The first step reads the whole prompt (with or without a
-    cache), so ``seconds_per_token`` is the mean of the steps after it: the cost of one more
-    token once generation is under way."""
-
-    use_cache: bool
-    tokens: list[int]
-    first_step_seconds: float
-    seconds_per_token: float
-
-    @property
-    def tokens_per_second(self) -> float:
-        return 1.0 / self.seconds_per_token if self.seconds_per_token > 0 else math.inf
-
-
-def timing_of(records: Sequence[tuple[GenerationStep, float]], use_cache: bool) -> GenerationTiming:
-    """A ``GenerationTiming`` from ``timed_steps``' output (at least one step)."""
-    if not records:
-        raise ValueError("no steps were generated, so there is nothing to time; ask for at least 1 token")
-    seconds = [s for _, s in records]
-    later = seconds[1:] or seconds  # one token only: it is its own "later" step
-    return GenerationTiming(use_cache, [step.token_id for step, _ in records], seconds[0], statistics.fmean(later))
-
-
 def time_generation(
-    model: GPT, ids: Sequence[int], max_new_tokens: int, *, use_cache: bool, seed: int, **sampling: Any
-) -> GenerationTiming:
-    """Generate ``max_new_tokens`` after ``ids`` and time every step (``sampling``: temperature,
-    top_k, top_p, as ``toygpt.sample.generate`` takes them)."""
-    steps = generate(model, ids, max_new_tokens, seed=seed, use_cache=use_cache, **sampling)
-    return timing_of(list(timed_steps(steps)), use_cache)
+    model: GPT, ids: Sequence[int], max_new_tokens: int, *, use_cache: bool, seed: int,
+    sampling: SamplingConfig = SamplingConfig(),  # frozen: one shared default is safe
+) -> Generation:
+    """Generate ``max_new_tokens`` after ``ids``, every step timed (``Generation.stats``;
+    ``text`` is None: ids in, ids out)."""
+    steps = list(generate(model, ids, max_new_tokens, sampling=sampling, seed=seed, use_cache=use_cache))
+    return generation_of(steps, use_cache=use_cache)
 
 
 def compare_kv_cache(
-    model: GPT, ids: Sequence[int], max_new_tokens: int, *, seed: int, **sampling: Any
-) -> tuple[GenerationTiming, GenerationTiming]:
+    model: GPT, ids: Sequence[int], max_new_tokens: int, *, seed: int,
+    sampling: SamplingConfig = SamplingConfig(),  # frozen: one shared default is safe
+) -> tuple[Generation, Generation]:
     """(without cache, with cache): the same tokens (same seed), timed each way.
 
     A two-token warm-up of each path first, so neither pays for one-time allocations. The two
@@ -150,9 +117,9 @@ def compare_kv_cache(
     page can show the saving is free.
     """
     for use_cache in (False, True):
-        time_generation(model, ids, min(2, max_new_tokens), use_cache=use_cache, seed=seed, **sampling)
-    without = time_generation(model, ids, max_new_tokens, use_cache=False, seed=seed, **sampling)
-    with_cache = time_generation(model, ids, max_new_tokens, use_cache=True, seed=seed, **sampling)
+        time_generation(model, ids, min(2, max_new_tokens), use_cache=use_cache, seed=seed, sampling=sampling)
+    without = time_generation(model, ids, max_new_tokens, use_cache=False, seed=seed, sampling=sampling)
+    with_cache = time_generation(model, ids, max_new_tokens, use_cache=True, seed=seed, sampling=sampling)
     return without, with_cache
 
 
@@ -286,13 +253,14 @@ class SnapshotView:
 
 
 def snapshot_view(
-    model: GPT, tokenizer: Any, prompt: str, max_new_tokens: int, *, seed: int, n_candidates: int = 10, **sampling: Any
+    model: GPT, tokenizer: Any, prompt: str, max_new_tokens: int, *, seed: int, n_candidates: int = 10,
+    sampling: SamplingConfig = SamplingConfig(),  # frozen: one shared default is safe
 ) -> SnapshotView:
     """Sample ``max_new_tokens`` after ``prompt`` and take its attention maps. The same prompt,
     settings and seed on each snapshot of a run show how the model's answer changed as it learned.
     An empty prompt starts from the start token (as ``generate`` does)."""
     ids = encode_prompt(tokenizer, prompt, model)
-    steps = list(generate(model, ids, max_new_tokens, seed=seed, tokenizer=tokenizer, n_candidates=n_candidates, **sampling))
+    steps = list(generate(model, ids, max_new_tokens, seed=seed, tokenizer=tokenizer, n_candidates=n_candidates, sampling=sampling))
     if not steps:
         raise ValueError("max_new_tokens=0 samples nothing; ask for at least 1 token")
     inspected, _ = crop_context(ids, min(model.config.block_size, MAX_INSPECT_TOKENS))
