@@ -56,7 +56,7 @@ def test_explicit_setting_and_environment(monkeypatch):
     assert compile_choice("auto", CPU, nano_model())[0] is True
     assert compile_choice(False, CPU, nano_model())[0] is False  # an explicit False is never overridden
     monkeypatch.setenv(compilation.COMPILE_ENV, "0")
-    assert compile_choice("auto", CPU, nano_model()) == (False, "TOYGPT_COMPILE=0")
+    assert compile_choice("auto", CPU, nano_model()) == (False, "eager (TOYGPT_COMPILE=0)")
     monkeypatch.setenv(compilation.COMPILE_ENV, "yes")
     with pytest.raises(ValueError, match="TOYGPT_COMPILE='yes'; set it to 1"):
         compile_choice("auto", CPU, nano_model())
@@ -198,3 +198,21 @@ def test_the_lab_trains_eagerly_its_runs_are_too_short_to_win_back_a_compile():
 
     assert TrainingSetup().train_config().compile is False
     assert TrainingSetup().train_config(steps=50).compile is False
+
+
+def test_a_training_job_says_preparing_while_it_compiles_then_the_step():
+    from toygpt.jobs import TrainJob
+    from toygpt.trainer import Pace
+
+    job = TrainJob(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=10)))
+    job._on_event({"type": "start", "step": 0})
+    job._on_event({"type": "preparing", "step": 0, "message": "preparing… compiling the model for this CPU (took 4 s last time)"})
+    assert job.snapshot().stage.startswith("preparing… compiling the model")
+    job._on_event({"type": "prepared", "step": 0, "seconds": 4.2, "compiled": True, "message": "compiled in 4.2 s"})
+    pace = Pace()
+    pace.record(4.2, counted=False)
+    assert pace.seconds_per_step() == 4.2  # only the compiling step so far: it stands in
+    pace.record(0.05)
+    assert pace.seconds_per_step() == 0.05  # then the real pace, without it
+    job._on_event({"type": "step", "step": 1, "progress": 0.1, "elapsed": 4.3, "eta": 1.0, "loss": 4.0})
+    assert job.snapshot().stage == "step 1 of 10"

@@ -62,7 +62,7 @@ def compile_choice(setting: bool | str, device: torch.device, model: Any) -> tup
         return setting, "torch.compile was asked for" if setting else "eager (compile=False)"
     forced = forced_compile()
     if forced is not None:
-        return forced, f"{COMPILE_ENV}={int(forced)}"
+        return forced, f"{'torch.compile' if forced else 'eager'} ({COMPILE_ENV}={int(forced)})"
     from toygpt.model import GPT, GPTConfig  # (the model comes before training in reading order)
 
     if not isinstance(model, GPT | GPTConfig):

@@ -124,14 +124,15 @@ class Progress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "start":
-            self._line(f"training on {event['device']} ({event['precision']}), {event['params']:,} parameters"
+            self._line(f"training on {event['device']} ({event['precision']}, {event.get('compile_reason', 'eager')}), "
+                       f"{event['params']:,} parameters"
                        + (f", {event['world_size']} processes" if event["world_size"] > 1 else ""))  # fmt: skip
         elif kind == "eval":
             self.val_loss = event["val_loss"]
             self._line(f"step {event['step']:>6}: train loss {event['train_loss']:.4f}, val loss {event['val_loss']:.4f}")
         elif kind == "sample":
             self._line(f"sample at step {event['step']}: {event['text'][:300]!r}")
-        elif kind == "log":
+        elif kind in ("log", "preparing", "prepared"):
             self._line(f"note: {event['message']}")
         elif kind == "step" and self.tty and not self.quiet:
             self._bar(event)
