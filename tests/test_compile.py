@@ -41,6 +41,8 @@ def test_auto_compiles_a_gpt_on_cpu_where_a_compiler_is_found(monkeypatch):
     monkeypatch.delenv(compilation.COMPILE_ENV, raising=False)
     monkeypatch.setattr(compilation, "cpp_compiler", lambda: "/usr/bin/g++")
     assert compile_choice("auto", CPU, nano_model()) == (True, "torch.compile with g++")
+    assert compile_choice("auto", CPU, nano_model().config)[0] is True  # a config is judged as its model
+    assert compile_choice("auto", CPU, nano_model(), data_parallel=True)[0] is False
     monkeypatch.setattr(compilation, "cpp_compiler", lambda: None)
     chosen, reason = compile_choice("auto", CPU, nano_model())
     assert not chosen and "no C++ compiler" in reason

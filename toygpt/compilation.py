@@ -50,13 +50,16 @@ def cpp_compiler() -> str | None:
     return shutil.which(os.environ.get("CXX") or default)
 
 
-def compile_choice(setting: bool | str, device: torch.device, model: Any) -> tuple[bool, str]:
+def compile_choice(
+    setting: bool | str, device: torch.device, model: Any, data_parallel: bool = False
+) -> tuple[bool, str]:
     """Whether to compile this run, and why (a sentence for the run's log). ``model``: the model
     or its config.
 
     ``"auto"`` compiles a GPT (the model measured in ``bench/train_speed.py``) on a CPU with a
     C++ compiler or on a CUDA GPU with Triton; not on Apple's MPS (Inductor's Metal backend is
-    new) nor for other models (the LSTM of ``toygpt.recurrent``).
+    new), not for other models (the LSTM of ``toygpt.recurrent``) and not for a data-parallel
+    run (DDP under compile was never measured here; ``compile=True`` still asks for it).
     """
     if isinstance(setting, bool):
         return setting, "torch.compile was asked for" if setting else "eager (compile=False)"
@@ -67,6 +70,8 @@ def compile_choice(setting: bool | str, device: torch.device, model: Any) -> tup
 
     if not isinstance(model, GPT | GPTConfig):
         return False, f"eager: compile='auto' compiles GPT models, not a {type(model).__name__}"
+    if data_parallel:
+        return False, "eager: compile='auto' does not compile data-parallel runs"
     if device.type == "cpu":
         compiler = cpp_compiler()
         if compiler is None:

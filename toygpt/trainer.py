@@ -495,7 +495,7 @@ class Trainer:
     def _compile(self) -> None:
         """``torch.compile`` the forward pass where ``compile_choice`` says so (the kernels are
         built during the first step, into the cache of ``toygpt.compilation``)."""
-        self.compiled, self.compile_reason = compile_choice(self.config.compile, self.device, self.model)
+        self.compiled, self.compile_reason = compile_choice(self.config.compile, self.device, self.model, self.dist.active)
         if self.compiled:
             use_compile_cache()
             self.forward = torch.compile(self._ddp_or_model)
