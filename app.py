@@ -21,6 +21,7 @@ PAGES = [
     st.Page("pages/tokenizer.py", title="Tokenizer playground", icon=":material/text_fields:"),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
     st.Page("pages/train.py", title="Training", icon=":material/model_training:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
     st.Page("pages/explore.py", title="Sampling & attention", icon=":material/search_insights:"),
     st.Page("pages/lab.py", title="Concepts lab", icon=":material/science:"),
 ]

@@ -63,12 +63,14 @@ def job_registry():
     """The one registry of background training jobs for this server process.
 
     Global (not per session) so a refresh or a second tab finds the running job again."""
+    from toygpt.job_process import WorkerSettings
     from toygpt.jobs import JobRegistry
 
-    # One torch thread for training leaves the second core to the pages (sampling, attention)
-    # while a job runs; torch's thread count is process-wide, and two busy threads on two cores
-    # plus any page work oversubscribe the CPU and slow everything several times over.
-    return JobRegistry(max_jobs=1, num_threads=1)
+    # Each job trains in its own process (toygpt.job_process) with two torch threads at a lower
+    # priority: on a thread of this server it shared torch's process-wide thread count and the
+    # GIL with every page rerun (bench/app_training.py: the numbers are in its docstring).
+    # A spare worker waits with torch imported, so Start does not wait for it.
+    return JobRegistry(max_jobs=1, num_threads=2, worker=WorkerSettings(nice=10, spare=True))
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")
@@ -442,3 +444,40 @@ def job_panel(page: JobPage, job: BackgroundJob | None, ours: bool) -> None:
         _draw_job(job, page, ours)
     else:
         _live_job(job.id, page, ours)
+
+
+# --------------------------------------------------------------------------------------------
+# Text the user controls, and messages that survive a rerun or a page switch
+# --------------------------------------------------------------------------------------------
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!#|~$])")
+
+
+def plain(text: str) -> str:
+    """Text a user controls (file names, messages quoting a zip's contents) shown literally in
+    markdown: ``"[x](http://y)"`` must not become a link."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def flash(kind: str, text: str) -> None:
+    """A message (``kind``: success, info, warning, error) shown by the next ``show_flash``,
+    after a rerun or on the page switched to (either would wipe one drawn now)."""
+    st.session_state["flash"] = (kind, text)
+
+
+def show_flash() -> None:
+    kind, text = st.session_state.pop("flash", (None, None))
+    if kind:
+        getattr(st, kind)(text)
+
+
+def runs_on_disk() -> list[Any]:
+    """Every run (``toygpt.runs.list_runs``), or none with the reason shown when the runs folder
+    cannot be read."""
+    from toygpt.runs import list_runs
+
+    try:
+        return list_runs()
+    except OSError as exc:
+        st.error(f"Cannot read the runs folder: {exc}. Set TOYGPT_RUNS_DIR to a folder you can write.")
+        return []

@@ -326,7 +326,7 @@ def params_ui(name: str) -> Any | None:
 def start(name: str, params: Any) -> None:
     registry = job_registry()
     try:
-        job = registry.start_job(lab.LabJob(name, params, num_threads=registry.num_threads))
+        job = registry.start_job(lab.LabJob(name, params, num_threads=registry.num_threads, worker=registry.worker))
     except JobRefused as exc:
         st.error(f"Not started: {exc}")
         for other in registry.active():

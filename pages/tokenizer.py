@@ -51,7 +51,7 @@ CHOICE_LABELS = {
 TEXT_CORPUS, UPLOAD_CORPUS = "__text__", "__upload__"
 MAX_UPLOAD_BYTES = 5_000_000  # BPE training on more would keep the page busy for many seconds
 DEFAULT_WORD = "forestkeeper"
-DRAW_LIMITS = (500, 1500, 5000, 20000)
+DRAW_LIMITS = (250, 500, 1500, 5000, 20000)
 MAX_LISTED_IDS = 20000
 KEEP = "session"  # widgets keep their values when the user visits another page and comes back
 
@@ -104,14 +104,22 @@ def choice_label(choice: str, unavailable: dict[str, str | None]) -> str:
 class Drawing:
     """How token spans are drawn: whitespace made visible or not, and at most how many tokens
     (for a long text the browser, not Python, is the slow part: in Chromium here, laying out
-    2× the spans took 2–4× as long)."""
+    2× the spans took 2–4× as long). The views share one style sheet, drawn once at the top
+    of the page: a <style> in each view made the browser restyle the whole page per view."""
 
     show_whitespace: bool
     max_tokens: int
 
     def html(self, text: str, result: pg.Tokenized, tok: Tokenizer) -> str:
         return pg.token_spans_html(text, result, tok, show_whitespace=self.show_whitespace,
-                                   max_tokens=self.max_tokens)
+                                   max_tokens=self.max_tokens, css=False)
+
+    def note(self, result: pg.Tokenized) -> None:
+        """Say, above a view that does not draw every token, which ones it draws."""
+        if result.n_tokens > self.max_tokens:
+            st.caption(f"Drawn below: {pg.drawn_note(result.n_tokens, self.max_tokens)} (raise "
+                       "“Tokens drawn per tokenizer” to draw more); the counts and ids cover all "
+                       f"{result.n_tokens:,}.")
 
 
 def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], Drawing, str]:
@@ -252,7 +260,7 @@ def run_tokenizer(text: str) -> tuple[str, Tokenizer | None]:
         return "active model", None
     tok, title = active.tokenizer, f"{active.run_id} ({active.tokenizer.name})"
     try:
-        tok.encode(text)
+        pg.TOKENIZED.tokenize(tok, text)  # the card reuses this
     except UnknownCharactersError as exc:
         st.warning(f"This model could not read the whole text: {in_app_words(exc)} They are drawn as <unk> here.")
         return title, pg.with_unknowns_shown(tok)
@@ -284,7 +292,7 @@ def tiktoken_tokenizer(name: str, reason: str | None) -> Tokenizer | None:
 
 def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
     try:
-        result = pg.tokenize(tok, text)
+        result = pg.TOKENIZED.tokenize(tok, text)
     except TokenizerError as exc:
         st.warning(f"{title} cannot encode this text: {in_app_words(exc)}")
         return
@@ -293,6 +301,7 @@ def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
         f" · {result.chars_per_token:.2f} chars/token · {result.bytes_per_token:.2f} bytes/token"
         f" · vocabulary {tok.vocab_size:,}"
     )
+    drawing.note(result)
     st.html(drawing.html(text, result, tok))
     shown = result.ids[:MAX_LISTED_IDS]  # one plain text block: cheap to draw, unlike spans
     more = f", … {result.n_tokens - len(shown):,} more" if result.n_tokens > len(shown) else ""
@@ -301,7 +310,7 @@ def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
 
 def comparison_ui(text: str, tokenizers: dict[str, Tokenizer]) -> None:
     st.subheader("Side by side: sequence length against vocabulary size")
-    rows = compare(text, tokenizers)
+    rows = compare(text, tokenizers, count=lambda tok, t: pg.TOKENIZED.tokenize(tok, t).n_tokens)
     table = pd.DataFrame(rows)
     if table["error"].isna().all():
         table = table.drop(columns="error")
@@ -354,24 +363,26 @@ def replay_ui(bpe: BPETokenizer, text: str, drawing: Drawing) -> None:
         st.info("With a vocabulary of 256 there are no merges: raise the vocabulary size above.")
         return
     k = merge_slider_ui(bpe)
+    merges = pg.merges_table(bpe, k)
     if k:
-        m = pg.merges_table(bpe, k)[0]
+        m = merges[0]
         st.markdown(f"Merge **{k}**: {code_md(m['left'])} + {code_md(m['right'])} → "
                     f"{code_md(m['new token'])} "
                     f"(id {m['id']}, seen {m['count']:,} times in the corpus when it was merged)")
     if text:
         try:
-            after = pg.tokenize_after_merges(bpe, text, k)
+            after = pg.TOKENIZED.after_merges(bpe, text, k)
         except TokenizerError as exc:
             st.warning(str(exc))
         else:
             st.markdown(f"Your text after {k:,} merges: **{after.n_tokens:,} tokens** "
                         f"({after.n_bytes:,} bytes at merge 0).")
+            drawing.note(after)
             st.html(drawing.html(text, after, bpe))
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**The merges so far** (latest first)")
-        st.dataframe(pd.DataFrame(pg.merges_table(bpe, k)), hide_index=True, width="stretch",
+        st.dataframe(pd.DataFrame(merges), hide_index=True, width="stretch",
                      height=320, key="tok_merges_table")
     with right:
         word_ui(bpe, k)
@@ -393,7 +404,7 @@ def word_ui(bpe: BPETokenizer, k: int) -> None:
     except TokenizerError as exc:
         st.warning(str(exc))
         return
-    st.html(pg.token_chips_html(steps[-1]))
+    st.html(pg.token_chips_html(steps[-1], css=False))
     st.caption(f"{len(steps[-1])} pieces after {k:,} merges: each merge joins the two neighbours "
                "whose joint token was learned earliest, until no learned pair is left.")
     table = pd.DataFrame({"step": range(len(steps)), "pieces": [" | ".join(s) for s in steps]})
@@ -418,6 +429,7 @@ def download_ui_for(bpe: BPETokenizer) -> None:
 # ---------------------------------------------------------------------------------------------
 
 st.title("Tokenizer playground")
+st.html(pg.TOKEN_CSS)  # once for every token view below (each view leaves it out)
 st.markdown(
     "A model never sees text, only token ids. Watch the same text cut by different tokenizers: "
     "hover a token for its id and bytes. Then train your own byte-pair encoding below and replay "

@@ -1,10 +1,13 @@
-"""Shared fixtures: a tiny seeded model config, the shared corpus when present, and isolated
-run/data directories so no test writes into the working directory."""
+"""Shared fixtures: a tiny seeded model config, the shared corpus when present, isolated
+run/data directories so no test writes into the working directory, and the Concepts lab run
+at an experiment's tiny setting through its page."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -54,3 +57,36 @@ def _few_threads():
     # another count set it themselves.
     torch.set_num_threads(1)
     yield
+
+
+class TinyLabRun(NamedTuple):
+    """An experiment run from the lab page at its tiny setting: the page after the job ended,
+    the job's last snapshot, the result's charts (figure JSON, in order) and the reading."""
+
+    at: Any  # streamlit.testing.v1.AppTest
+    snap: Any  # toygpt.lab.LabStatus
+    charts: list[dict]
+    reading: str
+
+
+@pytest.fixture
+def tiny_lab(monkeypatch, tmp_path) -> Callable[..., TinyLabRun]:
+    """Run a lab experiment through the page, offline, with no demo model and no job left over:
+    ``tiny_lab("scaling", before=lambda at: ...)`` (``before`` sets widgets before Run)."""
+    from pages._shared import job_registry
+    from tests.test_page_lab import figures, open_lab, reading_of, run_tiny
+
+    monkeypatch.setenv("TOYGPT_DEMO_DIR", str(tmp_path / "no-demo"))  # the lab's default model otherwise
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    job_registry().clear()
+
+    def run(experiment: str, before: Callable[[Any], None] | None = None) -> TinyLabRun:
+        at = open_lab(experiment)
+        if before is not None:
+            before(at)
+        snap = run_tiny(at, experiment)
+        return TinyLabRun(at, snap, figures(at, experiment), reading_of(at))
+
+    yield run
+    job_registry().clear()

@@ -173,6 +173,7 @@ PAGES = [
     ("tokenizer", "tokenizer"),
     ("architecture", "architecture"),
     ("train", "train"),
+    ("runs", "runs"),
     ("explore", "explore"),
     ("lab", "lab"),
 ]
@@ -321,20 +322,20 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     assert_no_exception(page, "lab (result)")
     screenshot(page, "walk-7-lab")
 
-    go_to(page, "Training")
-    choose(page, "train_manage_run", "walk-model")
-    page.locator(".st-key-train_delete button").click()
+    go_to(page, "Runs")
+    choose(page, "runs_manage", "walk-model")
+    page.locator(".st-key-runs_delete button").click()
     wait_idle(page)
     assert "Delete walk-model and all its files for good?" in page_text(page)
-    page.locator(".st-key-train_delete_yes button").click()
+    page.locator(".st-key-runs_delete_yes button").click()
     wait_idle(page)
     assert "Deleted walk-model." in page_text(page)
-    box = page.locator(".st-key-train_manage_run input[role='combobox']").first
+    box = page.locator(".st-key-runs_manage input[role='combobox']").first
     expect(box).not_to_have_value("walk-model", timeout=15_000)  # the page's rerun sends the new choice
     wait_idle(page)
-    shown = shown_choice(page, "train_manage_run")
+    shown = shown_choice(page, "runs_manage")
     assert shown in page_text(page)  # the browser shows a run that is listed…
-    assert page.locator(".st-key-train_delete button").first.inner_text().strip() == f"Delete {shown}…"  # …and acts on it
+    assert page.locator(".st-key-runs_delete button").first.inner_text().strip() == f"Delete {shown}…"  # …and acts on it
     screenshot(page, "walk-8-deleted")
 
     assert our_warnings(server) == []

@@ -98,7 +98,7 @@ def poisoned(zip_bytes: bytes, **changes) -> bytes:
 
 
 def upload(page, path: Path) -> str:
-    page.locator(".st-key-train_import input[type='file']").set_input_files(str(path))
+    page.locator(".st-key-runs_import input[type='file']").set_input_files(str(path))
     wait_idle(page)
     page.wait_for_timeout(500)
     wait_idle(page)
@@ -118,7 +118,7 @@ def test_a_poisoned_upload_breaks_nothing_for_the_next_visitor(server, browser, 
             target.write_bytes(archive.read(name))
 
     first = visitor(browser)
-    open_page(first, url, "train")
+    open_page(first, url, "runs")
     text = upload(first, bad_zip)
     assert "poisoned.zip was rejected" in text and "step='abc' must be a whole number" in text, text[-2000:]
     assert str(home) not in text  # kind 7: no server path in the message
@@ -127,13 +127,13 @@ def test_a_poisoned_upload_breaks_nothing_for_the_next_visitor(server, browser, 
     for name, path in PAGES:
         open_page(second, url, path)
         assert_no_exception(second, f"{name} (second visitor)")
-    open_page(second, url, "train")
-    choose(second, "train_manage_run", "on-disk")
+    open_page(second, url, "runs")
+    choose(second, "runs_manage", "on-disk")
     main = second.locator("[data-testid='stMain']").inner_text()
     assert "unreadable: run.json: best_val_loss" in main or "unreadable: run.json: step" in main, main[-3000:]
-    second.locator(".st-key-train_delete button").click()
+    second.locator(".st-key-runs_delete button").click()
     wait_idle(second)
-    second.locator(".st-key-train_delete_yes button").click()
+    second.locator(".st-key-runs_delete_yes button").click()
     wait_idle(second)
     assert not (home / "runs" / "on-disk").exists()
     for name, path in PAGES:
@@ -151,7 +151,7 @@ def test_peak_memory_of_the_worst_accepted_upload(server, browser, tmp_path):
     zip_path = tmp_path / "worst.zip"
     zip_path.write_bytes(exported_run(tmp_path, "worst", config))
     page = visitor(browser)
-    open_page(page, url, "train")
+    open_page(page, url, "runs")
     before_hwm, before_rss = status_kib(proc.pid, "VmHWM"), status_kib(proc.pid, "VmRSS")
     text = upload(page, zip_path)
     assert "as the run" in text and "worst" in text, text[-2000:]

@@ -21,7 +21,6 @@ from toygpt.checkpoint import (
     LoadedCheckpoint,
     atomic_write,
     load_checkpoint,
-    load_tensors,
     load_weights_into,
     model_tensors,
     read_json,
@@ -30,6 +29,7 @@ from toygpt.checkpoint import (
     write_json_atomic,
 )
 from toygpt.model import GPT, GPTConfig
+from toygpt.tensor_files import load_tensors
 
 # odd Unicode too; a real tokenizer, since a load checks it fits the model (a lone surrogate in
 # JSON is tested with json_bytes below), with exactly tiny_config's 32 tokens

@@ -164,7 +164,7 @@ def test_import_messages_never_name_the_servers_folders(exported):
     assert "config.json" in message and str(runs.runs_dir()) not in message and ".import-" not in message
 
 
-@pytest.mark.parametrize("page", ["pages/home.py", "pages/train.py", "pages/explore.py", "pages/lab.py"])
+@pytest.mark.parametrize("page", ["pages/home.py", "pages/train.py", "pages/runs.py", "pages/explore.py", "pages/lab.py"])
 def test_every_page_renders_beside_a_poisoned_run(exported, page, monkeypatch, tmp_path):
     monkeypatch.setenv("TOYGPT_DEMO_DIR", str(tmp_path / "no-demo"))
     unpack_as_run(with_info(exported, step="abc"), "poisoned")

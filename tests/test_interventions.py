@@ -213,3 +213,16 @@ def test_induction_score_of_a_random_model_is_small_and_inputs_are_checked():
         induction_scores(model, torch.randint(11, (2, 10)))
     with pytest.raises(ValueError, match="block_size"):
         induction_scores(model, repeated_random_tokens(11, half=9))
+
+
+def test_the_explorer_weighs_a_change_with_the_same_rule_as_the_lab():
+    """One 2-standard-error rule (toygpt.certainty) for the explorer's readings and the lab's."""
+    from toygpt import certainty
+    from toygpt.lessons.interventions import per_token_error, sureness
+
+    changes = torch.tensor([0.1, 0.3, 0.2, 0.4])
+    se = per_token_error(changes)
+    assert se == pytest.approx(certainty.standard_error([0.1, 0.3, 0.2, 0.4]))
+    assert sureness(certainty.CALL_RATIO * se * 1.01, se).startswith("clear")
+    assert sureness(certainty.CALL_RATIO * se * 0.99, se).startswith("too close to call")
+    assert per_token_error(torch.tensor([0.5])) is None and "single token" in sureness(0.5, None)

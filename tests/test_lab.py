@@ -436,7 +436,7 @@ def curve(*losses: float) -> list[dict]:
 def test_certainty_module_doctests():
     import doctest
 
-    from toygpt.lab import certainty
+    from toygpt import certainty
 
     assert doctest.testmod(certainty).failed == 0
 
@@ -459,7 +459,7 @@ def test_a_gap_inside_the_runs_own_noise_is_too_close_to_call_and_a_wide_one_sta
 def test_the_batches_drawn_count_as_noise_too():
     """Evaluations reuse the same few batches: steady val losses can still hide a batch-draw
     wobble, which the training batches (fresh draws) show."""
-    from toygpt.lab.certainty import compare_runs
+    from toygpt.certainty import compare_runs
 
     steady_a, steady_b = curve(3.0, 2.5, 2.40, 2.40, 2.40, 2.40), curve(3.0, 2.5, 2.45, 2.45, 2.45, 2.45)
     assert compare_runs(steady_a, steady_b, eval_batches=2).called  # no train rows: spread only
@@ -504,7 +504,7 @@ def test_a_budget_comes_from_steps_timed_here(monkeypatch):
 
 
 def test_standard_error_of_a_mean_over_windows():
-    from toygpt.lab.certainty import standard_error
+    from toygpt.certainty import standard_error
 
     assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(math.sqrt(5 / 3 / 4))
     assert standard_error([2.0, 2.0, 2.0]) == 0.0 and standard_error([1.0]) is None

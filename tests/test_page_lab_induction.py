@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from tests.test_page_lab import (
-    figures,
-    offline_and_clean,
-    open_lab,
-    reading_of,
-    run_tiny,
-    texts,
-    trace,
-    without_demo,
-)
-
-__all__ = ["offline_and_clean", "without_demo"]  # autouse fixtures: no network, no job left over, no demo
+from tests.test_page_lab import texts, trace
 
 
-def test_induction_runs_and_its_reading_matches_the_charts():
-    at = open_lab("induction-heads")
-    snap = run_tiny(at, "induction-heads")
+def test_induction_runs_and_its_reading_matches_the_charts(tiny_lab):
+    at, snap, (losses, scores, patterns), reading = tiny_lab("induction-heads")
     assert f"saved as run **{snap.run_id}**" in texts(at.success)
-    losses, scores, patterns = figures(at, "induction-heads")
-    reading = reading_of(at)
     repeated = trace(losses, "repeated half")["y"]
     first = trace(losses, "first half (unpredictable)")["y"]
     best = trace(scores, "best head at each step")["y"]

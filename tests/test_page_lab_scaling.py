@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from tests.test_page_lab import (
-    figures,
-    offline_and_clean,
-    open_lab,
-    reading_of,
-    run_tiny,
-    texts,
-    trace,
-    without_demo,
-)
-
-__all__ = ["offline_and_clean", "without_demo"]  # autouse fixtures: no network, no job left over, no demo
+from tests.test_page_lab import texts, trace
 
 
-def test_scaling_runs_and_its_reading_matches_the_charts():
-    at = open_lab("scaling")
-    at.selectbox(key="lab_scaling_corpus").set_value("toy-english").run()  # shakespeare is not cached offline
-    snap = run_tiny(at, "scaling")
+def test_scaling_runs_and_its_reading_matches_the_charts(tiny_lab):
+    def offline_corpus(at) -> None:  # shakespeare is not cached offline
+        at.selectbox(key="lab_scaling_corpus").set_value("toy-english").run()
+
+    at, snap, (curves, optimal, bought), reading = tiny_lab("scaling", before=offline_corpus)
     assert f"saved as run **{snap.run_id}**" in texts(at.success)
-    curves, optimal, bought = figures(at, "scaling")
-    reading = reading_of(at)
     assert reading.startswith("Quick look")
     frontier = trace(curves, "frontier")
     assert f"From {frontier['x'][0]:.2g} to {frontier['x'][-1]:.2g} FLOPs" in reading

@@ -1,4 +1,4 @@
-"""AppTest: the Training page, driven through its widgets, checked against toygpt itself.
+"""AppTest: the Training and Runs pages, driven through their widgets, checked against toygpt itself.
 
 Every test runs offline in its own runs/ and data/ folders (conftest). Real (nano, few-step)
 training jobs run on the global job registry, which is cleared after each test. ``run_every``
@@ -67,6 +67,23 @@ def open_page(query: dict[str, str] | None = None) -> AppTest:
     at.run()
     at.switch_page("pages/train.py").run()
     assert not at.exception
+    return at
+
+
+def runs_page() -> AppTest:
+    """The Runs page in a new session (the runs on disk and the job registry are shared)."""
+    at = AppTest.from_file("../app.py", default_timeout=30)
+    at.run()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    return at
+
+
+def now_on_training(at: AppTest) -> AppTest:
+    """After a click that switched to the Training page (``st.switch_page``): the app shows that
+    page now; AppTest would rerun the page it was last pointed at, so point it there too."""
+    assert at.radio(key="train_mode"), "the click should have opened the Training page"
+    at.switch_page("pages/train.py")
     return at
 
 
@@ -162,7 +179,7 @@ def test_renders_with_the_estimate_of_the_chosen_model():
     assert metrics["Parameters"] == f"{total_parameters(preset('nano', vocab_size=vocab)):,}"
     assert "MiB" in metrics["Memory"] and metrics["Time"].startswith("≈")
     assert not at.button(key="train_start").disabled
-    assert "No runs yet" in texts(at.info)
+    assert "No runs yet" in texts(runs_page().info)
 
 
 def test_impossible_shape_and_too_big_a_model_are_explained():
@@ -192,13 +209,14 @@ def test_nano_run_started_here_finishes_and_is_listed():
     assert snap.status == "finished" and snap.step == 30
     run_id = snap.run_id
     assert "finished" in texts(at.success)
-    row = table(at).loc[run_id]
+    listed = runs_page()
+    row = table(listed).loc[run_id]
     info = open_run(run_id).info()
     assert row["steps"] == 30 and row["status"] == "finished" and row["corpus"] == "copy"
     assert math.isclose(row["best val loss"], info["best_val_loss"])
     assert row["training time"] != "–"
-    # the live chart (now final) and the comparison both draw this run's curves
-    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    # the live chart (now final, on Training) and the comparison (on Runs) both draw this run's curves
+    charts = [json.loads(c.proto.spec) for page in (at, listed) for c in page.get("plotly_chart")]
     assert len(charts) == 2 and all(any(run_id in t["name"] for t in c["data"]) for c in charts)
     # one click makes it the sidebar's model
     click(at, "train_use")
@@ -227,7 +245,7 @@ def test_second_start_is_refused_and_stop_ends_the_job():
     click(elsewhere, "train_stop")
     snap = finish(at, job)
     assert snap.status == "stopped"
-    assert table(at).loc[snap.run_id, "status"] == "stopped"
+    assert table(runs_page()).loc[snap.run_id, "status"] == "stopped"
     click(at, "train_dismiss")
     assert "job" not in at.query_params
     assert "Stop" not in [b.label for b in at.button]
@@ -246,9 +264,9 @@ def test_an_unknown_job_in_the_link_is_explained():
 
 def test_resume_continues_a_run_to_more_steps():
     run_id = trained_run(steps=2)
-    at = open_page()
-    at.selectbox(key="train_manage_run").set_value(run_id).run()
-    click(at, "train_resume")  # sets up "Start a run" above
+    at = runs_page()
+    at.selectbox(key="runs_manage").set_value(run_id).run()
+    now_on_training(click(at, "runs_resume"))  # sets up "Start a run" on the Training page, and goes there
     assert at.radio(key="train_mode").value == "resume"
     assert at.selectbox(key="train_resume_run").value == run_id
     at.number_input(key="train_more_steps").set_value(3).run()
@@ -256,7 +274,27 @@ def test_resume_continues_a_run_to_more_steps():
     snap = finish(at, started_job(at))
     assert snap.status == "finished" and snap.run_id == run_id
     assert open_run(run_id).info()["step"] == 5
-    assert table(at).loc[run_id, "steps"] == 5
+    assert table(runs_page()).loc[run_id, "steps"] == 5
+
+
+def test_the_runs_page_lists_runs_and_sends_resume_and_fine_tune_to_the_training_page():
+    """The Runs page (split from Training): the table lists every run; Resume… and Fine-tune…
+    open the Training page with that run set up and say so; the Training page has no table."""
+    first, second = saved_run("alpha"), saved_run("bravo")
+    at = runs_page()
+    assert set(table(at).index) == {first, second}
+    assert at.title[0].value == "Runs"
+    at.selectbox(key="runs_manage").set_value(second).run()
+    now_on_training(click(at, "runs_finetune"))
+    assert at.radio(key="train_mode").value == "finetune"
+    assert at.selectbox(key="train_finetune_run").value == second
+    assert f"Fine-tune {second}" in texts(at.info) and at.title[0].value == "Training"
+    assert not at.dataframe  # the runs table lives on the Runs page only
+    at = runs_page()
+    at.selectbox(key="runs_manage").set_value(first).run()
+    now_on_training(click(at, "runs_resume"))
+    assert (at.radio(key="train_mode").value, at.selectbox(key="train_resume_run").value) == ("resume", first)
+    assert f"Resume {first}" in texts(at.info)
 
 
 def test_fine_tune_needs_known_characters_then_makes_a_new_run():
@@ -279,7 +317,7 @@ def test_fine_tune_needs_known_characters_then_makes_a_new_run():
     info = open_run(snap.run_id).info()
     assert info["init_from"] == source and info["corpus"] == "notes.txt"
     assert (open_run(snap.run_id).path / "corpus.txt").read_text() == COPY_TEXT
-    assert {source, snap.run_id} <= set(table(at).index)
+    assert {source, snap.run_id} <= set(table(runs_page()).index)
 
 
 def test_fine_tune_gpt2_weights_with_only_the_last_block_learning(tmp_path, monkeypatch):
@@ -374,8 +412,8 @@ def zip_of(members: dict[str, bytes]) -> bytes:
     (zip_of({"run/run.json": b"{}", "run/config.json": b"{broken"}), "not a usable run"),
 ])  # fmt: skip
 def test_a_corrupt_run_zip_is_rejected_with_the_reason(content, reason):
-    at = open_page()
-    at.file_uploader(key="train_import").set_value(("run.zip", content, "application/zip")).run()
+    at = runs_page()
+    at.file_uploader(key="runs_import").set_value(("run.zip", content, "application/zip")).run()
     assert not at.exception
     assert "was rejected" in texts(at.error) and reason in texts(at.error)
     assert list_runs(include_demo=False) == []
@@ -384,33 +422,33 @@ def test_a_corrupt_run_zip_is_rejected_with_the_reason(content, reason):
 def test_a_downloaded_run_uploads_again_and_delete_asks_first():
     run_id = saved_run("shared model")
     exported = export_zip(run_id)
-    at = open_page()
-    at.file_uploader(key="train_import").set_value(("shared.zip", exported, "application/zip")).run()
+    at = runs_page()
+    at.file_uploader(key="runs_import").set_value(("shared.zip", exported, "application/zip")).run()
     imported = [r.id for r in list_runs(include_demo=False) if r.id != run_id]
     assert len(imported) == 1 and imported[0] in texts(at.success)
     assert set(table(at).index) == {run_id, imported[0]}
 
-    at.selectbox(key="train_manage_run").set_value(imported[0]).run()
-    click(at, "train_delete")
+    at.selectbox(key="runs_manage").set_value(imported[0]).run()
+    click(at, "runs_delete")
     assert "for good" in texts(at.warning)
     assert open_run(imported[0]).path.exists()  # nothing deleted before the confirmation
-    click(at, "train_delete_yes")
+    click(at, "runs_delete_yes")
     assert [r.id for r in list_runs(include_demo=False)] == [run_id]
     assert f"Deleted {imported[0]}" in texts(at.success)
 
 
 def test_a_run_downloads_for_transformers_unless_gpt2_cannot_express_it():
     run_id = saved_run("plain")
-    at = open_page()
-    at.selectbox(key="train_manage_run").set_value(run_id).run()
+    at = runs_page()
+    at.selectbox(key="runs_manage").set_value(run_id).run()
     (button,) = [b for b in at.get("download_button") if b.proto.label.startswith("Download for")]
     assert not button.proto.disabled and "GPT2LMHeadModel.from_pretrained" in button.proto.help
     post_ln = open_run(saved_run("post ln"))
     config = post_ln.model_config().replace(norm_position="post")
     save_checkpoint(post_ln.path, GPT(config), post_ln.tokenizer().to_dict(), step=0)
     post_ln.update_info(model_config=config.to_dict())
-    at = open_page()
-    at.selectbox(key="train_manage_run").set_value(post_ln.id).run()
+    at = runs_page()
+    at.selectbox(key="runs_manage").set_value(post_ln.id).run()
     (button,) = [b for b in at.get("download_button") if b.proto.label.startswith("Download for")]
     assert button.proto.disabled and "GPT-2 normalises before each sub-layer" in button.proto.help
     assert "GPT-2's format cannot hold this variant: norm_position='post'" in texts(at.caption)
@@ -422,23 +460,23 @@ def test_the_demo_model_cannot_be_deleted(monkeypatch, tmp_path):
     demo.parent.mkdir()
     open_run(run_id).path.rename(demo)
     monkeypatch.setattr(runs, "demo_run_dir", lambda: Path(demo))
-    at = open_page()
-    at.selectbox(key="train_manage_run").set_value(DEMO_RUN).run()
-    assert at.button(key="train_delete").disabled
-    assert at.button(key="train_resume").disabled  # read-only: fine-tune it instead
-    assert not at.button(key="train_finetune").disabled
+    at = runs_page()
+    at.selectbox(key="runs_manage").set_value(DEMO_RUN).run()
+    assert at.button(key="runs_delete").disabled
+    assert at.button(key="runs_resume").disabled  # read-only: fine-tune it instead
+    assert not at.button(key="runs_finetune").disabled
     assert demo.exists()
 
 
 def test_a_run_cut_off_mid_training_shows_as_interrupted_and_can_be_resumed():
     run_id = saved_run("cut off")
     open_run(run_id).update_info(status="running")  # what a server stopped mid-run leaves behind
-    at = open_page()
+    at = runs_page()
     assert table(at).loc[run_id, "status"] == "interrupted"
-    at.selectbox(key="train_manage_run").set_value(run_id).run()
+    at.selectbox(key="runs_manage").set_value(run_id).run()
     assert "interrupted" in texts(at.caption)
-    assert not at.button(key="train_resume").disabled and not at.button(key="train_delete").disabled
-    click(at, "train_resume")
+    assert not at.button(key="runs_resume").disabled and not at.button(key="runs_delete").disabled
+    now_on_training(click(at, "runs_resume"))
     click(at, "train_start")  # it never saved an optimizer state: the job says so
     snap = finish(at, started_job(at))
     assert snap.status == "failed" and "no optimizer state" in texts(at.error)
@@ -470,17 +508,17 @@ def test_after_a_delete_the_selection_label_description_and_action_name_one_exis
     first, doomed, last = saved_run("alpha"), saved_run("bravo"), saved_run("charlie")
     for run_id in (first, last):
         open_run(run_id).update_info(status="finished", message=f"{run_id}'s own message")
-    at = open_page()
-    at.selectbox(key="train_manage_run").set_value(doomed).run()
-    click(at, "train_delete")
-    click(at, "train_delete_yes")
+    at = runs_page()
+    at.selectbox(key="runs_manage").set_value(doomed).run()
+    click(at, "runs_delete")
+    click(at, "runs_delete_yes")
     existing = {r.id for r in list_runs(include_demo=False)}
     assert existing == {first, last}
-    shown = at.selectbox(key="train_manage_run")
+    shown = at.selectbox(key="runs_manage")
     assert shown.value in existing  # a neighbour in the list, whichever order it has
     # the browser keeps showing its last choice unless the page sends the new one: it must
     assert shown.proto.set_value and shown.proto.raw_value == shown.value
-    click(at, "train_delete")
+    click(at, "runs_delete")
     warning = texts(at.warning)
     assert f"Delete **{shown.value}**" in warning and doomed not in warning
     assert f"{shown.value}'s own message" in texts(at.caption)  # the description is that run's too
@@ -490,10 +528,10 @@ def test_an_imported_run_becomes_the_one_managed():
     """Case 1 (import): Manage shows the run just imported, in the browser too."""
     saved_run("alpha")
     exported = export_zip(saved_run("bravo"))
-    at = open_page()
-    at.file_uploader(key="train_import").set_value(("b.zip", exported, "application/zip")).run()
+    at = runs_page()
+    at.file_uploader(key="runs_import").set_value(("b.zip", exported, "application/zip")).run()
     imported = (set(table(at).index) - {"alpha", "bravo"}).pop()
-    shown = at.selectbox(key="train_manage_run")
+    shown = at.selectbox(key="runs_manage")
     assert shown.value == imported and shown.proto.set_value and shown.proto.raw_value == imported
 
 
@@ -552,11 +590,11 @@ def test_the_runs_table_shows_a_running_jobs_own_step():
         time.sleep(0.2)
     before = job.snapshot().step
     assert before >= 15, "the job did not get going"
-    at.run()
+    listed = runs_page()  # the table is drawn between the two readings
     after = job.snapshot().step
-    row = table(at).loc[job.snapshot().run_id]
+    row = table(listed).loc[job.snapshot().run_id]
     assert before <= row["steps"] <= after
-    assert row["status"].startswith("running (as of ") and "live above" in row["status"]
+    assert row["status"].startswith("running (as of ") and "live on the Training page" in row["status"]
     job.stop()
     finish(at, job)
 
@@ -572,9 +610,9 @@ def test_lab_runs_stay_in_the_lab_and_comparisons_start_with_curves():
                          model=GPT(config, seed=0), train_config=TrainConfig(max_steps=1),
                          tags=("lab:norm-position", runs.RESULT_ONLY_TAG))  # fmt: skip
     lab_run.update_info(status="finished")
-    at = open_page()
+    at = runs_page()
     assert set(table(at).index) == {mine, bare}
-    assert at.multiselect(key="train_compare").value == [mine]  # only the run with a curve
-    assert lab_run.id not in at.selectbox(key="train_manage_run").options
-    at.toggle(key="train_show_lab").set_value(True).run()
+    assert at.multiselect(key="runs_compare").value == [mine]  # only the run with a curve
+    assert lab_run.id not in at.selectbox(key="runs_manage").options
+    at.toggle(key="runs_show_lab").set_value(True).run()
     assert set(table(at).index) == {mine, bare, lab_run.id}

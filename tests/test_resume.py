@@ -15,7 +15,7 @@ import torch
 from toygpt import data as corpora
 from toygpt.model import GPT, preset
 from toygpt.resume import plan_resume, resume
-from toygpt.runs import DEMO_RUN, RunError, create_run, open_run
+from toygpt.runs import DEMO_RUN, RunError, RunWriter, create_run, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig, make_optimizer, optimizer_tensors
 from toygpt.trainer import Trainer, TrainState
@@ -222,3 +222,8 @@ def test_the_cli_the_page_and_the_job_resume_through_the_one_call(path):
     assert names & {"plan_resume", "resume"}
     assert not names & {"training_state", "load_optimizer_tensors", "TrainState", "resume_config",
                         "truncate_after", "recover"}  # fmt: skip
+
+
+def test_the_demo_is_never_written():
+    with pytest.raises(RunError, match="read-only"):
+        RunWriter(open_run(DEMO_RUN).path)

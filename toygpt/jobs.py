@@ -6,6 +6,10 @@ stop ``threading.Event`` and a status) through a ``JobRegistry`` and then only e
 draws. The thread never touches Streamlit
 (calls from a thread without a script context are silently lost).
 
+With ``worker=WorkerSettings()`` (what the dashboard uses) the thread only watches: the job
+trains in its own process (``toygpt.job_process``, ``toygpt.worker``) whose events arrive as
+JSON lines and feed the same status, so a page cannot tell the difference except in speed.
+
     registry = JobRegistry(max_jobs=1)
     job = registry.start(TrainSpec(corpus="copy", model=preset("nano"), train=TrainConfig(max_steps=300)))
     job.snapshot().status      # queued → running → finished | stopped | diverged | failed
@@ -33,10 +37,11 @@ from toygpt import data as corpora
 from toygpt.distributed import PLAIN, DistributedContext
 from toygpt.estimates import estimate
 from toygpt.formatting import clock, human_bytes
+from toygpt.job_process import WorkerProcess, WorkerSettings, signal_name
 from toygpt.limits import JOB_SHARE, check_memory, memory_budget
 from toygpt.model import GPT, GPTConfig, preset
 from toygpt.resume import resume
-from toygpt.runs import Run, create_run, open_run, without_server_paths
+from toygpt.runs import Run, RunError, RunWriter, create_run, open_run, without_server_paths
 from toygpt.status import Status, is_active
 from toygpt.stopping import StopRequested, stop_scope
 from toygpt.tokenizers import TokenizerError, parse_tokenizer_name
@@ -96,6 +101,21 @@ class TrainSpec:
     @property
     def model_config(self) -> GPTConfig:
         return self.model or preset("small")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (how a job's own process receives it; ``from_dict`` reads it back)."""
+        return {
+            "corpus": self.corpus, "tokenizer": self.tokenizer, "model": self.model.to_dict() if self.model else None,
+            "train": self.train.to_dict() if self.train else None, "name": self.name, "tags": list(self.tags),
+            "init_from": self.init_from, "resume": self.resume, "corpus_text": self.corpus_text,
+            "corpus_seed": self.corpus_seed,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
+        model, train = data.get("model"), data.get("train")
+        return cls(**{**data, "model": GPTConfig.from_dict(model) if model is not None else None,
+                      "train": TrainConfig.from_dict(train) if train is not None else None})  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,15 +219,16 @@ def run_training(
     stop_event: threading.Event | None = None,
     dist: DistributedContext = PLAIN,
     on_run: Any = None,
+    prepare_grace: float = 0.0,
 ) -> Event:
     """Build and run; the run is marked failed if training raises. ``on_run(run)`` is called
     once the run folder exists (the job uses it to learn the run id early).
 
     Stop (``stop_event``) is honoured while the data is prepared too (building a BPE
-    tokenizer, encoding the corpus: ``toygpt.stopping``); stopped then, no run is made and the
-    "end" event says so."""
+    tokenizer, encoding the corpus: ``toygpt.stopping``), ``prepare_grace`` seconds after it
+    is first seen there; stopped then, no run is made and the "end" event says so."""
     try:
-        with stop_scope(stop_event):
+        with stop_scope(stop_event, grace=prepare_grace):
             trainer, run = build_training(spec, on_event, stop_event, dist)
     except StopRequested:
         return stopped_before_training()
@@ -295,18 +316,39 @@ class TrainStatus(JobStatus):
     tokenizer: str = ""
 
 
+def job_outcome(work: Any) -> tuple[Status, str, str]:
+    """Run ``work()`` (it returns ``(status, message)``) and say how it ended, never raising:
+    ``(status, message, detail)``, the detail a traceback for a failure. The same rule for a job
+    on a thread and for a job's own process (``toygpt.worker``)."""
+    try:
+        status, message = work()
+        return Status(status), message, ""
+    except StopRequested:
+        return Status.STOPPED, "stopped on request", ""
+    except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
+        return Status.FAILED, without_server_paths(str(exc)), traceback.format_exc()
+    except Exception as exc:  # anything else is a bug; keep the traceback for the page
+        return Status.FAILED, without_server_paths(f"{type(exc).__name__}: {exc}"), traceback.format_exc()
+
+
 class BackgroundJob:
     """A daemon thread with a lock, a stop event and a status: what every background job shares
     (a training run here, a Concepts-lab experiment in ``toygpt.lab``). A subclass implements
     ``work()``, which returns the final ``(status, message)`` or raises, and ``snapshot()``, a
     ``JobStatus`` (built on ``_common()``). The thread never touches Streamlit: pages read
-    ``snapshot()``."""
+    ``snapshot()``. With ``worker`` settings, ``work()`` hands the job to its own process
+    (``run_in_worker``) and the thread only relays its messages."""
 
     kind = "job"
 
-    def __init__(self, num_threads: int | None = None, job_id: str | None = None) -> None:
+    def __init__(self, num_threads: int | None = None, job_id: str | None = None,
+                 worker: WorkerSettings | None = None) -> None:  # fmt: skip
         self.id = job_id or uuid.uuid4().hex[:10]
         self.num_threads = num_threads
+        self.worker = worker
+        self._process: WorkerProcess | None = None
+        self.spare: WorkerProcess | None = None  # a worker started ahead (``JobRegistry``) to use
+        self.on_end: list[Any] = []  # called (no arguments) once the work has ended
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"toygpt-{self.kind}-{self.id}", daemon=True)
@@ -325,25 +367,64 @@ class BackgroundJob:
     # ---- the thread --------------------------------------------------------------------
 
     def _work(self) -> None:
-        if self.num_threads:
+        if self.num_threads and self.worker is None:
             torch.set_num_threads(self.num_threads)  # process-wide: the reason jobs are capped
         with self._lock:
             if self._status == Status.QUEUED:  # not if stop() came first: that stays "stopping"
                 self._status = Status.RUNNING
+        with stop_scope(self._stop):  # every long loop inside ends on Stop (toygpt.stopping)
+            status, message, detail = job_outcome(self.work)
+        self._set(status=status, message=message, detail=detail or None)
+        with self._lock:
+            self._ended = time.perf_counter()  # the clock stops when the work does
+        for callback in self.on_end:
+            callback()
+
+    def run_in_worker(self, kind: str, job: dict[str, Any], on_message: Any) -> tuple[str, str]:
+        """Run this job in its own process (``toygpt.worker <kind>``) and relay its messages to
+        ``on_message`` until it ends; the final ``(status, message)``. A worker that dies
+        without saying how it ended is a failure naming its exit and its stderr's last lines;
+        a run it left "running" is marked failed too, so no page waits on it."""
+        spare, self.spare = self.spare, None
+        process = spare if spare is not None and spare.waiting else WorkerProcess(self.worker or WorkerSettings()).spawn()
+        with self._lock:
+            self._process = process
+        process.send(kind, job, self.num_threads)
+        if self._stop.is_set():  # Stop came while it was starting
+            process.stop()
+        outcome = None
+        for message in process.messages():
+            if message.get("type") == "outcome":
+                outcome = message
+            elif message.get("type") == "run":
+                with self._lock:
+                    self._run_id = str(message["id"])
+            else:
+                on_message(message)
+        code = process.wait()
+        if outcome is not None:
+            self._set(detail=str(outcome.get("detail") or "") or None)
+            return outcome["status"], str(outcome["message"])
+        if process.killed_after_stop:
+            return Status.STOPPED, (f"stopped: the job did not end within {process.settings.kill_after_s:g} s of Stop, "
+                                    "so it was ended; a run resumes from its last save")  # fmt: skip
+        tail = without_server_paths(process.stderr_tail().strip())
+        message = f"the job's process {signal_name(code)} before it finished" + (f": {tail.splitlines()[-1]}" if tail else "")
+        self._set(detail=tail or None)
+        self._mark_run_failed(message)
+        return Status.FAILED, message
+
+    def _mark_run_failed(self, message: str) -> None:
+        with self._lock:
+            run_id = self._run_id
+        if run_id is None:
+            return
         try:
-            with stop_scope(self._stop):  # every long loop inside ends on Stop (toygpt.stopping)
-                status, message = self.work()
-            self._set(status=Status(status), message=message)
-        except StopRequested:
-            self._set(status=Status.STOPPED, message="stopped on request")
-        except (ValueError, RuntimeError, OSError) as exc:  # bad input, no data, out of memory
-            self._set(status=Status.FAILED, message=without_server_paths(str(exc)), detail=traceback.format_exc())
-        except Exception as exc:  # anything else is a bug; keep the traceback for the page
-            self._set(status=Status.FAILED, message=without_server_paths(f"{type(exc).__name__}: {exc}"),
-                      detail=traceback.format_exc())
-        finally:
-            with self._lock:
-                self._ended = time.perf_counter()  # the clock stops when the work does
+            run = open_run(run_id)
+            if run.info().get("status") == Status.RUNNING:
+                RunWriter(run.path).mark_failed(message)
+        except (RunError, OSError, ValueError):
+            pass  # an unreadable (or read-only) run is listed as such; nothing more to say here
 
     def _elapsed(self) -> float:
         """Seconds since ``start()``, frozen once the work ended (call under the lock)."""
@@ -366,11 +447,15 @@ class BackgroundJob:
     # ---- what pages call ---------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the job to stop at its next check (returns at once; see ``wait``)."""
+        """Ask the job to stop at its next check (returns at once; see ``wait``). Pressing it
+        again changes nothing."""
         self._stop.set()
         with self._lock:
             if self._status in (Status.QUEUED, Status.RUNNING):
                 self._status = Status.STOPPING
+            process = self._process
+        if process is not None:
+            process.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; True if it has."""
@@ -383,6 +468,13 @@ class BackgroundJob:
     def status(self) -> Status:
         with self._lock:
             return self._status
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The process id of this job's own process (None: on a thread, or not started yet)."""
+        with self._lock:
+            process = self._process or self.spare
+        return process.process.pid if process is not None and process.process is not None else None
 
     @property
     def done(self) -> bool:
@@ -398,14 +490,17 @@ class TrainJob(BackgroundJob):
 
     kind = "train"
 
-    def __init__(self, spec: TrainSpec, num_threads: int | None = None, job_id: str | None = None) -> None:
-        super().__init__(num_threads, job_id)
+    def __init__(self, spec: TrainSpec, num_threads: int | None = None, job_id: str | None = None,
+                 worker: WorkerSettings | None = None) -> None:  # fmt: skip
+        super().__init__(num_threads, job_id, worker)
         self.spec = spec
         self._metrics: list[Event] = []
         self._last: dict[str, Event] = {}  # the latest event of each type
         self._samples: list[Event] = []
 
     def work(self) -> tuple[str, str]:
+        if self.worker is not None:
+            return self.run_in_worker("train", {"spec": self.spec.to_dict()}, self._on_event)
         end = run_training(self.spec, self._on_event, self._stop, on_run=self._on_run)
         return end["status"], end["message"]
 
@@ -575,8 +670,37 @@ class JobRegistry:
     max_memory_bytes: int = field(default_factory=lambda: int(memory_budget() * JOB_SHARE))  # toygpt.limits
     max_seconds: float = MAX_JOB_SECONDS
     num_threads: int | None = None
+    worker: WorkerSettings | None = None  # None: jobs train on a thread of this process
     _jobs: dict[str, BackgroundJob] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _spare: WorkerProcess | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._refill()
+
+    def _refill(self) -> None:
+        """Keep one worker started ahead when ``worker.spare`` asks for it."""
+        if self.worker is None or not self.worker.spare:
+            return
+        with self._lock:
+            if self._spare is not None and self._spare.waiting:
+                return
+            self._spare = WorkerProcess(self.worker).spawn()
+
+    def _take_spare(self, job: BackgroundJob) -> None:
+        if job.worker is None or job.worker != self.worker:
+            return
+        with self._lock:
+            job.spare, self._spare = self._spare, None
+        job.on_end.append(self._refill)  # the next job's worker starts once this one is done
+
+    def close(self) -> None:
+        """``clear()``, and end the worker kept ahead (if any)."""
+        self.clear()
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
 
     def start(self, spec: TrainSpec) -> TrainJob:
         """Start ``spec`` on a background thread, or raise ``JobRefused`` saying why not."""
@@ -595,7 +719,7 @@ class JobRegistry:
                 "fewer of the last blocks)"
             )
         self._check_time(spec)
-        job = TrainJob(spec, num_threads=self.num_threads)
+        job = TrainJob(spec, num_threads=self.num_threads, worker=self.worker)
         self.start_job(job)
         return job
 
@@ -626,6 +750,7 @@ class JobRegistry:
                     "stop it or wait for it to finish"
                 )
             self._jobs[job.id] = job
+        self._take_spare(job)
         return job.start()
 
     def get(self, job_id: str) -> BackgroundJob | None:

@@ -35,10 +35,8 @@ from toygpt.checkpoint import (
     copy_weights,
     empty_model,
     json_bytes,
-    load_tensors,
     model_tensors,
     read_json,
-    read_safetensors_header,
 )
 from toygpt.data import data_dir
 from toygpt.hf_format import (
@@ -50,6 +48,7 @@ from toygpt.hf_format import (
     toygpt_name,
 )
 from toygpt.model import GPT, GPTConfig
+from toygpt.tensor_files import load_tensors, read_safetensors_header
 from toygpt.tokenizers import Tokenizer
 
 # toygpt's short name -> (repository on the Hugging Face hub, approximate download size in MB)

@@ -19,7 +19,6 @@ import torch
 
 from toygpt.checkpoint import (
     check_weights_fit,
-    load_tensors,
     read_json,
     save_checkpoint,
     write_json_atomic,
@@ -46,6 +45,7 @@ from toygpt.runs import (
     unique_folder,
 )
 from toygpt.status import Status
+from toygpt.tensor_files import load_tensors
 
 MAX_IMPORT_BYTES = 512 * 2**20  # a run zip above this (unpacked) is refused
 

@@ -44,7 +44,6 @@ from toygpt.checkpoint import (
     empty_model,
     json_bytes,
     load_checkpoint,
-    load_tensors,
     model_tensors,
     read_json,
     read_meta,
@@ -60,7 +59,8 @@ from toygpt.limits import MAX_ROW_BYTES, check_json_shape, check_size
 from toygpt.model import GPT, GPTConfig
 from toygpt.run_schema import check_event_row, check_run_info
 from toygpt.status import HAS_MODEL, Status
-from toygpt.train import Event, TrainConfig
+from toygpt.tensor_files import load_tensors
+from toygpt.train import Event, TrainConfig, thin_snapshots
 from toygpt.trainer import Tensors, TrainState
 
 DEMO_RUN = "demo-shakespeare-char"
@@ -406,7 +406,7 @@ class Run:
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
-    from toygpt.checkpoint import read_safetensors_header
+    from toygpt.tensor_files import read_safetensors_header
 
     return read_safetensors_header(path).get("__metadata__", {})
 
@@ -443,13 +443,12 @@ class RunWriter(Run):
     resume makes first (``recover``, ``truncate_after``). Made by ``create_run`` and ``resume``."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self._writable()
+        super().__init__(path, read_only=Path(path) == demo_run_dir())
+        self._writable()  # the shipped demo is never written: every method below may write
 
     def recover(self) -> str | None:
         """Finish or drop a save that a crash interrupted (``toygpt.checkpoint.recover_commit``);
         call it only when no process is training this run (resume does)."""
-        self._writable()
         with self.reading_files():
             return recover_commit(self.path, (SNAPSHOTS,))
 
@@ -457,7 +456,6 @@ class RunWriter(Run):
         """Weights, optimizer state with the trainer's counters, config.json and run.json of one
         step: everything resume needs, committed as one unit (``StagedFiles``' journal), so a
         kill at any moment leaves this step's set or the previous one's, never a mix."""
-        self._writable()
         meta = {"trainer_state": json.dumps(state.to_dict(), allow_nan=False)}
         metrics = {"val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss, "train_loss": state.last_train_loss}
         changes = {"step": state.step, "best_val_loss": finite_json(state.best_val_loss), "elapsed": state.elapsed}
@@ -469,16 +467,12 @@ class RunWriter(Run):
             files.write(self.path / RUN_FILE, lambda temp: temp.write_bytes(json_bytes(info, RUN_FILE)))
 
     def save_best(self, weights: Tensors, state: TrainState) -> None:
-        self._writable()
         meta = {"step": str(state.step), "val_loss": repr(state.best_val_loss)}
         save_tensors(self.path / BEST, stored_tensors(self.model_config(), weights), meta)
         self.update_info(best_val_loss=state.best_val_loss, best_step=state.step)
 
     def save_snapshot(self, weights: Tensors, step: int, keep: int) -> None:
         """Save this step's weights as a snapshot (int8), then thin the folder to ``keep``."""
-        from toygpt.train import thin_snapshots
-
-        self._writable()
         stored = stored_tensors(self.model_config(), weights)
         save_tensors(self.path / SNAPSHOTS / snapshot_name(step), quantized(stored), {"step": str(step)})
         for old in thin_snapshots(sorted(self.snapshot_files()), keep):
@@ -498,13 +492,12 @@ class RunWriter(Run):
                              best_val_loss=event["best_val_loss"], val_loss=event["val_loss"])  # fmt: skip
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
-        self._writable()
         line = json.dumps({k: finite_json(v) for k, v in row.items()}, ensure_ascii=True)
         with open(self.path / name, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
     def mark_failed(self, message: str) -> None:
-        if not self.read_only and (self.path / RUN_FILE).exists():
+        if (self.path / RUN_FILE).exists():
             self.update_info(status=Status.FAILED, message=message[:2000])
 
     def truncate_after(self, step: int) -> None:

@@ -6,18 +6,25 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import plotly.graph_objects as go
 import torch
 
 from toygpt import data as corpora
-from toygpt.formatting import about
 from toygpt.inspection import attention_distance, attention_maps
-from toygpt.lab.budget import Budget, step_seconds
+from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
-from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn, check_whole, plain, rounded
+from toygpt.lab.setup import (
+    ExperimentParams,
+    ExperimentSpec,
+    LabError,
+    ProgressFn,
+    check_whole,
+    plain,
+    rounded,
+)
 from toygpt.lab.variants import Artifacts, load_source, source_config, val_windows
 from toygpt.runs import DEMO_RUN
 from toygpt.train import TrainConfig, loss_by_position
@@ -25,7 +32,7 @@ from toygpt.viz import PALETTE, attention_distance_figure, base_layout
 
 
 @dataclass(frozen=True)
-class AttentionRangeParams:
+class AttentionRangeParams(ExperimentParams):
     """How far back each head of run ``run_id`` looks, over ``windows`` validation windows, and
     its loss by position over ``loss_windows`` (one batched forward pass, so many are cheap)."""
 
@@ -43,16 +50,13 @@ class AttentionRangeParams:
         check_whole("loss_windows", self.loss_windows, 1, 4096)
         check_whole("seed", self.seed, 0, 2**31 - 1)
 
-    def budget(self) -> Budget:
+    def cost(self) -> tuple[float, str]:
         config = source_config(self.run_id)
         step = step_seconds(config, 1, config.block_size)
         seconds = 1.0 + self.windows * step + self.loss_windows * step / 3  # explicit attention ≈ a step
         text = (f"{self.windows} forward passes of {self.run_id} with attention recorded, and {self.loss_windows} "
                 f"windows for the loss by position")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        return seconds, text
 
 
 @dataclass(frozen=True)

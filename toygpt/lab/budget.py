@@ -1,9 +1,9 @@
-"""Budgets: what an experiment will cost, said before it starts."""
+"""Budgets: what an experiment will cost, said before it starts (``setup.Budget``): seconds per
+training step of a shape, timed here."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from toygpt.estimates import measure_step_seconds
 from toygpt.model import GPTConfig
@@ -14,15 +14,6 @@ EVAL_SHARE = 0.25  # evaluations add about this much to a lab training's time
 PROBE_THREADS = 1  # the dashboard runs lab jobs on one torch thread: time steps the same way
 PROBE_TTL_S = 600.0  # a timing is reused this long, then measured again (the machine's load changes)
 _probes: dict[tuple, tuple[float, float]] = {}  # (config, batch, block) -> (when, seconds per step)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """An experiment's cost before it runs: ``seconds`` (from training steps timed on this
-    machine) and a sentence saying what will be trained."""
-
-    seconds: float
-    text: str
 
 
 def step_seconds(model_config: GPTConfig | LSTMConfig, batch_size: int, block_size: int) -> float:

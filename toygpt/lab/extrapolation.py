@@ -20,9 +20,9 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
+from toygpt.certainty import CALL_RATIO, standard_error
 from toygpt.formatting import about, human_count
-from toygpt.lab.budget import Budget, step_seconds, training_seconds
-from toygpt.lab.certainty import CALL_RATIO, standard_error
+from toygpt.lab.budget import step_seconds, training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -68,7 +68,9 @@ class ExtrapolationParams(TrainingSetup):
     def model_config(self, vocab_size: int = 65, **changes: Any) -> GPTConfig:
         return super().model_config(vocab_size, **{"block_size": self.block_size, **changes})
 
-    def budget(self) -> Budget:
+    timing = ', from training steps of these models timed here just now'  # where the cost's seconds come from
+
+    def cost(self) -> tuple[float, str]:
         model, long = self.model_config(), 4 * self.block_size
         seconds = 0.0
         for name in self.encodings:
@@ -79,7 +81,7 @@ class ExtrapolationParams(TrainingSetup):
         text = (f"{len(self.encodings)} trainings ({', '.join(self.encodings)}) × {self.steps} steps of the {self.preset} "
                 f"preset (≈ {human_count(total_parameters(model))} parameters) at context T={self.block_size}, then "
                 f"{self.eval_windows} windows of {long} tokens read by each")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of these models timed here just now.")
+        return seconds, text
 
 
 @dataclass(frozen=True)

@@ -19,21 +19,21 @@ import math
 import string
 import threading
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from toygpt.formatting import about
+from toygpt.certainty import CALL_RATIO, standard_error
 from toygpt.inspection import attention_maps
 from toygpt.interventions import induction_scores, repeated_random_tokens, uniform_induction_score
-from toygpt.lab.budget import Budget, step_seconds
-from toygpt.lab.certainty import CALL_RATIO, standard_error
+from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     LAB_COMPILE,
+    ExperimentParams,
     ExperimentSpec,
     LabError,
     ProgressFn,
@@ -55,7 +55,7 @@ PATTERN_SNAPSHOTS = 4
 
 
 @dataclass(frozen=True)
-class InductionParams:
+class InductionParams(ExperimentParams):
     """Train a 2-layer model (``n_head`` heads of ``n_embd`` channels) for ``steps`` steps on
     ``batch_size`` windows of ``length`` random letters from an alphabet of ``vocab`` that repeat
     a stretch; evaluate ``evals`` times on ``eval_sequences`` random halves of ``length // 2``
@@ -93,16 +93,13 @@ class InductionParams:
         return GPTConfig(vocab_size=self.vocab, block_size=self.length, n_layer=2, n_head=self.n_head,
                          n_embd=self.n_embd, pos_encoding=self.pos_encoding)  # fmt: skip
 
-    def budget(self) -> Budget:
+    def cost(self) -> tuple[float, str]:
         config = self.model_config()
         seconds = self.steps * step_seconds(config, self.batch_size, self.length)
         seconds += self.evals * step_seconds(config, self.eval_sequences, self.length) / 2  # forward only
         text = (f"{self.steps} steps of a 2-layer model ({GPT(config).num_parameters():,} parameters) on repeating "
                 f"random letters, {self.evals} evaluations of {self.eval_sequences} sequences")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        return seconds, text
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 import torch
 
 from toygpt import data as corpora
-from toygpt.formatting import about, human_count
-from toygpt.lab.budget import Budget, training_seconds
-from toygpt.lab.certainty import compare_runs
+from toygpt.certainty import compare_runs
+from toygpt.formatting import human_count
+from toygpt.lab.budget import training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     MAX_STEPS,
@@ -62,14 +62,14 @@ class NormPositionParams(TrainingSetup):
         object.__setattr__(self, "sweep_lrs", tuple(sorted(self.sweep_lrs)))  # rising, as the sweep needs
         check_whole("sweep_steps", self.sweep_steps, 1, MAX_STEPS)
 
-    def budget(self) -> Budget:
+    def cost(self) -> tuple[float, str]:
         model = self.model_config()
         seconds = 2 * training_seconds(model, self.batch_size, model.block_size, self.steps)
         text = f"2 trainings (pre-LN, post-LN) × {self.steps} steps of the {self.preset} preset (≈ {human_count(total_parameters(model))} parameters each)"
         if self.lr_sweep:
             seconds += 2 * len(self.sweep_lrs) * training_seconds(model, self.batch_size, model.block_size, self.sweep_steps)
             text += f", then up to {2 * len(self.sweep_lrs)} more × {self.sweep_steps} steps for the learning-rate sweep"
-        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
+        return seconds, text
 
 
 @dataclass(frozen=True)

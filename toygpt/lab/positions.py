@@ -13,10 +13,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from toygpt.formatting import about
+from toygpt.certainty import compare_runs
 from toygpt.inspection import position_similarity, position_vectors
-from toygpt.lab.budget import Budget, training_seconds
-from toygpt.lab.certainty import compare_runs
+from toygpt.lab.budget import training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -57,11 +56,11 @@ class PositionParams(TrainingSetup):
             raise LabError(f"corpus={self.corpus!r}; choose one of {ORDER_CORPORA} (tasks where order matters)")
         check_whole("scored_lines", self.scored_lines, 1, 5000)
 
-    def budget(self) -> Budget:
+    def cost(self) -> tuple[float, str]:
         model = self.model_config()
         seconds = 3 * training_seconds(model, self.batch_size, model.block_size, self.steps)
         text = f"3 trainings (learned, sinusoidal, none) × {self.steps} steps of the {self.preset} preset on {self.corpus}"
-        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
+        return seconds, text
 
 
 @dataclass(frozen=True)

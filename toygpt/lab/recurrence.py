@@ -19,9 +19,9 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
+from toygpt.certainty import compare_runs
 from toygpt.formatting import about, human_count
-from toygpt.lab.budget import Budget, training_seconds
-from toygpt.lab.certainty import compare_runs
+from toygpt.lab.budget import training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -62,13 +62,15 @@ class RecurrenceParams(TrainingSetup):
         if not isinstance(self.sample_prompt, str) or len(self.sample_prompt) > 200:
             raise LabError("sample_prompt must be text of at most 200 characters")
 
-    def budget(self) -> Budget:
+    timing = ', from training steps of both models timed here just now'  # where the cost's seconds come from
+
+    def cost(self) -> tuple[float, str]:
         model = self.model_config()
         lstm = lstm_matching(model, self.lstm_layers)
         seconds = sum(training_seconds(config, self.batch_size, model.block_size, self.steps) for config in (model, lstm)) + 1.0
         text = (f"2 trainings × {self.steps} steps: the {self.preset} transformer (≈ {human_count(total_parameters(model))} "
                 f"parameters) and a {lstm.n_layer}-layer LSTM {lstm.n_hidden} wide (≈ {human_count(lstm_parameters(lstm))})")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of both models timed here just now.")
+        return seconds, text
 
 
 @dataclass(frozen=True)

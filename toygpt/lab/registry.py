@@ -7,6 +7,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from toygpt.certainty import QUICK_LOOK, is_quick_look
 from toygpt.lab import (
     attention_range,
     extrapolation,
@@ -20,7 +21,6 @@ from toygpt.lab import (
     tokenization,
     weight_tying,
 )
-from toygpt.lab.certainty import QUICK_LOOK, is_quick_look
 from toygpt.lab.setup import ExperimentSpec, LabError, ProgressFn
 
 MODULES = (norm_position, residual_scaling, positions, tokenization, single_example, attention_range,
@@ -37,7 +37,7 @@ def experiment_of(result: Any) -> ExperimentSpec:
 
 def reading(result: Any) -> str:
     """The result in words, computed from its numbers (never canned text); a quick look says
-    first that it is one (``toygpt.lab.certainty``)."""
+    first that it is one (``toygpt.certainty``)."""
     spec = experiment_of(result)
     quick = is_quick_look(getattr(result, "params", {}) or {}, spec.tiny)
     return (QUICK_LOOK if quick else "") + spec.reading(result)

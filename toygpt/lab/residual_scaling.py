@@ -11,10 +11,9 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
-from toygpt.formatting import about
+from toygpt.certainty import single_measurement
 from toygpt.inspection import residual_stats
-from toygpt.lab.budget import Budget, training_seconds
-from toygpt.lab.certainty import single_measurement
+from toygpt.lab.budget import training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     ExperimentSpec,
@@ -52,12 +51,12 @@ class ResidualScalingParams(TrainingSetup):
         object.__setattr__(self, "depths", tuple(sorted(set(self.depths))))
         check_whole("stats_windows", self.stats_windows, 1, 64)
 
-    def budget(self) -> Budget:
+    def cost(self) -> tuple[float, str]:
         configs = [self.model_config(n_layer=d) for d in self.depths]
         seconds = 2 * sum(training_seconds(c, self.batch_size, c.block_size, self.steps) for c in configs)
         text = (f"{2 * len(self.depths)} trainings (depths {', '.join(map(str, self.depths))}, each with and without "
                 f"scaling) × {self.steps} steps at the {self.preset} preset's width")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
+        return seconds, text
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,12 +31,12 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from toygpt.formatting import about
-from toygpt.lab.budget import Budget, step_seconds
-from toygpt.lab.certainty import CALL_RATIO, standard_error
+from toygpt.certainty import CALL_RATIO, standard_error
+from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     LAB_COMPILE,
+    ExperimentParams,
     ExperimentSpec,
     LabError,
     ProgressFn,
@@ -69,7 +69,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
-class ScalingParams:
+class ScalingParams(ExperimentParams):
     """Train each size of ``sizes`` up to ``max_compute`` FLOPs on ``corpus`` (char-level),
     evaluating at ``max_compute / 2^k`` for k = ``doublings`` .. 0 on ``eval_batches`` ×
     ``batch_size`` validation windows. ``device``: "cpu", or "cuda" for the command line."""
@@ -116,7 +116,9 @@ class ScalingParams:
     def tokens_per_step(self) -> int:
         return self.batch_size * self.block_size
 
-    def budget(self) -> Budget:
+    timing = ", from training steps of these sizes timed here just now"  # (on the job's threads)
+
+    def cost(self) -> tuple[float, str]:
         seconds = 0.0
         for size in self.sizes:
             config = self.config(size)
@@ -125,10 +127,7 @@ class ScalingParams:
         text = (f"{len(self.sizes)} sizes from {total_parameters(self.config(self.sizes[0])):,} to "
                 f"{total_parameters(self.config(self.sizes[-1])):,} parameters, each trained to {self.max_compute:.2g} "
                 f"FLOPs on {self.corpus} ({self.steps(self.sizes[0]):,} to {self.steps(self.sizes[-1]):,} steps)")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of these sizes timed here just now.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        return seconds, text
 
 
 @dataclass(frozen=True)

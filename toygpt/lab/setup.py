@@ -1,10 +1,12 @@
-"""What every experiment of the lab shares: its errors and limits, the training setup of the
-experiments that train, numbers that survive JSON and read well, and ``ExperimentSpec``: what
-each experiment module gives the registry."""
+"""What every experiment of the lab shares: its errors and limits, the base of its parameters
+(``ExperimentParams``: a JSON dict, and a ``Budget`` said in one shape), the training setup of
+the experiments that train, numbers that survive JSON and read well, and ``ExperimentSpec``:
+what each experiment module gives the registry."""
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -13,6 +15,7 @@ import plotly.graph_objects as go
 import torch
 
 from toygpt import data as corpora
+from toygpt.formatting import about
 from toygpt.model import GPTConfig, preset
 from toygpt.train import TrainConfig
 
@@ -51,8 +54,41 @@ def corpus_names() -> list[str]:
 
 
 @dataclass(frozen=True)
-class TrainingSetup:
+class Budget:
+    """An experiment's cost before it runs: ``seconds`` (from training steps timed on this
+    machine, ``toygpt.lab.budget``) and a sentence saying what will be trained."""
+
+    seconds: float
+    text: str
+
+
+class ExperimentParams(ABC):
+    """The base of every experiment's parameters (each a frozen dataclass of its own fields).
+
+    ``to_dict`` is the fields as JSON (what a saved result records); ``budget`` says the cost
+    in one shape, "<what runs>: <about how long><timing>.", from the experiment's ``cost()``:
+    (seconds, what runs). ``timing`` says where the seconds come from, when there is more to say.
+    """
+
+    timing = ""  # e.g. ", from training steps of this model timed here just now"
+
+    @abstractmethod
+    def cost(self) -> tuple[float, str]:
+        """(seconds, a description of what will run): each experiment counts its own."""
+
+    def budget(self) -> Budget:
+        seconds, what = self.cost()
+        return Budget(seconds, f"{what}: {about(seconds)}{self.timing}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TrainingSetup(ExperimentParams):
     """What every training experiment shares: model size, corpus, steps, learning rate, seed."""
+
+    timing = ", from training steps of this model timed here just now"
 
     preset: str = "small"
     corpus: str = "toy-english"
@@ -89,9 +125,6 @@ class TrainingSetup:
             compile=LAB_COMPILE,
         )  # fmt: skip
         return TrainConfig(**{**base, **changes})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
 
 
 def rounded(value: float, digits: int = 6) -> float | None:

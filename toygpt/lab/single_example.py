@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import plotly.graph_objects as go
@@ -15,16 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from toygpt import data as corpora
-from toygpt.formatting import about
-from toygpt.lab.budget import Budget, step_seconds
+from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
+    ExperimentParams,
     ExperimentSpec,
     LabError,
     ProgressFn,
     check_number,
     check_whole,
-    plain,
     rounded,
 )
 from toygpt.lab.variants import Artifacts, load_source, source_config
@@ -37,7 +36,7 @@ from toygpt.viz import PALETTE, base_layout
 
 
 @dataclass(frozen=True)
-class SingleExampleParams:
+class SingleExampleParams(ExperimentParams):
     """Take ``steps`` gradient steps on one sentence, on a copy of run ``run_id``'s model."""
 
     run_id: str = DEMO_RUN
@@ -67,17 +66,14 @@ class SingleExampleParams:
         check_whole("eval_batches", self.eval_batches, 1, 200)
         check_whole("seed", self.seed, 0, 2**31 - 1)
 
-    def budget(self) -> Budget:
+    def cost(self) -> tuple[float, str]:
         config = source_config(self.run_id)
         step = step_seconds(config, 1, config.block_size)
         evals = 2 * self.eval_batches * step_seconds(config, 12, config.block_size) / 3  # forward only: 1/3
         seconds = self.steps * step + evals + 2 * self.sample_tokens * SAMPLE_TOKEN_S
         text = (f"{self.steps} gradient steps on one sentence, 2 × {self.eval_batches} validation batches and "
                 f"2 samples of {self.sample_tokens} tokens, on a copy of {self.run_id}")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        return seconds, text
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from toygpt import data as corpora
-from toygpt.formatting import about
-from toygpt.lab.budget import Budget
-from toygpt.lab.certainty import single_measurement
+from toygpt.certainty import single_measurement
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
     LAB_COMPILE,
     TRAIN_PRESETS,
+    ExperimentParams,
     ExperimentSpec,
     LabError,
     ProgressFn,
@@ -46,7 +45,7 @@ MAX_TOKENIZE_CHARS = 400_000  # the lab measures and trains on at most this much
 
 
 @dataclass(frozen=True)
-class TokenizationParams:
+class TokenizationParams(ExperimentParams):
     """Several tokenizers on one text: cost in tokens, context per block, embedding parameters,
     and (``train_seconds`` > 0) validation loss per byte after the same training time each.
 
@@ -83,7 +82,9 @@ class TokenizationParams:
         check_whole("eval_batches", self.eval_batches, 1, 200)
         check_whole("seed", self.seed, 0, 2**31 - 1)
 
-    def budget(self) -> Budget:
+    timing = ', most of it the training time set here'  # where the cost's seconds come from
+
+    def cost(self) -> tuple[float, str]:
         bpe = [n for n in self.tokenizers if parse_tokenizer_name(n).kind == "bpe"]
         seconds = len(self.tokenizers) * self.train_seconds + 4.0 * len(bpe) + 2.0
         text = f"{len(self.tokenizers)} tokenizers measured on the text"
@@ -91,7 +92,7 @@ class TokenizationParams:
             text += f" ({len(bpe)} BPE vocabularies trained on it first)"
         if self.train_seconds > 0:
             text += f", then a {self.preset}-shaped model trained for {self.train_seconds:g} s with each"
-        return Budget(seconds, f"{text}: {about(seconds)}, most of it the training time set here.")
+        return seconds, text
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the text itself (kept as the run's corpus.txt): its length instead."""

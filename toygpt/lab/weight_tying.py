@@ -15,9 +15,9 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from toygpt.certainty import CALL_RATIO, compare_runs, standard_error
 from toygpt.formatting import about, human_count
-from toygpt.lab.budget import Budget, training_seconds
-from toygpt.lab.certainty import CALL_RATIO, compare_runs, standard_error
+from toygpt.lab.budget import training_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import ExperimentSpec, ProgressFn, TrainingSetup, fmt, rounded
 from toygpt.lab.variants import Artifacts, char_corpus, train_variant, with_artifacts
@@ -34,13 +34,13 @@ class WeightTyingParams(TrainingSetup):
     preset: str = "small"
     steps: int = 400
 
-    def budget(self) -> Budget:
+    def cost(self) -> tuple[float, str]:
         model = self.model_config()
         seconds = sum(training_seconds(model.replace(tie_embeddings=tied), self.batch_size, model.block_size, self.steps)
                       for tied in VARIANTS.values())  # fmt: skip
         text = (f"2 trainings (tied, untied head) × {self.steps} steps of the {self.preset} preset "
                 f"(≈ {human_count(total_parameters(model))} parameters tied) on {self.corpus}")  # fmt: skip
-        return Budget(seconds, f"{text}: {about(seconds)}, from training steps of this model timed here just now.")
+        return seconds, text
 
 
 @dataclass(frozen=True)

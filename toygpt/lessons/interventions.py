@@ -5,13 +5,13 @@ reading built from the numbers (and how sure it is). The interventions themselve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
 import torch
 
+from toygpt.certainty import CALL_RATIO, standard_error
 from toygpt.interventions import (
     HeadAblation,
     InductionScores,
@@ -24,7 +24,6 @@ from toygpt.model import GPT
 from toygpt.viz import PALETTE, SIMILARITY_SCALE, base_layout
 
 ABLATION_TOKENS = 128  # the text is cut to this many predictions: one pass per head (GPT-2 has 144)
-SURE_SE = 2.0  # a mean change is "clear" beyond this many standard errors
 
 
 def ablation_window(ids: Sequence[int], block_size: int, max_tokens: int = ABLATION_TOKENS) -> torch.Tensor:
@@ -35,19 +34,20 @@ def ablation_window(ids: Sequence[int], block_size: int, max_tokens: int = ABLAT
     return torch.tensor([list(ids[: min(block_size, max_tokens) + 1])])
 
 
-def standard_error(values: torch.Tensor) -> float:
-    """Standard error of the mean of ``values`` (0 for a single value)."""
-    n = values.numel()
-    return float(values.float().std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
+def per_token_error(changes: torch.Tensor) -> float | None:
+    """The standard error of the mean of per-token ``changes`` (``toygpt.certainty``), None for one."""
+    return standard_error(changes.double().tolist())
 
 
-def sureness(change: float, se: float, unit: str = "nats/token") -> str:
-    """How sure a mean change is, from its standard error: clear, or too close to call."""
-    if se == 0.0:
-        return "measured on a single token, so its noise cannot be judged"
+def sureness(change: float, se: float | None, unit: str = "nats/token") -> str:
+    """How sure a mean change is, from its standard error: clear beyond ``CALL_RATIO`` of them
+    (the rule every reading here and in the lab uses), else too close to call."""
+    if not se:
+        return ("measured on a single token, so its noise cannot be judged" if se is None else
+                "the same change on every token, so there is no noise to weigh it against")  # fmt: skip
     ratio = abs(change) / se
-    if ratio < SURE_SE:
-        return (f"too close to call: within {SURE_SE:g} standard errors of the per-token changes "
+    if ratio < CALL_RATIO:
+        return (f"too close to call: within {CALL_RATIO:g} standard errors of the per-token changes "
                 f"(±{se:.3f} {unit})")  # fmt: skip
     return f"clear: {ratio:.1f} standard errors of the per-token changes (±{se:.3f} {unit})"
 
@@ -102,13 +102,13 @@ def ablation_reading(view: AblationView) -> str:
     layer, head, change = ablation.top_heads(1)[0]
     text = (f"On these {n} predictions (loss {ablation.base_loss:.3f} nats/token untouched), {ablation.method}-"
             f"ablating layer {layer} head {head} raised the loss most: by {change:+.3f} nats/token — "
-            f"{sureness(change, standard_error(view.top_change))}.")  # fmt: skip
+            f"{sureness(change, per_token_error(view.top_change))}.")  # fmt: skip
     harmless = int((ablation.loss_change.abs() < 0.005).sum())
     total = ablation.loss_change.numel()
     text += f" {harmless} of {total} heads move it by less than 0.005."
     mean = float(view.token_change.mean())
     text += (f" Layer {view.layer} head {view.head} (chosen below): {mean:+.3f} nats/token, "
-             f"{sureness(mean, standard_error(view.token_change))}.")  # fmt: skip
+             f"{sureness(mean, per_token_error(view.token_change))}.")  # fmt: skip
     return text
 
 
@@ -228,10 +228,10 @@ def induction_reading(scores: InductionScores) -> str:
     text = (f"On {n} sequences of {scores.half} random tokens repeated once, the best induction head is layer "
             f"{layer} head {head}, scoring {best:.2f} (1 = all its attention on the token after the previous "
             f"occurrence; attention spread evenly would score {uniform:.2f}).")  # fmt: skip
-    drop, se = scores.loss_drop, standard_error(scores.sequence_drops)
+    drop, se = scores.loss_drop, per_token_error(scores.sequence_drops)
     text += (f" The loss is {scores.first_half_loss:.2f} nats/token on the first half and {scores.repeated_loss:.2f} "
              f"on the repeated half: a drop of {drop:.2f}, ")  # fmt: skip
-    if se == 0.0 or abs(drop) < SURE_SE * se:
-        return text + f"too close to call (±{se:.2f} over the {n} sequences)."
+    if not se or abs(drop) < CALL_RATIO * se:
+        return text + f"too close to call (±{se or 0.0:.2f} over the {n} sequences)."
     verdict = "the model copies from context" if drop > 0 else "the repeat is harder, not easier"
     return text + f"clear (±{se:.2f} over the {n} sequences): {verdict}."

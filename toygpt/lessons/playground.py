@@ -15,14 +15,19 @@ Streamlit. Read ``toygpt/tokenizers`` first: this file only arranges what they r
 from __future__ import annotations
 
 import html
+import sys
+import threading
 import unicodedata
-from collections.abc import Mapping, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
 
-from toygpt.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, TokenizerError
+from toygpt.limits import memory_budget
+from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, TokenizerError
 from toygpt.tokenizers.base import label_for_bytes, spans_from_token_bytes, utf8_bytes
 
 # The text the playground opens with: one line per case where tokenizers disagree the most.
@@ -36,10 +41,11 @@ SAMPLE_TEXT = (
     "CJK: 你好，世界！ こんにちは 안녕하세요\n"
     "Emoji: 🙂 👍🏽 👨\u200d👩\u200d👧 🇫🇷\n"
 )
-# Spans drawn per tokenizer by default: beyond this the browser, not Python, becomes the slow
-# part (measured in Chromium: 4 views × 3000 spans took ~4× as long to lay out as 4 × 1500).
-# Counts and id lists always cover the whole text.
-MAX_SHOWN_TOKENS = 1500
+# Spans drawn per tokenizer by default. Every span costs the browser sanitising (st.html runs
+# DOMPurify), parsing, styling and layout: with bench/app_latency.py on a 10,000-character
+# text, the page's six views took ~1.0 s of renderer CPU per update at 1500 spans each, ~0.6 s
+# at 500 and ~0.43 s at 20 (the rest of the page). Counts and id lists cover the whole text.
+MAX_SHOWN_TOKENS = 500
 # Light backgrounds with dark text: readable in the light and the dark theme alike.
 SPAN_COLOURS = ("#fde68a", "#bfdbfe", "#bbf7d0", "#fecaca", "#ddd6fe", "#fed7aa", "#a5f3fc", "#f5d0fe")
 # How whitespace and other invisible characters are drawn inside the running text. Spaces get a
@@ -52,6 +58,8 @@ TOKEN_CSS = (
     "<style>"
     ".tg-tokens{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.9rem;"
     "line-height:1.9;white-space:pre-wrap;overflow-wrap:anywhere;max-height:26rem;overflow-y:auto}"
+    # a view that fills its box is skipped by the browser while out of sight (see _fills_the_box)
+    ".tg-tall{content-visibility:auto;contain-intrinsic-size:auto 26rem}"
     ".tg-tokens span{color:#1f2937;border-radius:3px;padding:1px 0}"
     ".tg-tokens span.tg-part{display:inline-block;width:0.45em;height:1.1em;vertical-align:-0.2em;"
     "padding:0;opacity:0.8}"
@@ -153,6 +161,131 @@ def with_unknowns_shown(tokenizer: Tokenizer) -> Tokenizer:
 
 
 # ---------------------------------------------------------------------------------------------
+# 1b. Each (tokenizer, text) cut once: a bounded cache shared by every visitor.
+# ---------------------------------------------------------------------------------------------
+
+# What one cached token costs, in bytes, counted generously: its id (a list slot + an int
+# object) and its span (a list slot + a 2-tuple + two int objects) — 8 + 28 + 8 + 56 + 2 × 28.
+BYTES_PER_TOKEN = 160
+# The cache's share of the server's memory budget (toygpt.limits): a 2 GiB server keeps at most
+# 64 MiB of tokenizations — about forty 10,000-character texts through one tokenizer.
+CACHE_SHARE = 1 / 32
+MAX_CACHE_BYTES = 64 * 2**20
+
+
+class TokenizedCache:
+    """A least-recently-used cache of ``Tokenized`` results, bounded in bytes.
+
+    The playground redraws on every widget change (a merge slider, a toggle), mostly for the
+    same text: each (tokenizer, text) is encoded and its spans computed once, then reused by the
+    card, the comparison and the next rerun. One server serves every visitor, so the cache is
+    bounded by ``max_bytes`` (text + ``BYTES_PER_TOKEN`` per token, oldest use evicted first); a
+    result larger than the whole budget is returned but not kept.
+
+    Keys: a char or byte tokenizer by its content (the page builds a fresh one each rerun);
+    any other (BPE, tiktoken) by the object itself, whose entries are dropped when it is
+    garbage-collected, so a new tokenizer never sees an old one's results. Errors are not
+    cached. Thread-safe (Streamlit runs each session in its own thread).
+
+    >>> cache = TokenizedCache(max_bytes=10_000)
+    >>> cache.tokenize(ByteTokenizer(), "hé").ids, cache.hits, cache.misses
+    ([104, 195, 169], 0, 1)
+    >>> cache.tokenize(ByteTokenizer(), "hé") is cache.tokenize(ByteTokenizer(), "hé"), cache.hits
+    (True, 2)
+    """
+
+    def __init__(self, max_bytes: int | None = None):
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Tokenized, int]] = OrderedDict()
+        self._owners: dict[int, weakref.finalize] = {}  # id(tokenizer) -> its finalizer
+        self._collected: list[int] = []  # ids of tokenizers collected since the last purge
+        self._lock = threading.RLock()
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+    @property
+    def max_bytes(self) -> int:
+        """The bound, in bytes (by default a share of ``toygpt.limits.memory_budget()``)."""
+        if self._max_bytes is None:
+            self._max_bytes = min(MAX_CACHE_BYTES, int(memory_budget() * CACHE_SHARE))
+        return self._max_bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def tokenize(self, tokenizer: Tokenizer, text: str) -> Tokenized:
+        """``tokenize(tokenizer, text)``, computed once."""
+        return self._get(tokenizer, ("tokenize", text), lambda: tokenize(tokenizer, text))
+
+    def after_merges(self, bpe: BPETokenizer, text: str, n_merges: int) -> Tokenized:
+        """``tokenize_after_merges(bpe, text, n_merges)``, computed once. With every merge
+        applied that is ``bpe``'s own cut of ``text``, shared with ``tokenize(bpe, text)``."""
+        if n_merges == len(bpe.merges) and not isinstance(n_merges, bool):
+            return self.tokenize(bpe, text)
+        return self._get(bpe, ("after_merges", n_merges, text),
+                         lambda: tokenize_after_merges(bpe, text, n_merges))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+
+    def _get(self, tokenizer: Tokenizer, what: tuple, compute: Callable[[], Tokenized]) -> Tokenized:
+        with self._lock:
+            self._purge_collected()
+            owner = self._owner_key(tokenizer)
+            entry = None if owner is None else self._entries.get((owner, *what))
+            if entry is not None:
+                self._entries.move_to_end((owner, *what))
+                self.hits += 1
+                return entry[0]
+            self.misses += 1
+        result = compute()  # outside the lock: other sessions need not wait for this one
+        if owner is None:  # cannot be keyed safely: computed every time
+            return result
+        size = sys.getsizeof(what[-1]) + BYTES_PER_TOKEN * result.n_tokens
+        with self._lock:
+            key = (owner, *what)
+            if size <= self.max_bytes and key not in self._entries and self._alive(owner):
+                self._entries[key] = (result, size)
+                self.nbytes += size
+                while self.nbytes > self.max_bytes:
+                    _, (_, dropped) = self._entries.popitem(last=False)
+                    self.nbytes -= dropped
+        return result
+
+    def _owner_key(self, tokenizer: Tokenizer) -> Hashable | None:
+        if type(tokenizer) is CharTokenizer:
+            return ("char", tuple(tokenizer.chars), tokenizer.unk)
+        if type(tokenizer) is ByteTokenizer:
+            return ("byte", tuple(tokenizer.special_tokens))
+        ident = id(tokenizer)
+        if ident not in self._owners:
+            try:  # called when the tokenizer is collected, before its id can be reused
+                self._owners[ident] = weakref.finalize(tokenizer, self._collected.append, ident)
+            except TypeError:  # not weak-referenceable
+                return None
+        return ("object", ident)
+
+    def _alive(self, owner: Hashable) -> bool:
+        return owner[0] != "object" or owner[1] in self._owners
+
+    def _purge_collected(self) -> None:
+        """Drop the entries of tokenizers collected since the last call. (The finalizer only
+        appends to a list: it may run inside this very lock, wherever garbage collection
+        happens to start.)"""
+        while self._collected:
+            ident = self._collected.pop()
+            self._owners.pop(ident, None)
+            for key in [k for k in self._entries if k[0] == ("object", ident)]:
+                self.nbytes -= self._entries.pop(key)[1]
+
+
+#: The cache the playground page uses (one per server process).
+TOKENIZED = TokenizedCache()
+
+
+# ---------------------------------------------------------------------------------------------
 # 2. Drawing the tokens: coloured spans, as HTML (every piece of user text escaped).
 # ---------------------------------------------------------------------------------------------
 
@@ -191,16 +324,21 @@ def token_hover(tokenizer: Tokenizer, token_id: int) -> str:
 
 
 def token_spans_html(text: str, tokenized: Tokenized, tokenizer: Tokenizer, *,
-                     show_whitespace: bool = True, max_tokens: int = MAX_SHOWN_TOKENS) -> str:
+                     show_whitespace: bool = True, max_tokens: int = MAX_SHOWN_TOKENS,
+                     css: bool = True) -> str:
     """The text with one coloured span per token (hover: id, label, bytes), as HTML.
 
     Neighbouring tokens get different colours. A token with an empty span (the tail bytes of a
     character split across tokens) is drawn as a thin coloured bar after that character, so
-    every token stays visible. Special tokens such as ``<unk>`` get a red outline.
+    every token stays visible. Special tokens such as ``<unk>`` get a red outline. Only the
+    first ``max_tokens`` are drawn (``drawn_note`` says how many of how many); ``css=False``
+    leaves out ``TOKEN_CSS``, for a page that draws it once for all its views.
     """
     special = set(tokenizer.special_tokens.values())
     hovers: dict[int, str] = {}  # the same id recurs often; build its hover text once
-    out = [TOKEN_CSS, '<div class="tg-tokens">']
+    drawn = tokenized.spans[min(max_tokens, tokenized.n_tokens) - 1][1] if tokenized.ids and max_tokens > 0 else 0
+    tall = " tg-tall" if _fills_the_box(text[:drawn]) else ""
+    out = [TOKEN_CSS if css else "", f'<div class="tg-tokens{tall}">']
     for k, (token_id, (start, end)) in enumerate(zip(tokenized.ids[:max_tokens], tokenized.spans, strict=False)):
         if token_id not in hovers:
             hovers[token_id] = html.escape(token_hover(tokenizer, token_id), quote=True)
@@ -210,19 +348,46 @@ def token_spans_html(text: str, tokenized: Tokenized, tokenizer: Tokenizer, *,
         body = visible_html(text[start:end], show_whitespace)
         out.append(f'<span class="{classes}" title="{hovers[token_id]}">{body}</span>')
     if tokenized.n_tokens > max_tokens:
-        out.append(f"<i> … {tokenized.n_tokens - max_tokens:,} more tokens not drawn</i>")
+        out.append(f"<i> … {tokenized.n_tokens - max_tokens:,} more tokens not drawn "
+                   f"({drawn_note(tokenized.n_tokens, max_tokens)})</i>")
     out.append("</div>")
     return "".join(out)
 
 
-def token_chips_html(labels: Sequence[str]) -> str:
-    """Labels drawn as coloured chips side by side (for a word's pieces), HTML-escaped."""
+def _fills_the_box(drawn: str) -> bool:
+    """Whether ``drawn`` surely fills a view's 26rem-high box (14 lines), even 200 characters
+    wide. Such views get ``tg-tall``: the browser skips styling and laying them out while they
+    are scrolled out of sight, and keeps a box of the right height in their place."""
+    lines = 0
+    for line in drawn.split("\n"):
+        lines += 1 + len(line) // 200
+        if lines >= 14:
+            return True
+    return False
+
+
+def drawn_note(n_tokens: int, max_tokens: int) -> str:
+    """What a view of at most ``max_tokens`` spans shows of ``n_tokens``, in words.
+
+    >>> drawn_note(4248, 500)
+    'showing the first 500 of 4,248 tokens'
+    >>> drawn_note(12, 500)
+    'showing all 12 tokens'
+    """
+    if n_tokens <= max_tokens:
+        return f"showing all {n_tokens:,} token{'s' if n_tokens != 1 else ''}"
+    return f"showing the first {max_tokens:,} of {n_tokens:,} tokens"
+
+
+def token_chips_html(labels: Sequence[str], css: bool = True) -> str:
+    """Labels drawn as coloured chips side by side (for a word's pieces), HTML-escaped;
+    ``css=False`` leaves out ``TOKEN_CSS`` (for a page that draws it once)."""
     chips = "".join(
         f'<span class="tg-c{k % len(SPAN_COLOURS)}" style="padding:2px 6px;margin-right:3px">'
         f"{html.escape(label, quote=False)}</span>"
         for k, label in enumerate(labels)
     )
-    return f'{TOKEN_CSS}<div class="tg-tokens">{chips}</div>'
+    return f'{TOKEN_CSS if css else ""}<div class="tg-tokens">{chips}</div>'
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ Worked example, with the byte tokenizer (one token per UTF-8 byte)::
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import re
 import unicodedata
 from abc import ABC, abstractmethod
@@ -129,18 +129,19 @@ def label_for_bytes(data: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def char_start_bytes(text: str) -> list[int]:
-    """The UTF-8 byte offset at which each character of ``text`` starts.
+# Byte value → 1 if it starts a UTF-8 character, 0 if it continues one (0b10xxxxxx).
+_STARTS_CHAR = bytes(0 if 0x80 <= b < 0xC0 else 1 for b in range(256))
 
-    >>> char_start_bytes("aé€")
-    [0, 1, 3]
+
+def chars_before_byte(data: bytes) -> list[int]:
+    """For each byte offset ``0..len(data)`` of UTF-8 ``data``: how many characters start
+    before it. At a character boundary that is the character index; inside a character it is
+    the index of the *next* character.
+
+    >>> chars_before_byte("aé€".encode())       # é is 2 bytes, € is 3
+    [0, 1, 2, 2, 3, 3, 3]
     """
-    starts, offset = [], 0
-    for ch in text:
-        starts.append(offset)
-        code = ord(ch)
-        offset += 1 if code < 0x80 else 2 if code < 0x800 else 3 if code < 0x10000 else 4
-    return starts
+    return [0, *itertools.accumulate(data.translate(_STARTS_CHAR))]
 
 
 def spans_from_token_bytes(text: str, pieces: Sequence[bytes]) -> list[tuple[int, int]]:
@@ -149,28 +150,25 @@ def spans_from_token_bytes(text: str, pieces: Sequence[bytes]) -> list[tuple[int
     Each character belongs to the token that holds its *first* byte, so the spans tile the text
     (``"".join(text[s:e] for s, e in spans) == text``) and a UI can colour them side by side.
     A token made only of the tail bytes of a character gets an empty span at that point.
+    Linear in the text: one table from byte offset to character index, then a lookup per token.
 
     >>> spans_from_token_bytes("🙂!", ["🙂".encode()[:2], "🙂".encode()[2:], b"!"])
     [(0, 1), (1, 1), (1, 2)]
     """
-    if text.isascii():  # one byte per character: byte offsets are character offsets
-        starts = None
-    else:
-        starts = char_start_bytes(text)
-    spans, byte_pos = [], 0
-    for piece in pieces:
-        begin, byte_pos = byte_pos, byte_pos + len(piece)
-        if starts is None:
-            spans.append((begin, byte_pos))
-        else:
-            spans.append((bisect.bisect_left(starts, begin), bisect.bisect_left(starts, byte_pos)))
-    expected = len(text) if starts is None else len(utf8_bytes(text))
-    if byte_pos != expected:
+    ends = list(itertools.accumulate(map(len, pieces)))
+    data = None if text.isascii() else utf8_bytes(text)
+    expected = len(text) if data is None else len(data)
+    if (ends[-1] if ends else 0) != expected:
         raise TokenizerError(
-            f"tokens cover {byte_pos} bytes but the text has {expected}; this tokenizer does "
-            "not reproduce the text byte for byte, so spans cannot be computed from its bytes"
+            f"tokens cover {ends[-1] if ends else 0} bytes but the text has {expected}; this "
+            "tokenizer does not reproduce the text byte for byte, so spans cannot be computed "
+            "from its bytes"
         )
-    return spans
+    begins = [0, *ends][:-1]
+    if data is None:  # one byte per character: byte offsets are character offsets
+        return list(zip(begins, ends, strict=True))
+    index = chars_before_byte(data)
+    return [(index[b], index[e]) for b, e in zip(begins, ends, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------

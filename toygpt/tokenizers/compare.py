@@ -12,14 +12,20 @@ the price of a bigger embedding table and rarer, harder-to-learn tokens::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from toygpt.tokenizers.base import Tokenizer, TokenizerError, utf8_bytes
 
 
+def count_tokens(tokenizer: Tokenizer, text: str) -> int:
+    """How many tokens ``tokenizer`` cuts ``text`` into (``TokenizerError`` if it cannot)."""
+    return len(tokenizer.encode(text))
+
+
 def compare(text: str, tokenizers: Iterable[Tokenizer] | Mapping[str, Tokenizer],
-            block_size: int = 64) -> list[dict[str, Any]]:
+            block_size: int = 64,
+            count: Callable[[Tokenizer, str], int] = count_tokens) -> list[dict[str, Any]]:
     """One row per tokenizer (a list of dicts, ready for ``pandas.DataFrame``).
 
     Columns: ``tokenizer``, ``vocab_size``, ``tokens`` (how many the text needs — also the
@@ -27,6 +33,10 @@ def compare(text: str, tokenizers: Iterable[Tokenizer] | Mapping[str, Tokenizer]
     ``bytes_per_token``, ``chars_per_block`` (how much of this text fits in ``block_size``
     tokens) and ``error`` (None, or why this tokenizer could not encode the text, e.g. a
     character missing from a char vocabulary — one bad tokenizer does not sink the table).
+
+    ``count`` says how the tokens are counted: by encoding ``text`` (the default), or, when the
+    caller already cut the text (the playground's cards), by reading that result instead of
+    encoding it again.
     """
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise TokenizerError(f"block_size must be a positive integer, got {block_size!r}")
@@ -36,7 +46,7 @@ def compare(text: str, tokenizers: Iterable[Tokenizer] | Mapping[str, Tokenizer]
     for name, tokenizer in named:
         row: dict[str, Any] = {"tokenizer": name, "vocab_size": tokenizer.vocab_size}
         try:
-            n_tokens = len(tokenizer.encode(text))
+            n_tokens = count(tokenizer, text)
         except TokenizerError as exc:
             rows.append(row | _empty_measures(str(exc)))
             continue
