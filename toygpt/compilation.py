@@ -8,6 +8,10 @@ separate passes over memory. It needs a C++ compiler on a CPU (``g++``, ``clang+
 Windows) and takes tens of seconds the first time; Inductor keeps what it built in a cache
 folder (``compile_cache_dir``), so a later run of the same shape compiles in a few seconds.
 
+The step that compiles is not counted in the run's clock (``elapsed``, a ``max_seconds``
+budget, the learning-rate schedule in seconds) nor in its pace: like building the tokenizer
+and encoding the text, preparing comes on top, and the page says so while it happens.
+
 ``TrainConfig.compile``: ``True`` always tries (and falls back to eager with a logged reason
 when compiling fails), ``False`` never, ``"auto"`` (the default) compiles where it is likely to
 work and pay — see ``compile_choice``. ``$TOYGPT_COMPILE`` = ``0`` or ``1`` makes ``"auto"``

@@ -375,7 +375,9 @@ class Trainer:
         loss = self._forward_backward(x, y)
         if compiling:  # compiled now (or fell back to eager); its time is remembered for next time
             self._compile_key = None
-            self.emit(prepared_event(compiling, self.state.step, time.perf_counter() - started, self.compiled))
+            seconds = time.perf_counter() - started
+            self._start_clock += seconds  # preparing comes on top of a time budget, as encoding the text does
+            self.emit(prepared_event(compiling, self.state.step, seconds, self.compiled))
         clip = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: measure, never clip
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         loss_value = float(loss)
