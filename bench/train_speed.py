@@ -302,7 +302,7 @@ def main() -> int:
         variants["nanoGPT's own model.py (check)"] = nanogpt_loop_step(nanogpt_own_model(args.nanogpt), token_file, args.batch)
     default_step, trainer = trainer_step(args.batch, data)
     precision = "bf16 autocast" if trainer.autocast else "fp32"
-    variants[f"toygpt default step ({precision}, compile={TrainConfig.compile!s})"] = default_step
+    variants[f"toygpt default step ({precision}, {trainer.compile_reason})"] = default_step
     variants["toygpt default, precision=fp32"] = trainer_step(args.batch, data, precision="fp32")[0]
     if not args.no_bf16:
         variants["toygpt default, precision=bf16"] = trainer_step(args.batch, data, precision="bf16")[0]
@@ -328,11 +328,11 @@ def main() -> int:
     print(f"\nsmall preset (4L/4H/128, block 64, vocab {VOCAB}), batch {args.batch} = {tokens} tokens/step, "
           f"{args.threads} threads, {args.clock} clock; this CPU {fast_bf16} fast bfloat16; load average {load:.1f} at start, "
           f"{os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} cores; {args.rounds} rounds × {args.steps} steps\n")
-    print(f"{'variant':46s} {'median ms':>9s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'vs baseline':>11s}")
+    print(f"{'variant':52s} {'median ms':>9s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'vs baseline':>11s}")
     baseline = statistics.median(next(iter(times.values())))
     for name, seconds in times.items():
         median = statistics.median(seconds)
-        print(f"{name:46s} {1000 * median:9.1f} {tokens / median:9,.0f} {flops * tokens / median / 1e9:8.1f} "
+        print(f"{name:52s} {1000 * median:9.1f} {tokens / median:9,.0f} {flops * tokens / median / 1e9:8.1f} "
               f"{baseline / median:10.2f}x")
     return 0
 
