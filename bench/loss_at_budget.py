@@ -1,15 +1,16 @@
 """Benchmark: validation loss on tiny shakespeare (characters) after a fixed wall-clock budget.
 
-    python bench/loss_at_budget.py [--seconds 180] [--no-baseline] [--threads 2] [--compile]
+    python bench/loss_at_budget.py [--seconds 180] [--no-baseline] [--threads 2] [--[no-]compile]
 
 Trains the `small` preset (4L/4H/128, block 64) for ``--seconds`` with our defaults
 (``TrainConfig``: lr 3e-3, 50 warmup steps, cosine to lr/10 *over the time budget*, AdamW
-betas (0.9, 0.99), weight decay 0.1, clip 1.0, batch 12, bf16 autocast where the CPU has it),
+betas (0.9, 0.99), weight decay 0.1, clip 1.0, batch 12, bf16 autocast where the CPU has it,
+torch.compile where a C++ compiler is found — its start-up counts against the budget),
 then measures the val loss on 200 random batches of 12 × 64 (as nanoGPT's ``estimate_loss``).
 
 The baseline, trained in the same run for the same budget: the well-known CPU recipe (nanoGPT's
 shakespeare_char on a laptop: 2000 iterations, lr 1e-3 with 100 warmup steps and a cosine to
-1e-4 at step 2000, betas (0.9, 0.99), batch 12, float32), stopped at 2000 steps or the budget.
+1e-4 at step 2000, betas (0.9, 0.99), batch 12, float32, eager), stopped at 2000 steps or the budget.
 The corpus comes from the toygpt cache, or from ../shared/data/tinyshakespeare.txt (or
 $TOYGPT_SHAKESPEARE), which seeds the cache.
 """
@@ -55,7 +56,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile our run (default: TrainConfig's, 'auto': where a C++ compiler is found)")
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
     args = parser.parse_args()
@@ -67,10 +69,12 @@ def main() -> int:
     common = dict(max_seconds=args.seconds, eval_interval=10**9, max_snapshots=0, checkpoint_interval=0, device="cpu")
     results = []
     if not args.no_baseline:
-        baseline = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=2000, precision="fp32", **common)
+        baseline = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=2000, precision="fp32",
+                               compile=False, **common)
         results.append(run("common CPU recipe (2000 steps, lr 1e-3, fp32)", token_data, baseline))
-    ours = TrainConfig(batch_size=args.batch, learning_rate=args.lr, compile=args.compile, max_steps=None, **common)
-    results.append(run(f"toygpt defaults (lr {args.lr:g}, batch {args.batch}, precision auto)", token_data, ours))
+    compile_setting = TrainConfig.compile if args.compile is None else args.compile
+    ours = TrainConfig(batch_size=args.batch, learning_rate=args.lr, compile=compile_setting, max_steps=None, **common)
+    results.append(run(f"toygpt defaults (lr {args.lr:g}, batch {args.batch}, compile {compile_setting})", token_data, ours))
     print(f"tiny shakespeare, char tokenizer (vocab {tokenizer.vocab_size}), small preset, {args.seconds:g} s "
           f"each, {args.threads} threads, load average at start {load:.1f} on {os.cpu_count()} cores\n")
     print(f"{'run':48s} {'steps':>6s} {'seconds':>8s} {'val loss':>9s}")

@@ -34,6 +34,7 @@ from pages._shared import (
     show_flash,
 )
 from toygpt import data as corpora
+from toygpt.compilation import expected_compile
 from toygpt.estimates import ASSUMED_FLOPS, estimate, measure_step_seconds
 from toygpt.formatting import clock, human_bytes
 from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
@@ -293,11 +294,13 @@ def estimate_ui(model_config: GPTConfig, spec: TrainSpec) -> dict[str, Any]:
     else:
         timing = (f"time is a guess: this model is too big to time here, so it assumes "
                   f"{ASSUMED_FLOPS['cpu'] / 1e9:.0f} GFLOP/s for {est['flops_per_step'] / 1e9:,.2f} GFLOP per step")
+    compiling = expected_compile(model_config, config)  # "" when this run trains eagerly
     st.caption(
         f"Memory is 4 bytes per parameter for the weights, 12 more per parameter that learns "
         f"(gradients, AdamW's two moments), plus the activations of one batch and the corpus's "
         f"token ids ({parts}); {timing}. Building a BPE tokenizer and encoding the "
-        "corpus come on top, and another job or page using the CPU slows it down."
+        f"corpus{', ' + compiling if compiling else ''} come on top, and another job or page using the CPU "
+        "slows it down."
     )
     if sum(memory.values()) > limit:
         st.warning(f"That is above this app's limit of {human_bytes(limit, decimals=1)} per run: pick a smaller preset, "

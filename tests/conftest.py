@@ -14,6 +14,11 @@ import torch
 
 from toygpt.model import GPT, GPTConfig
 
+# Train eagerly, here and in the servers and CLIs the tests start: TrainConfig's compile="auto"
+# would compile each tiny test model (seconds to a minute each). tests/test_compile.py unsets it
+# where it compiles for real; `TOYGPT_COMPILE=1 pytest` runs the whole suite compiled.
+os.environ.setdefault("TOYGPT_COMPILE", "0")
+
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 
 

@@ -553,6 +553,8 @@ class TrainJob(BackgroundJob):
             return "Preparing: loading the corpus, building the tokenizer, encoding the text…"
         if self._status == Status.STOPPING:
             return "stopping after this step…"
+        if "preparing" in self._last and "prepared" not in self._last and "end" not in self._last:
+            return self._last["preparing"]["message"]  # torch.compile builds its kernels (toygpt.compilation)
         if not step_event:  # no step logged yet: the first validation runs before step 1
             return "starting: measuring the untrained model's loss, then the first steps…"
         return f"step {step:,}" + (f" of {config.max_steps:,}" if config.max_steps else "")

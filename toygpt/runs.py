@@ -483,7 +483,7 @@ class RunWriter(Run):
         kind = event.get("type")
         if kind == "sample":
             self._append(SAMPLES, event)
-        elif kind in ("step", "eval", "log", "end", "start"):
+        elif kind in ("step", "eval", "log", "end", "start", "preparing", "prepared"):
             self._append(METRICS, {**event, "time": time.time()})
         if kind == "start":
             self.update_info(status=Status.RUNNING, message="")

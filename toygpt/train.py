@@ -91,7 +91,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto: cuda, then mps, then cpu
     num_threads: int | None = None  # None: leave torch's setting alone
-    compile: bool = False  # torch.compile the model; falls back to eager when it fails
+    compile: bool | str = "auto"  # torch.compile: "auto" where a C++ compiler is found (see compile_choice)
     precision: str = "auto"  # auto: bfloat16 autocast where the hardware has it, else float32
     train_last_blocks: int | None = None  # fine-tuning: only the last k blocks (+ ln_f) learn; None: all
 
@@ -139,8 +139,8 @@ class TrainConfig:
             raise ValueError(f"device={self.device!r}; choose one of {DEVICES} (or cuda:N)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}; choose one of {PRECISIONS}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile={self.compile!r} must be True or False")
+        if not isinstance(self.compile, bool) and self.compile != "auto":
+            raise ValueError(f"compile={self.compile!r}; choose True, False or 'auto' (compile where it can)")
         if not isinstance(self.sample_prompt, str) or len(self.sample_prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"sample_prompt must be text (may be empty) of at most {MAX_PROMPT_CHARS:,} characters")
 

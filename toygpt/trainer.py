@@ -31,6 +31,13 @@ from typing import Any, Protocol
 
 import torch
 
+from toygpt.compilation import (
+    compile_choice,
+    compile_key,
+    prepared_event,
+    preparing_event,
+    use_compile_cache,
+)
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.status import Status
@@ -149,13 +156,18 @@ class Pace:
     """The last ``window`` step times; their median is the pace (robust to one slow step)."""
 
     def __init__(self, window: int = 50) -> None:
-        self.window, self.times = window, []
+        self.window, self.times, self.uncounted = window, [], 0.0
 
-    def record(self, seconds: float) -> None:
-        self.times = (self.times + [seconds])[-self.window :]
+    def record(self, seconds: float, counted: bool = True) -> None:
+        """``counted=False``: a step that is not the pace (the one that compiled the model); it
+        stands in only until a counted step comes."""
+        if counted:
+            self.times = (self.times + [seconds])[-self.window :]
+        else:
+            self.uncounted = seconds
 
     def seconds_per_step(self) -> float:
-        return sorted(self.times)[len(self.times) // 2]
+        return sorted(self.times)[len(self.times) // 2] if self.times else self.uncounted
 
 
 def eta(config: TrainConfig, state: TrainState, seconds_per_step: float) -> float:
@@ -296,7 +308,8 @@ class Trainer:
         self.saver = saver if dist.is_main else None
         self.listeners = [f for f in (on_event, self.saver and self.saver.on_event) if f]
         self.forward: Callable[..., Any] = self.model
-        self.compiled = False
+        self.compiled, self.compile_reason = False, "eager"
+        self._compile_key: str | None = None  # set while the first compiled step is still to come
         self.pace = Pace()  # recent step times, for tokens/s and the ETA
 
     # ---- events ------------------------------------------------------------------------
@@ -356,7 +369,15 @@ class Trainer:
         lr = learning_rate_at(config, step, now, self.state.warmup_elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        compiling = self._compile_key
+        if compiling:  # this step builds the compiled kernels: say so, it takes a while
+            self.emit(preparing_event(compiling, self.state.step))
         loss = self._forward_backward(x, y)
+        if compiling:  # compiled now (or fell back to eager); its time is remembered for next time
+            self._compile_key = None
+            seconds = time.perf_counter() - started
+            self._start_clock += seconds  # preparing comes on top of a time budget, as encoding the text does
+            self.emit(prepared_event(compiling, self.state.step, seconds, self.compiled))
         clip = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: measure, never clip
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         loss_value = float(loss)
@@ -365,7 +386,7 @@ class Trainer:
             return False
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._after_step(loss_value, grad_norm, lr, time.perf_counter() - started)
+        self._after_step(loss_value, grad_norm, lr, time.perf_counter() - started, compiled=bool(compiling))
         return True
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -375,7 +396,7 @@ class Trainer:
             if not self.compiled:
                 raise
             self.optimizer.zero_grad(set_to_none=True)
-            self.forward, self.compiled = self._ddp_or_model, False
+            self.forward, self.compiled, self._compile_key = self._ddp_or_model, False, None
             self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
             return self._forward_backward_once(x, y)
 
@@ -386,13 +407,13 @@ class Trainer:
         loss.backward()
         return loss.detach()
 
-    def _after_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
+    def _after_step(self, loss: float, grad_norm: float, lr: float, seconds: float, compiled: bool = False) -> None:
         state, config = self.state, self.config
         state.step += 1
         state.tokens_seen += config.batch_size * self.block_size * self.dist.world_size
         state.elapsed = self._elapsed()
         state.last_train_loss = loss
-        self.pace.record(seconds)
+        self.pace.record(seconds, counted=not compiled)  # the step that compiled is not the pace
         if state.step % config.log_interval == 0 or state.step == config.max_steps:
             tokens = config.batch_size * self.block_size * self.dist.world_size
             self.emit(step_event(config, state, self.pace, tokens, loss=loss, grad_norm=grad_norm, lr=lr))
@@ -445,6 +466,7 @@ class Trainer:
         return {
             "type": "start", "step": self.state.step, "device": str(self.device),
             "precision": "bf16 autocast" if self.autocast else "fp32", "compiled": self.compiled,
+            "compile_reason": self.compile_reason,
             "params": self.model.num_parameters(), "world_size": self.dist.world_size,
             "max_steps": self.config.max_steps, "max_seconds": self.config.max_seconds,
         }  # fmt: skip
@@ -465,13 +487,21 @@ class Trainer:
         self.model.train()
         self._ddp_or_model = self._wrap_ddp()
         self.forward = self._ddp_or_model
-        if self.config.compile:
-            self.forward, self.compiled = torch.compile(self._ddp_or_model), True
+        self._compile()
         try:
             yield
         finally:
             self.model.set_attention(attention)
             self.model.eval()
+
+    def _compile(self) -> None:
+        """``torch.compile`` the forward pass where ``compile_choice`` says so (the kernels are
+        built during the first step, into the cache of ``toygpt.compilation``)."""
+        self.compiled, self.compile_reason = compile_choice(self.config.compile, self.device, self.model, self.dist.active)
+        if self.compiled:
+            use_compile_cache()
+            self.forward = torch.compile(self._ddp_or_model)
+            self._compile_key = compile_key(self.model.config, self.config.batch_size, self.block_size, self.autocast)
 
     def _wrap_ddp(self) -> torch.nn.Module:
         return wrap_ddp(self.model, self.dist, self.device)

@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, options in CHOICE_FLAGS.items():
         training.add_argument(f"--{name}", dest=name, default=None, help=f"{' | '.join(options)}"
                               + (" | cuda:N" if name == "device" else ""))  # fmt: skip
-    training.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    training.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: where a C++ compiler is found; --no-compile: eager)")
     run = parser.add_argument_group("run")
     run.add_argument("--name", help="a name for the run (becomes its id, sanitised)")
     run.add_argument("--tag", action="append", default=[], help="a tag (repeat for several)")
@@ -124,14 +124,15 @@ class Progress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "start":
-            self._line(f"training on {event['device']} ({event['precision']}), {event['params']:,} parameters"
+            self._line(f"training on {event['device']} ({event['precision']}, {event.get('compile_reason', 'eager')}), "
+                       f"{event['params']:,} parameters"
                        + (f", {event['world_size']} processes" if event["world_size"] > 1 else ""))  # fmt: skip
         elif kind == "eval":
             self.val_loss = event["val_loss"]
             self._line(f"step {event['step']:>6}: train loss {event['train_loss']:.4f}, val loss {event['val_loss']:.4f}")
         elif kind == "sample":
             self._line(f"sample at step {event['step']}: {event['text'][:300]!r}")
-        elif kind == "log":
+        elif kind in ("log", "preparing", "prepared"):
             self._line(f"note: {event['message']}")
         elif kind == "step" and self.tty and not self.quiet:
             self._bar(event)

@@ -32,6 +32,7 @@ from toygpt.interventions import induction_scores, repeated_random_tokens, unifo
 from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
+    LAB_COMPILE,
     ExperimentParams,
     ExperimentSpec,
     LabError,
@@ -208,7 +209,7 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
         elapsed=rounded(time.perf_counter() - started),
     )  # fmt: skip
     config = TrainConfig(batch_size=params.batch_size, max_steps=params.steps, learning_rate=params.learning_rate,
-                         seed=params.seed, checkpoint_interval=0, max_snapshots=0)  # fmt: skip
+                         seed=params.seed, checkpoint_interval=0, max_snapshots=0, compile=LAB_COMPILE)  # fmt: skip
     artifacts = Artifacts(model, tokenizer, "repeating random letters", "char", config, events,
                           corpus_text=tokenizer.decode(repeating_batch(params.vocab, params.length, 64,
                                                                        torch.Generator().manual_seed(params.seed)).flatten().tolist()))  # fmt: skip

@@ -35,6 +35,7 @@ from toygpt.certainty import CALL_RATIO, standard_error
 from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
+    LAB_COMPILE,
     ExperimentParams,
     ExperimentSpec,
     LabError,
@@ -115,7 +116,7 @@ class ScalingParams(ExperimentParams):
     def tokens_per_step(self) -> int:
         return self.batch_size * self.block_size
 
-    timing = ' on 2 CPU cores'  # where the cost's seconds come from
+    timing = ", from training steps of these sizes timed here just now"  # (on the job's threads)
 
     def cost(self) -> tuple[float, str]:
         seconds = 0.0
@@ -286,7 +287,8 @@ def run(params: ScalingParams, progress: ProgressFn | None = None, stop: threadi
     result = ScalingResult(params=params.to_dict(), sizes=sizes, points=plain(points), frontier=plain(frontier),
                            fit=plain(fit), elapsed=rounded(time.perf_counter() - started))  # fmt: skip
     config = TrainConfig(batch_size=params.batch_size, block_size=params.block_size, max_steps=sizes[-1]["steps"],
-                         learning_rate=params.learning_rate, seed=params.seed, checkpoint_interval=0, max_snapshots=0)  # fmt: skip
+                         learning_rate=params.learning_rate, seed=params.seed, checkpoint_interval=0, max_snapshots=0,
+                         compile=LAB_COMPILE)  # fmt: skip
     events = [{"type": "eval", "step": p["step"], "val_loss": p["val_loss"]} for p in points if p["size"] == params.sizes[-1]]
     return replace(result, artifacts=Artifacts(model, corpus.tokenizer, corpus.name, "char", config, events))
 

@@ -19,6 +19,10 @@ from toygpt.formatting import about
 from toygpt.model import GPTConfig, preset
 from toygpt.train import TrainConfig
 
+# The lab trains eagerly (compile=False): its trainings are short and each variant is a new graph,
+# so torch.compile's start-up (seconds with a warm cache, a minute or more cold) is never won back
+# on a CPU where the compiled step is barely faster (bench/train_speed.py; notes in issue 17).
+LAB_COMPILE = False
 TRAIN_PRESETS = ("nano", "small")  # larger presets take far longer than the lab's ~2-minute budget
 MAX_STEPS = 5000
 
@@ -118,6 +122,7 @@ class TrainingSetup(ExperimentParams):
             batch_size=self.batch_size, max_steps=steps, learning_rate=self.learning_rate,
             warmup_steps=self.warmup_steps, eval_interval=max(1, steps // 10), eval_batches=self.eval_batches,
             log_interval=max(1, steps // 60), checkpoint_interval=0, max_snapshots=0, seed=self.seed,
+            compile=LAB_COMPILE,
         )  # fmt: skip
         return TrainConfig(**{**base, **changes})
 

@@ -16,6 +16,7 @@ from toygpt import data as corpora
 from toygpt.certainty import single_measurement
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
+    LAB_COMPILE,
     TRAIN_PRESETS,
     ExperimentParams,
     ExperimentSpec,
@@ -176,7 +177,7 @@ def _train_for_time(params: TokenizationParams, name: str, tokenizer: Tokenizer,
     config = TrainConfig(max_steps=None, max_seconds=params.train_seconds, batch_size=params.batch_size,
                          learning_rate=params.learning_rate, warmup_steps=20, eval_interval=10**9,
                          eval_batches=params.eval_batches, log_interval=10, checkpoint_interval=0,
-                         max_snapshots=0, seed=params.seed)  # fmt: skip
+                         max_snapshots=0, seed=params.seed, compile=LAB_COMPILE)  # fmt: skip
     run = train_variant(name, model, data, config, reporter)
     nats = run.final_loss  # the trainer's final evaluation: eval_batches validation batches
     if nats is None:
@@ -231,7 +232,8 @@ def _tokenization_artifacts(result: TokenizationResult, params: TokenizationPara
         config = preset(params.preset, vocab_size=tokenizer.vocab_size, block_size=params.block_size)
         kept = (GPT(config, seed=params.seed), tokenizer, "char")
     model, tokenizer, name = kept
-    config = TrainConfig(max_steps=None, max_seconds=max(params.train_seconds, 0.001), seed=params.seed)
+    config = TrainConfig(max_steps=None, max_seconds=max(params.train_seconds, 0.001), seed=params.seed,
+                         compile=LAB_COMPILE)
     corpus = params.corpus if params.text is None else "your text"
     return replace(result, artifacts=Artifacts(model, tokenizer, corpus, name, config, [], params.text))
 
