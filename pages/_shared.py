@@ -459,16 +459,25 @@ def plain(text: str) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
+FLASH_SECONDS = 10.0  # a flash outlives the reruns that follow an action (a widget whose options changed sends one)
+
+
 def flash(kind: str, text: str) -> None:
-    """A message (``kind``: success, info, warning, error) shown by the next ``show_flash``,
-    after a rerun or on the page switched to (either would wipe one drawn now)."""
-    st.session_state["flash"] = (kind, text)
+    """A message (``kind``: success, info, warning, error) shown by ``show_flash`` after a rerun
+    or on the page switched to (either would wipe one drawn now)."""
+    st.session_state["flash"] = (kind, text, time.monotonic())
 
 
 def show_flash() -> None:
-    kind, text = st.session_state.pop("flash", (None, None))
-    if kind:
-        getattr(st, kind)(text)
+    """Draw the flash on every rerun for ``FLASH_SECONDS`` after it was set, then forget it: the
+    browser may rerun the page again at once (a select box whose options changed sends its new
+    value), and a message popped by the first rerun would vanish before anyone read it."""
+    kind, text, since = st.session_state.get("flash", (None, None, 0.0))
+    if kind is None:
+        return
+    getattr(st, kind)(text)
+    if time.monotonic() - since > FLASH_SECONDS:
+        st.session_state.pop("flash", None)
 
 
 def runs_on_disk() -> list[Any]:

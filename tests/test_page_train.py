@@ -435,6 +435,19 @@ def test_a_downloaded_run_uploads_again_and_delete_asks_first():
     click(at, "runs_delete_yes")
     assert [r.id for r in list_runs(include_demo=False)] == [run_id]
     assert f"Deleted {imported[0]}" in texts(at.success)
+    at.run()  # the browser reruns at once when the select box's options change: the message stays
+    assert f"Deleted {imported[0]}" in texts(at.success)
+
+
+def test_a_flash_is_forgotten_once_its_time_is_up():
+    run_id = saved_run("kept")
+    at = runs_page()
+    at.session_state["flash"] = ("success", "Deleted long-ago.", 0.0)  # set long before now
+    at.run()
+    assert "Deleted long-ago." in texts(at.success)  # drawn once, then forgotten
+    at.run()
+    assert "Deleted long-ago." not in texts(at.success)
+    assert run_id in table(at).index
 
 
 def test_a_run_downloads_for_transformers_unless_gpt2_cannot_express_it():
