@@ -64,8 +64,8 @@ def setup_home() -> tuple[Path, str]:
 
 
 def spec_for(corpus: str, seconds: float, name: str) -> Any:
-    from toygpt.jobs import TrainSpec
     from toygpt.model import preset
+    from toygpt.pipeline import TrainSpec
     from toygpt.train import TrainConfig
 
     return TrainSpec(corpus=corpus, tokenizer="char", model=preset("small"), name=name,

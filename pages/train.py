@@ -37,9 +37,10 @@ from toygpt import data as corpora
 from toygpt.compilation import expected_compile
 from toygpt.estimates import ASSUMED_FLOPS, estimate, measure_step_seconds
 from toygpt.formatting import clock, human_bytes
-from toygpt.jobs import JobRefused, TrainSpec, TrainStatus, memory_parts
+from toygpt.jobs import JobRefused, TrainStatus
 from toygpt.lessons.training import startable_runs, step_pace, steps_per_second, vocab_size_of
 from toygpt.model import PRESETS, GPTConfig
+from toygpt.pipeline import TrainSpec, memory_parts
 from toygpt.resume import plan_resume
 from toygpt.runs import RunInfo, open_run, status_now
 from toygpt.tokenizers import TIKTOKEN_NAMES, TokenizerError, available_tokenizers, get_tiktoken
@@ -266,7 +267,7 @@ def probe_step_seconds(model_config: GPTConfig, config: TrainConfig, threads: in
 def estimate_ui(model_config: GPTConfig, spec: TrainSpec) -> dict[str, Any]:
     """Parameters, memory and time before starting (and a warning when the app would refuse it);
     the estimate, to be shown again beside what the run took. The memory is the number the job
-    registry checks (``toygpt.jobs.memory_parts``)."""
+    registry checks (``toygpt.pipeline.memory_parts``)."""
     config = spec.train_config
     threads = job_registry().num_threads
     pace = step_pace(model_config, config, spec.resume, functools.partial(probe_step_seconds, threads=threads), threads)

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from toygpt import runs
-from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import preset
+from toygpt.pipeline import TrainSpec, run_training
 from toygpt.train import TrainConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="fork + SIGKILL")]

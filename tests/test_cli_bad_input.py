@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from toygpt.__main__ import main
-from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import preset
+from toygpt.pipeline import TrainSpec, run_training
 from toygpt.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ from toygpt import compilation, runs
 from toygpt.checkpoint import load_checkpoint
 from toygpt.compilation import compile_choice, last_compile_seconds, record_compile_seconds
 from toygpt.inspection import run_with_cache
-from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, GPTConfig, preset
+from toygpt.pipeline import TrainSpec, run_training
 from toygpt.recurrent import LSTMConfig, LSTMLanguageModel
 from toygpt.train import TrainConfig, make_optimizer, parameter_groups
 from toygpt.trainer import train

@@ -32,8 +32,8 @@ def _weights_digest(model: torch.nn.Module) -> str:
 def _worker(rank: int, world_size: int, folder: str) -> None:
     """One rank: join the group, train nano on copy, write what it ended with."""
     from toygpt.distributed import context_of_group
-    from toygpt.jobs import TrainSpec, build_training
     from toygpt.model import preset
+    from toygpt.pipeline import TrainSpec, build_training
     from toygpt.train import TrainConfig
 
     torch.set_num_threads(1)

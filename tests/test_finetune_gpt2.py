@@ -13,8 +13,9 @@ import torch
 
 from toygpt.cli import train as train_cli
 from toygpt.estimates import estimate
-from toygpt.jobs import JobRefused, JobRegistry, TrainSpec, memory_parts, run_training
+from toygpt.jobs import JobRefused, JobRegistry
 from toygpt.model import GPT, GPTConfig, preset
+from toygpt.pipeline import TrainSpec, memory_parts, run_training
 from toygpt.pretrained import add_pretrained, files_in_folder, load_pretrained
 from toygpt.runs import open_run
 from toygpt.train import TrainConfig, freeze_all_but_last_blocks, trainable_parameters

@@ -16,8 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from toygpt import run_archive, runs
-from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import preset
+from toygpt.pipeline import TrainSpec, run_training
 from toygpt.runs import RunError
 from toygpt.train import TrainConfig
 
@@ -274,7 +274,8 @@ def cjk_text(chars: int = 250_000, seed: int = 0) -> str:
 def test_a_char_corpus_of_chinese_is_costed_with_its_real_vocabulary(monkeypatch):
     """0.75 MB of CJK text with the char tokenizer has ~60,000 distinct characters; the guard
     estimated 42.9 MiB (a 65-token vocabulary) and the run used 1.2 GB."""
-    from toygpt.jobs import JobRefused, JobRegistry, estimated_memory
+    from toygpt.jobs import JobRefused, JobRegistry
+    from toygpt.pipeline import estimated_memory
 
     text = cjk_text()
     assert len(text.encode()) > 750_000 and len(set(text)) > 50_000

@@ -12,8 +12,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from toygpt import lab
-from toygpt.jobs import BackgroundJob, JobRegistry, JobStatus, TrainSpec, TrainStatus, curve_rows
+from toygpt.jobs import BackgroundJob, JobRegistry, JobStatus, TrainStatus
 from toygpt.model import preset
+from toygpt.pipeline import TrainSpec, curve_rows
 from toygpt.status import Status
 from toygpt.train import TrainConfig
 

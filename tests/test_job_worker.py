@@ -18,9 +18,10 @@ import pytest
 
 from toygpt import lab, runs
 from toygpt.job_process import WorkerSettings, signal_name
-from toygpt.jobs import JobRegistry, TrainSpec
+from toygpt.jobs import JobRegistry
 from toygpt.lab.job import params_from_dict, params_to_dict
 from toygpt.model import preset
+from toygpt.pipeline import TrainSpec
 from toygpt.status import Status
 from toygpt.train import TrainConfig
 
@@ -121,7 +122,8 @@ def test_the_server_going_away_stops_its_worker_and_saves_the_run(isolated_dirs)
     stops after its step and saves, so the run is "stopped" (resumable), never "running" forever."""
     server = textwrap.dedent("""
         import sys, time
-        from toygpt.jobs import JobRegistry, TrainSpec
+        from toygpt.jobs import JobRegistry
+        from toygpt.pipeline import TrainSpec
         from toygpt.job_process import WorkerSettings
         from toygpt.model import preset
         from toygpt.train import TrainConfig

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from toygpt import runs
-from toygpt.jobs import JobRefused, JobRegistry, TrainSpec
+from toygpt.jobs import JobRefused, JobRegistry
 from toygpt.model import preset
+from toygpt.pipeline import TrainSpec
 from toygpt.train import TrainConfig
 
 QUICK = TrainConfig(max_steps=30, eval_interval=10, eval_batches=2, log_interval=1, checkpoint_interval=0)
@@ -132,7 +133,7 @@ def test_bad_specs_name_the_fix(changes, message):
 
 
 def test_a_refused_config_leaves_no_run_behind():
-    from toygpt.jobs import run_training
+    from toygpt.pipeline import run_training
 
     with pytest.raises(ValueError, match="block_size=64 is longer than the model's block_size=32"):
         run_training(spec(train=QUICK.replace(block_size=64)))

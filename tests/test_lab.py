@@ -16,8 +16,9 @@ import torch
 
 from toygpt import data as corpora
 from toygpt import lab
-from toygpt.jobs import JobRefused, JobRegistry, TrainSpec
+from toygpt.jobs import JobRefused, JobRegistry
 from toygpt.model import GPT, GPTConfig, preset
+from toygpt.pipeline import TrainSpec
 from toygpt.runs import create_run, open_run
 from toygpt.tokenizers import ByteTokenizer, CharTokenizer
 from toygpt.train import TrainConfig

@@ -18,8 +18,8 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import job_registry, model_choices
 from toygpt import data as corpora
 from toygpt import lab
-from toygpt.jobs import TrainSpec
 from toygpt.model import GPT, GPTConfig, preset
+from toygpt.pipeline import TrainSpec
 from toygpt.runs import create_run, open_run
 from toygpt.tokenizers import CharTokenizer
 from toygpt.train import TrainConfig

@@ -24,8 +24,9 @@ from pages._shared import job_registry
 from toygpt import data, runs
 from toygpt.checkpoint import save_checkpoint
 from toygpt.estimates import estimate
-from toygpt.jobs import TrainSpec, TrainStatus, run_training
+from toygpt.jobs import TrainStatus
 from toygpt.model import GPT, GPTConfig, preset, total_parameters
+from toygpt.pipeline import TrainSpec, run_training
 from toygpt.run_archive import export_zip
 from toygpt.runs import DEMO_RUN, create_run, list_runs, open_run
 from toygpt.tokenizers import CharTokenizer

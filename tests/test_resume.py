@@ -215,7 +215,7 @@ def _names_used(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", ["pages/train.py", "toygpt/cli/train.py", "toygpt/jobs.py"])
+@pytest.mark.parametrize("path", ["pages/train.py", "toygpt/cli/train.py", "toygpt/pipeline.py"])
 def test_the_cli_the_page_and_the_job_resume_through_the_one_call(path):
     """No caller assembles a resume from the run's parts any more (it took ~10 calls)."""
     names = _names_used(ROOT / path)

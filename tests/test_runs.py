@@ -13,8 +13,8 @@ import torch
 
 from toygpt import run_archive, runs
 from toygpt.checkpoint import load_checkpoint
-from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, preset
+from toygpt.pipeline import TrainSpec, run_training
 from toygpt.runs import RunError
 from toygpt.train import TrainConfig
 

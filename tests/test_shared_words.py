@@ -15,8 +15,9 @@ import toygpt.formatting
 import toygpt.tokenizers.catalog
 from toygpt import lab
 from toygpt.formatting import about, clock, human_bytes, human_count
-from toygpt.jobs import JobRegistry, TrainSpec, estimated_memory
+from toygpt.jobs import JobRegistry
 from toygpt.model import GPT, GPTConfig, preset
+from toygpt.pipeline import TrainSpec, estimated_memory
 from toygpt.resume import resume_config
 from toygpt.runs import (
     RESULT_ONLY_TAG,

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from toygpt import data
-from toygpt.jobs import TrainSpec, run_training
 from toygpt.model import GPT, preset
+from toygpt.pipeline import TrainSpec, run_training
 from toygpt.sample import encode_prompt, generate, start_token_id
 from toygpt.sampling import SamplingConfig
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, TiktokenTokenizer

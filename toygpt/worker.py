@@ -4,7 +4,7 @@ The server side is ``toygpt.job_process`` (which says why a process); this is th
 It lowers its priority by N (the pages' reruns win the cores, even while it imports torch),
 imports torch, then reads one JSON line from stdin — ``{"kind": "train" | "lab", "threads": 2,
 "job": {...}, "env": {...}, "cwd": "..."}`` — and
-runs the same code a job on a thread runs (``toygpt.jobs.run_training``, or
+runs the same code a job on a thread runs (``toygpt.pipeline.run_training``, or
 ``toygpt.lab.job.run_lab_experiment``), writing each event as a JSON line on stdout and, last,
 ``{"type": "outcome", "status", "message", "detail"}`` (``toygpt.jobs.job_outcome``). If stdin
 ends before a job comes (a spare the server no longer needs), it just ends.
@@ -74,7 +74,7 @@ class Messages:
 
 
 def run_train(job: dict[str, Any], send: Messages) -> tuple[str, str]:
-    from toygpt.jobs import TrainSpec, run_training
+    from toygpt.pipeline import TrainSpec, run_training
 
     spec = TrainSpec.from_dict(job["spec"])
     end = run_training(spec, send, STOP, on_run=lambda run: send({"type": "run", "id": run.id}),

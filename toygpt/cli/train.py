@@ -96,7 +96,7 @@ def train_config_from(args: argparse.Namespace) -> TrainConfig | None:
 
 
 def spec_from(args: argparse.Namespace) -> Any:
-    from toygpt.jobs import TrainSpec
+    from toygpt.pipeline import TrainSpec
 
     model_changes = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
     text = read_user_text(args.text) if args.text else None
@@ -194,7 +194,7 @@ def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
 
 
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from toygpt.jobs import run_training
+    from toygpt.pipeline import run_training
 
     out = out or sys.stdout
     stop = threading.Event()
@@ -224,9 +224,9 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def memory_line(spec: Any) -> str:
-    """What the run will need, said before it starts (``toygpt.jobs.memory_parts``); a run over
+    """What the run will need, said before it starts (``toygpt.pipeline.memory_parts``); a run over
     the memory budget is then refused where it is built (``toygpt.limits``), with the numbers."""
-    from toygpt.jobs import corpus_text_of, memory_parts
+    from toygpt.pipeline import corpus_text_of, memory_parts
 
     text = open_run(spec.resume).corpus_text() if spec.resume else corpus_text_of(spec)
     parts = memory_parts(spec, text)

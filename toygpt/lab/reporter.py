@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from toygpt.jobs import curve_rows
 from toygpt.lab.setup import ExperimentStopped, ProgressFn
+from toygpt.pipeline import curve_rows
 from toygpt.train import Event
 
 

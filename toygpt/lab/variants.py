@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from toygpt import data as corpora
-from toygpt.jobs import curve_rows
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import ExperimentStopped, LabError
 from toygpt.model import GPT, GPTConfig, preset
+from toygpt.pipeline import curve_rows
 from toygpt.runs import Run, open_run
 from toygpt.status import Status
 from toygpt.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_dict
