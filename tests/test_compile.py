@@ -38,9 +38,14 @@ def nano_model(vocab_size: int = 32) -> GPT:
     return GPT(GPTConfig(vocab_size=vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16), seed=0)
 
 
-def test_auto_compiles_a_gpt_on_cpu_where_a_compiler_is_found(monkeypatch):
+def test_auto_compiles_a_gpt_on_cpu_where_a_compiler_is_found_and_it_pays(monkeypatch):
     monkeypatch.delenv(compilation.COMPILE_ENV, raising=False)
     monkeypatch.setattr(compilation, "cpp_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(compilation, "compile_pays_on_this_cpu", lambda: False)
+    chosen, reason = compile_choice("auto", CPU, nano_model())
+    assert not chosen and "without fast bf16" in reason and "compile=True" in reason
+    assert compile_choice(True, CPU, nano_model())[0] is True  # asking still compiles
+    monkeypatch.setattr(compilation, "compile_pays_on_this_cpu", lambda: True)
     assert compile_choice("auto", CPU, nano_model()) == (True, "torch.compile with g++")
     assert compile_choice("auto", CPU, nano_model().config)[0] is True  # a config is judged as its model
     assert compile_choice("auto", CPU, nano_model(), data_parallel=True)[0] is False
@@ -87,6 +92,7 @@ def test_no_compiler_trains_eagerly_and_says_why(monkeypatch):
 def test_a_failing_default_compile_falls_back_to_eager_with_the_reason(monkeypatch):
     monkeypatch.delenv(compilation.COMPILE_ENV, raising=False)
     monkeypatch.setattr(compilation, "cpp_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(compilation, "compile_pays_on_this_cpu", lambda: True)
 
     def broken_compile(module, **kwargs):
         def forward(*args, **kw):
@@ -140,11 +146,13 @@ def test_compile_times_are_remembered_and_a_damaged_record_is_ignored(monkeypatc
 
 @pytest.fixture(scope="module")
 def compiled_run(tmp_path_factory):
-    """One real compiled training (the default config, "auto", on this machine) into a run folder."""
+    """One real compiled training (the default config, "auto", where compiling pays: a CPU with
+    fast bf16, faked here so the test compiles on any CPU) into a run folder."""
     if compilation.cpp_compiler() is None:
         pytest.skip("no C++ compiler here: torch.compile cannot build CPU kernels")
     patch = pytest.MonkeyPatch()
     patch.delenv(compilation.COMPILE_ENV, raising=False)
+    patch.setattr(compilation, "compile_pays_on_this_cpu", lambda: True)
     patch.setenv(compilation.INDUCTOR_CACHE_ENV, str(TEST_COMPILE_CACHE))
     patch.setenv("TOYGPT_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
     patch.setenv("TOYGPT_DATA_DIR", str(tmp_path_factory.mktemp("data")))

@@ -61,7 +61,7 @@ def compile_choice(
     or its config.
 
     ``"auto"`` compiles a GPT (the model measured in ``bench/train_speed.py``) on a CPU with a
-    C++ compiler or on a CUDA GPU with Triton; not on Apple's MPS (Inductor's Metal backend is
+    C++ compiler and fast bf16 (``compile_pays_on_this_cpu``) or on a CUDA GPU with Triton; not on Apple's MPS (Inductor's Metal backend is
     new), not for other models (the LSTM of ``toygpt.recurrent``) and not for a data-parallel
     run (DDP under compile was never measured here; ``compile=True`` still asks for it).
     """
@@ -80,12 +80,28 @@ def compile_choice(
         compiler = cpp_compiler()
         if compiler is None:
             return False, "eager: no C++ compiler found (install g++ or clang++, or set CXX) for torch.compile"
+        if not compile_pays_on_this_cpu():
+            return False, ("eager: on a CPU without fast bf16 a compiled step measured only 1-4 % faster "
+                           "(bench/train_speed.py) for ~15 s of compiling per run, ~2 min the first time; "
+                           "compile=True (--compile) asks for it")  # fmt: skip
         return True, f"torch.compile with {Path(compiler).name}"
     if device.type == "cuda":
         from torch.utils._triton import has_triton
 
         return (True, "torch.compile with Triton") if has_triton() else (False, "eager: Triton is not installed")
     return False, f"eager: compile='auto' does not compile on {device.type}"
+
+
+def compile_pays_on_this_cpu() -> bool:
+    """Whether a compiled step wins back its compile time on this CPU: where it multiplies bf16
+    natively (AMX, AVX-512 BF16), autocast runs the step in bf16 and compiling fuses the casts and
+    the elementwise work around the matrix products (the issue's measurement there: 1.68× nanoGPT's
+    eager step compiled, 1.40-1.60× eager). On an AVX2 CPU in float32 the step is ~70 % matrix
+    products (``bench/train_speed.py``'s floor) and compiling measured 1-4 % faster, for ~15 s
+    of compiling per run with a warm cache and ~2 min the first time (``--startup``)."""
+    from toygpt.train import cpu_has_fast_bf16  # (training's rules come before this module)
+
+    return cpu_has_fast_bf16()
 
 
 def compile_cache_dir() -> Path:

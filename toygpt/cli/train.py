@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, options in CHOICE_FLAGS.items():
         training.add_argument(f"--{name}", dest=name, default=None, help=f"{' | '.join(options)}"
                               + (" | cuda:N" if name == "device" else ""))  # fmt: skip
-    training.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: where a C++ compiler is found; --no-compile: eager)")
+    training.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: on CPUs with fast bf16 and a C++ compiler, or CUDA; --no-compile: eager)")
     run = parser.add_argument_group("run")
     run.add_argument("--name", help="a name for the run (becomes its id, sanitised)")
     run.add_argument("--tag", action="append", default=[], help="a tag (repeat for several)")
