@@ -172,10 +172,10 @@ class BackgroundJob:
         ``on_message`` until it ends; the final ``(status, message)``. A worker that dies
         without saying how it ended is a failure naming its exit and its stderr's last lines;
         a run it left "running" is marked failed too, so no page waits on it."""
-        spare, self.spare = self.spare, None
+        spare = self.spare
         process = spare if spare is not None and spare.waiting else WorkerProcess(self.worker or WorkerSettings()).spawn()
-        with self._lock:
-            self._process = process
+        with self._lock:  # one step: worker_pid never sees the job between its spare and its process
+            self._process, self.spare = process, None
         process.send(kind, job, self.num_threads)
         if self._stop.is_set():  # Stop came while it was starting
             process.stop()
