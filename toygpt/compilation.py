@@ -104,6 +104,21 @@ def compile_pays_on_this_cpu() -> bool:
     return cpu_has_fast_bf16()
 
 
+def compiled_forward(
+    module: Any, setting: bool | str, device: torch.device, model: Any, data_parallel: bool, batch_size: int,
+    block_size: int, autocast: torch.dtype | None,
+) -> tuple[Any, bool, str, str | None]:
+    """What a trainer calls for its forward pass: ``(forward, compiled, reason, key)``. Where
+    ``compile_choice`` says so, ``torch.compile(module)`` (its kernels are built during the first
+    step, into ``compile_cache_dir``) and the ``compile_key`` its compile time is remembered
+    under; else ``module`` itself and key None."""
+    compiled, reason = compile_choice(setting, device, model, data_parallel)
+    if not compiled:
+        return module, False, reason, None
+    use_compile_cache()
+    return torch.compile(module), True, reason, compile_key(model.config, batch_size, block_size, autocast)
+
+
 def compile_cache_dir() -> Path:
     """Where Inductor keeps compiled kernels between runs: ``$TORCHINDUCTOR_CACHE_DIR`` when
     set, else ``torch-compile`` in toygpt's cache folder (``$XDG_CACHE_HOME/toygpt`` or

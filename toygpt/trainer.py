@@ -31,13 +31,7 @@ from typing import Any, Protocol
 
 import torch
 
-from toygpt.compilation import (
-    compile_choice,
-    compile_key,
-    prepared_event,
-    preparing_event,
-    use_compile_cache,
-)
+from toygpt.compilation import compiled_forward, prepared_event, preparing_event
 from toygpt.data import TokenData
 from toygpt.distributed import PLAIN, DistributedContext, device_for
 from toygpt.status import Status
@@ -178,6 +172,17 @@ def eta(config: TrainConfig, state: TrainState, seconds_per_step: float) -> floa
     if config.max_seconds is not None:
         left.append(config.max_seconds - state.elapsed)
     return max(0.0, min(left))
+
+
+def start_event(trainer: Trainer) -> Event:
+    """The "start" event: where and how ``trainer`` trains (device, precision, compiled or why not)."""
+    return {
+        "type": "start", "step": trainer.state.step, "device": str(trainer.device),
+        "precision": "bf16 autocast" if trainer.autocast else "fp32", "compiled": trainer.compiled,
+        "compile_reason": trainer.compile_reason,
+        "params": trainer.model.num_parameters(), "world_size": trainer.dist.world_size,
+        "max_steps": trainer.config.max_steps, "max_seconds": trainer.config.max_seconds,
+    }  # fmt: skip
 
 
 def step_event(config: TrainConfig, state: TrainState, pace: Pace, tokens_per_step: int, **step: float) -> Event:
@@ -326,7 +331,7 @@ class Trainer:
 
     def run(self) -> Event:
         with self.session():
-            self.emit(self._start_event())
+            self.emit(start_event(self))
             status, message = self._loop()
             return self._finish(status, message)
 
@@ -462,15 +467,6 @@ class Trainer:
         self.emit(end)
         return end
 
-    def _start_event(self) -> Event:
-        return {
-            "type": "start", "step": self.state.step, "device": str(self.device),
-            "precision": "bf16 autocast" if self.autocast else "fp32", "compiled": self.compiled,
-            "compile_reason": self.compile_reason,
-            "params": self.model.num_parameters(), "world_size": self.dist.world_size,
-            "max_steps": self.config.max_steps, "max_seconds": self.config.max_seconds,
-        }  # fmt: skip
-
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Train mode, the attention path that is fastest here, DDP and torch.compile for the
@@ -485,26 +481,15 @@ class Trainer:
             # attention (two batched matmuls + softmax) beats the fused CPU kernel for these sizes.
             self.model.set_attention(fused=False)
         self.model.train()
-        self._ddp_or_model = self._wrap_ddp()
-        self.forward = self._ddp_or_model
-        self._compile()
+        self._ddp_or_model = wrap_ddp(self.model, self.dist, self.device)
+        self.forward, self.compiled, self.compile_reason, self._compile_key = compiled_forward(
+            self._ddp_or_model, self.config.compile, self.device, self.model, self.dist.active,
+            self.config.batch_size, self.block_size, self.autocast)  # fmt: skip
         try:
             yield
         finally:
             self.model.set_attention(attention)
             self.model.eval()
-
-    def _compile(self) -> None:
-        """``torch.compile`` the forward pass where ``compile_choice`` says so (the kernels are
-        built during the first step, into the cache of ``toygpt.compilation``)."""
-        self.compiled, self.compile_reason = compile_choice(self.config.compile, self.device, self.model, self.dist.active)
-        if self.compiled:
-            use_compile_cache()
-            self.forward = torch.compile(self._ddp_or_model)
-            self._compile_key = compile_key(self.model.config, self.config.batch_size, self.block_size, self.autocast)
-
-    def _wrap_ddp(self) -> torch.nn.Module:
-        return wrap_ddp(self.model, self.dist, self.device)
 
 
 def train(model: LanguageModel, data: TokenData, config: TrainConfig, **kwargs: Any) -> Event:
