@@ -44,18 +44,18 @@ KINDS = ["Head ablation", "Activation patching", "Induction heads"]
 MAX_SEQUENCES = 64
 
 
-@st.cache_data(max_entries=8, show_spinner="Ablating each head in turn…")
+@st.cache_resource(max_entries=8, show_spinner="Ablating each head in turn…")
 def cached_ablation(model_key: str, ids: tuple[int, ...], method: str, _model: GPT) -> HeadAblation:
     return ablate_heads(_model, torch.tensor([ids]), method)
 
 
-@st.cache_data(max_entries=8, show_spinner="Patching each layer and position…")
+@st.cache_resource(max_entries=8, show_spinner="Patching each layer and position…")
 def cached_patching(model_key: str, clean: tuple[int, ...], corrupted: tuple[int, ...],
                     answers: tuple[int | None, int | None], _model: GPT) -> Patching:  # fmt: skip
     return activation_patching(_model, list(clean), list(corrupted), *answers)
 
 
-@st.cache_data(max_entries=8, show_spinner="Scoring every head on repeated random tokens…")
+@st.cache_resource(max_entries=8, show_spinner="Scoring every head on repeated random tokens…")
 def cached_induction(model_key: str, half: int, sequences: int, seed: int, _model: GPT) -> InductionScores:
     tokens = repeated_random_tokens(_model.config.vocab_size, half, sequences, seed)
     return induction_scores(_model, tokens)

@@ -84,12 +84,12 @@ CONFIG_KEYS = {
 # --------------------------------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=16, show_spinner="Initialising a model of this shape (seconds for GPT-2 sizes)…")
+@st.cache_resource(max_entries=16, show_spinner="Initialising a model of this shape (seconds for GPT-2 sizes)…")
 def cached_init_comparison(config: GPTConfig, seed: int):
     return init_residual_comparison(config, seed)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+@st.cache_resource(max_entries=8, show_spinner=False)
 def cached_mixing(length: int, seed: int):
     return sequence_mixing(length=length, seed=seed)
 

@@ -270,17 +270,17 @@ def prompt_tail(prompt: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
 def cached_attention(model_key: str, ids: tuple[int, ...], _model: GPT) -> torch.Tensor:
     return attention_maps(_model, list(ids))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
 def cached_lens(model_key: str, ids: tuple[int, ...], _model: GPT) -> LogitLens:
     return logit_lens(_model, list(ids))
 
 
-@st.cache_data(max_entries=8, show_spinner="Scoring every token…")
+@st.cache_resource(max_entries=8, show_spinner="Scoring every token…")
 def cached_surprisal(model_key: str, ids: tuple[int, ...], _model: GPT) -> Surprisal:
     return surprisal(_model, list(ids))
 
@@ -295,7 +295,7 @@ def cached_snapshot(run_id: str, step: int, stamp: float) -> GPT:
     return load_snapshot(run_id, step)
 
 
-@st.cache_data(max_entries=32, show_spinner="Sampling from the snapshot…")
+@st.cache_resource(max_entries=32, show_spinner="Sampling from the snapshot…")
 def cached_snapshot_view(
     snapshot_key: tuple[str, int, float], prompt: str, sampling: SamplingConfig,
     n_tokens: int, seed: int, _model: GPT, _tokenizer: Tokenizer,

@@ -137,7 +137,7 @@ def corpus_text(name: str, seed: int) -> str:
     return corpora.load_corpus(name, seed)  # str is immutable: safe to share between sessions
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+@st.cache_resource(max_entries=8, show_spinner=False)
 def cached_vocab_size(spec: str, text: str) -> int:
     return vocab_size_of(spec, text)
 
