@@ -113,3 +113,30 @@ def test_in_a_real_process_no_traceback_reaches_the_terminal(tmp_path):
                                   text=True, cwd=ROOT, timeout=120)  # fmt: skip
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode != 0 and len(lines) == 1 and "Traceback" not in done.stderr, (argv, done.stderr)
+
+
+def test_python_m_toygpt_lets_openmp_threads_sleep_unless_told_otherwise():
+    """Spinning OpenMP threads collapse when anything else wants the cores (a 15 s budget trained
+    0-2 steps spinning, 84-113 sleeping, under load here): ``python -m toygpt`` sets
+    OMP_WAIT_POLICY=PASSIVE before torch loads, and keeps a value the user set."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    probe = ("import os, runpy, sys\n"
+             "sys.argv = ['toygpt', 'tokenize', '--tokenizer', 'byte', 'hi']\n"
+             "try:\n    runpy.run_module('toygpt', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+
+    def run(code: str, **extra: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, cwd=root,
+                              capture_output=True, text=True, check=True)
+        return done.stdout.split()[-1]
+
+    assert run(probe) == "PASSIVE"
+    assert run(probe, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    # it is set in time: the command line's module loads no torch (OpenMP reads it when torch loads)
+    assert run("import sys, toygpt.__main__; print('torch' in sys.modules)") == "False"
