@@ -460,24 +460,30 @@ def plain(text: str) -> str:
 
 
 FLASH_SECONDS = 10.0  # a flash outlives the reruns that follow an action (a widget whose options changed sends one)
+FLASH_SHOWS = 3  # ... and is drawn at least this often, however slow those reruns are
 
 
 def flash(kind: str, text: str) -> None:
     """A message (``kind``: success, info, warning, error) shown by ``show_flash`` after a rerun
     or on the page switched to (either would wipe one drawn now)."""
-    st.session_state["flash"] = (kind, text, time.monotonic())
+    st.session_state["flash"] = (kind, text, time.monotonic(), 0)
 
 
 def show_flash() -> None:
-    """Draw the flash on every rerun for ``FLASH_SECONDS`` after it was set, then forget it: the
-    browser may rerun the page again at once (a select box whose options changed sends its new
-    value), and a message popped by the first rerun would vanish before anyone read it."""
-    kind, text, since = st.session_state.get("flash", (None, None, 0.0))
+    """Draw the flash on every rerun until it is both ``FLASH_SECONDS`` old and drawn
+    ``FLASH_SHOWS`` times, then forget it: the browser may rerun the page again at once (a
+    select box whose options changed sends its new value), and a message popped by the first
+    rerun would vanish before anyone read it. Time alone was not enough: on a busy server the
+    reruns after a Delete took longer than the 10 s, and "Deleted …" was never seen."""
+    kind, text, since, shows = st.session_state.get("flash", (None, None, 0.0, 0))
     if kind is None:
         return
     getattr(st, kind)(text)
-    if time.monotonic() - since > FLASH_SECONDS:
+    shows += 1
+    if time.monotonic() - since > FLASH_SECONDS and shows >= FLASH_SHOWS:
         st.session_state.pop("flash", None)
+    else:
+        st.session_state["flash"] = (kind, text, since, shows)
 
 
 def runs_on_disk() -> list[Any]:
