@@ -8,6 +8,7 @@ Not a page itself: ``app.py`` lists the pages explicitly, so this file is never 
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import time
 from collections.abc import Callable
@@ -261,7 +262,8 @@ def in_app_words(error: Exception | str) -> str:
                   text)  # fmt: skip
     for name in corpora.DOWNLOADS:
         text = text.replace(corpora.how_to_provide(name), "Upload the file here instead (the app checks it).")
-    return text
+    text = text.replace(" or pass a larger max_bytes", "")  # a keyword for Python callers, not for a page
+    return text[:1].upper() + text[1:]
 
 
 def corpus_missing_ui(name: str, key: str) -> None:
@@ -282,31 +284,21 @@ def corpus_missing_ui(name: str, key: str) -> None:
             else:
                 st.session_state.pop(f"{key}_error", None)
                 st.rerun()
-    if st.session_state.get(f"{key}_error"):
-        st.error(st.session_state[f"{key}_error"])
+    download_error = st.empty()  # filled below: a new upload makes a failed download old news
     upload = st.file_uploader(f"Have the file ({info.url.rsplit('/', 1)[-1]})? Upload it here", type=["txt"],
-                              key=f"{key}_file")
+                              key=f"{key}_file", max_upload_size=max(1, math.ceil(info.size / 1e6)))
     if upload is not None:
+        if st.session_state.get(f"{key}_upload_id") != upload.file_id:
+            st.session_state[f"{key}_upload_id"] = upload.file_id
+            st.session_state.pop(f"{key}_error", None)
         try:
-            store_corpus_upload(name, upload.getvalue())
+            corpora.add_corpus_data(name, upload.getvalue(), f"The uploaded file {plain(upload.name)}")
         except corpora.CorpusError as exc:
             st.error(in_app_words(exc))
         else:
-            st.session_state.pop(f"{key}_error", None)
             st.rerun()
-
-
-def store_corpus_upload(name: str, data: bytes) -> None:
-    """Check uploaded bytes against the corpus's sha256 and cache them (through a temporary
-    file: ``toygpt.data.add_corpus_file`` takes a path)."""
-    import tempfile
-
-    from toygpt import data as corpora
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{name}.txt"
-        path.write_bytes(data)
-        corpora.add_corpus_file(name, path)
+    if st.session_state.get(f"{key}_error"):
+        download_error.error(st.session_state[f"{key}_error"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -138,7 +138,8 @@ def text_source_ui(key: str) -> tuple[str, str | None] | None:
                                         placeholder="Paste a few thousand characters or more…"))  # fmt: skip
         return ("your text", text) if text.strip() else _no_text("Paste some text to measure the tokenizers on.")
     if source == UPLOAD:
-        upload = st.file_uploader("A UTF-8 text file", type=["txt"], key=f"lab_{key}_upload")
+        upload = st.file_uploader("A UTF-8 text file (up to 20 MB)", type=["txt"], key=f"lab_{key}_upload",
+                                  max_upload_size=corpora.DEFAULT_MAX_BYTES // 1_000_000)
         if upload is None:
             return _no_text("Upload a text file to measure the tokenizers on.")
         try:

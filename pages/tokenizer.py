@@ -27,9 +27,11 @@ from pages._shared import (
     corpus_missing_ui,
     current_seed,
     in_app_words,
+    plain,
     show_source,
 )
 from toygpt.data import CorpusError, cached_corpus_path, list_corpora, load_corpus, read_user_text
+from toygpt.formatting import counted
 from toygpt.lessons import playground as pg
 from toygpt.tokenizers import (
     BPETokenizer,
@@ -179,7 +181,7 @@ def chosen_corpus(name: str, text: str) -> Corpus:
         uploaded = st.session_state.get(UPLOADED)
         if uploaded is None:
             return Corpus(None, "an upload", "Upload a text file to train the BPE on it.")
-        return Corpus(uploaded[1], uploaded[0])
+        return Corpus(uploaded[1], plain(uploaded[0]))
     info = {info.name: info for info in list_corpora()}.get(name)
     if info is None:
         return Corpus(None, str(name), f"There is no corpus called {name!r} any more: choose another.")
@@ -215,13 +217,18 @@ def corpus_ui(text: str) -> Corpus:
 
 def upload_ui() -> None:
     """A file to train on; a good one is kept (name, text) for the Compare tab and later reruns,
-    where the file widget is not drawn and so holds nothing."""
-    upload = st.file_uploader("Corpus (UTF-8 .txt, at most 5 MB)", type=["txt"], key="tok_upload")
+    where the file widget is not drawn and so holds nothing. Removing the file (its ✕) drops it:
+    the widget then holds nothing on the very next run after it held the file."""
+    upload = st.file_uploader("Corpus (UTF-8 .txt, at most 5 MB)", type=["txt"], key="tok_upload",
+                              max_upload_size=MAX_UPLOAD_BYTES // 1_000_000)
     if upload is None:
-        if st.session_state.get(UPLOADED):
-            st.caption(f"Training on {st.session_state[UPLOADED][0]}, uploaded earlier; upload "
+        if UPLOAD_SHOWN_LAST_RUN:  # the user removed it
+            st.session_state.pop(UPLOADED, None)
+        elif st.session_state.get(UPLOADED):
+            st.caption(f"Training on {plain(st.session_state[UPLOADED][0])}, uploaded earlier; upload "
                        "another file to replace it.")
         return
+    st.session_state["tok_upload_shown"] = upload.file_id
     try:
         st.session_state[UPLOADED] = (upload.name, read_user_text(upload.getvalue(), max_bytes=MAX_UPLOAD_BYTES))
     except CorpusError as exc:
@@ -256,8 +263,8 @@ def bpe_ui(text: str) -> tuple[BPETokenizer | None, str | None]:
     if bpe is None:
         st.error(problem)
         return None, corpus.text
-    note = (f"Trained on {corpus.description}: {len(corpus.text):,} characters → 256 byte tokens + "
-            f"{len(bpe.merges):,} merges = {bpe.vocab_size:,} tokens.")
+    note = (f"Trained on {corpus.description}: {counted(len(corpus.text), 'character')} → 256 byte tokens + "
+            f"{counted(len(bpe.merges), 'merge')} = {bpe.vocab_size:,} tokens.")
     if len(bpe.merges) < vocab_size - 256:
         note += (" Training stopped early: every word of this corpus is already one token, so "
                  "there was nothing left to merge.")
@@ -307,6 +314,7 @@ def char_tokenizer(text: str, corpus: str | None) -> Tokenizer | None:
         return None
     source = "the BPE corpus" if from_corpus and corpus else "this text"
     unknown = " ".join(code_md(visible_char(ch)) for ch in missing[:40])
+    unknown += f" and {len(missing) - 40:,} more" if len(missing) > 40 else ""
     st.caption(f"Vocabulary: the {len(tok.chars):,} distinct characters of {source}"
                + (f"; {len(missing):,} characters of this text are not among them and show as "
                   f"<unk> (red outline): {unknown}" if missing else "."))
@@ -357,7 +365,8 @@ def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
         st.warning(f"{title} cannot encode this text: {in_app_words(exc)}")
         return
     st.markdown(
-        f"**{result.n_tokens:,} tokens** · {result.n_chars:,} characters · {result.n_bytes:,} bytes"
+        f"**{counted(result.n_tokens, 'token')}** · {counted(result.n_chars, 'character')} · "
+        f"{counted(result.n_bytes, 'byte')}"
         f" · {result.chars_per_token:.2f} chars/token · {result.bytes_per_token:.2f} bytes/token"
         f" · vocabulary {tok.vocab_size:,}"
     )
@@ -373,7 +382,7 @@ def comparison_ui(text: str, tokenizers: dict[str, Tokenizer]) -> None:
     st.caption(
         "Each bar is its value against the column's largest (vocabulary sizes on a log scale). "
         "A bigger vocabulary buys fewer, longer tokens — more text fits in a model's block_size "
-        "(characters in 64 tokens) — at the price of a bigger embedding table and rarer tokens. "
+        "(characters per 64 tokens) — at the price of a bigger embedding table and rarer tokens. "
         "Byte-level models such as MegaByte take the other end: 256 tokens, the longest "
         "sequences, and patches to keep attention affordable."
     )
@@ -406,17 +415,25 @@ def results_ui(chosen: list[str], text: str, drawing: Drawing, bpe: BPETokenizer
 
 
 def merge_slider_ui(bpe: BPETokenizer) -> int:
+    """The replay's position: it starts at the finished tokenizer, and starts there again when
+    the BPE changes (another corpus or vocabulary size), so the replay and the BPE card agree."""
     n = len(bpe.merges)
-    st.session_state.setdefault("tok_merge_k", n)  # start from the finished tokenizer
-    st.session_state["tok_merge_k"] = min(st.session_state["tok_merge_k"], n)  # vocab shrank
+    which = (bpe.name, n, bpe.merges[-1])
+    if st.session_state.get("tok_merge_for") != which:
+        st.session_state["tok_merge_for"] = which
+        st.session_state["tok_merge_k"] = n
     return st.slider("Merges applied", 0, n, key="tok_merge_k", persist_state=KEEP,
                      help="0 = plain bytes; every step right adds the next learned merge.")
 
 
 def replay_ui(bpe: BPETokenizer, text: str, drawing: Drawing) -> None:
     st.subheader("Replay the training, merge by merge")
-    if not bpe.merges:
+    if not bpe.merges and st.session_state["tok_vocab"] == 256:
         st.info("With a vocabulary of 256 there are no merges: raise the vocabulary size above.")
+        return
+    if not bpe.merges:
+        st.info("This corpus gave no merges: no pair of neighbouring tokens occurs in it more than "
+                "once. Train on a longer text.")
         return
     k = merge_slider_ui(bpe)
     merges = pg.merges_table(bpe, k)
@@ -424,14 +441,14 @@ def replay_ui(bpe: BPETokenizer, text: str, drawing: Drawing) -> None:
         m = merges[0]
         st.markdown(f"Merge **{k}**: {code_md(m['left'])} + {code_md(m['right'])} → "
                     f"{code_md(m['new token'])} "
-                    f"(id {m['id']}, seen {m['count']:,} times in the corpus when it was merged)")
+                    f"(id {m['id']}, seen {counted(m['count'], 'time')} in the corpus when it was merged)")
     if text:
         try:
             after = pg.TOKENIZED.after_merges(bpe, text, k)
         except TokenizerError as exc:
             st.warning(str(exc))
         else:
-            st.markdown(f"Your text after {k:,} merges: **{after.n_tokens:,} tokens** "
+            st.markdown(f"Your text after {counted(k, 'merge')}: **{counted(after.n_tokens, 'token')}** "
                         f"({after.n_bytes:,} bytes at merge 0).")
             drawing.note(after)
             st.html(drawing.html(text, after, bpe))
@@ -461,7 +478,7 @@ def word_ui(bpe: BPETokenizer, k: int) -> None:
         st.warning(str(exc))
         return
     st.html(pg.token_chips_html(steps[-1], css=False))
-    st.caption(f"{len(steps[-1])} pieces after {k:,} merges: each merge joins the two neighbours "
+    st.caption(f"{counted(len(steps[-1]), 'piece')} after {counted(k, 'merge')}: each merge joins the two neighbours "
                "whose joint token was learned earliest, until no learned pair is left.")
     table = pd.DataFrame({"step": range(len(steps)), "pieces": [" | ".join(s) for s in steps]})
     st.dataframe(table, hide_index=True, width="stretch", height=220, key="tok_word_steps")
@@ -472,12 +489,12 @@ def download_ui_for(bpe: BPETokenizer) -> None:
     left, right = st.columns(2)
     left.download_button("Download the tokenizer (JSON)", lambda: json.dumps(bpe.to_dict()),
                          file_name=f"{bpe.name}.json", mime="application/json",
-                         key="tok_download_json",
+                         key="tok_download_json", on_click="ignore",
                          help="Load it with toygpt.tokenizers.load_tokenizer(path), or "
                          "python -m toygpt tokenize -t bpe:PATH \"some text\".")
     right.download_button("Download the vocabulary (text)", bpe.export_vocab,
                           file_name=f"{bpe.name}-vocab.txt", mime="text/plain",
-                          key="tok_download_vocab")
+                          key="tok_download_vocab", on_click="ignore")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,7 +512,10 @@ text = text_ui()
 unavailable = tiktoken_status()
 chosen, drawing, char_source = picker_ui(unavailable)
 bpe_defaults()
-compare_tab, bpe_tab = st.tabs(TABS, key="tok_tab", on_change="rerun")  # only the open one runs
+UPLOAD_SHOWN_LAST_RUN = st.session_state.pop("tok_upload_shown", None)  # kept one run only
+compare_tab, bpe_tab = st.tabs(  # only the open one runs; the open one is kept for the next visit
+    TABS, key="tok_tab", default=st.session_state.get("tok_tab_kept", TABS[0]),
+    on_change=lambda: st.session_state.update(tok_tab_kept=st.session_state["tok_tab"]))
 if compare_tab.open:
     with compare_tab:
         bpe, corpus, problem = bpe_from_settings(text)

@@ -156,7 +156,8 @@ def read_upload(upload: Any) -> tuple[str | None, str | None]:
 
 
 def upload_ui() -> Corpus:
-    upload = st.file_uploader("Your text (.txt, UTF-8, up to 20 MB)", type=["txt"], key="train_upload")
+    upload = st.file_uploader("Your text (.txt, UTF-8, up to 20 MB)", type=["txt"], key="train_upload",
+                              max_upload_size=corpora.DEFAULT_MAX_BYTES // 1_000_000)
     if upload is None:
         st.info("Upload a text file to train on it: notes, code, a book from Project Gutenberg…")
         return Corpus("your text", None, True)

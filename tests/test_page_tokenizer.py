@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
+from pages._shared import plain
 from tests.playground_page import (
     BPE,
     CELL,
@@ -340,8 +341,11 @@ def test_a_missing_corpus_can_be_uploaded_here_as_on_the_training_page(offline, 
     at.selectbox(key="tok_corpus").select("shakespeare").run()
     upload = at.file_uploader(key="tok_corpus_missing_file")
     upload.set_value(("input.txt", b"not it", "text/plain")).run()
-    assert any("not the expected shakespeare file" in e.value for e in at.error)
-    assert not any("python -m" in e.value for e in at.error)
+    (error,) = [e.value for e in at.error]
+    # it names the user's file, not a temporary path, and does not ask for what was just done
+    assert error.startswith("The uploaded file input.txt is not the expected shakespeare file")
+    assert "/" not in error.split("sha256")[0] and "Upload the file here" not in error
+    assert "python -m" not in error
     at.file_uploader(key="tok_corpus_missing_file").set_value(
         ("input.txt", shakespeare_path.read_bytes(), "text/plain")).run()
     assert not at.exception
@@ -393,3 +397,124 @@ def test_a_cached_tiktoken_encoding_gets_a_card_like_the_others(offline, toy_bpe
     at.multiselect(key="tok_choice").set_value(["byte", "o200k_base"]).run()
     assert not at.exception and not at.warning
     assert compare_rows(at) == {"byte": 13, "o200k_base": len(toy_bpe.encode("the small fox"))}
+
+
+# ---------------------------------------------------------------------------------------------
+# What a new user found (fresh-eyes test of the two-tab page)
+# ---------------------------------------------------------------------------------------------
+
+
+def replay_tokens(at: AppTest) -> int:
+    line = next(m.value for m in at.markdown if m.value.startswith("Your text after"))
+    return int(re.search(r"\*\*([\d,]+) tokens?\*\*", line).group(1).replace(",", ""))
+
+
+def test_the_replay_starts_at_the_finished_tokenizer_again_when_the_bpe_changes(offline):
+    """The slider stayed at the old corpus's 189 merges after a change to 256 (or 3,840), so the
+    replay said 393 tokens where the Compare card said 385."""
+    at = set_text(open_tab(open_page(), BPE), "the small fox chases a red ball . " * 3)
+    at.selectbox(key="tok_corpus").select("toy-english").run()
+    first = at.slider(key="tok_merge_k")
+    assert first.value == first.max > 0
+    for widget, key, value in (("selectbox", "tok_corpus", "copy"), ("slider", "tok_vocab", 1024)):
+        element = getattr(at, widget)(key=key)
+        (element.select(value) if widget == "selectbox" else element.set_value(value)).run()
+        slider = at.slider(key="tok_merge_k")
+        assert slider.value == slider.max and slider.max != first.max
+        card = next(n for name, n in compare_rows(open_tab(at, COMPARE)).items() if name.startswith("bpe-"))
+        at = open_tab(at, BPE)
+        assert replay_tokens(at) == card
+    at.slider(key="tok_merge_k").set_value(3).run()  # a position the user chose is kept ...
+    at.slider(key="tok_vocab").set_value(1024).run()  # ... while the BPE stays the same
+    assert at.slider(key="tok_merge_k").value == 3
+
+
+def test_downloads_do_not_rerun_and_uploads_say_the_pages_own_limit(offline):
+    """A download's rerun dropped the other button's file ("Deferred file … not found"), and the
+    upload widget said '1GB per file' under a 5 MB label."""
+    at = open_tab(open_page(), BPE)
+    buttons = at.get("download_button")
+    assert len(buttons) == 2 and all(b.proto.ignore_rerun for b in buttons)
+    at.selectbox(key="tok_corpus").select("__upload__").run()
+    (uploader,) = at.get("file_uploader")
+    assert uploader.proto.max_upload_size_mb == 5
+
+
+def test_an_upload_too_big_or_named_like_markdown_is_shown_plainly(offline):
+    at = open_tab(open_page(), BPE)
+    at.selectbox(key="tok_corpus").select("__upload__").run()
+    at.file_uploader(key="tok_upload").set_value(("big.txt", b"ab " * 1_700_001, "text/plain")).run()
+    (error,) = [e.value for e in at.error]
+    assert "5,000,000" in error and "max_bytes" not in error and error[0].isupper()
+    at.file_uploader(key="tok_upload").set_value(("**b** [x](y) $z$.txt", b"abab abab cdcd " * 40, "text/plain")).run()
+    # escaped for markdown: drawn as the literal name, no bold, link or formula
+    assert any(c.value.startswith(f"Trained on {plain('**b** [x](y) $z$.txt')}:") for c in at.caption)
+    assert plain("**b** [x](y) $z$.txt").startswith("\\*\\*b")
+
+
+def test_a_corpus_with_nothing_to_merge_is_not_blamed_on_the_vocabulary_size(offline):
+    at = open_tab(open_page(), BPE)
+    at.selectbox(key="tok_corpus").select("__upload__").run()
+    at.file_uploader(key="tok_upload").set_value(("one.txt", b"a", "text/plain")).run()
+    assert any("1 character → 256 byte tokens + 0 merges" in c.value for c in at.caption)
+    (info,) = [i.value for i in at.info]
+    assert "gave no merges" in info and "raise the vocabulary size" not in info
+
+
+def test_removing_the_uploaded_file_stops_training_on_it(offline):
+    at = open_tab(open_page(), BPE)
+    at.selectbox(key="tok_corpus").select("__upload__").run()
+    at.file_uploader(key="tok_upload").set_value(("mine.txt", b"abab abab abab cdcd " * 50, "text/plain")).run()
+    assert any("Trained on mine.txt" in c.value for c in at.caption)
+    at.file_uploader(key="tok_upload").set_value(None).run()  # its ✕
+    assert not any("mine.txt" in c.value for c in at.caption)
+    assert any("Upload a text file" in i.value for i in at.info)
+    at = open_tab(at, COMPARE)
+    assert not any(name.startswith("bpe-") for name in compare_rows(at))
+
+
+def test_the_open_tab_is_kept_for_the_next_visit(offline):
+    at = open_page()
+    at.session_state["tok_tab_kept"] = BPE  # what the tabs' on_change stores when BPE is clicked
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/tokenizer.py").run()
+    assert not at.exception and at.session_state["tok_tab"] == BPE
+    assert at.slider(key="tok_vocab")  # the BPE tab ran
+
+
+def test_counts_of_one_are_singular_and_long_unknown_lists_say_how_many_more(offline):
+    at = set_text(open_page(), "x")
+    assert any(m.value.startswith("**1 token** · 1 character · 1 byte") for m in at.markdown)
+    at = open_tab(at, BPE)
+    at.selectbox(key="tok_corpus").select("toy-english").run()
+    strange = "".join(chr(0x4E00 + i) for i in range(45))  # 45 characters toy-english never shows
+    at = set_text(open_tab(at, COMPARE), "the fox " + strange)
+    at.radio(key="tok_char_source").set_value("the BPE corpus").run()
+    (caption,) = [c.value for c in at.caption if "are not among them" in c.value]
+    assert "45 characters of this text" in caption and caption.endswith("and 5 more")
+
+
+def test_the_comparison_table_never_writes_an_exponent():
+    rows = compare(" " * 1000, {"byte": ByteTokenizer(), "char": CharTokenizer.from_text(" ")})
+    rows.append({"tokenizer": "wide", "vocab_size": 100_277, "tokens": 9, "chars_per_token": 111.1,
+                 "bytes_per_token": 111.1, "chars_per_block": 7110.9, "error": None})
+    table = pg.comparison_table_html(rows)
+    assert "e+" not in table and ">7,111</td>" in table and ">111</td>" in table
+
+
+def test_a_new_upload_replaces_the_failed_downloads_message(offline, monkeypatch):
+    import toygpt.data
+    from toygpt.data import CorpusError
+
+    def no_network(name, url=None, timeout=5.0):
+        raise CorpusError(f"could not download {name} (test: offline)")
+
+    monkeypatch.setattr(toygpt.data, "download_corpus", no_network)
+    at = open_tab(open_page(), BPE)
+    at.selectbox(key="tok_corpus").select("shakespeare").run()
+    at.button(key="tok_corpus_missing_download").click().run()
+    assert [e.value for e in at.error if "test: offline" in e.value]
+    at.file_uploader(key="tok_corpus_missing_file").set_value(("mine.txt", b"not it", "text/plain")).run()
+    errors = [e.value for e in at.error]
+    assert not any("test: offline" in e for e in errors)  # old news once a file arrived
+    assert any(e.startswith("The uploaded file mine.txt") for e in errors)

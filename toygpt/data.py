@@ -222,14 +222,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _check_and_store(name: str, data: bytes, origin: str) -> Path:
+def _check_and_store(name: str, data: bytes, origin: str, advice: bool = True) -> Path:
     info = _download_info(name)
     digest = _sha256(data)
     if digest != info.sha256:
         raise CorpusError(
             f"{origin} is not the expected {name} file: its sha256 is {digest}, expected "
-            f"{info.sha256} ({len(data):,} bytes; expected {info.size:,}). Nothing was cached. "
-            + how_to_provide(name)
+            f"{info.sha256} ({len(data):,} bytes; expected {info.size:,}). Nothing was cached."
+            + (" " + how_to_provide(name) if advice else "")
         )
     path = cached_corpus_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,6 +264,16 @@ def add_corpus_file(name: str, path: str | os.PathLike[str]) -> Path:
     if source.stat().st_size > 4 * info.size:
         raise CorpusError(f"{source} is {source.stat().st_size:,} bytes; the {name} file has {info.size:,}.")
     return _check_and_store(name, source.read_bytes(), str(source))
+
+
+def add_corpus_data(name: str, data: bytes, origin: str) -> Path:
+    """Seed the cache with the bytes of a downloadable corpus that a user handed over (an upload),
+    checked against its sha256; ``origin`` names them in the error (e.g. "The uploaded file
+    input.txt"). Raises ``CorpusError`` for any other bytes, and caches nothing then."""
+    info = _download_info(name)
+    if len(data) > 4 * info.size:
+        raise CorpusError(f"{origin} is {len(data):,} bytes; the {name} file has {info.size:,}.")
+    return _check_and_store(name, data, origin, advice=False)
 
 
 def ensure_corpus(name: str, url: str | None = None) -> Path:

@@ -60,3 +60,22 @@ def human_count(n: int | float) -> str:
             break
         value /= 1000
     return f"{value:.3g}{unit}"
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` with thousands separators and ``noun`` in the singular or plural (a regular plural).
+
+    >>> counted(1, "token"), counted(1234, "merge"), counted(0, "byte")
+    ('1 token', '1,234 merges', '0 bytes')
+    """
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def short_number(value: float) -> str:
+    """A measured ratio or rate as a reader wants it: three significant figures below 100, whole
+    numbers with separators above (never an exponent).
+
+    >>> short_number(0.8412), short_number(53.94), short_number(7110.9), short_number(1.0)
+    ('0.841', '53.9', '7,111', '1')
+    """
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

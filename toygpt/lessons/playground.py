@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from toygpt.formatting import short_number
 from toygpt.limits import memory_budget
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, TokenizerError
 from toygpt.tokenizers.base import label_for_bytes, spans_from_token_bytes, utf8_bytes
@@ -485,7 +486,7 @@ COMPARED = (  # (column of compare's rows, header, bar on a log scale)
     ("tokens", "tokens for this text", False),
     ("chars_per_token", "characters per token", False),
     ("bytes_per_token", "bytes per token", False),
-    ("chars_per_block", "characters in 64 tokens", False),
+    ("chars_per_block", "characters per 64 tokens", False),
 )
 
 
@@ -526,7 +527,7 @@ def comparison_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
                 share = math.log(max(value, 1)) / math.log(top) if top > 1 else 1.0
             else:
                 share = value / top if top else 0.0
-            shown = f"{value:,.3g}" if isinstance(value, float) else f"{value:,}"
+            shown = short_number(value) if isinstance(value, float) else f"{value:,}"
             cells.append(f'<td data-column="{key}" data-value="{value}"><span class="tg-bar" '
                          f'style="width:{100 * share:.1f}%"></span>{shown}</td>')
         out.append(f'<tr data-tokenizer="{name}"><td>{name}</td>{"".join(cells)}</tr>')
