@@ -329,7 +329,8 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     assert "Delete walk-model and all its files for good?" in page_text(page)
     page.locator(".st-key-runs_delete_yes button").click()
     wait_idle(page)
-    assert "Deleted walk-model." in page_text(page)
+    shown = page_text(page)
+    assert "Deleted walk-model." in shown, shown  # in full: a "Not deleted: …" would say why
     box = page.locator(".st-key-runs_manage input[role='combobox']").first
     expect(box).not_to_have_value("walk-model", timeout=15_000)  # the page's rerun sends the new choice
     wait_idle(page)
