@@ -10,12 +10,13 @@ import pytest
 from test_browser import (
     CHROMIUM,
     assert_no_exception,
-    launched_chromium,
+    browser_fixture,
     open_page,
     screenshot,
     set_number,
     streamlit_server,
     wait_idle,
+    window_fixture,
 )
 
 pytestmark = [
@@ -44,18 +45,8 @@ def offline_server(offline_home):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    yield page
-    context.close()
+browser = browser_fixture()
+page = window_fixture(height=1000)
 
 
 def test_playground_shows_gpt2_and_cl100k_base_spans(offline_server, offline_home, page):
