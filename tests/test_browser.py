@@ -206,6 +206,19 @@ def set_number(page, key: str, value: int) -> None:
     wait_idle(page)
 
 
+def run_quick_look(page, experiment: str, title: str) -> None:
+    """On the Concepts lab page: open ``experiment`` (its button says ``title``), tick its tiny
+    setting, press Run and wait until its charts are drawn."""
+    page.locator(".st-key-lab_experiment button", has_text=title).first.click()
+    wait_idle(page)
+    page.locator(f".st-key-lab_{experiment}_tiny label").first.click()
+    wait_idle(page)
+    page.locator(f".st-key-lab_{experiment}_run button").first.click()
+    charts = page.locator(f".st-key-lab_{experiment}_charts [data-testid='stPlotlyChart']")
+    charts.first.wait_for(timeout=180_000)
+    wait_idle(page)
+
+
 def go_to(page, title: str) -> None:
     """Navigate inside the app (same session) through the sidebar's page links."""
     page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
@@ -320,14 +333,7 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     screenshot(page, "walk-6-logit-lens")
 
     go_to(page, "Concepts lab")
-    page.locator(".st-key-lab_experiment button", has_text="Pre-LN vs post-LN").first.click()
-    wait_idle(page)
-    page.locator(".st-key-lab_norm_position_tiny label").first.click()
-    wait_idle(page)
-    page.locator(".st-key-lab_norm_position_run button").first.click()
-    charts = page.locator(".st-key-lab_norm_position_charts [data-testid='stPlotlyChart']")
-    charts.first.wait_for(timeout=180_000)
-    wait_idle(page)
+    run_quick_look(page, "norm_position", "Pre-LN vs post-LN")
     assert "What this run showed. Quick look: a tiny setting for trying the page, not for conclusions" in page_text(page)
     assert_no_exception(page, "lab (result)")
     screenshot(page, "walk-7-lab")
