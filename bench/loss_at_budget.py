@@ -1,6 +1,6 @@
 """Benchmark: validation loss on tiny shakespeare (characters) after a fixed wall-clock budget.
 
-    python bench/loss_at_budget.py [--seconds 180] [--no-baseline] [--threads 2] [--[no-]compile]
+    python bench/loss_at_budget.py [--seconds 180] [--no-baseline] [--threads 2] [--[no-]compile] [--app]
 
 Trains the `small` preset (4L/4H/128, block 64) for ``--seconds`` with our defaults
 (``TrainConfig``: lr 3e-3, 50 warmup steps, cosine to lr/10 *over the time budget*, AdamW
@@ -11,6 +11,12 @@ then measures the val loss on 200 random batches of 12 × 64 (as nanoGPT's ``est
 The baseline, trained in the same run for the same budget: the well-known CPU recipe (nanoGPT's
 shakespeare_char on a laptop: 2000 iterations, lr 1e-3 with 100 warmup steps and a cosine to
 1e-4 at step 2000, betas (0.9, 0.99), batch 12, float32, eager), stopped at 2000 steps or the budget.
+``--app`` also trains the same budget as the app does: a job started through the server's
+``JobRegistry`` as the Training page starts it (its own worker process, 2 threads, nice 10, the
+page's defaults: lr 3e-3, batch 12, 50 warmup steps, a validation and a sample every 200 steps,
+which count against the budget as they do for a learner), then loads the run's last weights and
+measures them with the same 200 batches.
+
 The corpus comes from the toygpt cache, or from ../shared/data/tinyshakespeare.txt (or
 $TOYGPT_SHAKESPEARE), which seeds the cache.
 """
@@ -51,6 +57,33 @@ def run(name: str, token_data: data.TokenData, config: TrainConfig) -> dict:
     return {"name": name, "steps": end["step"], "seconds": time.perf_counter() - started, "val": val}
 
 
+def run_app(seconds: float, token_data: data.TokenData) -> dict:
+    """The same budget trained as an app job (see the module docstring), measured like the others."""
+    import tempfile
+
+    from toygpt.job_process import WorkerSettings
+    from toygpt.jobs import JobRegistry
+    from toygpt.pipeline import TrainSpec
+    from toygpt.runs import open_run
+
+    name = "bench-loss-app"
+    os.environ["TOYGPT_RUNS_DIR"] = tempfile.mkdtemp(prefix="toygpt-bench-loss-")  # the worker inherits it
+    config = TrainConfig(max_seconds=seconds, max_steps=None, learning_rate=3e-3, batch_size=12, warmup_steps=50,
+                         eval_interval=200, sample_interval=200, seed=0)
+    spec = TrainSpec(corpus="shakespeare", tokenizer="char", model=preset("small"), name=name, train=config)
+    registry = JobRegistry(max_jobs=1, num_threads=2, worker=WorkerSettings(nice=10, spare=False))  # the server's
+    started = time.perf_counter()
+    job = registry.start(spec)
+    job.wait(seconds + 600)
+    snap = job.snapshot()
+    if snap.status != "finished":
+        raise SystemExit(f"the app job ended {snap.status}: {snap.message}")
+    loaded = open_run(snap.run_id or name).load_model("latest")
+    val = estimate_loss(loaded.model, token_data, 12, 64, batches=200, seed=1234, splits=("val",))["val"]
+    return {"name": "app job (worker, 2 threads, nice 10, page defaults)", "steps": snap.step,
+            "seconds": time.perf_counter() - started, "val": val}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0)
@@ -60,6 +93,7 @@ def main() -> int:
                         help="torch.compile our run (default: TrainConfig's, 'auto': where a C++ compiler is found)")
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--app", action="store_true", help="also train the budget as an app job (a worker process)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = shakespeare()
@@ -75,13 +109,16 @@ def main() -> int:
     compile_setting = TrainConfig.compile if args.compile is None else args.compile
     ours = TrainConfig(batch_size=args.batch, learning_rate=args.lr, compile=compile_setting, max_steps=None, **common)
     results.append(run(f"toygpt defaults (lr {args.lr:g}, batch {args.batch}, compile {compile_setting})", token_data, ours))
+    if args.app:
+        results.append(run_app(args.seconds, token_data))
     print(f"tiny shakespeare, char tokenizer (vocab {tokenizer.vocab_size}), small preset, {args.seconds:g} s "
           f"each, {args.threads} threads, load average at start {load:.1f} on {os.cpu_count()} cores\n")
     print(f"{'run':48s} {'steps':>6s} {'seconds':>8s} {'val loss':>9s}")
     for r in results:
         print(f"{r['name']:48s} {r['steps']:6d} {r['seconds']:8.1f} {r['val']:9.4f}")
-    if len(results) == 2:
-        print(f"\nval loss ours / baseline: {results[1]['val'] / results[0]['val']:.3f}")
+    if not args.no_baseline:
+        for r in results[1:]:
+            print(f"val loss / baseline, {r['name']}: {r['val'] / results[0]['val']:.3f}")
     return 0
 
 

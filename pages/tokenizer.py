@@ -1,9 +1,16 @@
 """Tokenizer playground: your text through several tokenizers, and a BPE you train here.
 
 UI only: the spans, replays and comparisons are computed by ``toygpt.lessons.playground`` over
-``toygpt.tokenizers``. Layout: text and tokenizer choice, then one card per tokenizer and the
-comparison (drawn into a container reserved at the top, because the BPE they include is set up
-further down), then "train your own BPE" with its merge-by-merge replay.
+``toygpt.tokenizers``. Layout: the text and how tokens are drawn, then two tabs: "Compare
+tokenizers" (one card per tokenizer and the comparison table) and "Train your own BPE" (its
+corpus and vocabulary, the merge-by-merge replay, an unknown word cut into pieces).
+
+The tabs run lazily (``st.tabs(..., on_change="rerun")``): only the open one is computed and
+sent to the browser, so a new text redraws one tab's views, not both. In Chromium here the
+whole page took ~590 ms from Ctrl+Enter to painted for a 10,000-character text, half of it
+the browser drawing elements the text had not changed (``bench/app_latency.py``). The BPE
+that the Compare tab's card uses is set up from the BPE tab's settings, which keep their values
+while that tab is closed.
 """
 
 from __future__ import annotations
@@ -38,17 +45,18 @@ from toygpt.tokenizers import (
 )
 from toygpt.tokenizers.base import visible_char
 from toygpt.tokenizers.bpe import bpe_merge_steps
-from toygpt.viz import tidy_log_axes
 
 TIKTOKEN_CHOICES = ("gpt2", "cl100k_base", "o200k_base")
 CHOICES = ("char", "byte", "bpe", "run", *TIKTOKEN_CHOICES)
 CHOICE_LABELS = {
     "char": "char (one token per character)",
     "byte": "byte (one token per UTF-8 byte)",
-    "bpe": "BPE trained here (below)",
+    "bpe": "BPE (trained in the “Train your own BPE” tab)",
     "run": "the active model's tokenizer",
 }
 TEXT_CORPUS, UPLOAD_CORPUS = "__text__", "__upload__"
+UPLOADED = "tok_uploaded_corpus"  # session key: (file name, text) of the last good upload
+TABS = ("Compare tokenizers", "Train your own BPE")
 MAX_UPLOAD_BYTES = 5_000_000  # BPE training on more would keep the page busy for many seconds
 DEFAULT_WORD = "forestkeeper"
 DRAW_LIMITS = (250, 500, 1500, 5000, 20000)
@@ -145,46 +153,91 @@ def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], Drawing, s
     return chosen, Drawing(show_ws, max_drawn), char_source
 
 
-def corpus_ui(text: str) -> tuple[str | None, str]:
-    """The BPE training corpus chosen by the user: (its text or None, a short description)."""
+def bpe_defaults() -> None:
+    """The BPE tab's settings, set before either tab runs: the Compare tab's BPE card reads
+    them while the BPE tab (and so its widgets) is closed."""
+    default = "shakespeare" if cached_corpus_path("shakespeare").is_file() else "toy-english"
+    st.session_state.setdefault("tok_corpus", default)
+    st.session_state.setdefault("tok_vocab", 512)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The BPE's training corpus as chosen: its text (None when there is none yet), a short
+    description, and what to tell the user when there is none (None: nothing to say)."""
+
+    text: str | None
+    description: str
+    problem: str | None = None
+
+
+def chosen_corpus(name: str, text: str) -> Corpus:
+    """The corpus named by the BPE tab's choice, without drawing anything (both tabs use it)."""
+    if name == TEXT_CORPUS:
+        return Corpus(text or None, "the text above")
+    if name == UPLOAD_CORPUS:
+        uploaded = st.session_state.get(UPLOADED)
+        if uploaded is None:
+            return Corpus(None, "an upload", "Upload a text file to train the BPE on it.")
+        return Corpus(uploaded[1], uploaded[0])
+    info = {info.name: info for info in list_corpora()}.get(name)
+    if info is None:
+        return Corpus(None, str(name), f"There is no corpus called {name!r} any more: choose another.")
+    if info.kind == "download" and not cached_corpus_path(name).is_file():
+        return Corpus(None, name, f"{name} is not on this machine yet.")
+    try:
+        return Corpus(corpus_text(name, current_seed()), f"{name} (seed {current_seed()})")
+    except CorpusError as exc:
+        return Corpus(None, name, in_app_words(exc))
+
+
+def corpus_ui(text: str) -> Corpus:
+    """The BPE training corpus chosen by the user, with its widgets and messages."""
     infos = {info.name: info for info in list_corpora()}
     options = [*infos, TEXT_CORPUS, UPLOAD_CORPUS]
     names = {TEXT_CORPUS: "the text above", UPLOAD_CORPUS: "upload a .txt file"}
-    default = "shakespeare" if cached_corpus_path("shakespeare").is_file() else "toy-english"
-    st.session_state.setdefault("tok_corpus", default)
     name = st.selectbox("Training corpus", options, key="tok_corpus", persist_state=KEEP,
                         format_func=lambda n: names.get(n, n))
-    if name == TEXT_CORPUS:
-        return (text or None), "the text above"
     if name == UPLOAD_CORPUS:
-        return upload_ui()
-    info = infos[name]
-    st.caption(info.description)
-    if info.kind == "download" and not cached_corpus_path(name).is_file():
-        return download_ui(name)
-    try:
-        return corpus_text(name, current_seed()), f"{name} (seed {current_seed()})"
-    except CorpusError as exc:
-        st.error(in_app_words(exc))
-        return None, name
+        upload_ui()
+    elif name in infos:
+        st.caption(infos[name].description)
+        if infos[name].kind == "download" and not cached_corpus_path(name).is_file():
+            corpus_missing_ui(name, "tok_corpus_missing")
+            return Corpus(None, name)
+    corpus = chosen_corpus(name, text)
+    if corpus.problem and name == UPLOAD_CORPUS:
+        st.info(corpus.problem)
+    elif corpus.problem:
+        st.error(corpus.problem)
+    return corpus
 
 
-def upload_ui() -> tuple[str | None, str]:
+def upload_ui() -> None:
+    """A file to train on; a good one is kept (name, text) for the Compare tab and later reruns,
+    where the file widget is not drawn and so holds nothing."""
     upload = st.file_uploader("Corpus (UTF-8 .txt, at most 5 MB)", type=["txt"], key="tok_upload")
     if upload is None:
-        st.info("Upload a text file to train the BPE on it.")
-        return None, "an upload"
+        if st.session_state.get(UPLOADED):
+            st.caption(f"Training on {st.session_state[UPLOADED][0]}, uploaded earlier; upload "
+                       "another file to replace it.")
+        return
     try:
-        return read_user_text(upload.getvalue(), max_bytes=MAX_UPLOAD_BYTES), upload.name
+        st.session_state[UPLOADED] = (upload.name, read_user_text(upload.getvalue(), max_bytes=MAX_UPLOAD_BYTES))
     except CorpusError as exc:
         st.error(in_app_words(exc))
-        return None, upload.name
+        st.session_state.pop(UPLOADED, None)  # never train on the previous file under this name
 
 
-def download_ui(name: str) -> tuple[str | None, str]:
-    """A corpus not cached yet: the same Download-or-upload as every page that needs one."""
-    corpus_missing_ui(name, "tok_corpus_missing")
-    return None, name
+def bpe_for(corpus: Corpus) -> tuple[BPETokenizer | None, str | None]:
+    """(The BPE trained on ``corpus`` at the chosen vocabulary size (cached), None) or (None,
+    why not)."""
+    if not corpus.text:
+        return None, None
+    try:
+        return trained_bpe(corpus.text, st.session_state["tok_vocab"]), None
+    except TokenizerError as exc:
+        return None, f"Cannot train on this corpus: {exc}"
 
 
 def bpe_ui(text: str) -> tuple[BPETokenizer | None, str | None]:
@@ -192,26 +245,32 @@ def bpe_ui(text: str) -> tuple[BPETokenizer | None, str | None]:
     learned. Either may be None (the page then says why)."""
     left, right = st.columns([2, 1])
     with left:
-        corpus, corpus_name = corpus_ui(text)
-    st.session_state.setdefault("tok_vocab", 512)
+        corpus = corpus_ui(text)
     vocab_size = right.slider("Vocabulary size", 256, 4096, step=32, key="tok_vocab",
                               persist_state=KEEP,
                               help="256 byte tokens + one token per merge.")
-    if not corpus:
+    if not corpus.text:
         right.caption("No corpus yet: the BPE appears once one is chosen.")
         return None, None
-    try:
-        bpe = trained_bpe(corpus, vocab_size)
-    except TokenizerError as exc:
-        st.error(f"Cannot train on this corpus: {exc}")
-        return None, corpus
-    note = (f"Trained on {corpus_name}: {len(corpus):,} characters → 256 byte tokens + "
+    bpe, problem = bpe_for(corpus)
+    if bpe is None:
+        st.error(problem)
+        return None, corpus.text
+    note = (f"Trained on {corpus.description}: {len(corpus.text):,} characters → 256 byte tokens + "
             f"{len(bpe.merges):,} merges = {bpe.vocab_size:,} tokens.")
     if len(bpe.merges) < vocab_size - 256:
         note += (" Training stopped early: every word of this corpus is already one token, so "
                  "there was nothing left to merge.")
     right.caption(note)
-    return bpe, corpus
+    return bpe, corpus.text
+
+
+def bpe_from_settings(text: str) -> tuple[BPETokenizer | None, str | None, str | None]:
+    """For the Compare tab, the BPE tab closed: (the BPE its settings give, its corpus, why
+    there is none), drawing nothing."""
+    corpus = chosen_corpus(st.session_state["tok_corpus"], text)
+    bpe, problem = bpe_for(corpus)
+    return bpe, corpus.text, problem or corpus.problem
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +278,8 @@ def bpe_ui(text: str) -> tuple[BPETokenizer | None, str | None]:
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve(choice: str, text: str, bpe: BPETokenizer | None, char_corpus: str | None,
-            unavailable: dict[str, str | None]) -> tuple[str, Tokenizer | None]:
+def resolve(choice: str, text: str, bpe: BPETokenizer | None, bpe_problem: str | None,
+            char_corpus: str | None, unavailable: dict[str, str | None]) -> tuple[str, Tokenizer | None]:
     """(title, tokenizer) for a choice; a None tokenizer means the card explained why."""
     if choice == "char":
         return "char", char_tokenizer(text, char_corpus)
@@ -228,7 +287,8 @@ def resolve(choice: str, text: str, bpe: BPETokenizer | None, char_corpus: str |
         return "byte", ByteTokenizer()
     if choice == "bpe":
         if bpe is None:
-            st.info("Choose a training corpus below to train the BPE.")
+            st.info(f"{bpe_problem + ' ' if bpe_problem else ''}Choose a training corpus in the "
+                    f"“{TABS[1]}” tab to train the BPE.")
         return (bpe.name if bpe else "bpe"), bpe
     if choice == "run":
         return run_tokenizer(text)
@@ -302,30 +362,26 @@ def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
         f" · vocabulary {tok.vocab_size:,}"
     )
     drawing.note(result)
-    st.html(drawing.html(text, result, tok))
-    shown = result.ids[:MAX_LISTED_IDS]  # one plain text block: cheap to draw, unlike spans
-    more = f", … {result.n_tokens - len(shown):,} more" if result.n_tokens > len(shown) else ""
-    st.code(", ".join(map(str, shown)) + more, language=None, wrap_lines=True, height=110)
+    # the ids go in the same element, folded: one element less for the browser to draw per card
+    st.html(drawing.html(text, result, tok) + pg.token_ids_html(result.ids, MAX_LISTED_IDS))
 
 
 def comparison_ui(text: str, tokenizers: dict[str, Tokenizer]) -> None:
     st.subheader("Side by side: sequence length against vocabulary size")
     rows = compare(text, tokenizers, count=lambda tok, t: pg.TOKENIZED.tokenize(tok, t).n_tokens)
-    table = pd.DataFrame(rows)
-    if table["error"].isna().all():
-        table = table.drop(columns="error")
-    st.dataframe(table, hide_index=True, width="stretch", key="tok_compare_table")
-    st.plotly_chart(tidy_log_axes(pg.comparison_figure(rows)), width="stretch", key="tok_compare_chart")
+    st.html(pg.comparison_table_html(rows))
     st.caption(
+        "Each bar is its value against the column's largest (vocabulary sizes on a log scale). "
         "A bigger vocabulary buys fewer, longer tokens — more text fits in a model's block_size "
-        "(chars_per_block: how much of this text fits in 64 tokens) — at the price of a bigger "
-        "embedding table and rarer tokens. Byte-level models such as MegaByte take the other "
-        "end: 256 tokens, the longest sequences, and patches to keep attention affordable."
+        "(characters in 64 tokens) — at the price of a bigger embedding table and rarer tokens. "
+        "Byte-level models such as MegaByte take the other end: 256 tokens, the longest "
+        "sequences, and patches to keep attention affordable."
     )
 
 
 def results_ui(chosen: list[str], text: str, drawing: Drawing, bpe: BPETokenizer | None,
-               corpus_for_char: str | None, unavailable: dict[str, str | None]) -> None:
+               bpe_problem: str | None, corpus_for_char: str | None,
+               unavailable: dict[str, str | None]) -> None:
     if not text:
         st.info("Type or paste some text above to see it tokenized.")
         return
@@ -336,7 +392,7 @@ def results_ui(chosen: list[str], text: str, drawing: Drawing, bpe: BPETokenizer
     for choice in chosen:
         with st.container(border=True):
             st.markdown(f"#### {choice_label(choice, unavailable)}")
-            title, tok = resolve(choice, text, bpe, corpus_for_char, unavailable)
+            title, tok = resolve(choice, text, bpe, bpe_problem, corpus_for_char, unavailable)
             if tok is not None:
                 card(title, tok, text, drawing)
                 usable[title if title not in usable else f"{title} ({choice})"] = tok
@@ -432,22 +488,24 @@ st.title("Tokenizer playground")
 st.html(pg.TOKEN_CSS)  # once for every token view below (each view leaves it out)
 st.markdown(
     "A model never sees text, only token ids. Watch the same text cut by different tokenizers: "
-    "hover a token for its id and bytes. Then train your own byte-pair encoding below and replay "
-    "it merge by merge."
+    "hover a token for its id and bytes. Then train your own byte-pair encoding in the second "
+    "tab and replay it merge by merge."
 )
 text = text_ui()
 unavailable = tiktoken_status()
 chosen, drawing, char_source = picker_ui(unavailable)
-results = st.container()  # filled at the end: the BPE it shows is set up further down
-
-st.header("Train your own BPE")
-bpe, corpus = bpe_ui(text)
-if bpe is not None:
-    replay_ui(bpe, text, drawing)
-    download_ui_for(bpe)
-    show_source(learn_merges, "Source: how the merges are learned")
-    show_source(bpe_merge_steps, "Source: how a word is cut with the merges")
-
-with results:
-    results_ui(chosen, text, drawing, bpe, corpus if char_source == "the BPE corpus" else None,
-               unavailable)
+bpe_defaults()
+compare_tab, bpe_tab = st.tabs(TABS, key="tok_tab", on_change="rerun")  # only the open one runs
+if compare_tab.open:
+    with compare_tab:
+        bpe, corpus, problem = bpe_from_settings(text)
+        results_ui(chosen, text, drawing, bpe, problem,
+                   corpus if char_source == "the BPE corpus" else None, unavailable)
+if bpe_tab.open:
+    with bpe_tab:
+        bpe, corpus = bpe_ui(text)
+        if bpe is not None:
+            replay_ui(bpe, text, drawing)
+            download_ui_for(bpe)
+            show_source(learn_merges, "Source: how the merges are learned")
+            show_source(bpe_merge_steps, "Source: how a word is cut with the merges")

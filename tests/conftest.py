@@ -32,6 +32,18 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No tiktoken files and no downloads, whatever this machine has cached (the tokenizer
+    page's tests; a module that needs another kind of offline defines its own)."""
+    from toygpt.tokenizers import tiktoken_ as tiktoken_module
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-empty"))
+    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
+    monkeypatch.setattr(tiktoken_module, "_loaded", {})
+    monkeypatch.setattr(tiktoken_module, "_failures", {})
+
+
+@pytest.fixture
 def tiny_config() -> GPTConfig:
     return GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
+import math
 import re
 
 import pytest
@@ -16,6 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
+from tests.playground_page import (
+    BPE,
+    CELL,
+    COMPARE,
+    ROW,
+    bodies,
+    compare_rows,
+    open_page,
+    open_tab,
+    set_text,
+)
 from toygpt.data import load_corpus
 from toygpt.lessons import playground as pg
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, compare
@@ -116,13 +127,30 @@ def test_char_tokenizer_from_a_corpus_marks_what_it_lacks():
     assert page.count("tg-special") - pg.TOKEN_CSS.count("tg-special") == 2
 
 
-def test_comparison_figure_skips_rows_that_failed():
+def test_comparison_table_shows_failed_rows_and_scales_its_bars():
     text = "naïve"
-    rows = compare(text, {"byte": ByteTokenizer(), "char-ascii": CharTokenizer.from_text("nave")})
-    fig = pg.comparison_figure(rows)
-    assert len(fig.data) == 4
-    assert [list(bar.x) for bar in fig.data] == [["byte"]] * 4
-    assert list(fig.data[1].y) == [6]
+    rows = compare(text, {"byte": ByteTokenizer(), "char-ascii": CharTokenizer.from_text("nave"),
+                          "char": CharTokenizer.from_text(text)})
+    table = pg.comparison_table_html(rows)
+    cells = {name: dict(CELL.findall(body)) for name, body in ROW.findall(table)}
+    assert cells["byte"]["tokens"] == "6" and cells["char"]["tokens"] == "5"
+    assert cells["char-ascii"] == {}  # the failed row draws no bars, it says why
+    assert rows[1]["error"] and html.escape(rows[1]["error"]) in table.split('data-tokenizer="char-ascii"')[1]
+
+    def bar(name: str, column: str) -> float:
+        part = table.split(f'data-tokenizer="{name}"')[1].split(f'data-column="{column}"')[1]
+        return float(re.search(r"width:([\d.]+)%", part).group(1))
+    assert bar("byte", "tokens") == 100.0 and bar("char", "tokens") == round(100 * 5 / 6, 1)
+    # vocabulary sizes on a log scale: 256 against the largest (256) is full; 5 chars is log 5 / log 256
+    assert bar("byte", "vocab_size") == 100.0
+    assert bar("char", "vocab_size") == round(100 * math.log(5) / math.log(256), 1)
+
+
+def test_comparison_table_escapes_tokenizer_names_and_errors():
+    rows = [{"tokenizer": "<b>x</b>", "vocab_size": 3, "tokens": None, "chars_per_token": None,
+             "bytes_per_token": None, "chars_per_block": None, "error": "<img src=x onerror=alert(1)>"}]
+    table = pg.comparison_table_html(rows)
+    assert "<b>" not in table and "<img" not in table and "&lt;img" in table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,41 +158,9 @@ def test_comparison_figure_skips_rows_that_failed():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No tiktoken files and no downloads, whatever this machine has cached."""
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-empty"))
-    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
-    monkeypatch.setattr(tiktoken_module, "_loaded", {})
-    monkeypatch.setattr(tiktoken_module, "_failures", {})
-
-
-def open_page() -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=30)
-    at.run()
-    at.switch_page("pages/tokenizer.py").run()
-    assert not at.exception
-    return at
-
-
-def set_text(at: AppTest, text: str) -> AppTest:
-    at.text_area(key="tok_text").input(text).run()
-    assert not at.exception
-    return at
-
-
 def table_with(at: AppTest, column: str):
     """The first dataframe on the page with this column (AppTest does not keep their keys)."""
     return next(d.value for d in at.dataframe if column in d.value.columns)
-
-
-def compare_rows(at: AppTest) -> dict[str, int]:
-    table = table_with(at, "chars_per_block")
-    return dict(zip(table["tokenizer"], table["tokens"], strict=True))
-
-
-def bodies(at: AppTest) -> list[str]:
-    return [h.proto.body for h in at.html]
 
 
 def test_page_renders_the_sample_through_each_tokenizer(offline):
@@ -174,9 +170,12 @@ def test_page_renders_the_sample_through_each_tokenizer(offline):
     assert rows["byte"] == len(pg.SAMPLE_TEXT.encode("utf-8"))
     assert rows["char"] == len(pg.SAMPLE_TEXT)
     assert any(name.startswith("bpe-") for name in rows)
-    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert chart["data"][1]["y"] == [rows[name] for name in chart["data"][1]["x"]]
+    # each bar is its value against the column's largest: the byte row has the most tokens
+    (table,) = [b for b in bodies(at) if 'class="tg-compare"' in b]
+    byte_row = table.split('data-tokenizer="byte"')[1].split("</tr>")[0]
+    assert f'data-column="tokens" data-value="{rows["byte"]}"><span class="tg-bar" style="width:100.0%"' in byte_row
     assert sum('title="id ' in body for body in bodies(at)) >= 3  # one span view per tokenizer
+    assert not at.get("plotly_chart") and not at.dataframe  # the BPE tab is closed: nothing of it ran
 
 
 def test_tokenizing_updates_the_counts(offline):
@@ -190,7 +189,7 @@ def test_tokenizing_updates_the_counts(offline):
 
 
 def test_the_merge_slider_changes_the_tokenization(offline):
-    at = open_page()
+    at = open_tab(open_page(), BPE)
     at.selectbox(key="tok_corpus").select("toy-english").run()
     at = set_text(at, "the small fox chases a red ball .")
 
@@ -243,15 +242,16 @@ def test_o200k_base_offline_is_one_short_line_not_an_error(offline):
 def test_empty_text_and_no_merges_are_explained(offline):
     at = set_text(open_page(), "")
     assert any("Type or paste" in i.value for i in at.info)
+    at = open_tab(at, BPE)
     at.slider(key="tok_vocab").set_value(256).run()
     assert not at.exception
     assert any("no merges" in i.value for i in at.info)
 
 
 def test_char_vocabulary_from_the_corpus_shows_unknowns(offline):
-    at = open_page()
+    at = open_tab(open_page(), BPE)
     at.selectbox(key="tok_corpus").select("toy-english").run()
-    at = set_text(at, "the fox 🙂 café")
+    at = set_text(open_tab(at, COMPARE), "the fox 🙂 café")
     at.radio(key="tok_char_source").set_value("the BPE corpus").run()
     assert not at.exception
     assert any("<unk>" in c.value and "BPE corpus" in c.value for c in at.caption)
@@ -259,7 +259,7 @@ def test_char_vocabulary_from_the_corpus_shows_unknowns(offline):
 
 
 def test_training_on_an_uploaded_file_and_a_bad_upload(offline):
-    at = open_page()
+    at = open_tab(open_page(), BPE)
     at.selectbox(key="tok_corpus").select("__upload__").run()
     assert any("Upload a text file" in i.value for i in at.info)
     at.file_uploader(key="tok_upload").set_value(("latin1.txt", "café".encode("latin-1"), "text/plain"))
@@ -270,6 +270,18 @@ def test_training_on_an_uploaded_file_and_a_bad_upload(offline):
     at.run()
     assert not at.exception
     assert any("Trained on mine.txt" in c.value for c in at.caption)
+    # the Compare tab's BPE card trains on it too, where the file widget is not drawn
+    at = set_text(open_tab(at, COMPARE), "abab cdcd")
+    bpe_rows = {name: n for name, n in compare_rows(at).items() if name.startswith("bpe-")}
+    assert list(bpe_rows.values()) == [2]  # "abab" and " cdcd": both learned whole
+    # back on the BPE tab, the upload is still what it trains on
+    at = open_tab(at, BPE)
+    assert any("mine.txt, uploaded earlier" in c.value for c in at.caption)
+    assert any("Trained on mine.txt" in c.value for c in at.caption)
+    # a bad file next is refused, and the previous upload is not used under its name
+    at.file_uploader(key="tok_upload").set_value(("bad.txt", b"\xff\xfe", "text/plain")).run()
+    assert any("not UTF-8" in e.value for e in at.error)
+    assert not any("Trained on mine.txt" in c.value for c in at.caption)
 
 
 def test_the_active_runs_char_tokenizer_marks_what_the_model_cannot_read(offline, tiny_config):
@@ -308,11 +320,14 @@ def test_a_corpus_not_downloaded_is_fetched_only_on_request(offline, monkeypatch
         raise CorpusError(f"could not download {name} (test: offline)")
 
     monkeypatch.setattr(toygpt.data, "download_corpus", no_network)
-    at = open_page()
+    at = open_tab(open_page(), BPE)
     at.selectbox(key="tok_corpus").select("shakespeare").run()
     assert not at.exception and calls == []  # drawing the page never reaches for the network
     assert any("not on this machine" in w.value for w in at.warning)
+    at = open_tab(at, COMPARE)
     assert any("Choose a training corpus" in i.value for i in at.info)  # the BPE card waits
+    assert calls == []
+    at = open_tab(at, BPE)
     at.button(key="tok_corpus_missing_download").click().run()
     assert not at.exception and calls == ["shakespeare"]
     assert any("test: offline" in e.value for e in at.error)
@@ -321,7 +336,7 @@ def test_a_corpus_not_downloaded_is_fetched_only_on_request(offline, monkeypatch
 def test_a_missing_corpus_can_be_uploaded_here_as_on_the_training_page(offline, shakespeare_path):
     """Case 8 (issue 13): the playground offered only "Download shakespeare" (and, offline, a CLI
     command); every page that needs a corpus now offers the same checked upload."""
-    at = open_page()
+    at = open_tab(open_page(), BPE)
     at.selectbox(key="tok_corpus").select("shakespeare").run()
     upload = at.file_uploader(key="tok_corpus_missing_file")
     upload.set_value(("input.txt", b"not it", "text/plain")).run()
@@ -334,11 +349,11 @@ def test_a_missing_corpus_can_be_uploaded_here_as_on_the_training_page(offline, 
 
 
 def test_training_on_the_text_itself(offline):
-    at = open_page()
+    at = open_tab(open_page(), BPE)
     at.selectbox(key="tok_corpus").select("__text__").run()
     at = set_text(at, "low lower lowest " * 30)
     assert any(c.value.startswith("Trained on the text above") for c in at.caption)
-    rows = compare_rows(at)
+    rows = compare_rows(open_tab(at, COMPARE))
     # trained on this very text, every word (with its leading space) became one token:
     # 90 words + the final space, against 510 bytes
     assert rows[next(name for name in rows if name.startswith("bpe-"))] == 91
@@ -357,13 +372,15 @@ def test_how_many_tokens_are_drawn_is_the_users_choice(offline):
 
 
 def test_choices_survive_a_visit_to_another_page(offline):
-    at = set_text(open_page(), "hello again")
+    at = open_tab(set_text(open_page(), "hello again"), BPE)
     at.slider(key="tok_vocab").set_value(320).run()
     at.switch_page("pages/home.py").run()
     at.switch_page("pages/tokenizer.py").run()
     assert not at.exception
     assert at.text_area(key="tok_text").value == "hello again"
-    assert at.slider(key="tok_vocab").value == 320
+    assert next(n for name, n in compare_rows(open_tab(at, COMPARE)).items() if name.startswith("bpe-"))
+    assert at.session_state["tok_vocab"] == 320
+    assert open_tab(at, BPE).slider(key="tok_vocab").value == 320
 
 
 def test_a_cached_tiktoken_encoding_gets_a_card_like_the_others(offline, toy_bpe):

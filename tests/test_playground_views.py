@@ -22,10 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
+from tests.playground_page import BPE, COMPARE, compare_rows, open_page, open_tab, set_text
 from toygpt.data import load_corpus
 from toygpt.lessons import playground as pg
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, TokenizerError, compare
-from toygpt.tokenizers import tiktoken_ as tiktoken_module
 from toygpt.tokenizers.base import spans_from_token_bytes
 
 SPAN = re.compile(r'<span class="tg-c\d[^"]*" title="id (\d+) [^"]*">(.*?)</span>', re.S)
@@ -229,28 +229,15 @@ def test_a_new_tokenizer_never_sees_a_collected_ones_results():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-empty"))
-    monkeypatch.setenv("TOYGPT_OFFLINE", "1")
-    monkeypatch.setattr(tiktoken_module, "_loaded", {})
-    monkeypatch.setattr(tiktoken_module, "_failures", {})
-
-
-def open_page(text: str) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=60)
-    at.run()
-    at.switch_page("pages/tokenizer.py").run()
+def open_page_with(text: str) -> AppTest:
+    at = open_tab(open_page(timeout=60), BPE)
     at.selectbox(key="tok_corpus").select("toy-english").run()
-    at.text_area(key="tok_text").input(text).run()
-    assert not at.exception
-    return at
+    return set_text(open_tab(at, COMPARE), text)
 
 
 def test_page_draws_the_first_tokens_of_a_long_text_and_counts_all_of_it(offline):
-    at = open_page(LONG)
-    rows = {r["tokenizer"]: r["tokens"] for r in next(
-        d.value for d in at.dataframe if "chars_per_block" in d.value.columns).to_dict("records")}
+    at = open_page_with(LONG)
+    rows = compare_rows(at)
     assert rows["byte"] == len(LONG.encode()) and rows["char"] == len(LONG)
     notes = [c.value for c in at.caption if c.value.startswith("Drawn below:")]
     assert f"Drawn below: showing the first 500 of {len(LONG):,} tokens" in notes[0]
@@ -265,9 +252,16 @@ def test_page_draws_the_first_tokens_of_a_long_text_and_counts_all_of_it(offline
 
 
 def test_a_rerun_with_the_same_text_reuses_every_cut(offline):
-    at = open_page(LONG)
+    at = open_page_with(LONG)
     misses = pg.TOKENIZED.misses
     at.toggle(key="tok_show_ws").set_value(False).run()
     assert not at.exception
-    assert pg.TOKENIZED.misses == misses  # every card, the comparison and the replay hit
+    assert pg.TOKENIZED.misses == misses  # every card and the comparison hit
     assert any("not drawn" in h.proto.body for h in at.html)
+    at = open_tab(at, BPE)  # the replay starts at all merges: the BPE card's own cut
+    assert any("Your text after" in m.value for m in at.markdown)
+    assert pg.TOKENIZED.misses == misses
+    at.slider(key="tok_merge_k").set_value(10).run()
+    assert pg.TOKENIZED.misses == misses + 1  # a new number of merges is cut once ...
+    at.toggle(key="tok_show_ws").set_value(True).run()
+    assert pg.TOKENIZED.misses == misses + 1  # ... and then reused

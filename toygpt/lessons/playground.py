@@ -15,6 +15,7 @@ Streamlit. Read ``toygpt/tokenizers`` first: this file only arranges what they r
 from __future__ import annotations
 
 import html
+import math
 import sys
 import threading
 import unicodedata
@@ -23,8 +24,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import plotly.graph_objects as go
 
 from toygpt.limits import memory_budget
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, TokenizerError
@@ -66,6 +65,18 @@ TOKEN_CSS = (
     ".tg-tokens span.tg-special{outline:2px solid #dc2626;outline-offset:-2px}"
     ".tg-tokens span i{color:#6b7280;font-style:normal}"
     + "".join(f".tg-c{k}{{background:{c}}}" for k, c in enumerate(SPAN_COLOURS))
+    # the comparison table (comparison_table_html): a bar under each number, scrolls when narrow
+    + ".tg-compare-wrap{overflow-x:auto}"
+    ".tg-compare{border-collapse:collapse;width:100%;font-size:0.9rem}"
+    ".tg-compare th,.tg-compare td{padding:4px 10px 4px 0;border-bottom:1px solid #e5e4dc;"
+    "text-align:left;vertical-align:bottom}"
+    ".tg-compare td{white-space:nowrap}.tg-compare td[data-column]{min-width:4rem}"
+    ".tg-compare td .tg-bar{display:block;height:7px;min-width:2px;margin-bottom:3px;"
+    "background:#636efa;border-radius:2px}"
+    ".tg-compare td.tg-error{text-align:left;white-space:normal;color:#b91c1c}"
+    ".tg-ids{font-size:0.85rem;margin-top:4px}.tg-ids summary{cursor:pointer;color:#6b7280}"
+    ".tg-ids div{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;max-height:8rem;"
+    "overflow-y:auto;overflow-wrap:anywhere;padding:4px 0}"
     + "</style>"
 )
 
@@ -379,6 +390,18 @@ def drawn_note(n_tokens: int, max_tokens: int) -> str:
     return f"showing the first {max_tokens:,} of {n_tokens:,} tokens"
 
 
+def token_ids_html(ids: Sequence[int], limit: int) -> str:
+    """The token ids as one folded, comma-separated list (the first ``limit`` of them, and how
+    many more): plain text the browser does not lay out until it is opened.
+
+    >>> token_ids_html([104, 105, 33], 2)
+    '<details class="tg-ids"><summary>token ids</summary><div>104, 105, … 1 more</div></details>'
+    """
+    shown = ", ".join(map(str, ids[:limit]))
+    more = f", … {len(ids) - limit:,} more" if len(ids) > limit else ""
+    return f'<details class="tg-ids"><summary>token ids</summary><div>{shown}{more}</div></details>'
+
+
 def token_chips_html(labels: Sequence[str], css: bool = True) -> str:
     """Labels drawn as coloured chips side by side (for a word's pieces), HTML-escaped;
     ``css=False`` leaves out ``TOKEN_CSS`` (for a page that draws it once)."""
@@ -457,46 +480,55 @@ def _labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
 # 4. Several tokenizers side by side: the sequence-length vs vocabulary trade.
 # ---------------------------------------------------------------------------------------------
 
-COMPARED = (
-    ("vocab_size", "vocabulary size (log)"),
-    ("tokens", "tokens for this text"),
-    ("chars_per_token", "characters per token"),
-    ("bytes_per_token", "bytes per token"),
+COMPARED = (  # (column of compare's rows, header, bar on a log scale)
+    ("vocab_size", "vocabulary size", True),
+    ("tokens", "tokens for this text", False),
+    ("chars_per_token", "characters per token", False),
+    ("bytes_per_token", "bytes per token", False),
+    ("chars_per_block", "characters in 64 tokens", False),
 )
 
 
-def comparison_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Bars of vocabulary size, token count, chars/token and bytes/token per tokenizer.
+def comparison_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``compare``'s rows as one HTML table whose cells carry bars: read down a column to see a
+    bigger vocabulary buy fewer, longer tokens (more text per ``block_size``) at the price of a
+    bigger embedding table; byte-level models (MegaByte) take the other end.
 
-    ``rows`` are ``toygpt.tokenizers.compare``'s; rows with an ``error`` are left out. Read
-    left to right: a bigger vocabulary buys fewer, longer tokens (more text per ``block_size``)
-    at the price of a bigger embedding table — byte-level models (MegaByte) take the other end.
+    Each bar is its value over the column's largest; vocabulary sizes (256 to 200,019) are
+    drawn on a log scale, ``log(v) / log(largest)``, or the small ones would vanish. A row with
+    an ``error`` shows it across the row. Every value cell carries ``data-column`` and
+    ``data-value`` (the number unrounded), so a test or a script can read the table back.
 
-    The four panels are laid out by hand (one x/y axis pair per panel, side by side) rather
-    than with ``plotly.subplots.make_subplots``, which costs ~40 ms per call here: the page
-    redraws this figure on every keystroke-and-apply, with a 300 ms budget for everything.
+    One table is one element for the browser to draw: this replaced a data grid and a
+    four-panel plotly figure, which cost the page ~150 ms of the browser's time per rerun
+    (``bench/app_latency.py``), twice what all the token views together cost.
+
+    >>> html_ = comparison_table_html([{"tokenizer": "byte", "vocab_size": 256, "tokens": 4,
+    ...     "chars_per_token": 1.0, "bytes_per_token": 1.0, "chars_per_block": 64.0, "error": None}])
+    >>> 'data-column="tokens" data-value="4"' in html_
+    True
     """
     usable = [row for row in rows if not row.get("error")]
-    names = [str(row["tokenizer"]) for row in usable]
-    # Two panels by two: four side by side left each about 100 px in a narrow window, where the
-    # titles ran into each other and each panel's tick labels into its neighbour's bars.
-    gap_x, gap_y = 0.14, 0.22
-    width, height = (1 - gap_x) / 2, (1 - gap_y) / 2
-    layout: dict[str, Any] = {
-        "height": 560, "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
-        "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "showlegend": False, "annotations": [],
-    }
-    bars = []
-    for panel, (key, title) in enumerate(COMPARED):
-        suffix = str(panel + 1) if panel else ""  # plotly names the axes x, x2, x3, ...
-        left, bottom = (panel % 2) * (width + gap_x), (1 - panel // 2) * (height + gap_y)
-        layout[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}", "automargin": True}
-        layout[f"yaxis{suffix}"] = {"domain": [bottom, bottom + height], "anchor": f"x{suffix}",
-                                    "type": "log" if panel == 0 else "linear", "automargin": True}
-        layout["annotations"].append({"text": title, "x": left + width / 2, "y": bottom + height, "xref": "paper",
-                                      "yref": "paper", "showarrow": False, "yanchor": "bottom"})
-        values = [row[key] for row in usable]
-        bars.append(go.Bar(x=names, y=values, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
-                           text=[f"{v:,.3g}" for v in values], textposition="auto",
-                           marker_color="#636EFA", hovertemplate="%{x}: %{y:,}<extra></extra>"))
-    return go.Figure(data=bars, layout=layout)
+    largest = {key: max((row[key] for row in usable), default=0) for key, _, _ in COMPARED}
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in COMPARED)
+    out = [f'<div class="tg-compare-wrap"><table class="tg-compare"><thead><tr><th>tokenizer</th>{head}'
+           "</tr></thead><tbody>"]
+    for row in rows:
+        name = html.escape(str(row["tokenizer"]))
+        if row.get("error"):
+            out.append(f'<tr data-tokenizer="{name}"><td>{name}</td><td colspan="{len(COMPARED)}" '
+                       f'class="tg-error">{html.escape(str(row["error"]))}</td></tr>')
+            continue
+        cells = []
+        for key, _, log in COMPARED:
+            value, top = row[key], largest[key]
+            if log:
+                share = math.log(max(value, 1)) / math.log(top) if top > 1 else 1.0
+            else:
+                share = value / top if top else 0.0
+            shown = f"{value:,.3g}" if isinstance(value, float) else f"{value:,}"
+            cells.append(f'<td data-column="{key}" data-value="{value}"><span class="tg-bar" '
+                         f'style="width:{100 * share:.1f}%"></span>{shown}</td>')
+        out.append(f'<tr data-tokenizer="{name}"><td>{name}</td>{"".join(cells)}</tr>')
+    out.append("</tbody></table></div>")
+    return "".join(out)
