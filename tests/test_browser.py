@@ -106,27 +106,37 @@ def server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
+def browser_fixture():
+    """A module's ``browser`` fixture: one Chromium for all its tests (``browser =
+    browser_fixture()`` at module level; the test is skipped where playwright is missing)."""
+
+    @pytest.fixture(scope="module")
+    def browser():
+        """Debian's Chromium, shared by the module's tests."""
+        with launched_chromium() as chromium:
+            yield chromium
+
+    return browser
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+def window_fixture(height: int, width: int = 1400):
+    """A fixture giving each test a fresh window of ``width`` × ``height`` px (its own browser
+    context, so its own Streamlit session), closed after the test: ``page = window_fixture(900)``
+    at module level; the fixture's name is the name it is given there. Needs ``browser``."""
+
+    @pytest.fixture
+    def window(browser):
+        """A fresh browser window of the size the module chose (window_fixture)."""
+        context = browser.new_context(viewport={"width": width, "height": height})
+        yield context.new_page()
+        context.close()
+
+    return window
 
 
-@pytest.fixture
-def narrow_page(browser):
-    """A narrow window (800 px): where charts and their labels run out of room first."""
-    context = browser.new_context(viewport={"width": 800, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+browser = browser_fixture()
+page = window_fixture(height=900)
+narrow_page = window_fixture(height=900, width=800)  # where charts and their labels run out of room first
 
 
 def wait_idle(page, timeout: float = 60_000) -> None:
@@ -193,6 +203,19 @@ def set_number(page, key: str, value: int) -> None:
     box = page.locator(f".st-key-{key} input")
     box.fill(str(value))
     box.press("Enter")
+    wait_idle(page)
+
+
+def run_quick_look(page, experiment: str, title: str) -> None:
+    """On the Concepts lab page: open ``experiment`` (its button says ``title``), tick its tiny
+    setting, press Run and wait until its charts are drawn."""
+    page.locator(".st-key-lab_experiment button", has_text=title).first.click()
+    wait_idle(page)
+    page.locator(f".st-key-lab_{experiment}_tiny label").first.click()
+    wait_idle(page)
+    page.locator(f".st-key-lab_{experiment}_run button").first.click()
+    charts = page.locator(f".st-key-lab_{experiment}_charts [data-testid='stPlotlyChart']")
+    charts.first.wait_for(timeout=180_000)
     wait_idle(page)
 
 
@@ -310,14 +333,7 @@ def test_a_learners_walk_shows_true_numbers_and_leaves_a_clean_log(server, page)
     screenshot(page, "walk-6-logit-lens")
 
     go_to(page, "Concepts lab")
-    page.locator(".st-key-lab_experiment button", has_text="Pre-LN vs post-LN").first.click()
-    wait_idle(page)
-    page.locator(".st-key-lab_norm_position_tiny label").first.click()
-    wait_idle(page)
-    page.locator(".st-key-lab_norm_position_run button").first.click()
-    charts = page.locator(".st-key-lab_norm_position_charts [data-testid='stPlotlyChart']")
-    charts.first.wait_for(timeout=180_000)
-    wait_idle(page)
+    run_quick_look(page, "norm_position", "Pre-LN vs post-LN")
     assert "What this run showed. Quick look: a tiny setting for trying the page, not for conclusions" in page_text(page)
     assert_no_exception(page, "lab (result)")
     screenshot(page, "walk-7-lab")

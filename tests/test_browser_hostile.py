@@ -20,8 +20,8 @@ from test_browser import (
     CHROMIUM,
     PAGES,
     assert_no_exception,
+    browser_fixture,
     choose,
-    launched_chromium,
     open_page,
     streamlit_server,
     wait_idle,
@@ -49,10 +49,7 @@ def server(tmp_path_factory):
         yield url, proc, home
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
+browser = browser_fixture()
 
 
 def visitor(browser):

@@ -10,12 +10,14 @@ import pytest
 from test_browser import (
     CHROMIUM,
     assert_no_exception,
-    launched_chromium,
+    browser_fixture,
     open_page,
+    run_quick_look,
     screenshot,
     set_number,
     streamlit_server,
     wait_idle,
+    window_fixture,
 )
 
 pytestmark = [
@@ -44,18 +46,8 @@ def offline_server(offline_home):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    yield page
-    context.close()
+browser = browser_fixture()
+page = window_fixture(height=1000)
 
 
 def test_playground_shows_gpt2_and_cl100k_base_spans(offline_server, offline_home, page):
@@ -73,14 +65,7 @@ def test_playground_shows_gpt2_and_cl100k_base_spans(offline_server, offline_hom
 
 def test_lab_tokenization_quick_look_includes_gpt2(offline_server, page):
     open_page(page, offline_server, "lab")
-    page.locator(".st-key-lab_experiment button", has_text="Tokenization").first.click()
-    wait_idle(page)
-    page.locator(".st-key-lab_tokenization_tiny label").first.click()
-    wait_idle(page)
-    page.locator(".st-key-lab_tokenization_run button").first.click()
-    charts = page.locator(".st-key-lab_tokenization_charts [data-testid='stPlotlyChart']")
-    charts.first.wait_for(timeout=180_000)
-    wait_idle(page)
+    run_quick_look(page, "tokenization", "Tokenization")
     assert_no_exception(page, "lab tokenization (offline)")
     reading = page.get_by_text("tokens per character:").first.inner_text()
     assert "gpt2" in reading and "Left out" not in reading

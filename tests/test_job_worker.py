@@ -11,11 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_for
 from toygpt import lab, runs
 from toygpt.job_process import WorkerSettings, signal_name
 from toygpt.jobs import JobRegistry
@@ -42,13 +42,6 @@ def spec(**changes) -> TrainSpec:
     return TrainSpec(**{"corpus": "copy", "model": preset("nano"), "train": QUICK, **changes})
 
 
-def wait_for(predicate, timeout: float = START_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_a_worker_job_reports_what_a_thread_job_reports(registry):
     job = registry.start(spec(name="in-a-process"))
     assert job.wait(START_S)
@@ -66,7 +59,7 @@ def test_a_worker_job_reports_what_a_thread_job_reports(registry):
 
 def test_progress_shows_while_the_worker_trains_and_it_runs_niced(registry):
     job = registry.start(spec(train=LONG, name="watched"))
-    wait_for(lambda: job.snapshot().step >= 3)
+    wait_for(lambda: job.snapshot().step >= 3, START_S)
     snap = job.snapshot()
     assert snap.status == "running" and not snap.done and snap.run_id == "watched"
     assert snap.loss is not None and snap.tokens_per_s > 0 and snap.stage.startswith("step ")
@@ -78,7 +71,7 @@ def test_progress_shows_while_the_worker_trains_and_it_runs_niced(registry):
 
 def test_stop_pressed_twice_saves_a_resumable_run_within_seconds(registry):
     job = registry.start(spec(train=LONG, name="stoppable"))
-    wait_for(lambda: job.snapshot().step >= 3)
+    wait_for(lambda: job.snapshot().step >= 3, START_S)
     job.stop()
     job.stop()  # a second press changes nothing
     assert job.status in ("stopping", "stopped")
@@ -98,7 +91,7 @@ def test_stop_while_the_worker_starts_is_not_lost(registry):
 
 def test_a_killed_worker_is_a_failure_with_a_message_not_a_hang(registry):
     job = registry.start(spec(train=LONG, name="killed"))
-    wait_for(lambda: job.snapshot().step >= 2)
+    wait_for(lambda: job.snapshot().step >= 2, START_S)
     os.kill(job.worker_pid, signal.SIGKILL)
     assert job.wait(30)
     snap = job.snapshot()
@@ -164,7 +157,7 @@ def test_a_lab_experiment_runs_in_a_worker_too():
 
 def test_a_lab_experiment_in_a_worker_stops_and_saves_nothing():
     job = lab.LabJob("positions", lab.tiny_params("positions", steps=5000), worker=WorkerSettings()).start()
-    wait_for(lambda: job.snapshot().progress > 0)
+    wait_for(lambda: job.snapshot().progress > 0, START_S)
     job.stop()
     assert job.wait(60)
     assert job.status == "stopped" and job.snapshot().run_id is None and lab.lab_runs() == []
@@ -215,7 +208,7 @@ def test_a_spare_worker_takes_the_next_job_with_the_servers_settings_of_now(tmp_
         assert job.worker_pid == spare
         assert job.wait(START_S) and job.status == "finished"
         assert (tmp_path / "runs-set-later" / "warm" / "run.json").is_file()
-        wait_for(lambda: registry._spare is not None)  # the next one is started once this job ends
+        wait_for(lambda: registry._spare is not None, START_S)  # the next one is started once this job ends
         assert registry._spare.process.pid != spare and registry._spare.waiting
     finally:
         registry.close()
@@ -233,7 +226,7 @@ def test_a_worker_that_ignores_stop_is_killed_and_the_slot_freed():
     registry = JobRegistry(max_jobs=1, num_threads=1, worker=WorkerSettings(kill_after_s=1.0))
     try:
         job = registry.start(spec(train=LONG, name="frozen"))
-        wait_for(lambda: job.snapshot().step >= 2)
+        wait_for(lambda: job.snapshot().step >= 2, START_S)
         os.kill(job.worker_pid, signal.SIGSTOP)  # a worker stuck in a C call never reaches its next check
         job.stop()
         assert job.wait(30)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
+from tests.polling import wait_for
 from toygpt import runs
 from toygpt.jobs import JobRefused, JobRegistry
 from toygpt.model import preset
@@ -26,13 +26,6 @@ def registry():
 
 def spec(**changes) -> TrainSpec:
     return TrainSpec(**{"corpus": "copy", "model": preset("nano"), "train": QUICK, **changes})
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_job_runs_to_the_end_and_reports_everything(registry):

@@ -21,6 +21,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from pages._shared import FLASH_SHOWS, job_registry
+from tests.polling import wait_for
 from toygpt import data, runs
 from toygpt.checkpoint import save_checkpoint
 from toygpt.estimates import estimate
@@ -609,11 +610,8 @@ def test_the_runs_table_shows_a_running_jobs_own_step():
     nano_settings(at, seconds=600)
     click(at, "train_start")
     job = started_job(at)
-    deadline = time.monotonic() + WAIT_S
-    while job.snapshot().step < 15 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: job.snapshot().step >= 15, WAIT_S, what="the job to get going")
     before = job.snapshot().step
-    assert before >= 15, "the job did not get going"
     listed = runs_page()  # the table is drawn between the two readings
     after = job.snapshot().step
     row = table(listed).loc[job.snapshot().run_id]

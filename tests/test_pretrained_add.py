@@ -234,3 +234,34 @@ def test_missing_weights_are_explained_with_the_size_and_the_upload(cache, monke
         assert "Add GPT-2 weights" in str(error.value)
     with pytest.raises(PretrainedUnavailable, match="no pretrained weights named 'mine'.*pretrained add PATH"):
         load_pretrained("mine")
+
+
+def test_weights_a_user_names_that_cannot_be_had_are_bad_input_with_the_same_words(cache, hf_folder, capsys):
+    """`sample --run pretrained:NAME` and a fine-tune from pretrained:NAME (its memory check, then
+    loading the weights) raise ValueError, the error the CLI prints in one line and a job reports
+    as bad input, with load_pretrained's own explanation: weights that are not here, and weights
+    whose file changed since they were added (the shape still reads, the load refuses)."""
+    from toygpt.__main__ import main
+    from toygpt.cli.sample import load_for_sampling
+    from toygpt.pipeline import TrainSpec, build_training, estimated_memory
+
+    with pytest.raises(PretrainedUnavailable) as missing:
+        load_pretrained("mine")
+    fine_tune = TrainSpec(init_from="pretrained:mine", corpus="copy")
+    for attempt in (lambda: load_for_sampling("pretrained:mine"), lambda: estimated_memory(fine_tune),
+                    lambda: build_training(fine_tune)):  # fmt: skip
+        with pytest.raises(ValueError) as error:
+            attempt()
+        assert str(error.value) == str(missing.value) and not isinstance(error.value, PretrainedUnavailable)
+    assert main(["sample", "--run", "pretrained:mine"]) == 1
+    assert capsys.readouterr().err == f"error: {missing.value}\n"
+
+    assert cli_add(hf_folder[0], name="mine")[0] == 0
+    stored = cache / "mine" / "model.safetensors"
+    stored.write_bytes(stored.read_bytes()[:-1] + bytes([stored.read_bytes()[-1] ^ 1]))
+    with pytest.raises(PretrainedUnavailable, match="changed since they were added") as changed:
+        load_pretrained("mine")
+    for attempt in (lambda: load_for_sampling("pretrained:mine"), lambda: build_training(fine_tune)):
+        with pytest.raises(ValueError) as error:
+            attempt()
+        assert str(error.value) == str(changed.value) and not isinstance(error.value, PretrainedUnavailable)

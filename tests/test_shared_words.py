@@ -6,13 +6,13 @@ from __future__ import annotations
 import ast
 import doctest
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 import toygpt.formatting
 import toygpt.tokenizers.catalog
+from tests.polling import wait_for
 from toygpt import lab
 from toygpt.formatting import about, clock, human_bytes, human_count
 from toygpt.jobs import JobRegistry
@@ -227,9 +227,7 @@ def test_the_registry_says_which_runs_it_is_training():
     try:
         job = registry.start(TrainSpec(corpus="copy", model=preset("nano"), name="busy",
                                        train=TrainConfig(max_steps=100_000, eval_interval=1000, log_interval=1)))  # fmt: skip
-        deadline = time.monotonic() + 60
-        while job.snapshot().run_id is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: job.snapshot().run_id is not None, what="the job's run folder")
         assert registry.training_runs() == {"busy"}
     finally:
         registry.clear()

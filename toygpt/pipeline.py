@@ -121,13 +121,10 @@ def _fine_tune_source(run_id: str, text: str) -> tuple[GPT, Any]:
     """The model and tokenizer of run ``run_id`` (or of pretrained weights ``pretrained:NAME``),
     after checking the tokenizer can encode the new text (a char vocabulary lacks characters it
     never saw)."""
-    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, load_pretrained
+    from toygpt.pretrained import PRETRAINED_PREFIX, load_pretrained_reference
 
     if run_id.startswith(PRETRAINED_PREFIX):
-        try:
-            return load_pretrained(run_id.removeprefix(PRETRAINED_PREFIX))
-        except PretrainedUnavailable as exc:
-            raise ValueError(str(exc)) from None
+        return load_pretrained_reference(run_id)
     source = open_run(run_id)
     tokenizer = source.tokenizer()
     try:
@@ -271,13 +268,10 @@ def job_memory_parts(model_config: GPTConfig, config: TrainConfig, text: str | N
 
 def source_config(run_id: str) -> GPTConfig:
     """The model shape of run ``run_id``, or of pretrained weights ``pretrained:NAME``."""
-    from toygpt.pretrained import PRETRAINED_PREFIX, PretrainedUnavailable, pretrained_config
+    from toygpt.pretrained import PRETRAINED_PREFIX, pretrained_reference_config
 
     if run_id.startswith(PRETRAINED_PREFIX):
-        try:
-            return pretrained_config(run_id.removeprefix(PRETRAINED_PREFIX))
-        except PretrainedUnavailable as exc:
-            raise ValueError(str(exc)) from None
+        return pretrained_reference_config(run_id)
     return open_run(run_id).model_config()
 
 

@@ -671,3 +671,28 @@ def load_pretrained(name: str, cache_dir: str | Path | None = None) -> tuple[GPT
         return load_hf_folder(folder), tokenizer_from_dict(info.tokenizer)
     except (ValueError, OSError) as exc:
         raise PretrainedUnavailable(f"the weights of {name} in {folder} cannot be used: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _as_bad_input() -> Iterator[None]:
+    """Weights the user named that cannot be had are their input to fix: ``PretrainedUnavailable``
+    becomes a ``ValueError`` with the same message, the error the CLI and the jobs report as bad
+    input in one line."""
+    try:
+        yield
+    except PretrainedUnavailable as exc:
+        raise ValueError(str(exc)) from None
+
+
+def load_pretrained_reference(reference: str) -> tuple[GPT, Tokenizer]:
+    """``load_pretrained`` for ``reference`` = ``pretrained:NAME`` as a user typed it (``sample
+    --run``, a fine-tune's source run); ValueError saying what is missing and how to add it."""
+    with _as_bad_input():
+        return load_pretrained(reference.removeprefix(PRETRAINED_PREFIX))
+
+
+def pretrained_reference_config(reference: str) -> GPTConfig:
+    """``pretrained_config`` for ``reference`` = ``pretrained:NAME`` as a user typed it; the
+    same ValueError as ``load_pretrained_reference``."""
+    with _as_bad_input():
+        return pretrained_config(reference.removeprefix(PRETRAINED_PREFIX))

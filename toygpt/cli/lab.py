@@ -2,6 +2,7 @@
 longer than a page visit (overnight, or on a GPU); the result is saved as a run that the
 Concepts lab page lists and opens like one it ran itself.
 
+    python -m toygpt lab scaling --max-compute 1e13 --estimate   # how long it takes here, then run it
     python -m toygpt lab scaling --max-compute 1e13
     python -m toygpt lab scaling --sizes 1x32x2,2x64x4,4x128x4,4x192x6,6x256x8 --max-compute 1e15 --device cuda
 """
@@ -26,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scaling.add_argument("--sizes", default=None, metavar="LxCxH,...",
                          help="comma-separated sizes, e.g. 1x32x2,2x64x4 (default: the page's ladder)")
     scaling.add_argument("--max-compute", type=float_in(1e6, 1e21), default=None, metavar="FLOPS",
-                         help="the largest budget in training FLOPs (default: the page's, about 5 minutes on 2 cores)")
+                         help="the largest budget in training FLOPs (default: the page's; --estimate says "
+                              "how long a setting takes on this machine)")
     scaling.add_argument("--doublings", type=int_in(2, 30), default=None, help="budgets below the largest, each half the last")
     scaling.add_argument("--batch-size", type=int_in(1, 1024), default=None)
     scaling.add_argument("--block-size", type=int_in(2, 1024), default=None)
@@ -34,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scaling.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0)
     scaling.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     scaling.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch threads on the CPU")
+    scaling.add_argument("--estimate", action="store_true",
+                         help="print what this setting will cost here (training steps of its sizes timed "
+                              "just now) and exit without training")  # fmt: skip
     scaling.set_defaults(func=run_scaling)
 
 
@@ -52,7 +57,11 @@ def run_scaling(args: argparse.Namespace) -> int:
     if args.sizes:
         options["sizes"] = tuple(size.strip() for size in args.sizes.split(",") if size.strip())
     params = lab.scaling.ScalingParams(**{k: v for k, v in options.items() if v is not None})
-    print(f"Budget: {params.budget().text}", file=sys.stderr)
+    budget = f"Budget: {params.budget().text}"
+    if args.estimate:
+        print(budget)
+        return 0
+    print(budget, file=sys.stderr)
 
     def progress(event: dict) -> None:
         if event.get("type") == "metric":

@@ -22,7 +22,6 @@ from toygpt.sample import GenerationStats, encode_prompt, generate
 from toygpt.sampling import SamplingConfig
 
 MAX_SAMPLE_TOKENS = 1_000_000  # a long stream is fine on a terminal (Ctrl-C stops it); not endless
-PRETRAINED_PREFIX = "pretrained:"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,16 +59,12 @@ def resolve_run(run: str) -> Path:
 
 def load_for_sampling(run: str):  # -> (GPT, Tokenizer); imports kept here so --help stays fast
     from toygpt.checkpoint import load_checkpoint
+    from toygpt.pretrained import PRETRAINED_PREFIX, load_pretrained_reference
     from toygpt.tokenizers import tokenizer_from_dict
     from toygpt.tokenizers.base import check_model_vocab_size
 
     if run.startswith(PRETRAINED_PREFIX):
-        from toygpt.pretrained import PretrainedUnavailable, load_pretrained
-
-        try:
-            return load_pretrained(run.removeprefix(PRETRAINED_PREFIX))
-        except PretrainedUnavailable as exc:
-            raise ValueError(str(exc)) from None
+        return load_pretrained_reference(run)
     directory = resolve_run(run)
     checkpoint = load_checkpoint(directory)
     if checkpoint.tokenizer is None:
