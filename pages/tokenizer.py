@@ -31,7 +31,7 @@ from pages._shared import (
     show_source,
 )
 from toygpt.data import CorpusError, cached_corpus_path, list_corpora, load_corpus, read_user_text
-from toygpt.formatting import counted
+from toygpt.formatting import counted, short_number
 from toygpt.lessons import playground as pg
 from toygpt.tokenizers import (
     BPETokenizer,
@@ -124,12 +124,12 @@ class Drawing:
         return pg.token_spans_html(text, result, tok, show_whitespace=self.show_whitespace,
                                    max_tokens=self.max_tokens, css=False)
 
-    def note(self, result: pg.Tokenized) -> None:
+    def note(self, result: pg.Tokenized, ids: bool = True) -> None:
         """Say, above a view that does not draw every token, which ones it draws."""
         if result.n_tokens > self.max_tokens:
             st.caption(f"Drawn below: {pg.drawn_note(result.n_tokens, self.max_tokens)} (raise "
-                       "“Tokens drawn per tokenizer” to draw more); the counts and ids cover all "
-                       f"{result.n_tokens:,}.")
+                       f"“Tokens drawn per tokenizer” to draw more); the counts{' and ids' if ids else ''} "
+                       f"cover all {result.n_tokens:,}.")
 
 
 def picker_ui(unavailable: dict[str, str | None]) -> tuple[list[str], Drawing, str]:
@@ -257,7 +257,7 @@ def bpe_ui(text: str) -> tuple[BPETokenizer | None, str | None]:
                               persist_state=KEEP,
                               help="256 byte tokens + one token per merge.")
     if not corpus.text:
-        right.caption("No corpus yet: the BPE appears once one is chosen.")
+        right.caption("No corpus to train on yet: the BPE appears once there is one.")
         return None, None
     bpe, problem = bpe_for(corpus)
     if bpe is None:
@@ -358,7 +358,7 @@ def tiktoken_tokenizer(name: str, reason: str | None) -> Tokenizer | None:
     return None
 
 
-def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
+def card(title: str, tok: Tokenizer, text: str, drawing: Drawing, vocab_size: int) -> None:
     try:
         result = pg.TOKENIZED.tokenize(tok, text)
     except TokenizerError as exc:
@@ -367,8 +367,8 @@ def card(title: str, tok: Tokenizer, text: str, drawing: Drawing) -> None:
     st.markdown(
         f"**{counted(result.n_tokens, 'token')}** · {counted(result.n_chars, 'character')} · "
         f"{counted(result.n_bytes, 'byte')}"
-        f" · {result.chars_per_token:.2f} chars/token · {result.bytes_per_token:.2f} bytes/token"
-        f" · vocabulary {tok.vocab_size:,}"
+        f" · {short_number(result.chars_per_token)} chars/token · {short_number(result.bytes_per_token)} bytes/token"
+        f" · vocabulary {vocab_size:,}"
     )
     drawing.note(result)
     # the ids go in the same element, folded: one element less for the browser to draw per card
@@ -403,8 +403,11 @@ def results_ui(chosen: list[str], text: str, drawing: Drawing, bpe: BPETokenizer
             st.markdown(f"#### {choice_label(choice, unavailable)}")
             title, tok = resolve(choice, text, bpe, bpe_problem, corpus_for_char, unavailable)
             if tok is not None:
-                card(title, tok, text, drawing)
-                usable[title if title not in usable else f"{title} ({choice})"] = tok
+                # the active model's own tokenizer in the table and the card's vocabulary: the
+                # card may draw through a copy with a display-only <unk> (one id past the model's)
+                own = active_model().tokenizer if choice == "run" else tok
+                card(title, tok, text, drawing, own.vocab_size)
+                usable[title if title not in usable else f"{title} ({choice})"] = own
     if usable:
         comparison_ui(text, usable)
 
@@ -450,7 +453,7 @@ def replay_ui(bpe: BPETokenizer, text: str, drawing: Drawing) -> None:
         else:
             st.markdown(f"Your text after {counted(k, 'merge')}: **{counted(after.n_tokens, 'token')}** "
                         f"({after.n_bytes:,} bytes at merge 0).")
-            drawing.note(after)
+            drawing.note(after, ids=False)
             st.html(drawing.html(text, after, bpe))
     left, right = st.columns([3, 2])
     with left:

@@ -24,6 +24,7 @@ from tests.playground_page import (
     ROW,
     bodies,
     compare_rows,
+    comparison,
     open_page,
     open_tab,
     set_text,
@@ -301,7 +302,13 @@ def test_the_active_runs_char_tokenizer_marks_what_the_model_cannot_read(offline
     at.multiselect(key="tok_choice").set_value(["run"]).run()
     assert not at.exception
     assert any("could not read the whole text" in w.value for w in at.warning)
-    assert compare_rows(at) == {f"{run.id} (char)": 7}
+    # the card draws the text through a display-only <unk>; the table says the model cannot
+    # read it (no token count), and both give the model's own vocabulary, not one more
+    row = f"{run.id} (char)"
+    assert compare_rows(at) == {} and comparison(at) == {row: {}}
+    (table,) = [b for b in bodies(at) if 'class="tg-compare"' in b]
+    assert "not in this character vocabulary" in table.split(f'data-tokenizer="{row}"')[1]
+    assert any(f"vocabulary {tokenizer.vocab_size:,}" in m.value for m in at.markdown if "tokens**" in m.value)
 
 
 def test_huge_paste_is_capped_with_a_message(offline):
