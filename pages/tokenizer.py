@@ -5,8 +5,8 @@ UI only: the spans, replays and comparisons are computed by ``toygpt.lessons.pla
 tokenizers" (one card per tokenizer and the comparison table) and "Train your own BPE" (its
 corpus and vocabulary, the merge-by-merge replay, an unknown word cut into pieces).
 
-The tabs run lazily (``st.tabs(..., on_change="rerun")``): only the open one is computed and
-sent to the browser, so a new text redraws one tab's views, not both. In Chromium here the
+The tabs run lazily (``st.tabs`` given an ``on_change`` callback, which also keeps the open tab
+for the next visit): only the open one is computed and sent to the browser, so a new text redraws one tab's views, not both. In Chromium here the
 whole page took ~590 ms from Ctrl+Enter to painted for a 10,000-character text, half of it
 the browser drawing elements the text had not changed (``bench/app_latency.py``). The BPE
 that the Compare tab's card uses is set up from the BPE tab's settings, which keep their values
