@@ -34,7 +34,7 @@ from toygpt.lessons import playground as pg
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, compare
 from toygpt.tokenizers import tiktoken_ as tiktoken_module
 
-SPAN = re.compile(r'<span class="tg-c\d[^"]*" title="id (\d+) ')
+SPAN = re.compile(r'<span(?: class="[^"]*")? title="id (\d+) ')
 TEXT_SAMPLES = ["hello world", "héllo\n\twörld  ", "你好 🙂👍🏽 e\u0301", "<b>&amp;</b>", "a"]
 
 

@@ -28,7 +28,7 @@ from toygpt.lessons import playground as pg
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, TokenizerError, compare
 from toygpt.tokenizers.base import spans_from_token_bytes
 
-SPAN = re.compile(r'<span class="tg-c\d[^"]*" title="id (\d+) [^"]*">(.*?)</span>', re.S)
+SPAN = re.compile(r'<span(?: class="[^"]*")? title="id (\d+) [^"]*">(.*?)</span>', re.S)
 ODD = [
     "",
     "a",

@@ -65,7 +65,8 @@ TOKEN_CSS = (
     "padding:0;opacity:0.8}"
     ".tg-tokens span.tg-special{outline:2px solid #dc2626;outline-offset:-2px}"
     ".tg-tokens span i{color:#6b7280;font-style:normal}"
-    + "".join(f".tg-c{k}{{background:{c}}}" for k, c in enumerate(SPAN_COLOURS))
+    + "".join(f".tg-c{k},.tg-tokens>span:nth-child({len(SPAN_COLOURS)}n+{k + 1}){{background:{c}}}"
+              for k, c in enumerate(SPAN_COLOURS))
     # the comparison table (comparison_table_html): a bar under each number, scrolls when narrow
     + ".tg-compare-wrap{overflow-x:auto}"
     ".tg-compare{border-collapse:collapse;width:100%;font-size:0.9rem}"
@@ -340,7 +341,9 @@ def token_spans_html(text: str, tokenized: Tokenized, tokenizer: Tokenizer, *,
                      css: bool = True) -> str:
     """The text with one coloured span per token (hover: id, label, bytes), as HTML.
 
-    Neighbouring tokens get different colours. A token with an empty span (the tail bytes of a
+    Neighbouring tokens get different colours: the k-th span is coloured by ``TOKEN_CSS``'s
+    ``nth-child`` rules (k mod 8), not by a class of its own, since every attribute of every span
+    is work for the browser's HTML sanitiser on each redraw. A token with an empty span (the tail bytes of a
     character split across tokens) is drawn as a thin coloured bar after that character, so
     every token stays visible. Special tokens such as ``<unk>`` get a red outline. Only the
     first ``max_tokens`` are drawn (``drawn_note`` says how many of how many); ``css=False``
@@ -354,11 +357,11 @@ def token_spans_html(text: str, tokenized: Tokenized, tokenizer: Tokenizer, *,
     for k, (token_id, (start, end)) in enumerate(zip(tokenized.ids[:max_tokens], tokenized.spans, strict=False)):
         if token_id not in hovers:
             hovers[token_id] = html.escape(token_hover(tokenizer, token_id), quote=True)
-        classes = f"tg-c{k % len(SPAN_COLOURS)}"
-        classes += " tg-part" if start == end else ""
-        classes += " tg-special" if token_id in special else ""
+        # its colour comes from its position (TOKEN_CSS's nth-child rules), not a class
+        classes = ("tg-part " if start == end else "") + ("tg-special" if token_id in special else "")
+        attributes = f' class="{classes.strip()}"' if classes else ""
         body = visible_html(text[start:end], show_whitespace)
-        out.append(f'<span class="{classes}" title="{hovers[token_id]}">{body}</span>')
+        out.append(f'<span{attributes} title="{hovers[token_id]}">{body}</span>')
     if tokenized.n_tokens > max_tokens:
         out.append(f"<i> … {tokenized.n_tokens - max_tokens:,} more tokens not drawn "
                    f"({drawn_note(tokenized.n_tokens, max_tokens)})</i>")
