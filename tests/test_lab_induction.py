@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from toygpt import lab
+from toygpt.interventions import induction_scores
 from toygpt.lab import induction
 from toygpt.lab.induction import (
     THRESHOLD,
@@ -16,6 +17,7 @@ from toygpt.lab.induction import (
     pattern_steps,
     repeating_batch,
 )
+from toygpt.model import GPT, GPTConfig
 
 
 def test_repeating_batch_repeats_a_stretch_of_distinct_tokens():
@@ -109,3 +111,43 @@ def test_tiny_run_saves_and_reopens_with_its_numbers():
     again = lab.load_result(run_id)
     assert lab.reading(again) == lab.reading(result)
     assert len(lab.figures(again)) == 3
+
+
+def fixed_distance_model(distance: int, vocab: int = 8, block: int = 16) -> GPT:
+    """Two layers of one head, MLPs off: layer 0's head attends ``distance`` tokens back whatever
+    the tokens (a positional head, one-hot positions in wpe), layer 1's attends to itself."""
+    config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=2, n_head=1, n_embd=vocab + block, tie_embeddings=False)
+    model = GPT(config, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for ln in [model.transformer.ln_f] + [m for b in model.transformer.h for m in (b.ln_1, b.ln_2)]:
+            ln.weight.fill_(1.0)
+        model.transformer.wte.weight[:, :vocab] = torch.eye(vocab)
+        model.transformer.wpe.weight[:, vocab:] = torch.eye(block)
+        C = config.n_embd
+        for layer, back in ((0, distance), (1, 0)):
+            weight = model.transformer.h[layer].attn.c_attn.weight
+            for i in range(back, block):
+                weight[i, vocab + i] = 20.0  # query: my position ...
+                weight[C + i, vocab + i - back] = 1.0  # ... matches the key `back` positions earlier
+    return model.eval()
+
+
+def test_a_fixed_distance_head_is_not_counted_as_an_induction_head():
+    """On halves of one length a head attending 7 back lands on "the token after the earlier
+    copy" at every query of the repeat (the old evaluation called it formed at 0.99); scored over
+    the lab's three halves it stays under the mark, while a real induction head (matching the
+    token before each key) keeps ≈ 1 at every half."""
+    from tests.test_interventions import hand_built_induction_model
+
+    params = InductionParams(vocab=8, length=16, n_head=1, n_embd=24, eval_sequences=8)
+    assert induction.eval_halves(16) == [8, 6, 4]
+    positional = fixed_distance_model(7)
+    one_half = induction_scores(positional, induction.eval_sets(params)[0]).scores
+    assert one_half[0, 0].item() > 0.95
+    measured = induction.measure(positional, induction.eval_sets(params))
+    assert measured.scores.max().item() < 0.4 < THRESHOLD
+    real = induction.measure(hand_built_induction_model(), induction.eval_sets(params))
+    assert real.scores[1, 0].item() == pytest.approx(1.0, abs=0.02)
+    assert real.repeated_loss < 0.01

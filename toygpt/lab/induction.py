@@ -96,9 +96,12 @@ class InductionParams(ExperimentParams):
     def cost(self) -> tuple[float, str]:
         config = self.model_config()
         seconds = self.steps * step_seconds(config, self.batch_size, self.length)
-        seconds += self.evals * step_seconds(config, self.eval_sequences, self.length) / 2  # forward only
+        sets = len(eval_halves(self.length))  # each evaluation: a forward pass per set, then one per sequence (its SE)
+        seconds += self.evals * sets * step_seconds(config, self.eval_sequences, self.length) / 2
+        seconds += self.evals * sets * self.eval_sequences * step_seconds(config, 1, self.length) / 2
         text = (f"{self.steps} steps of a 2-layer model ({GPT(config).num_parameters():,} parameters) on repeating "
-                f"random letters, {self.evals} evaluations of {self.eval_sequences} sequences")  # fmt: skip
+                f"random letters, {self.evals} evaluations of {self.eval_sequences} sequences on each of "
+                f"{halves_text(self.length)}-letter halves")  # fmt: skip
         return seconds, text
 
 
@@ -138,9 +141,59 @@ def repeating_batch(vocab: int, length: int, batch: int, generator: torch.Genera
     return torch.stack(rows)
 
 
+def eval_halves(length: int) -> list[int]:
+    """The halves the heads are scored on: ``length // 2`` and two shorter ones, e.g. 16 → [16, 12, 8].
+
+    A head that attends a fixed distance back, whatever the tokens (a *positional* head, which
+    layer 0 can learn with no help), lands exactly on "the token after the earlier copy" when the
+    copy is that distance back, so on halves of one length it scores like an induction head
+    (probe here: a layer-0 head scored 0.93 at half 8 and 0.20 at half 5). Only matching tokens
+    finds the copy at every distance: averaged over three halves, a fixed-distance head scores
+    at most about 1/3, under ``THRESHOLD``."""
+    half = length // 2
+    step = max(1, half // 4)
+    return [half, max(2, half - step), max(2, half - 2 * step)]
+
+
+def eval_sets(params: InductionParams) -> list[torch.Tensor]:
+    """One batch of ``eval_sequences`` random halves repeated once per half of ``eval_halves``."""
+    return [repeated_random_tokens(params.vocab, half, params.eval_sequences, seed=params.seed + 1 + i)
+            for i, half in enumerate(eval_halves(params.length))]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One evaluation: ``scores`` (n_layer, nh) each head's induction score averaged over the
+    halves; the losses on halves of ``length // 2`` (the first set)."""
+
+    scores: torch.Tensor
+    first_half_loss: float
+    repeated_loss: float
+
+
+def measure(model: GPT, sets: list[torch.Tensor]) -> Measured:
+    """Induction scores of every head on each set of ``eval_sets``, averaged (n_layer, nh)."""
+    each = [induction_scores(model, tokens) for tokens in sets]
+    scores = torch.stack([m.scores for m in each]).mean(0)
+    return Measured(scores, each[0].first_half_loss, each[0].repeated_loss)
+
+
 def sequence_scores(model: GPT, tokens: torch.Tensor, layer: int, head: int) -> torch.Tensor:
     """Induction score of head (layer, head) on each sequence of ``tokens`` (B, 2·half): (B,)."""
     return torch.stack([induction_scores(model, row[None]).scores[layer, head] for row in tokens])
+
+
+def score_se(model: GPT, sets: list[torch.Tensor], layer: int, head: int) -> float:
+    """Standard error of head (layer, head)'s score averaged over the sets: the sets are
+    independent, so SE = sqrt(Σ SE_i²) / (number of sets)."""
+    errors = [standard_error(sequence_scores(model, tokens, layer, head).tolist()) or 0.0 for tokens in sets]
+    return math.sqrt(sum(e * e for e in errors)) / len(sets)
+
+
+def halves_text(length: int) -> str:
+    """``eval_halves`` in words: "16, 12 and 8"."""
+    *rest, last = eval_halves(length)
+    return f"{', '.join(map(str, rest))} and {last}"
 
 
 def formed_step(steps: list[int], best: list[float], threshold: float = THRESHOLD) -> int | None:
@@ -156,14 +209,14 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
     model = GPT(params.model_config(), seed=params.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(params.seed)
-    half = params.length // 2
-    eval_tokens = repeated_random_tokens(params.vocab, half, params.eval_sequences, seed=params.seed + 1)
+    sets = eval_sets(params)
+    eval_tokens = sets[0]  # halves of length // 2: the losses and the drawn pattern
     eval_at = sorted({round(i * params.steps / (params.evals - 1)) for i in range(params.evals)})
     steps, first, repeated, scores, snapshots, events = [], [], [], [], {}, []
     for step in range(params.steps + 1):
         if step in eval_at:
             model.eval()
-            measured = induction_scores(model, eval_tokens)
+            measured = measure(model, sets)
             steps.append(step)
             first.append(measured.first_half_loss)
             repeated.append(measured.repeated_loss)
@@ -198,14 +251,13 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
     for step in steps:
         probe.load_state_dict(snapshots[step])
         index = int(scores[steps.index(step)].argmax())
-        per_sequence = sequence_scores(probe, eval_tokens, *divmod(index, params.n_head))
-        best_se.append(standard_error(per_sequence.tolist()) or 0.0)
+        best_se.append(score_se(probe, sets, *divmod(index, params.n_head)))
     tokenizer = CharTokenizer.from_text(ALPHABET[: params.vocab])
     result = InductionResult(
         params=params.to_dict(), parameters=model.num_parameters(), steps=steps, first_half_loss=plain(first),
         repeated_loss=plain(repeated), scores=plain(torch.stack(scores)), best_score_se=plain(best_se),
         best_head=[layer, head], formed_at=formed, pattern_steps=chosen, patterns=plain(torch.stack(patterns)),
-        pattern_text=tokenizer.decode(eval_tokens[0].tolist()), uniform_score=rounded(uniform_induction_score(half)),
+        pattern_text=tokenizer.decode(eval_tokens[0].tolist()), uniform_score=rounded(sum(map(uniform_induction_score, eval_halves(params.length))) / 3),
         elapsed=rounded(time.perf_counter() - started),
     )  # fmt: skip
     config = TrainConfig(batch_size=params.batch_size, max_steps=params.steps, learning_rate=params.learning_rate,
@@ -267,8 +319,8 @@ def reading(result: InductionResult) -> str:
             f"{result.uniform_score:.2f}), and the loss on the repeated half from {result.repeated_loss[before]:.2f} to "
             f"{result.repeated_loss[at]:.2f} nats/token while the first half stayed near {result.first_half_loss[at]:.2f} "
             f"(guessing among {vocab} letters: {chance:.2f}).")  # fmt: skip
-    text += (f" At step {last}, layer {layer} head {head} scores {best[-1]:.2f} ± {final_se:.2f} on {half}-letter "
-             f"halves and the repeated half costs {result.repeated_loss[-1]:.2f} nats/token.")  # fmt: skip
+    text += (f" At step {last}, layer {layer} head {head} scores {best[-1]:.2f} ± {final_se:.2f} (averaged over halves "
+             f"of {halves_text(result.params['length'])} letters) and the repeated half costs {result.repeated_loss[-1]:.2f} nats/token.")  # fmt: skip
     if best[at] - THRESHOLD < CALL_RATIO * result.best_score_se[at]:
         text += (f" At the crossing the score is within {CALL_RATIO:g} standard errors (±{result.best_score_se[at]:.2f}) of the "
                  "mark, so the exact step is too close to call.")  # fmt: skip
