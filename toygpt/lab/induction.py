@@ -9,6 +9,8 @@ simplifies: a 2-layer GPT with its MLPs (not attention-only), trained from scrat
 letters only, each sequence a random stretch of ``4 .. length/2`` letters repeated until the
 window is full (the stretch's length varies, so a head that attends a fixed distance back
 cannot do the job; only matching the current token against the token before each key can).
+Each head's induction score is averaged over halves of three lengths for the same reason: on
+halves of one length a head attending a fixed distance back scores like an induction head.
 Snapshots are kept in memory at every evaluation and only the best head's pattern is saved.
 """
 
@@ -58,8 +60,8 @@ PATTERN_SNAPSHOTS = 4
 class InductionParams(ExperimentParams):
     """Train a 2-layer model (``n_head`` heads of ``n_embd`` channels) for ``steps`` steps on
     ``batch_size`` windows of ``length`` random letters from an alphabet of ``vocab`` that repeat
-    a stretch; evaluate ``evals`` times on ``eval_sequences`` random halves of ``length // 2``
-    letters repeated once."""
+    a stretch; evaluate ``evals`` times on ``eval_sequences`` random halves repeated once, for each
+    of three half lengths (``eval_halves``: ``length // 2`` and two shorter)."""
 
     steps: int = 2000
     vocab: int = 64
