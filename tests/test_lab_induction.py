@@ -63,7 +63,7 @@ def test_reading_names_the_step_and_the_numbers_around_it():
     text = induction.reading(fake_result([0.06, 0.2, 0.8, 0.95]))
     assert "between step 100 and step 200" in text
     assert "from 0.20 to 0.80" in text and "from 3.50 to 0.90" in text
-    assert "layer 0 head 1 scores 0.95 ± 0.01" in text
+    assert "layer 0 head 1 scores 0.95 ± 0.01 (averaged over halves of 16, 12 and 8 letters)" in text
     assert "too close to call" not in text
 
 
@@ -75,7 +75,8 @@ def test_reading_says_too_close_to_call_at_a_marginal_crossing():
 def test_reading_says_when_it_did_not_form():
     text = induction.reading(fake_result([0.06, 0.1, 0.2, 0.3], repeated=[4.1, 4.2, 4.3, 4.3]))
     assert text.startswith("Induction did not appear within 300 steps")
-    assert "reached 0.30" in text and "too close to call" not in text
+    assert "score (averaged over halves of 16, 12 and 8 letters) reached 0.30" in text
+    assert "too close to call" not in text
     assert "without an induction head" not in text  # 4.4 vs 4.3: no shortcut either
     shortcut = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.0, 2.5, 2.4]))
     assert "without an induction head" in shortcut and "ln 16 = 2.77" in shortcut
@@ -142,7 +143,8 @@ def test_a_fixed_distance_head_is_not_counted_as_an_induction_head():
     from tests.test_interventions import hand_built_induction_model
 
     params = InductionParams(vocab=8, length=16, n_head=1, n_embd=24, eval_sequences=8)
-    assert induction.eval_halves(16) == [8, 6, 4]
+    assert induction.eval_halves(16) == [8, 6, 4] and induction.eval_halves(32) == [16, 12, 8]
+    assert induction.eval_halves(8) == [4, 3, 2]  # the shortest window the lab takes
     positional = fixed_distance_model(7)
     one_half = induction_scores(positional, induction.eval_sets(params)[0]).scores
     assert one_half[0, 0].item() > 0.95

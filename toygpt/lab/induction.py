@@ -297,7 +297,8 @@ def reading(result: InductionResult) -> str:
     last = result.steps[-1]
     chance = math.log(vocab)
     if result.formed_at is None:
-        text = (f"Induction did not appear within {last} steps: the best head's score reached {best[-1]:.2f} "
+        text = (f"Induction did not appear within {last} steps: the best head's score (averaged over halves of "
+                f"{halves_text(result.params['length'])} letters) reached {best[-1]:.2f} "
                 f"(it counts as formed at {THRESHOLD}; attention spread evenly scores {result.uniform_score:.2f}), "
                 f"and the loss on the repeated half is {result.repeated_loss[-1]:.2f} nats/token against "
                 f"{result.first_half_loss[-1]:.2f} on the first half (guessing among {vocab} letters: {chance:.2f}).")  # fmt: skip
@@ -312,7 +313,8 @@ def reading(result: InductionResult) -> str:
                      "over heads and positions, not an induction head in Olsson et al.'s sense.")  # fmt: skip
         if abs(best[-1] - THRESHOLD) < CALL_RATIO * final_se:
             text += f" The final score is within {CALL_RATIO:g} standard errors (±{final_se:.2f}) of the mark: too close to call."
-        return text + " Train longer (more steps) to see whether it forms."
+        return text + (" Train longer (more steps) to see whether one forms; copying spread over several heads can also "
+                       "stay the model's answer.")  # fmt: skip
     at = result.steps.index(result.formed_at)
     before = max(0, at - 1)
     text = (f"Induction appeared between step {result.steps[before]} and step {result.formed_at} (evaluated every "
