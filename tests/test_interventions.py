@@ -266,3 +266,13 @@ def test_the_explorer_weighs_a_change_with_the_same_rule_as_the_lab():
     assert sureness(certainty.CALL_RATIO * se * 1.01, se).startswith("clear")
     assert sureness(certainty.CALL_RATIO * se * 0.99, se).startswith("too close to call")
     assert per_token_error(torch.tensor([0.5])) is None and "single token" in sureness(0.5, None)
+
+
+def test_a_shifted_induction_score_finds_a_head_that_looks_further_on():
+    """``shift`` s moves the key s tokens past the token after the earlier copy: a head attending
+    there scores 1 at its shift and 0 at the others; shifts outside 0 .. half − 1 are refused."""
+    half = 6
+    late = attending(2 * half, lambda t: t - half + 3 if t >= half else t)[None, None]
+    assert [induction_score_of(late, half, s).item() for s in range(4)] == [0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="shift"):
+        induction_score_of(late, half, half)

@@ -47,7 +47,8 @@ def test_pattern_steps_bracket_the_formation():
     assert pattern_steps([0, 10], None) == [0, 10]
 
 
-def fake_result(best: list[float], se: float = 0.01, repeated: list[float] | None = None) -> InductionResult:
+def fake_result(best: list[float], se: float = 0.01, repeated: list[float] | None = None, without: float = 6.9,
+                shifts: tuple[float, ...] = (0.02, 0.0, 0.45, 0.01)) -> InductionResult:  # fmt: skip
     steps = [0, 100, 200, 300]
     scores = [[[0.05, b], [0.02, 0.03]] for b in best]
     repeated = repeated or [4.1, 3.5, 0.9, 0.3]
@@ -55,7 +56,8 @@ def fake_result(best: list[float], se: float = 0.01, repeated: list[float] | Non
         params=InductionParams().to_dict(), parameters=1000, steps=steps, first_half_loss=[4.2, 4.3, 4.4, 4.4],
         repeated_loss=repeated, scores=scores, best_score_se=[se] * 4, best_head=[0, 1],
         formed_at=formed_step(steps, best), pattern_steps=[0, 300], patterns=[[[1.0, 0.0], [0.5, 0.5]]] * 2,
-        pattern_text="abab", uniform_score=0.08, elapsed=1.0,
+        pattern_text="abab", uniform_score=0.08, copying_head=[1, 3], copying_ablated_loss=without,
+        copying_shifts=list(shifts), elapsed=1.0,
     )  # fmt: skip
 
 
@@ -81,8 +83,15 @@ def test_reading_says_when_it_did_not_form():
     shortcut = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.0, 2.5, 2.4]))
     assert "without an induction head" in shortcut and "ln 16 = 2.77" in shortcut
     assert "does better than that" in shortcut  # 2.4 < ln 16: more than which letters appeared
+    assert "Switching off layer 1 head 3 alone raises the repeated half's loss from 2.40 to 6.90" in shortcut
+    assert "0.45 of its attention 2 letters further on than the letter after the earlier copy (0.02 there)" in shortcut
+    assert "displaced route" in shortcut
+    spread = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.0, 2.5, 2.4], without=2.9))
+    assert "No single head carries the copying" in spread and "from 2.40 to 2.90" in spread
+    thin = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.0, 2.5, 2.4], shifts=(0.2, 0.1)))
+    assert "attention on the letter after the earlier copy is 0.20" in thin and "displaced" not in thin
     bag = induction.reading(fake_result([0.06, 0.07, 0.07, 0.07], repeated=[4.1, 3.5, 3.2, 3.0]))
-    assert "learned which letters had appeared" in bag and "does better" not in bag
+    assert "learned which letters had appeared" in bag and "does better" not in bag and "Switching off" not in bag
 
     close = induction.reading(fake_result([0.06, 0.1, 0.2, 0.45], se=0.04))
     assert "too close to call" in close
@@ -153,3 +162,17 @@ def test_a_fixed_distance_head_is_not_counted_as_an_induction_head():
     real = induction.measure(hand_built_induction_model(), induction.eval_sets(params))
     assert real.scores[1, 0].item() == pytest.approx(1.0, abs=0.02)
     assert real.repeated_loss < 0.01
+
+
+def test_the_copying_head_is_found_by_switching_heads_off():
+    """In the hand-built model head (1, 0) copies: switching it off costs the repeated half
+    several nats, and its attention sits on the letter after the earlier copy (shift 0)."""
+    from tests.test_interventions import hand_built_induction_model
+
+    model = hand_built_induction_model()
+    sets = induction.eval_sets(InductionParams(vocab=8, length=16, n_head=2, n_embd=40, eval_sequences=8))
+    layer, head, without = induction.copying_head(model, sets)
+    assert (layer, head) == (1, 0) and without > 1.0 + induction.measure(model, sets).repeated_loss
+    shifts = induction.shift_scores(model, sets, 1, 0)
+    assert len(shifts) == induction.SHIFTS
+    assert shifts[0] == pytest.approx(1.0, abs=0.02) and max(shifts[1:]) < 0.02

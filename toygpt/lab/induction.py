@@ -29,8 +29,14 @@ import torch
 from plotly.subplots import make_subplots
 
 from toygpt.certainty import CALL_RATIO, standard_error
-from toygpt.inspection import attention_maps
-from toygpt.interventions import induction_scores, repeated_random_tokens, uniform_induction_score
+from toygpt.inspection import attention_maps, run_with_cache
+from toygpt.interventions import (
+    ablated_token_losses,
+    induction_score_of,
+    induction_scores,
+    repeated_random_tokens,
+    uniform_induction_score,
+)
 from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
@@ -54,6 +60,8 @@ ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + "+*
 THRESHOLD = 0.5  # "formed": the best head puts over half its attention on the right token
 SHORTEST_STRETCH = 4
 PATTERN_SNAPSHOTS = 4
+SHIFTS = 4  # where the copying head looks: the letter after the earlier copy and up to 3 further on
+CARRIES = 1.0  # nats: a head whose removal raises the repeated half's loss this much does the copying
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,9 @@ class InductionResult:
     patterns: list[list[list[float]]]  # (len(pattern_steps), 2·half, 2·half)
     pattern_text: str  # the evaluation sequence the patterns are drawn on
     uniform_score: float  # what evenly spread attention scores
+    copying_head: list[int]  # [layer, head], layer ≥ 1: the head whose removal hurts the repeated half most
+    copying_ablated_loss: float  # the repeated half's loss (nats/token) at the end with that head switched off
+    copying_shifts: list[float]  # its attention s = 0 .. SHIFTS − 1 letters after the induction score's key
     elapsed: float
     experiment: str = "induction-heads"
     artifacts: Artifacts | None = field(default=None, repr=False, compare=False)  # never saved
@@ -198,6 +209,30 @@ def halves_text(length: int) -> str:
     return f"{', '.join(map(str, rest))} and {last}"
 
 
+def copying_head(model: GPT, sets: list[torch.Tensor]) -> tuple[int, int, float]:
+    """The head of layer ≥ 1 whose removal (its output set to 0) raises the loss on the repeated
+    halves of ``sets[0]`` the most: (layer, head, that loss in nats/token). Layer 0 cannot copy
+    from the earlier copy by itself: its keys know only their own letter and position."""
+    tokens = sets[0]
+    half = tokens.shape[1] // 2
+    losses = {(layer, head): float(ablated_token_losses(model, tokens, layer, head)[:, half:].mean())
+              for layer in range(1, model.config.n_layer) for head in range(model.config.n_head)}  # fmt: skip
+    (layer, head), loss = max(losses.items(), key=lambda item: item[1])
+    return layer, head, loss
+
+
+def shift_scores(model: GPT, sets: list[torch.Tensor], layer: int, head: int) -> list[float]:
+    """Head (layer, head)'s attention to the key s = 0 .. SHIFTS − 1 letters after the token
+    after the earlier copy (``induction_score_of(..., shift=s)``), averaged over the sets."""
+    name = f"blocks.{layer}.attn.hook_pattern"
+    rows = []
+    for tokens in sets:
+        half = tokens.shape[1] // 2
+        _, cache = run_with_cache(model, tokens, [name])
+        rows.append([float(induction_score_of(cache[name], half, s)[head]) for s in range(min(SHIFTS, half))])
+    return [sum(row[s] for row in rows if s < len(row)) / sum(s < len(row) for row in rows) for s in range(len(rows[0]))]
+
+
 def formed_step(steps: list[int], best: list[float], threshold: float = THRESHOLD) -> int | None:
     """The first evaluated step whose best score reached ``threshold`` (None: never)."""
     return next((step for step, score in zip(steps, best, strict=True) if score >= threshold), None)
@@ -254,12 +289,15 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
         probe.load_state_dict(snapshots[step])
         index = int(scores[steps.index(step)].argmax())
         best_se.append(score_se(probe, sets, *divmod(index, params.n_head)))
+    copier = copying_head(model, sets)
+    shifts = shift_scores(model, sets, copier[0], copier[1])
     tokenizer = CharTokenizer.from_text(ALPHABET[: params.vocab])
     result = InductionResult(
         params=params.to_dict(), parameters=model.num_parameters(), steps=steps, first_half_loss=plain(first),
         repeated_loss=plain(repeated), scores=plain(torch.stack(scores)), best_score_se=plain(best_se),
         best_head=[layer, head], formed_at=formed, pattern_steps=chosen, patterns=plain(torch.stack(patterns)),
         pattern_text=tokenizer.decode(eval_tokens[0].tolist()), uniform_score=rounded(sum(map(uniform_induction_score, eval_halves(params.length))) / 3),
+        copying_head=list(copier[:2]), copying_ablated_loss=rounded(copier[2]), copying_shifts=plain(shifts),
         elapsed=rounded(time.perf_counter() - started),
     )  # fmt: skip
     config = TrainConfig(batch_size=params.batch_size, max_steps=params.steps, learning_rate=params.learning_rate,
@@ -308,9 +346,7 @@ def reading(result: InductionResult) -> str:
                      f"letters already seen costs ln {half} = {seen:.2f}")  # fmt: skip
             text += (", so the model learned which letters had appeared, not which letter followed which."
                      if result.repeated_loss[-1] >= seen else
-                     ", and it does better than that, so it uses more than which letters appeared — but no single head "
-                     "puts most of its attention on the letter after the previous occurrence: the copying is spread "
-                     "over heads and positions, not an induction head in Olsson et al.'s sense.")  # fmt: skip
+                     ", and it does better than that, so it uses more than which letters appeared." + copying_text(result))  # fmt: skip
         if abs(best[-1] - THRESHOLD) < CALL_RATIO * final_se:
             text += f" The final score is within {CALL_RATIO:g} standard errors (±{final_se:.2f}) of the mark: too close to call."
         return text + (" Train longer (more steps) to see whether one forms; copying spread over several heads can also "
@@ -329,6 +365,29 @@ def reading(result: InductionResult) -> str:
         text += (f" At the crossing the score is within {CALL_RATIO:g} standard errors (±{result.best_score_se[at]:.2f}) of the "
                  "mark, so the exact step is too close to call.")  # fmt: skip
     return text
+
+
+def copying_text(result: InductionResult) -> str:
+    """What the copying head (``copying_head``) does, measured: how much the repeated half needs
+    it, and where it looks relative to the letter after the earlier copy."""
+    layer, head = result.copying_head
+    without, now = result.copying_ablated_loss, result.repeated_loss[-1]
+    if without - now < CARRIES:
+        return (f" No single head carries the copying: switching off the one that matters most (layer {layer} head "
+                f"{head}) raises the repeated half's loss only from {now:.2f} to {without:.2f} nats/token, so it is "
+                "spread over heads.")  # fmt: skip
+    text = (f" Switching off layer {layer} head {head} alone raises the repeated half's loss from {now:.2f} to "
+            f"{without:.2f} nats/token: that head does the copying.")  # fmt: skip
+    shifts = result.copying_shifts
+    further = max(range(len(shifts)), key=shifts.__getitem__)
+    if further == 0:
+        return text + (f" Its attention on the letter after the earlier copy is {shifts[0]:.2f}, spread too thin to "
+                       "count as an induction head.")  # fmt: skip
+    return text + (f" It puts {shifts[further]:.2f} of its attention {further} letter{'s' * (further > 1)} further on "
+                   f"than the letter after the earlier copy ({shifts[0]:.2f} there) and reads the answer from what "
+                   "layer 0 carried forward into that key from the letters before it: in-context copying by a "
+                   "displaced route, which the induction score (Olsson et al.'s prefix matching: attention to the "
+                   "letter after the earlier copy) does not count.")  # fmt: skip
 
 
 def figures(result: InductionResult) -> list[go.Figure]:
