@@ -349,8 +349,7 @@ def reading(result: InductionResult) -> str:
                      ", and it does better than that, so it uses more than which letters appeared." + copying_text(result))  # fmt: skip
         if abs(best[-1] - THRESHOLD) < CALL_RATIO * final_se:
             text += f" The final score is within {CALL_RATIO:g} standard errors (±{final_se:.2f}) of the mark: too close to call."
-        return text + (" Train longer (more steps) to see whether one forms; copying spread over several heads can also "
-                       "stay the model's answer.")  # fmt: skip
+        return text + " Train longer (more steps) to see whether one forms."
     at = result.steps.index(result.formed_at)
     before = max(0, at - 1)
     text = (f"Induction appeared between step {result.steps[before]} and step {result.formed_at} (evaluated every "
