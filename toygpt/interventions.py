@@ -334,7 +334,9 @@ def induction_score_of(patterns: torch.Tensor, half: int, shift: int = 0) -> tor
 
 def induction_scores(model: GPT, tokens: torch.Tensor) -> InductionScores:
     """Induction scores and the in-context loss drop on ``tokens`` (B, 2·half), a random half
-    repeated once (``repeated_random_tokens``)."""
+    repeated once (``repeated_random_tokens``). On halves of one length a head that attends a
+    fixed half − 1 tokens back, whatever the tokens, scores like an induction head: score halves
+    of two or more lengths to tell them apart."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
         raise ValueError("tokens must be a (B, 2·half) tensor of token ids; use repeated_random_tokens()")
     if tokens.shape[1] > model.config.block_size:
