@@ -14,9 +14,11 @@ from toygpt.interventions import (
     ablated_token_losses,
     activation_patching,
     head_output_name,
+    induction_score_of,
     induction_scores,
     patched_logits,
     repeated_random_tokens,
+    uniform_induction_score,
 )
 from toygpt.model import GPT, GPTConfig
 
@@ -200,6 +202,44 @@ def test_hand_built_previous_token_head_and_induction_head():
     assert result.loss_drop == pytest.approx(result.first_half_loss - result.repeated_loss)
 
 
+def attending(T: int, key_of) -> torch.Tensor:
+    """A (T, T) attention pattern whose query t puts all its weight on key ``key_of(t)``."""
+    pattern = torch.zeros(T, T)
+    for t in range(T):
+        pattern[t, key_of(t)] = 1.0
+    return pattern
+
+
+@pytest.mark.parametrize("half", [4, 6, 9])
+def test_induction_score_of_hand_set_patterns(half):
+    """Known answers, patterns set by hand (Olsson et al. 2022; TransformerLens's induction score
+    uses the same stripe): a head attending from t in the repeat to t − half + 1, the token after
+    the earlier copy, scores 1; a previous-token head, a head on the earlier copy itself, and one
+    on the token after that score 0; evenly spread attention scores ``uniform_induction_score``."""
+    T = 2 * half
+    induction = attending(T, lambda t: t - half + 1 if t >= half else t)
+    previous = attending(T, lambda t: max(t - 1, 0))
+    same_token = attending(T, lambda t: t - half if t >= half else t)
+    one_late = attending(T, lambda t: t - half + 2 if t >= half else t)
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]
+    patterns = torch.stack([induction, previous, same_token, one_late, uniform])[None].expand(3, -1, -1, -1)
+    scores = induction_score_of(patterns, half)  # (B, nh, T, T) → (nh,)
+    assert scores.shape == (5,)
+    assert scores[0].item() == pytest.approx(1.0)
+    assert scores[1:4].abs().max().item() == 0.0
+    assert scores[4].item() == pytest.approx(uniform_induction_score(half))
+
+
+def test_a_fixed_distance_head_scores_as_induction_only_at_its_own_half():
+    """A head that attends a fixed 5 tokens back, whatever the tokens, matches the induction
+    stripe of halves of 6 exactly, and misses it at any other half: one half cannot tell it from
+    an induction head, two halves can (why the lab scores each head over two halves)."""
+    fixed = attending(16, lambda t: max(t - 5, 0))[None, None]
+    assert induction_score_of(fixed[..., :12, :12], 6).item() == pytest.approx(1.0)
+    assert induction_score_of(fixed, 8).item() == 0.0
+    assert induction_score_of(fixed[..., :10, :10], 5).item() == 0.0
+
+
 def test_induction_score_of_a_random_model_is_small_and_inputs_are_checked():
     model = tiny_model()
     tokens = repeated_random_tokens(11, half=8, batch=4)
@@ -226,3 +266,13 @@ def test_the_explorer_weighs_a_change_with_the_same_rule_as_the_lab():
     assert sureness(certainty.CALL_RATIO * se * 1.01, se).startswith("clear")
     assert sureness(certainty.CALL_RATIO * se * 0.99, se).startswith("too close to call")
     assert per_token_error(torch.tensor([0.5])) is None and "single token" in sureness(0.5, None)
+
+
+def test_a_shifted_induction_score_finds_a_head_that_looks_further_on():
+    """``shift`` s moves the key s tokens past the token after the earlier copy: a head attending
+    there scores 1 at its shift and 0 at the others; shifts outside 0 .. half − 1 are refused."""
+    half = 6
+    late = attending(2 * half, lambda t: t - half + 3 if t >= half else t)[None, None]
+    assert [induction_score_of(late, half, s).item() for s in range(4)] == [0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="shift"):
+        induction_score_of(late, half, half)

@@ -321,16 +321,22 @@ class InductionScores:
         return layer, head, float(self.scores[layer, head])
 
 
-def induction_score_of(patterns: torch.Tensor, half: int) -> torch.Tensor:
+def induction_score_of(patterns: torch.Tensor, half: int, shift: int = 0) -> torch.Tensor:
     """From attention patterns (..., B, nh, 2·half, 2·half): each head's mean attention from
-    positions t = half .. 2·half−1 to key t − half + 1, (..., nh)."""
-    stripe = torch.diagonal(patterns, offset=-(half - 1), dim1=-2, dim2=-1)  # key = query − (half − 1)
-    return stripe[..., 1:].mean(dim=(-1, -3))  # stripe[i] is query i + half − 1: keep queries ≥ half
+    positions t = half .. 2·half−1 to key t − half + 1 (the token after the earlier copy), (..., nh).
+    ``shift`` s > 0 moves the key s tokens further on, t − half + 1 + s (0 ≤ s < half): where a
+    head that finds the copy by the tokens *before* each key, not the one just before, looks."""
+    if not 0 <= shift < half:
+        raise ValueError(f"shift={shift} must be from 0 to half − 1 = {half - 1}")
+    stripe = torch.diagonal(patterns, offset=-(half - 1 - shift), dim1=-2, dim2=-1)  # key = query − (half − 1 − s)
+    return stripe[..., 1 + shift :].mean(dim=(-1, -3))  # stripe[i] is query i + half − 1 − s: keep queries ≥ half
 
 
 def induction_scores(model: GPT, tokens: torch.Tensor) -> InductionScores:
     """Induction scores and the in-context loss drop on ``tokens`` (B, 2·half), a random half
-    repeated once (``repeated_random_tokens``)."""
+    repeated once (``repeated_random_tokens``). On halves of one length a head that attends a
+    fixed half − 1 tokens back, whatever the tokens, scores like an induction head: score halves
+    of two or more lengths to tell them apart."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
         raise ValueError("tokens must be a (B, 2·half) tensor of token ids; use repeated_random_tokens()")
     if tokens.shape[1] > model.config.block_size:

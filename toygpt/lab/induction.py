@@ -9,6 +9,8 @@ simplifies: a 2-layer GPT with its MLPs (not attention-only), trained from scrat
 letters only, each sequence a random stretch of ``4 .. length/2`` letters repeated until the
 window is full (the stretch's length varies, so a head that attends a fixed distance back
 cannot do the job; only matching the current token against the token before each key can).
+Each head's induction score is averaged over halves of three lengths for the same reason: on
+halves of one length a head attending a fixed distance back scores like an induction head.
 Snapshots are kept in memory at every evaluation and only the best head's pattern is saved.
 """
 
@@ -27,8 +29,14 @@ import torch
 from plotly.subplots import make_subplots
 
 from toygpt.certainty import CALL_RATIO, standard_error
-from toygpt.inspection import attention_maps
-from toygpt.interventions import induction_scores, repeated_random_tokens, uniform_induction_score
+from toygpt.inspection import attention_maps, run_with_cache
+from toygpt.interventions import (
+    ablated_token_losses,
+    induction_score_of,
+    induction_scores,
+    repeated_random_tokens,
+    uniform_induction_score,
+)
 from toygpt.lab.budget import step_seconds
 from toygpt.lab.reporter import Reporter
 from toygpt.lab.setup import (
@@ -52,14 +60,16 @@ ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + "+*
 THRESHOLD = 0.5  # "formed": the best head puts over half its attention on the right token
 SHORTEST_STRETCH = 4
 PATTERN_SNAPSHOTS = 4
+SHIFTS = 4  # where the copying head looks: the letter after the earlier copy and up to 3 further on
+CARRIES = 1.0  # nats: a head whose removal raises the repeated half's loss this much does the copying
 
 
 @dataclass(frozen=True)
 class InductionParams(ExperimentParams):
     """Train a 2-layer model (``n_head`` heads of ``n_embd`` channels) for ``steps`` steps on
     ``batch_size`` windows of ``length`` random letters from an alphabet of ``vocab`` that repeat
-    a stretch; evaluate ``evals`` times on ``eval_sequences`` random halves of ``length // 2``
-    letters repeated once."""
+    a stretch; evaluate ``evals`` times on ``eval_sequences`` random halves repeated once, for each
+    of three half lengths (``eval_halves``: ``length // 2`` and two shorter)."""
 
     steps: int = 2000
     vocab: int = 64
@@ -96,9 +106,12 @@ class InductionParams(ExperimentParams):
     def cost(self) -> tuple[float, str]:
         config = self.model_config()
         seconds = self.steps * step_seconds(config, self.batch_size, self.length)
-        seconds += self.evals * step_seconds(config, self.eval_sequences, self.length) / 2  # forward only
+        sets = len(eval_halves(self.length))  # each evaluation: a forward pass per set, then one per sequence (its SE)
+        seconds += self.evals * sets * step_seconds(config, self.eval_sequences, self.length) / 2
+        seconds += self.evals * sets * self.eval_sequences * step_seconds(config, 1, self.length) / 2
         text = (f"{self.steps} steps of a 2-layer model ({GPT(config).num_parameters():,} parameters) on repeating "
-                f"random letters, {self.evals} evaluations of {self.eval_sequences} sequences")  # fmt: skip
+                f"random letters, {self.evals} evaluations of {self.eval_sequences} sequences on each of "
+                f"{halves_text(self.length)}-letter halves")  # fmt: skip
         return seconds, text
 
 
@@ -117,6 +130,9 @@ class InductionResult:
     patterns: list[list[list[float]]]  # (len(pattern_steps), 2·half, 2·half)
     pattern_text: str  # the evaluation sequence the patterns are drawn on
     uniform_score: float  # what evenly spread attention scores
+    copying_head: list[int]  # [layer, head], layer ≥ 1: the head whose removal hurts the repeated half most
+    copying_ablated_loss: float  # the repeated half's loss (nats/token) at the end with that head switched off
+    copying_shifts: list[float]  # its attention s = 0 .. SHIFTS − 1 letters after the induction score's key
     elapsed: float
     experiment: str = "induction-heads"
     artifacts: Artifacts | None = field(default=None, repr=False, compare=False)  # never saved
@@ -138,9 +154,83 @@ def repeating_batch(vocab: int, length: int, batch: int, generator: torch.Genera
     return torch.stack(rows)
 
 
+def eval_halves(length: int) -> list[int]:
+    """The halves the heads are scored on: ``length // 2`` and two shorter ones, e.g. 16 → [16, 12, 8].
+
+    A head that attends a fixed distance back, whatever the tokens (a *positional* head, which
+    layer 0 can learn with no help), lands exactly on "the token after the earlier copy" when the
+    copy is that distance back, so on halves of one length it scores like an induction head
+    (probe here: a layer-0 head scored 0.93 at half 8 and 0.20 at half 5). Only matching tokens
+    finds the copy at every distance: averaged over three halves, a fixed-distance head scores
+    at most about 1/3, under ``THRESHOLD``."""
+    half = length // 2
+    step = max(1, half // 4)
+    return [half, max(2, half - step), max(2, half - 2 * step)]
+
+
+def eval_sets(params: InductionParams) -> list[torch.Tensor]:
+    """One batch of ``eval_sequences`` random halves repeated once per half of ``eval_halves``."""
+    return [repeated_random_tokens(params.vocab, half, params.eval_sequences, seed=params.seed + 1 + i)
+            for i, half in enumerate(eval_halves(params.length))]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One evaluation: ``scores`` (n_layer, nh) each head's induction score averaged over the
+    halves; the losses on halves of ``length // 2`` (the first set)."""
+
+    scores: torch.Tensor
+    first_half_loss: float
+    repeated_loss: float
+
+
+def measure(model: GPT, sets: list[torch.Tensor]) -> Measured:
+    """Induction scores of every head on each set of ``eval_sets``, averaged (n_layer, nh)."""
+    each = [induction_scores(model, tokens) for tokens in sets]
+    scores = torch.stack([m.scores for m in each]).mean(0)
+    return Measured(scores, each[0].first_half_loss, each[0].repeated_loss)
+
+
 def sequence_scores(model: GPT, tokens: torch.Tensor, layer: int, head: int) -> torch.Tensor:
     """Induction score of head (layer, head) on each sequence of ``tokens`` (B, 2·half): (B,)."""
     return torch.stack([induction_scores(model, row[None]).scores[layer, head] for row in tokens])
+
+
+def score_se(model: GPT, sets: list[torch.Tensor], layer: int, head: int) -> float:
+    """Standard error of head (layer, head)'s score averaged over the sets: the sets are
+    independent, so SE = sqrt(Σ SE_i²) / (number of sets)."""
+    errors = [standard_error(sequence_scores(model, tokens, layer, head).tolist()) or 0.0 for tokens in sets]
+    return math.sqrt(sum(e * e for e in errors)) / len(sets)
+
+
+def halves_text(length: int) -> str:
+    """``eval_halves`` in words: "16, 12 and 8"."""
+    *rest, last = eval_halves(length)
+    return f"{', '.join(map(str, rest))} and {last}"
+
+
+def copying_head(model: GPT, sets: list[torch.Tensor]) -> tuple[int, int, float]:
+    """The head of layer ≥ 1 whose removal (its output set to 0) raises the loss on the repeated
+    halves of ``sets[0]`` the most: (layer, head, that loss in nats/token). Layer 0 cannot copy
+    from the earlier copy by itself: its keys know only their own letter and position."""
+    tokens = sets[0]
+    half = tokens.shape[1] // 2
+    losses = {(layer, head): float(ablated_token_losses(model, tokens, layer, head)[:, half:].mean())
+              for layer in range(1, model.config.n_layer) for head in range(model.config.n_head)}  # fmt: skip
+    (layer, head), loss = max(losses.items(), key=lambda item: item[1])
+    return layer, head, loss
+
+
+def shift_scores(model: GPT, sets: list[torch.Tensor], layer: int, head: int) -> list[float]:
+    """Head (layer, head)'s attention to the key s = 0 .. SHIFTS − 1 letters after the token
+    after the earlier copy (``induction_score_of(..., shift=s)``), averaged over the sets."""
+    name = f"blocks.{layer}.attn.hook_pattern"
+    rows = []
+    for tokens in sets:
+        half = tokens.shape[1] // 2
+        _, cache = run_with_cache(model, tokens, [name])
+        rows.append([float(induction_score_of(cache[name], half, s)[head]) for s in range(min(SHIFTS, half))])
+    return [sum(row[s] for row in rows if s < len(row)) / sum(s < len(row) for row in rows) for s in range(len(rows[0]))]
 
 
 def formed_step(steps: list[int], best: list[float], threshold: float = THRESHOLD) -> int | None:
@@ -156,14 +246,14 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
     model = GPT(params.model_config(), seed=params.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(params.seed)
-    half = params.length // 2
-    eval_tokens = repeated_random_tokens(params.vocab, half, params.eval_sequences, seed=params.seed + 1)
+    sets = eval_sets(params)
+    eval_tokens = sets[0]  # halves of length // 2: the losses and the drawn pattern
     eval_at = sorted({round(i * params.steps / (params.evals - 1)) for i in range(params.evals)})
     steps, first, repeated, scores, snapshots, events = [], [], [], [], {}, []
     for step in range(params.steps + 1):
         if step in eval_at:
             model.eval()
-            measured = induction_scores(model, eval_tokens)
+            measured = measure(model, sets)
             steps.append(step)
             first.append(measured.first_half_loss)
             repeated.append(measured.repeated_loss)
@@ -198,14 +288,16 @@ def run(params: InductionParams, progress: ProgressFn | None = None, stop: threa
     for step in steps:
         probe.load_state_dict(snapshots[step])
         index = int(scores[steps.index(step)].argmax())
-        per_sequence = sequence_scores(probe, eval_tokens, *divmod(index, params.n_head))
-        best_se.append(standard_error(per_sequence.tolist()) or 0.0)
+        best_se.append(score_se(probe, sets, *divmod(index, params.n_head)))
+    copier = copying_head(model, sets)
+    shifts = shift_scores(model, sets, copier[0], copier[1])
     tokenizer = CharTokenizer.from_text(ALPHABET[: params.vocab])
     result = InductionResult(
         params=params.to_dict(), parameters=model.num_parameters(), steps=steps, first_half_loss=plain(first),
         repeated_loss=plain(repeated), scores=plain(torch.stack(scores)), best_score_se=plain(best_se),
         best_head=[layer, head], formed_at=formed, pattern_steps=chosen, patterns=plain(torch.stack(patterns)),
-        pattern_text=tokenizer.decode(eval_tokens[0].tolist()), uniform_score=rounded(uniform_induction_score(half)),
+        pattern_text=tokenizer.decode(eval_tokens[0].tolist()), uniform_score=rounded(sum(map(uniform_induction_score, eval_halves(params.length))) / 3),
+        copying_head=list(copier[:2]), copying_ablated_loss=rounded(copier[2]), copying_shifts=plain(shifts),
         elapsed=rounded(time.perf_counter() - started),
     )  # fmt: skip
     config = TrainConfig(batch_size=params.batch_size, max_steps=params.steps, learning_rate=params.learning_rate,
@@ -243,7 +335,8 @@ def reading(result: InductionResult) -> str:
     last = result.steps[-1]
     chance = math.log(vocab)
     if result.formed_at is None:
-        text = (f"Induction did not appear within {last} steps: the best head's score reached {best[-1]:.2f} "
+        text = (f"Induction did not appear within {last} steps: the best head's score (averaged over halves of "
+                f"{halves_text(result.params['length'])} letters) reached {best[-1]:.2f} "
                 f"(it counts as formed at {THRESHOLD}; attention spread evenly scores {result.uniform_score:.2f}), "
                 f"and the loss on the repeated half is {result.repeated_loss[-1]:.2f} nats/token against "
                 f"{result.first_half_loss[-1]:.2f} on the first half (guessing among {vocab} letters: {chance:.2f}).")  # fmt: skip
@@ -253,12 +346,10 @@ def reading(result: InductionResult) -> str:
                      f"letters already seen costs ln {half} = {seen:.2f}")  # fmt: skip
             text += (", so the model learned which letters had appeared, not which letter followed which."
                      if result.repeated_loss[-1] >= seen else
-                     ", and it does better than that, so it uses more than which letters appeared — but no single head "
-                     "puts most of its attention on the letter after the previous occurrence: the copying is spread "
-                     "over heads and positions, not an induction head in Olsson et al.'s sense.")  # fmt: skip
+                     ", and it does better than that, so it uses more than which letters appeared." + copying_text(result))  # fmt: skip
         if abs(best[-1] - THRESHOLD) < CALL_RATIO * final_se:
             text += f" The final score is within {CALL_RATIO:g} standard errors (±{final_se:.2f}) of the mark: too close to call."
-        return text + " Train longer (more steps) to see whether it forms."
+        return text + " Train longer (more steps) to see whether one forms."
     at = result.steps.index(result.formed_at)
     before = max(0, at - 1)
     text = (f"Induction appeared between step {result.steps[before]} and step {result.formed_at} (evaluated every "
@@ -267,12 +358,35 @@ def reading(result: InductionResult) -> str:
             f"{result.uniform_score:.2f}), and the loss on the repeated half from {result.repeated_loss[before]:.2f} to "
             f"{result.repeated_loss[at]:.2f} nats/token while the first half stayed near {result.first_half_loss[at]:.2f} "
             f"(guessing among {vocab} letters: {chance:.2f}).")  # fmt: skip
-    text += (f" At step {last}, layer {layer} head {head} scores {best[-1]:.2f} ± {final_se:.2f} on {half}-letter "
-             f"halves and the repeated half costs {result.repeated_loss[-1]:.2f} nats/token.")  # fmt: skip
+    text += (f" At step {last}, layer {layer} head {head} scores {best[-1]:.2f} ± {final_se:.2f} (averaged over halves "
+             f"of {halves_text(result.params['length'])} letters) and the repeated half costs {result.repeated_loss[-1]:.2f} nats/token.")  # fmt: skip
     if best[at] - THRESHOLD < CALL_RATIO * result.best_score_se[at]:
         text += (f" At the crossing the score is within {CALL_RATIO:g} standard errors (±{result.best_score_se[at]:.2f}) of the "
                  "mark, so the exact step is too close to call.")  # fmt: skip
     return text
+
+
+def copying_text(result: InductionResult) -> str:
+    """What the copying head (``copying_head``) does, measured: how much the repeated half needs
+    it, and where it looks relative to the letter after the earlier copy."""
+    layer, head = result.copying_head
+    without, now = result.copying_ablated_loss, result.repeated_loss[-1]
+    if without - now < CARRIES:
+        return (f" No single head carries the copying: switching off the one that matters most (layer {layer} head "
+                f"{head}) raises the repeated half's loss only from {now:.2f} to {without:.2f} nats/token, so it is "
+                "spread over heads.")  # fmt: skip
+    text = (f" Switching off layer {layer} head {head} alone raises the repeated half's loss from {now:.2f} to "
+            f"{without:.2f} nats/token: that head does the copying.")  # fmt: skip
+    shifts = result.copying_shifts
+    further = max(range(len(shifts)), key=shifts.__getitem__)
+    if further == 0:
+        return text + (f" Its attention on the letter after the earlier copy is {shifts[0]:.2f}, spread too thin to "
+                       "count as an induction head.")  # fmt: skip
+    return text + (f" It puts {shifts[further]:.2f} of its attention {further} letter{'s' * (further > 1)} further on "
+                   f"than the letter after the earlier copy ({shifts[0]:.2f} there) and reads the answer from what "
+                   "layer 0 carried forward into that key from the letters before it: in-context copying by a "
+                   "displaced route, which the induction score (Olsson et al.'s prefix matching: attention to the "
+                   "letter after the earlier copy) does not count.")  # fmt: skip
 
 
 def figures(result: InductionResult) -> list[go.Figure]:
