@@ -354,7 +354,7 @@ def token_spans_html(text: str, tokenized: Tokenized, tokenizer: Tokenizer, *,
     drawn = tokenized.spans[min(max_tokens, tokenized.n_tokens) - 1][1] if tokenized.ids and max_tokens > 0 else 0
     tall = " tg-tall" if _fills_the_box(text[:drawn]) else ""
     out = [TOKEN_CSS if css else "", f'<div class="tg-tokens{tall}">']
-    for k, (token_id, (start, end)) in enumerate(zip(tokenized.ids[:max_tokens], tokenized.spans, strict=False)):
+    for token_id, (start, end) in zip(tokenized.ids[:max_tokens], tokenized.spans, strict=False):
         if token_id not in hovers:
             hovers[token_id] = html.escape(token_hover(tokenizer, token_id), quote=True)
         # its colour comes from its position (TOKEN_CSS's nth-child rules), not a class
