@@ -145,7 +145,7 @@ def text_source_ui(key: str) -> tuple[str, str | None] | None:
         try:
             return "your text", capped_text(corpora.read_user_text(upload.getvalue()))
         except corpora.CorpusError as exc:
-            st.error(f"That file cannot be used: {exc}")
+            st.error(f"That file cannot be used: {in_app_words(exc)}")
             return None
     return (source, None) if corpus_ready(source, key) else None
 

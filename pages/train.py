@@ -150,7 +150,7 @@ def read_upload(upload: Any) -> tuple[str | None, str | None]:
     try:
         result: tuple[str | None, str | None] = (corpora.read_user_text(upload.getvalue()), None)
     except corpora.CorpusError as exc:
-        result = (None, str(exc))
+        result = (None, in_app_words(exc))
     st.session_state["train_upload_cache"] = (upload.file_id, *result)
     return result
 

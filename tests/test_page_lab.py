@@ -343,6 +343,10 @@ def test_bad_text_and_impossible_settings_are_explained():
     assert at.button(key="lab_tokenization_run").disabled
     at.file_uploader(key="lab_tokenization_upload").set_value(("latin1.txt", "café\n".encode("latin-1") * 50, "text/plain")).run()
     assert not at.exception and "not UTF-8" in texts(at.error)
+    (uploader,) = at.get("file_uploader")
+    assert uploader.proto.max_upload_size_mb == 20  # the page's limit, not the server's 600 MB
+    at.file_uploader(key="lab_tokenization_upload").set_value(("big.txt", b"ab " * 6_700_000, "text/plain")).run()
+    assert "20,000,000" in texts(at.error) and "max_bytes" not in texts(at.error)
     at.selectbox(key="lab_tokenization_source").set_value("__paste__").run()
     at.text_area(key="lab_tokenization_text").set_value("x" * 150_000).run()
     assert "only the first 100,000 are used" in texts(at.warning)

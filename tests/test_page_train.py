@@ -375,6 +375,19 @@ def test_non_utf8_upload_is_explained():
     assert r"\!\[x\]\(http://evil\)\[a\]\(b\).txt" in texts(at.error)
 
 
+
+def test_an_upload_over_the_limit_is_refused_in_the_pages_words():
+    """The widget enforces the page's 20 MB; a file past the library's 20,000,000 bytes is refused
+    without the library's Python advice ('or pass a larger max_bytes')."""
+    at = open_page()
+    at.selectbox(key="train_corpus").set_value("__upload__").run()
+    (uploader,) = at.get("file_uploader")
+    assert uploader.proto.max_upload_size_mb == 20
+    at.file_uploader(key="train_upload").set_value(("big.txt", b"ab " * 6_700_000, "text/plain")).run()
+    error = texts(at.error)
+    assert "20,000,000" in error and "max_bytes" not in error
+
+
 def test_shakespeare_offline_says_how_to_provide_it():
     """Case 8 (issue 13): the way to provide it is in the app (an upload), not a command."""
     at = open_page()
