@@ -286,20 +286,24 @@ def bpe_from_settings(text: str) -> tuple[BPETokenizer | None, str | None, str |
 
 
 def resolve(choice: str, text: str, bpe: BPETokenizer | None, bpe_problem: str | None,
-            char_corpus: str | None, unavailable: dict[str, str | None]) -> tuple[str, Tokenizer | None]:
-    """(title, tokenizer) for a choice; a None tokenizer means the card explained why."""
+            char_corpus: str | None, unavailable: dict[str, str | None]) -> tuple[str, Tokenizer | None, Tokenizer | None]:
+    """(title, the tokenizer the card draws with, the tokenizer itself) for a choice: the two
+    differ only for the active model's char tokenizer, drawn through a copy with a display-only
+    <unk> (one id past the model's). A None tokenizer means the card explained why."""
     if choice == "char":
-        return "char", char_tokenizer(text, char_corpus)
+        tok = char_tokenizer(text, char_corpus)
+        return "char", tok, tok
     if choice == "byte":
-        return "byte", ByteTokenizer()
+        return "byte", ByteTokenizer(), ByteTokenizer()
     if choice == "bpe":
         if bpe is None:
             st.info(f"{bpe_problem + ' ' if bpe_problem else ''}Choose a training corpus in the "
                     f"“{TABS[1]}” tab to train the BPE.")
-        return (bpe.name if bpe else "bpe"), bpe
+        return (bpe.name if bpe else "bpe"), bpe, bpe
     if choice == "run":
         return run_tokenizer(text)
-    return choice, tiktoken_tokenizer(choice, unavailable[choice])
+    tok = tiktoken_tokenizer(choice, unavailable[choice])
+    return choice, tok, tok
 
 
 def char_tokenizer(text: str, corpus: str | None) -> Tokenizer | None:
@@ -321,21 +325,21 @@ def char_tokenizer(text: str, corpus: str | None) -> Tokenizer | None:
     return tok
 
 
-def run_tokenizer(text: str) -> tuple[str, Tokenizer | None]:
+def run_tokenizer(text: str) -> tuple[str, Tokenizer | None, Tokenizer | None]:
     active = active_model()
     if active is None:
         st.info("No model is active: pick one in the sidebar (or train one on the Training page).")
-        return "active model", None
+        return "active model", None, None
     tok, title = active.tokenizer, f"{active.run_id} ({active.tokenizer.name})"
     try:
         pg.TOKENIZED.tokenize(tok, text)  # the card reuses this
     except UnknownCharactersError as exc:
         st.warning(f"This model could not read the whole text: {in_app_words(exc)} They are drawn as <unk> here.")
-        return title, pg.with_unknowns_shown(tok)
+        return title, pg.with_unknowns_shown(tok), tok
     except TokenizerError as exc:
         st.warning(str(exc))
-        return title, None
-    return title, tok
+        return title, None, None
+    return title, tok, tok
 
 
 def tiktoken_tokenizer(name: str, reason: str | None) -> Tokenizer | None:
@@ -401,11 +405,8 @@ def results_ui(chosen: list[str], text: str, drawing: Drawing, bpe: BPETokenizer
     for choice in chosen:
         with st.container(border=True):
             st.markdown(f"#### {choice_label(choice, unavailable)}")
-            title, tok = resolve(choice, text, bpe, bpe_problem, corpus_for_char, unavailable)
-            if tok is not None:
-                # the active model's own tokenizer in the table and the card's vocabulary: the
-                # card may draw through a copy with a display-only <unk> (one id past the model's)
-                own = active_model().tokenizer if choice == "run" else tok
+            title, tok, own = resolve(choice, text, bpe, bpe_problem, corpus_for_char, unavailable)
+            if tok is not None:  # the table and the card's vocabulary are the tokenizer's own
                 card(title, tok, text, drawing, own.vocab_size)
                 usable[title if title not in usable else f"{title} ({choice})"] = own
     if usable:

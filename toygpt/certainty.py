@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from toygpt.formatting import counted
+
 NOISE_EVALS = 4  # a run's noise: the spread of this many of its last validation losses
 NOISE_TRAIN = 8  # ... and the spread of this many of its last training-batch losses
 MIN_EVALS = 3  # fewer evaluations than this give no spread worth the name
@@ -87,7 +89,7 @@ class Verdict:
     def sentence(self) -> str:
         """How sure the comparison is, in words (a full sentence, with a leading space)."""
         if self.noise is None:
-            return (f" Each run was measured only {self.evals} time{'s' if self.evals != 1 else ''} on held-out "
+            return (f" Each run was measured only {counted(self.evals, 'time')} on held-out "
                     "text, too few to tell that gap from noise: too close to call at this budget.")
         spread = (f"the spread of its last {self.evals} validation losses, {self.noise:.3f}" if self.source == "evals"
                   else f"how much a validation loss on so few batches moves with the batches drawn, ±{self.noise:.3f}")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toygpt.formatting import short_number
+from toygpt.formatting import counted, short_number
 from toygpt.limits import memory_budget
 from toygpt.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, TokenizerError
 from toygpt.tokenizers.base import label_for_bytes, spans_from_token_bytes, utf8_bytes
@@ -390,7 +390,7 @@ def drawn_note(n_tokens: int, max_tokens: int) -> str:
     'showing all 12 tokens'
     """
     if n_tokens <= max_tokens:
-        return f"showing all {n_tokens:,} token{'s' if n_tokens != 1 else ''}"
+        return f"showing all {counted(n_tokens, 'token')}"
     return f"showing the first {max_tokens:,} of {n_tokens:,} tokens"
 
 
